@@ -1,0 +1,89 @@
+"""build_trainer / build_evaluator: thin over Ignite's ``create_supervised_*``; plain Engines out."""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import torch
+from ignite.engine import Engine, create_supervised_evaluator, create_supervised_trainer
+from ignite.metrics import Metric
+
+__all__ = ["build_trainer", "build_evaluator"]
+
+
+def _loss_output(x: Any, y: Any, y_pred: Any, loss: torch.Tensor) -> dict[str, torch.Tensor]:
+    # Keep the loss on its device: no .item() (a host sync) per iteration; handlers that log
+    # convert it only on the iterations they log.
+    return {"loss": loss.detach()}
+
+
+def build_trainer(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: Callable[[Any, Any], torch.Tensor] | torch.nn.Module,
+    *,
+    device: str | torch.device | None = None,
+    **kwargs: Any,
+) -> Engine:
+    """A supervised training ``Engine`` whose ``state.output`` is ``{"loss": tensor}``.
+
+    Args:
+        model: the model to train.
+        optimizer: its optimizer.
+        loss_fn: ``loss_fn(y_pred, y)`` returning a scalar tensor.
+        device: where batches go (``None``: leave them where they are).
+        kwargs: passed to :func:`ignite.engine.create_supervised_trainer` (``prepare_batch``,
+            ``amp_mode``, ``gradient_accumulation_steps``, ...); not ``output_transform``.
+
+    Examples:
+        .. code-block:: python
+
+            trainer = build_trainer(model, optimizer, torch.nn.CrossEntropyLoss())
+            trainer.run(train_loader, max_epochs=10)
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"Argument model should be a torch.nn.Module, got {type(model).__name__}.")
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"Argument optimizer should be a torch.optim.Optimizer, got {type(optimizer).__name__}.")
+    if not callable(loss_fn):
+        raise TypeError(f"Argument loss_fn should be callable, got {loss_fn!r}.")
+    if "output_transform" in kwargs:
+        raise ValueError(
+            "Argument output_transform is set by build_trainer (the output is {'loss': tensor}); "
+            "build the engine with ignite.engine.create_supervised_trainer to change it."
+        )
+    return create_supervised_trainer(
+        model, optimizer, loss_fn, device=device, output_transform=_loss_output, **kwargs
+    )
+
+
+def build_evaluator(
+    model: torch.nn.Module,
+    metrics: Mapping[str, Metric],
+    *,
+    device: str | torch.device | None = None,
+    **kwargs: Any,
+) -> Engine:
+    """An evaluation ``Engine`` computing ``metrics`` into ``state.metrics`` on each ``run``.
+
+    Args:
+        model: the model to evaluate (put in eval mode and run under ``torch.no_grad``).
+        metrics: name -> :class:`ignite.metrics.Metric`, e.g. ``{"accuracy": Accuracy()}``.
+        device: where batches go (``None``: leave them where they are).
+        kwargs: passed to :func:`ignite.engine.create_supervised_evaluator`.
+
+    Examples:
+        .. code-block:: python
+
+            evaluator = build_evaluator(model, {"accuracy": Accuracy(), "loss": Loss(loss_fn)})
+            evaluator.run(val_loader).metrics     # {"accuracy": 0.93, "loss": 0.21}
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"Argument model should be a torch.nn.Module, got {type(model).__name__}.")
+    if not isinstance(metrics, Mapping) or not metrics:
+        raise ValueError(f"Argument metrics should be a non-empty mapping of name -> Metric, got {metrics!r}.")
+    for name, metric in metrics.items():
+        if not isinstance(name, str) or not isinstance(metric, Metric):
+            raise TypeError(
+                f"Argument metrics should map str -> ignite.metrics.Metric, got {name!r}: {type(metric).__name__}."
+            )
+    return create_supervised_evaluator(model, metrics=dict(metrics), device=device, **kwargs)

@@ -1,0 +1,99 @@
+"""BestTracker: applies the Objective to each validation run and marks the new bests."""
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from typing import Any, Mapping
+
+from ignite.base import Serializable
+from ignite.engine import Engine, Events
+from ignite.metrics import Metric
+
+from monitor.objective import Objective
+
+__all__ = ["BestTracker", "attach_best_tracker", "attached_metric_names"]
+
+logger = logging.getLogger(__name__)
+
+
+def attached_metric_names(evaluator: Engine) -> set[str]:
+    """Names of the ``ignite.metrics.Metric`` objects attached to ``evaluator``.
+
+    Ignite keeps no public list of them; each attached metric registers its bound ``completed``
+    method with its name as the last argument, which is what is read here.
+    """
+    names = set()
+    for handler, args, _ in evaluator._event_handlers.get(Events.EPOCH_COMPLETED, []):
+        if isinstance(getattr(handler, "__self__", None), Metric) and args and isinstance(args[-1], str):
+            names.add(args[-1])
+    return names
+
+
+class BestTracker(Serializable):
+    """After each validation run: the Objective's value, whether it is a new best, and the best so far.
+
+    Best checkpoints, the history's ``is_best`` column and ``run.json`` all read this one tracker,
+    so they can never disagree on which epoch was best.
+
+    Args:
+        objective: what "better" means.
+        trainer: engine whose ``state.epoch``/``state.iteration`` label the validation run.
+
+    Examples:
+        .. code-block:: python
+
+            best = BestTracker(Objective("loss", mode="min"), trainer=trainer)
+            evaluator.add_event_handler(Events.COMPLETED, best)   # attached to the *evaluator*
+            best.is_best, best.best_value, best.best_epoch
+    """
+
+    _state_dict_all_req_keys = ("best_value", "best_epoch", "best_iteration")
+
+    def __init__(self, objective: Objective, trainer: Engine) -> None:
+        if not isinstance(objective, Objective):
+            raise TypeError(f"Argument objective should be a monitor.Objective, got {objective!r}.")
+        if not isinstance(trainer, Engine):
+            raise TypeError(f"Argument trainer should be an ignite Engine, got {type(trainer).__name__}.")
+        self.objective = objective
+        self.trainer = trainer
+        self.value: float | None = None
+        self.is_best = False
+        self.best_value: float | None = None
+        self.best_epoch: int | None = None
+        self.best_iteration: int | None = None
+
+    def __call__(self, evaluator: Engine) -> None:
+        self.value = self.objective.value(evaluator.state.metrics)
+        epoch = self.trainer.state.epoch
+        self.is_best = self.objective.is_improvement(self.value, self.best_value, epoch=epoch)
+        if self.is_best:
+            self.best_value, self.best_epoch = self.value, epoch
+            self.best_iteration = self.trainer.state.iteration
+
+    def state_dict(self) -> OrderedDict[str, Any]:
+        return OrderedDict(
+            best_value=self.best_value, best_epoch=self.best_epoch, best_iteration=self.best_iteration
+        )
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self.best_value = state_dict["best_value"]
+        self.best_epoch = state_dict["best_epoch"]
+        self.best_iteration = state_dict["best_iteration"]
+
+
+def attach_best_tracker(evaluator: Engine, trainer: Engine, objective: Objective) -> BestTracker:
+    """Attach a :class:`BestTracker` to ``evaluator`` on ``COMPLETED``; check the metric exists.
+
+    Raises:
+        KeyError: ``objective.metric`` is not among the metrics attached to ``evaluator``
+            (when they can be seen; otherwise at the first validation run).
+    """
+    names = attached_metric_names(evaluator)
+    if names and objective.metric not in names:
+        raise KeyError(
+            f"Objective metric {objective.metric!r} is not attached to the evaluator; available: {sorted(names)}."
+        )
+    tracker = BestTracker(objective, trainer)
+    evaluator.add_event_handler(Events.COMPLETED, tracker)
+    return tracker

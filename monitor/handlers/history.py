@@ -1,0 +1,132 @@
+"""HistoryRecorder: one row per validation run -> ``history.csv``."""
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from ignite.base import Serializable
+from ignite.engine import Engine, Events
+
+from monitor.handlers.best import BestTracker
+from monitor.handlers.loss import TrainLoss
+from monitor.history import History
+
+__all__ = ["HistoryRecorder", "attach_history", "learning_rates"]
+
+
+def learning_rates(optimizer: torch.optim.Optimizer | None) -> dict[str, float]:
+    """``{"lr": ...}`` for the first parameter group, ``lr_1``, ``lr_2`` ... for the others."""
+    if optimizer is None:
+        return {}
+    return {("lr" if i == 0 else f"lr_{i}"): float(g["lr"]) for i, g in enumerate(optimizer.param_groups)}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return float(value)
+    if isinstance(value, (int, float, str, bool)) or value is None:
+        return value
+    return None  # tensors, lists, dicts: not a CSV cell
+
+
+class HistoryRecorder(Serializable):
+    """Append one row to ``history.csv`` after each validation run.
+
+    Row: ``epoch, iteration, elapsed_s, epoch_s, lr, train_loss, val_<metric>..., is_best``.
+    ``elapsed_s`` is the training wall time summed over every segment of a resumed run.
+
+    Args:
+        history: the :class:`~monitor.History` to append to.
+        trainer: engine whose ``epoch``/``iteration`` label the row.
+        best: the tracker whose ``is_best`` fills the column of that name.
+        train_loss: source of the epoch's mean training loss (optional).
+        optimizer: source of the learning rate (optional).
+
+    Examples:
+        .. code-block:: python
+
+            recorder = HistoryRecorder(History(run_dir / "history.csv"), trainer=trainer, best=best)
+            trainer.add_event_handler(Events.EPOCH_STARTED, recorder.epoch_started)
+            evaluator.add_event_handler(Events.COMPLETED, recorder)   # attached to the *evaluator*
+    """
+
+    _state_dict_all_req_keys = ("elapsed_s",)
+
+    def __init__(
+        self,
+        history: History,
+        trainer: Engine,
+        best: BestTracker,
+        *,
+        train_loss: TrainLoss | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+    ) -> None:
+        self.history = history
+        self.trainer = trainer
+        self.best = best
+        self.train_loss = train_loss
+        self.optimizer = optimizer
+        self._elapsed_before = 0.0  # from earlier segments (restored on resume)
+        self._segment_start: float | None = None
+        self._epoch_start: float | None = None
+        self.last_row: dict[str, Any] = {}
+
+    @property
+    def elapsed_s(self) -> float:
+        """Training wall time so far, all segments."""
+        if self._segment_start is None:
+            return self._elapsed_before
+        return self._elapsed_before + time.perf_counter() - self._segment_start
+
+    def segment_started(self, _: Engine) -> None:
+        self._segment_start = time.perf_counter()
+
+    def epoch_started(self, _: Engine) -> None:
+        self._epoch_start = time.perf_counter()
+
+    def __call__(self, evaluator: Engine) -> None:
+        now = time.perf_counter()
+        row: dict[str, Any] = {
+            "epoch": self.trainer.state.epoch,
+            "iteration": self.trainer.state.iteration,
+            "elapsed_s": round(self.elapsed_s, 6),
+            "epoch_s": None if self._epoch_start is None else round(now - self._epoch_start, 6),
+            **learning_rates(self.optimizer),
+        }
+        if self.train_loss is not None:
+            row["train_loss"] = self.train_loss.epoch_mean
+        for name, value in evaluator.state.metrics.items():
+            row[f"val_{name}"] = _plain(value)
+        row["is_best"] = self.best.is_best
+        self.history.append(row)
+        self.last_row = row
+
+    def state_dict(self) -> OrderedDict[str, Any]:
+        return OrderedDict(elapsed_s=self.elapsed_s)
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self._elapsed_before = float(state_dict["elapsed_s"])
+        if self._segment_start is not None:
+            self._segment_start = time.perf_counter()
+
+
+def attach_history(
+    evaluator: Engine,
+    trainer: Engine,
+    best: BestTracker,
+    path: str | Path,
+    *,
+    train_loss: TrainLoss | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> HistoryRecorder:
+    """Attach a :class:`HistoryRecorder` writing ``path``: rows on ``evaluator`` ``COMPLETED``,
+    clocks on ``trainer`` ``STARTED``/``EPOCH_STARTED``."""
+    recorder = HistoryRecorder(History(path), trainer, best, train_loss=train_loss, optimizer=optimizer)
+    trainer.add_event_handler(Events.STARTED, recorder.segment_started)
+    trainer.add_event_handler(Events.EPOCH_STARTED, recorder.epoch_started)
+    evaluator.add_event_handler(Events.COMPLETED, recorder)
+    return recorder

@@ -1,0 +1,112 @@
+"""TrainLoss: the epoch's mean training loss, kept on the device, and a stop on a non-finite loss."""
+from __future__ import annotations
+
+import logging
+import math
+import numbers
+from collections import OrderedDict
+from typing import Any, Callable, Mapping
+
+import torch
+from ignite.base import Serializable
+from ignite.engine import Engine, Events
+
+from monitor.status import StopReason
+
+__all__ = ["TrainLoss", "attach_train_loss", "loss_from_output"]
+
+logger = logging.getLogger(__name__)
+
+
+def loss_from_output(output: Any) -> torch.Tensor | float:
+    """The loss in ``trainer.state.output``: ``output["loss"]`` for a mapping, else the output itself."""
+    loss = output["loss"] if isinstance(output, Mapping) else output
+    if not isinstance(loss, (torch.Tensor, numbers.Number)):
+        raise TypeError(
+            f"trainer.state.output should be a loss (tensor or number) or a mapping with key 'loss', got {output!r}."
+        )
+    return loss
+
+
+class TrainLoss(Serializable):
+    """Sum of the training losses of the current epoch, accumulated on their device.
+
+    Ignite's ``TerminateOnNan`` is not used: it moves the loss to the host on every iteration (a device
+    sync), adds a ``StreamHandler`` to a logger it configures itself, and records no stop reason.
+    Here the loss is summed on its device and checked only on the iterations where it is looked at
+    anyway (``check_every``) and at the end of each epoch: a NaN/inf anywhere makes the sum non-finite.
+
+    Args:
+        trainer: the engine whose output holds the loss (see :func:`loss_from_output`).
+        output_transform: picks the loss out of ``trainer.state.output``.
+
+    Examples:
+        .. code-block:: python
+
+            train_loss = attach_train_loss(trainer, check_every=10)   # on the *trainer*
+            train_loss.epoch_mean                                     # after EPOCH_COMPLETED
+    """
+
+    _state_dict_all_req_keys = ("stop_reason",)
+
+    def __init__(
+        self, trainer: Engine, output_transform: Callable[[Any], torch.Tensor | float] = loss_from_output
+    ) -> None:
+        self.trainer = trainer
+        self.output_transform = output_transform
+        self.stop_reason: StopReason | None = None
+        self.epoch_mean: float | None = None
+        self.last: float | None = None
+        self._sum: torch.Tensor | float = 0.0
+        self._count = 0
+
+    def started(self, _: Engine) -> None:
+        self._sum, self._count = 0.0, 0
+
+    def __call__(self, _: Engine) -> None:
+        loss = self.output_transform(self.trainer.state.output)
+        if isinstance(loss, torch.Tensor):
+            loss = loss.detach()
+        self._sum = self._sum + loss
+        self._count += 1
+
+    def check(self, _: Engine) -> None:
+        """Stop the trainer if the epoch's loss is not finite; the one host sync."""
+        total = float(self._sum)
+        self.epoch_mean = total / self._count if self._count else None
+        self.last = float(self.output_transform(self.trainer.state.output)) if self._count else None
+        if not math.isfinite(total) and self.stop_reason is None:
+            self.stop_reason = StopReason.NONFINITE_LOSS
+            logger.warning(
+                "Training loss is not finite (epoch %d, iteration %d); stopping.",
+                self.trainer.state.epoch,
+                self.trainer.state.iteration,
+            )
+            self.trainer.terminate()
+
+    def state_dict(self) -> OrderedDict[str, Any]:
+        return OrderedDict(stop_reason=None if self.stop_reason is None else self.stop_reason.value)
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        reason = state_dict["stop_reason"]
+        self.stop_reason = None if reason is None else StopReason(reason)
+
+
+def attach_train_loss(
+    trainer: Engine,
+    *,
+    check_every: int = 10,
+    output_transform: Callable[[Any], torch.Tensor | float] = loss_from_output,
+) -> TrainLoss:
+    """Attach :class:`TrainLoss` to ``trainer``: sum every iteration, check every ``check_every``
+    iterations and at each epoch's end (before any other ``EPOCH_COMPLETED`` handler attached later).
+    """
+    if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
+        raise ValueError(f"Argument check_every should be a positive integer, got {check_every!r}.")
+    tracker = TrainLoss(trainer, output_transform)
+    trainer.add_event_handler(Events.EPOCH_STARTED, tracker.started)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, tracker)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(every=check_every), tracker.check)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, tracker.check)
+    return tracker

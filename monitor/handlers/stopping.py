@@ -1,0 +1,165 @@
+"""Early stopping on Ignite's EarlyStopping, plus warm-up, baseline, target, divergence and NaN."""
+from __future__ import annotations
+
+import logging
+import math
+from collections import OrderedDict
+from typing import Any, Mapping
+
+from ignite.engine import Engine, Events
+from ignite.handlers import EarlyStopping as IgniteEarlyStopping
+
+from monitor.objective import Objective
+from monitor.status import StopReason
+
+__all__ = ["EarlyStopping", "attach_early_stopping"]
+
+logger = logging.getLogger(__name__)
+
+
+def _check_limit(name: str, value: float | None) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value)):
+        raise ValueError(f"Argument {name} should be a number or None, got {value!r}.")
+
+
+class EarlyStopping(IgniteEarlyStopping):
+    """Ignite's ``EarlyStopping`` deciding "better" with an :class:`~monitor.Objective`.
+
+    Kept from Ignite: ``patience``, ``counter``, ``best_score``, ``state_dict`` and stopping through
+    ``trainer.terminate()``. ``__call__`` is re-written because Ignite 0.5.5's lacks: a NaN score is
+    taken as the first best and then poisons every comparison; its relative threshold
+    (``best * (1 - threshold)``) points the wrong way for negative scores; the best creeps by
+    sub-threshold steps unless ``cumulative=True``; and there is no warm-up, baseline, target,
+    divergence limit or recorded stop reason. It also logs through its own configured logger; this one
+    logs through :mod:`logging` only.
+
+    Args:
+        objective: the metric, mode, threshold and warm-up (shared with best checkpoints).
+        trainer: the engine to stop.
+        patience: validation runs without improvement before stopping (>= 1).
+        baseline: a value the metric must beat before anything counts as an improvement. Default None.
+        target: stop as soon as the metric is at least this good. Default None.
+        divergence: stop as soon as the metric is worse than this. Default None.
+
+    Examples:
+        .. code-block:: python
+
+            es = EarlyStopping(Objective("loss", mode="min"), trainer, patience=10)
+            evaluator.add_event_handler(Events.COMPLETED, es)   # attached to the *evaluator*
+            es.stop_reason                                     # StopReason.PATIENCE_EXHAUSTED
+    """
+
+    _state_dict_all_req_keys = ("counter", "best_score", "stop_reason")
+
+    def __init__(
+        self,
+        objective: Objective,
+        trainer: Engine,
+        patience: int,
+        *,
+        baseline: float | None = None,
+        target: float | None = None,
+        divergence: float | None = None,
+    ) -> None:
+        if not isinstance(objective, Objective):
+            raise TypeError(f"Argument objective should be a monitor.Objective, got {objective!r}.")
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+            raise ValueError(f"Argument patience should be a positive integer, got {patience!r}.")
+        for name, value in (("baseline", baseline), ("target", target), ("divergence", divergence)):
+            _check_limit(name, value)
+        if target is not None and divergence is not None and not objective.is_better_or_equal(target, divergence):
+            raise ValueError(
+                f"Argument target ({target!r}) should be better than divergence ({divergence!r}) "
+                f"for mode {objective.mode!r}."
+            )
+        super().__init__(
+            patience=patience,
+            score_function=lambda engine: objective.value(engine.state.metrics),
+            trainer=trainer,
+            threshold=objective.threshold,
+            cumulative=True,
+            threshold_mode=objective.threshold_mode,
+            mode=objective.mode,
+        )
+        self.logger = logger
+        self.objective = objective
+        self.baseline = baseline
+        self.target = target
+        self.divergence = divergence
+        self.stop_reason: StopReason | None = None
+
+    def __call__(self, engine: Engine) -> None:
+        value = self.objective.value(engine.state.metrics)
+        epoch = self.trainer.state.epoch
+        column = self.objective.column
+        if not math.isfinite(value) and self.objective.on_nonfinite == "stop":
+            return self._stop(StopReason.NONFINITE_METRIC, f"{column} is {value} at epoch {epoch}")
+        if self.target is not None and self.objective.is_better_or_equal(value, self.target):
+            return self._stop(StopReason.TARGET_REACHED, f"{column}={value:.6g} reached target {self.target:g}")
+        if self.divergence is not None and math.isfinite(value) and not self.objective.is_better_or_equal(
+            value, self.divergence
+        ):
+            return self._stop(
+                StopReason.DIVERGED, f"{column}={value:.6g} is worse than divergence limit {self.divergence:g}"
+            )
+        if epoch <= self.objective.warmup:
+            logger.info("%s=%.6g at epoch %d: warm-up, patience not counted", column, value, epoch)
+            return
+        reference = self.best_score if self.best_score is not None else self.baseline
+        if self.objective.is_improvement(value, reference, epoch=epoch):
+            if reference is None:
+                logger.info("%s=%.6g: first best", column, value)
+            else:
+                logger.info("%s improved %.6g -> %.6g", column, reference, value)
+            self.best_score, self.counter = value, 0
+            return
+        self.counter += 1
+        logger.info(
+            "%s=%.6g: no improvement on %.6g (%d/%d)", column, value, reference, self.counter, self.patience
+        )
+        if self.counter >= self.patience:
+            self._stop(StopReason.PATIENCE_EXHAUSTED, f"no improvement in {self.patience} validations")
+
+    def _stop(self, reason: StopReason, message: str) -> None:
+        self.stop_reason = reason
+        logger.info("Early stopping (%s): %s", reason.value, message)
+        self.trainer.terminate()
+
+    def reset(self) -> None:
+        super().reset()
+        self.stop_reason = None
+
+    def state_dict(self) -> OrderedDict[str, Any]:
+        return OrderedDict(
+            counter=self.counter,
+            best_score=self.best_score,
+            stop_reason=None if self.stop_reason is None else self.stop_reason.value,
+        )
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        super(IgniteEarlyStopping, self).load_state_dict(state_dict)  # key check from Serializable
+        self.counter = int(state_dict["counter"])
+        self.best_score = state_dict["best_score"]
+        reason = state_dict["stop_reason"]
+        self.stop_reason = None if reason is None else StopReason(reason)
+
+
+def attach_early_stopping(
+    evaluator: Engine,
+    trainer: Engine,
+    objective: Objective,
+    patience: int,
+    *,
+    baseline: float | None = None,
+    target: float | None = None,
+    divergence: float | None = None,
+) -> EarlyStopping:
+    """Attach :class:`EarlyStopping` to ``evaluator`` on ``COMPLETED``; it stops ``trainer``.
+
+    Unlike Ignite's ``EarlyStopping.attach(evaluator)``, nothing resets the counter at the start of
+    each validation run (which makes Ignite's never stop) nor at the trainer's ``STARTED`` (which
+    fires again on resume and would wipe the restored state).
+    """
+    handler = EarlyStopping(objective, trainer, patience, baseline=baseline, target=target, divergence=divergence)
+    evaluator.add_event_handler(Events.COMPLETED, handler)
+    return handler

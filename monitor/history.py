@@ -1,0 +1,142 @@
+"""History: one row per validation run in ``history.csv``; crash-safe appends, truncation on resume.
+
+Pure Python (the csv module); :meth:`History.to_dataframe` imports pandas only when called.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+from monitor._io import atomic_write_text
+
+if TYPE_CHECKING:
+    import pandas
+
+__all__ = ["History"]
+
+_LEADING = ("epoch", "iteration")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else str(value).lower()  # nan, inf, -inf
+    return str(value)
+
+
+def _parse(cell: str) -> Any:
+    if cell == "":
+        return None
+    if cell in ("True", "False"):
+        return cell == "True"
+    for kind in (int, float):
+        try:
+            return kind(cell)
+        except ValueError:
+            pass
+    return cell
+
+
+class History:
+    """Rows of per-epoch values, kept in a CSV file that is whole after any crash.
+
+    Each :meth:`append` writes one line and flushes it to disk (O(1) per row). A row with a column
+    the file has not seen yet rewrites the file atomically with the union of the columns, so
+    columns are never dropped; cells a row lacks stay empty. ``epoch`` and ``iteration`` come first.
+
+    Args:
+        path: the CSV file; it is read if it exists.
+
+    Examples:
+        .. code-block:: python
+
+            history = History(run_dir / "history.csv")
+            history.append({"epoch": 1, "iteration": 55, "val_loss": 0.41, "is_best": True})
+            history.truncate(after_epoch=0)      # on resume: drop rows of work being redone
+            df = history.to_dataframe()          # pandas, one row per epoch
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.columns: list[str] = []
+        self.last_epoch = 0
+        self.n_rows = 0
+        if self.path.exists():
+            rows = self.read_rows()
+            self._repair(rows)
+
+    def read_rows(self) -> list[dict[str, Any]]:
+        """All complete rows in the file, values parsed (int, float, bool, str or ``None``)."""
+        if not self.path.exists():
+            return []
+        text = self.path.read_text(encoding="utf-8")
+        if text and not text.endswith("\n"):  # a line cut by a crash mid-write: not a row
+            text = text[: text.rfind("\n") + 1]
+        reader = csv.reader(io.StringIO(text))
+        header = next(reader, None)
+        if header is None:
+            return []
+        self.columns = list(header)
+        return [{k: _parse(v) for k, v in zip(header, line)} for line in reader if len(line) == len(header)]
+
+    def _repair(self, rows: list[dict[str, Any]]) -> None:
+        """Rewrite the file if it ends in a torn line, so the next append starts on a row boundary."""
+        self.n_rows = len(rows)
+        self.last_epoch = int(rows[-1]["epoch"]) if rows else 0
+        if self.path.stat().st_size and not self.path.read_bytes().endswith(b"\n"):
+            self._rewrite(rows)
+
+    def append(self, row: Mapping[str, Any]) -> None:
+        """Add one row, durable on disk when this returns."""
+        for key in _LEADING:
+            if key not in row:
+                raise KeyError(f"History row needs {key!r}; got columns {sorted(row)}.")
+        new = [k for k in row if k not in self.columns]
+        if new or not self.path.exists():
+            rows = self.read_rows() if self.path.exists() else []
+            for key in (*_LEADING, *new):
+                if key not in self.columns:
+                    self.columns.append(key)
+            self._rewrite([*rows, dict(row)])
+        else:
+            with open(self.path, "a", encoding="utf-8", newline="") as f:
+                f.write(self._line(row))
+                f.flush()
+                os.fsync(f.fileno())
+        self.n_rows += 1
+        self.last_epoch = int(row["epoch"])
+
+    def truncate(self, after_epoch: int) -> int:
+        """Drop rows with ``epoch > after_epoch`` (work a resume redoes); return how many were dropped."""
+        rows = self.read_rows()
+        kept = [r for r in rows if r["epoch"] is not None and int(r["epoch"]) <= after_epoch]
+        if len(kept) != len(rows) or (self.path.exists() and not self.path.read_bytes().endswith(b"\n")):
+            self._rewrite(kept)
+        self.n_rows = len(kept)
+        self.last_epoch = int(kept[-1]["epoch"]) if kept else 0
+        return len(rows) - len(kept)
+
+    def to_dataframe(self) -> pandas.DataFrame:
+        """The history as a ``pandas.DataFrame``, one row per epoch."""
+        import pandas
+
+        return pandas.DataFrame(self.read_rows(), columns=self.columns or list(_LEADING))
+
+    def _line(self, row: Mapping[str, Any]) -> str:
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerow([_cell(row.get(k)) for k in self.columns])
+        return buffer.getvalue()
+
+    def _rewrite(self, rows: list[dict[str, Any]]) -> None:
+        if not self.columns:
+            self.columns = list(_LEADING)
+        header = io.StringIO()
+        csv.writer(header, lineterminator="\n").writerow(self.columns)
+        atomic_write_text(self.path, header.getvalue() + "".join(self._line(r) for r in rows))

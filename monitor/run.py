@@ -1,0 +1,355 @@
+"""attach_monitoring / Monitor: compose the handlers in a fixed order; run.json; resume."""
+from __future__ import annotations
+
+import logging
+import traceback
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Iterable, Mapping
+
+import torch
+from ignite.engine import Engine, Events
+from ignite.handlers import Checkpoint, ProgressBar, TensorboardLogger
+
+from monitor.handlers.best import BestTracker, attach_best_tracker
+from monitor.handlers.checkpoint import attach_best_checkpoint, attach_last_checkpoint, restore_best_weights
+from monitor.handlers.history import HistoryRecorder, attach_history
+from monitor.handlers.loss import TrainLoss, attach_train_loss
+from monitor.handlers.progress import attach_epoch_log, attach_progress_bar
+from monitor.handlers.rng import RNGState
+from monitor.handlers.stopping import EarlyStopping, attach_early_stopping
+from monitor.handlers.tensorboard import attach_tensorboard
+from monitor.handlers.validation import attach_validation
+from monitor.objective import Objective
+from monitor.record import library_versions, now_iso, read_record, write_record
+from monitor.rundir import CheckpointError, RunPaths, find_last_checkpoint, load_checkpoint, prepare_run_dir
+from monitor.status import RunStatus, StopReason
+
+__all__ = ["Monitor", "attach_monitoring"]
+
+logger = logging.getLogger(__name__)
+
+# Keys monitor adds to the last checkpoint; ``to_save`` may not use them.
+_OWN_KEYS = ("trainer", "best", "early_stopping", "best_checkpoint", "train_loss", "history", "rng", "checkpointer")
+
+
+class Monitor:
+    """What :func:`attach_monitoring` attached: plain Ignite handler objects, plus the run record.
+
+    Attributes: ``best`` (:class:`BestTracker`), ``early_stopping``, ``best_checkpoint`` and
+    ``last_checkpoint`` (Ignite ``Checkpoint``), ``history`` (:class:`HistoryRecorder`),
+    ``train_loss``, ``tensorboard`` (Ignite ``TensorboardLogger``), ``progress_bar``;
+    ``status`` and ``stop_reason`` once training ended.
+
+    Use it as a context manager around ``trainer.run`` so that files are closed and a failure
+    outside the engines is recorded too.
+    """
+
+    def __init__(self, trainer: Engine, paths: RunPaths, objective: Objective, config: dict[str, Any]) -> None:
+        self.trainer = trainer
+        self.paths = paths
+        self.objective = objective
+        self.config = config
+        self.status = RunStatus.RUNNING
+        self.stop_reason: StopReason | None = None
+        self.error: str | None = None
+        self.is_finished = False  # resumed a run that had already ended
+        self.resumed_from_epoch: int | None = None
+        self.best: BestTracker
+        self.early_stopping: EarlyStopping | None = None
+        self.best_checkpoint: Checkpoint
+        self.last_checkpoint: Checkpoint
+        self.history: HistoryRecorder
+        self.train_loss: TrainLoss
+        self.tensorboard: TensorboardLogger | None = None
+        self.progress_bar: ProgressBar | None = None
+        self._record: dict[str, Any] = read_record(paths.root) or {}
+        self._terminated = False
+        self._restore_best: Any = None
+
+    @property
+    def run_dir(self) -> Path:
+        return self.paths.root
+
+    # -- run.json -------------------------------------------------------------------------------
+    def _write_record(self) -> None:
+        best = self.best
+        checkpoint = self.best_checkpoint.last_checkpoint
+        self._record.update(
+            name=self.run_dir.name,
+            status=self.status.value,
+            stop_reason=None if self.stop_reason is None else self.stop_reason.value,
+            error=self.error,
+            epochs_completed=self.history.history.last_epoch,
+            iterations_completed=self.trainer.state.iteration,
+            max_epochs=self.trainer.state.max_epochs,
+            best={
+                "metric": self.objective.column,
+                "mode": self.objective.mode,
+                "value": best.best_value,
+                "epoch": best.best_epoch,
+                "checkpoint": None if checkpoint is None else str(Path(checkpoint).relative_to(self.run_dir)),
+            },
+            elapsed_s=round(self.history.elapsed_s, 3),
+        )
+        write_record(self.run_dir, self._record)
+
+    def _on_started(self, _: Engine) -> None:
+        self._terminated = False
+        segment = {"started": now_iso(), "from_epoch": self.trainer.state.epoch}
+        self._record.setdefault("started", segment["started"])
+        self._record.setdefault("segments", []).append(segment)
+        self._record.update(self.config, versions=library_versions())
+        self.status, self.stop_reason, self.error = RunStatus.RUNNING, None, None
+        self._write_record()
+
+    def _on_terminate(self, _: Engine) -> None:
+        self._terminated = True
+
+    def _on_completed(self, _: Engine) -> None:
+        if self.early_stopping is not None and self.early_stopping.stop_reason is not None:
+            self.stop_reason = self.early_stopping.stop_reason
+        elif self.train_loss.stop_reason is not None:
+            self.stop_reason = self.train_loss.stop_reason
+        elif self._terminated:
+            self.stop_reason = StopReason.TERMINATED
+        else:
+            self.stop_reason = StopReason.MAX_EPOCHS
+        self._end(self.stop_reason.status)
+
+    def _on_exception(self, _: Engine, error: BaseException) -> None:
+        # Ignite swallows the exception once any EXCEPTION_RAISED handler exists; re-raise it.
+        self._fail(error)
+        raise error
+
+    def _fail(self, error: BaseException) -> None:
+        if self.status is not RunStatus.RUNNING or self.is_finished:
+            return
+        if isinstance(error, KeyboardInterrupt):
+            self.stop_reason = StopReason.INTERRUPTED
+        else:
+            self.stop_reason = StopReason.FAILED
+            self.error = "".join(traceback.format_exception_only(type(error), error)).strip()
+        self._end(self.stop_reason.status)
+
+    def _end(self, status: RunStatus) -> None:
+        self.status = status
+        if self._record.get("segments"):
+            self._record["segments"][-1].update(ended=now_iso(), status=status.value)
+        self._write_record()
+        if self.tensorboard is not None:
+            self.tensorboard.writer.flush()
+        if self._restore_best is not None:
+            self._restore_best()
+        logger.info(
+            "Run %s ended: %s (%s) after %d epochs; best %s=%s at epoch %s",
+            self.run_dir, status.value, self.stop_reason.value if self.stop_reason else "-",
+            self.history.history.last_epoch, self.objective.column, self.best.best_value, self.best.best_epoch,
+        )
+
+    # -- resource handling ------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the TensorBoard writer (idempotent)."""
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+            self.tensorboard = None
+
+    def __enter__(self) -> Monitor:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is not None:
+            self._fail(exc)
+        self.close()
+
+
+def _check_to_save(to_save: Mapping[str, Any]) -> None:
+    if not isinstance(to_save, Mapping) or "model" not in to_save:
+        raise ValueError(
+            f"Argument to_save should be a mapping with at least a 'model' entry, got {to_save!r}."
+        )
+    if not isinstance(to_save["model"], torch.nn.Module):
+        raise TypeError(f"Argument to_save['model'] should be a torch.nn.Module, got {type(to_save['model']).__name__}.")
+    for key, obj in to_save.items():
+        if key in _OWN_KEYS:
+            raise ValueError(f"Argument to_save should not use the key {key!r}; monitor reserves {list(_OWN_KEYS)}.")
+        if not hasattr(obj, "state_dict") or not hasattr(obj, "load_state_dict"):
+            raise TypeError(f"Argument to_save[{key!r}] should have state_dict/load_state_dict, got {obj!r}.")
+
+
+def attach_monitoring(
+    trainer: Engine,
+    evaluator: Engine,
+    val_loader: Iterable[Any],
+    *,
+    run_dir: str | Path,
+    objective: Objective,
+    to_save: Mapping[str, Any],
+    patience: int | None = 10,
+    baseline: float | None = None,
+    target: float | None = None,
+    divergence: float | None = None,
+    n_saved: int = 3,
+    restore_best: bool = True,
+    log_every: int = 10,
+    validate_on: Any = Events.EPOCH_COMPLETED,
+    resume: bool = False,
+    overwrite: bool = False,
+    hparams: Mapping[str, Any] | None = None,
+    seed: int | None = None,
+    tqdm_kwargs: Mapping[str, Any] | None = None,
+) -> Monitor:
+    """Wire validation, early stopping, best and last checkpoints, history, TensorBoard and progress.
+
+    On ``evaluator`` ``COMPLETED``, in this order: best tracking, the ``history.csv`` row, the epoch
+    log line, TensorBoard, the best checkpoint, early stopping. On ``trainer`` ``EPOCH_COMPLETED``, after
+    validation: the last (resume) checkpoint and ``run.json``. Everything stays plain Ignite.
+
+    Args:
+        trainer, evaluator: the engines (e.g. from :func:`build_trainer` / :func:`build_evaluator`).
+        val_loader: validation batches, run through ``evaluator`` on ``validate_on``.
+        run_dir: folder of the run (``reports/<name>``); see ``reports/README.md``.
+        objective: the metric and mode that define "better" everywhere.
+        to_save: stateful objects for checkpoints; ``"model"`` is required; add ``"optimizer"``,
+            ``"scheduler"``... The first optimizer found gives the ``lr`` column.
+        patience: validations without improvement before stopping; ``None`` disables early stopping.
+        baseline, target, divergence: see :class:`EarlyStopping`.
+        n_saved: best checkpoints kept. Default 3.
+        restore_best: load the best weights into the model when training ends. Default True.
+        log_every: iterations between training-loss points (TensorBoard, progress bar, NaN check).
+        validate_on: trainer event running validation. Default ``Events.EPOCH_COMPLETED``.
+        resume: continue the run in ``run_dir`` from its last checkpoint (a new run if there is none).
+        overwrite: replace a run already in ``run_dir``.
+        hparams, seed: recorded in ``run.json``; the library never seeds.
+        tqdm_kwargs: passed to the progress bar (``file=``, ``disable=``...).
+
+    Returns:
+        The :class:`Monitor` holding the attached handlers.
+
+    Examples:
+        .. code-block:: python
+
+            run = attach_monitoring(trainer, evaluator, val_loader, run_dir="reports/mlp",
+                                    objective=Objective("loss", mode="min"),
+                                    to_save={"model": model, "optimizer": optimizer})
+            with run:
+                trainer.run(train_loader, max_epochs=1000)
+    """
+    if not isinstance(trainer, Engine) or not isinstance(evaluator, Engine):
+        raise TypeError(
+            f"Arguments trainer and evaluator should be ignite Engines, got {type(trainer).__name__} "
+            f"and {type(evaluator).__name__}."
+        )
+    if not isinstance(objective, Objective):
+        raise TypeError(f"Argument objective should be a monitor.Objective, got {objective!r}.")
+    _check_to_save(to_save)
+    if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
+        raise ValueError(f"Argument patience should be a positive integer or None, got {patience!r}.")
+    paths = prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
+    config = {
+        "objective": objective.to_dict(),
+        "early_stopping": None if patience is None else
+        {"patience": patience, "baseline": baseline, "target": target, "divergence": divergence},
+        "n_saved": n_saved,
+        "hparams": dict(hparams or {}),
+        "seed": seed,
+    }
+    run = Monitor(trainer, paths, objective, config)
+    resume_state = _read_resume_state(run, paths) if resume else None
+    optimizer = next((o for o in to_save.values() if isinstance(o, torch.optim.Optimizer)), None)
+
+    run.train_loss = attach_train_loss(trainer, check_every=log_every)
+    attach_validation(trainer, evaluator, val_loader, event=validate_on)
+    run.best = attach_best_tracker(evaluator, trainer, objective)
+    run.history = attach_history(
+        evaluator, trainer, run.best, paths.history, train_loss=run.train_loss, optimizer=optimizer
+    )
+    attach_epoch_log(evaluator, trainer, run.history)
+    if not run.is_finished:
+        purge = None if resume_state is None else int(resume_state["trainer"]["iteration"]) + 1
+        run.tensorboard = attach_tensorboard(
+            trainer, evaluator, paths.tensorboard, optimizer=optimizer, log_every=log_every, purge_step=purge
+        )
+    run.best_checkpoint = attach_best_checkpoint(
+        evaluator, trainer, run.best, {"model": to_save["model"]}, paths.checkpoints, n_saved=n_saved
+    )
+    if patience is not None:
+        run.early_stopping = attach_early_stopping(
+            evaluator, trainer, objective, patience, baseline=baseline, target=target, divergence=divergence
+        )
+    state_objects: dict[str, Any] = {
+        **to_save, "trainer": trainer, "best": run.best, "best_checkpoint": run.best_checkpoint,
+        "train_loss": run.train_loss, "history": run.history, "rng": RNGState(),
+    }
+    if run.early_stopping is not None:
+        state_objects["early_stopping"] = run.early_stopping
+    run.last_checkpoint = attach_last_checkpoint(trainer, state_objects, paths.checkpoints)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: run._write_record())
+    if resume_state is not None:
+        _restore(run, state_objects, resume_state)
+    if restore_best:
+        model = to_save["model"]
+        run._restore_best = lambda: restore_best_weights(run.best_checkpoint, model)
+    if run.is_finished:
+        trainer.add_event_handler(Events.STARTED, _train_nothing(run))
+    else:
+        trainer.add_event_handler(Events.STARTED, run._on_started)
+        trainer.add_event_handler(Events.TERMINATE, run._on_terminate)
+        trainer.add_event_handler(Events.COMPLETED, run._on_completed)
+        trainer.add_event_handler(Events.EXCEPTION_RAISED, run._on_exception)
+        run.progress_bar = attach_progress_bar(trainer, log_every=log_every, **dict(tqdm_kwargs or {}))
+    return run
+
+
+def _read_resume_state(run: Monitor, paths: RunPaths) -> dict[str, Any] | None:
+    """Load the last checkpoint (if any); detect a finished run and a changed objective."""
+    path = find_last_checkpoint(paths.checkpoints)
+    if path is None:
+        return None
+    previous = run._record.get("objective")
+    if previous is not None and previous != run.objective.to_dict():
+        changed = {k: (previous.get(k), v) for k, v in run.objective.to_dict().items() if previous.get(k) != v}
+        raise ValueError(
+            f"Cannot resume {str(paths.root)!r} with a different objective; changed (was, now): {changed}. "
+            "Start a new run_dir for a new objective."
+        )
+    state = load_checkpoint(path)
+    status = run._record.get("status")
+    run.is_finished = status is not None and RunStatus(status).is_finished
+    run.resumed_from_epoch = int(state["trainer"]["epoch"])
+    logger.info("Resuming %s from %s (epoch %d)", paths.root, path.name, run.resumed_from_epoch)
+    return state
+
+
+def _restore(run: Monitor, state_objects: Mapping[str, Any], state: Mapping[str, Any]) -> None:
+    to_load = {k: v for k, v in state_objects.items() if k in state}
+    missing = sorted(set(state_objects) - set(state))
+    if missing:
+        raise CheckpointError(f"Last checkpoint of {str(run.run_dir)!r} lacks {missing}; it cannot resume this setup.")
+    try:
+        Checkpoint.load_objects(to_load=to_load, checkpoint=dict(state))
+    except (RuntimeError, KeyError, ValueError, TypeError) as e:
+        raise CheckpointError(f"Last checkpoint of {str(run.run_dir)!r} does not fit: {e}") from e
+    run.last_checkpoint.load_state_dict(state["checkpointer"])
+    if not run.is_finished:
+        dropped = run.history.history.truncate(after_epoch=run.trainer.state.epoch)
+        if dropped:
+            logger.info("Dropped %d history row(s) after epoch %d (redone now)", dropped, run.trainer.state.epoch)
+
+
+def _train_nothing(run: Monitor) -> Any:
+    def stop(trainer: Engine) -> None:
+        logger.info(
+            "Run %s already finished (%s, %s); nothing to train.",
+            run.run_dir, run._record.get("status"), run._record.get("stop_reason"),
+        )
+        run.status = RunStatus(run._record["status"])
+        reason = run._record.get("stop_reason")
+        run.stop_reason = None if reason is None else StopReason(reason)
+        trainer.terminate()
+        if run._restore_best is not None:
+            run._restore_best()
+
+    return stop

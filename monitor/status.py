@@ -1,0 +1,54 @@
+"""Run status and stop reasons, as written to ``run.json`` and read by the review."""
+from __future__ import annotations
+
+from enum import Enum
+
+__all__ = ["RunStatus", "StopReason"]
+
+
+class RunStatus(str, Enum):
+    """Where a run stands; ``run.json["status"]``."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    EARLY_STOPPED = "early_stopped"
+    DIVERGED = "diverged"
+    INTERRUPTED = "interrupted"
+    FAILED = "failed"
+
+    @property
+    def is_finished(self) -> bool:
+        """A finished run trains no more epochs when resumed."""
+        return self in (RunStatus.COMPLETED, RunStatus.EARLY_STOPPED, RunStatus.DIVERGED)
+
+
+class StopReason(str, Enum):
+    """Why training stopped; ``run.json["stop_reason"]``."""
+
+    PATIENCE_EXHAUSTED = "patience_exhausted"
+    TARGET_REACHED = "target_reached"
+    DIVERGED = "diverged"
+    NONFINITE_METRIC = "nonfinite_metric"
+    NONFINITE_LOSS = "nonfinite_loss"
+    MAX_EPOCHS = "max_epochs"
+    INTERRUPTED = "interrupted"
+    FAILED = "failed"
+    TERMINATED = "terminated"  # trainer.terminate() called by a handler monitor does not own
+
+    @property
+    def status(self) -> RunStatus:
+        """The run status this reason leads to."""
+        return _STATUS[self]
+
+
+_STATUS = {
+    StopReason.PATIENCE_EXHAUSTED: RunStatus.EARLY_STOPPED,
+    StopReason.TARGET_REACHED: RunStatus.EARLY_STOPPED,
+    StopReason.TERMINATED: RunStatus.EARLY_STOPPED,
+    StopReason.DIVERGED: RunStatus.DIVERGED,
+    StopReason.NONFINITE_METRIC: RunStatus.DIVERGED,
+    StopReason.NONFINITE_LOSS: RunStatus.DIVERGED,
+    StopReason.MAX_EPOCHS: RunStatus.COMPLETED,
+    StopReason.INTERRUPTED: RunStatus.INTERRUPTED,
+    StopReason.FAILED: RunStatus.FAILED,
+}
