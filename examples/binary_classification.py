@@ -95,7 +95,8 @@ if __name__ == "__main__":
     logging.getLogger("ignite").setLevel(logging.WARNING)  # Ignite's engines log every run at INFO
     run = main(sys.argv[1:])
     best = run.best
+    reason = run.stop_reason.value if run.stop_reason else "-"
     print(
-        f"Run written to {Path(run.run_dir)}: {run.status.value} ({run.stop_reason.value if run.stop_reason else '-'}), "
+        f"Run written to {Path(run.run_dir)}: {run.status.value} ({reason}), "
         f"best val_loss {best.best_value:.4f} at epoch {best.best_epoch}"
     )

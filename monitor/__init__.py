@@ -18,8 +18,8 @@ from monitor.handlers import (
 )
 from monitor.history import History
 from monitor.objective import Objective
-from monitor.rundir import CheckpointError
 from monitor.run import Monitor, attach_monitoring
+from monitor.rundir import CheckpointError
 from monitor.status import RunStatus, StopReason
 
 __version__ = "0.1.0"

@@ -1,7 +1,8 @@
 """build_trainer / build_evaluator: thin over Ignite's ``create_supervised_*``; plain Engines out."""
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from ignite.engine import Engine, create_supervised_evaluator, create_supervised_trainer

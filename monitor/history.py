@@ -8,8 +8,9 @@ import csv
 import io
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from monitor._io import atomic_write_text
 
@@ -84,7 +85,9 @@ class History:
         if header is None:
             return []
         self.columns = list(header)
-        return [{k: _parse(v) for k, v in zip(header, line)} for line in reader if len(line) == len(header)]
+        return [
+            {k: _parse(v) for k, v in zip(header, line, strict=True)} for line in reader if len(line) == len(header)
+        ]
 
     def _repair(self, rows: list[dict[str, Any]]) -> None:
         """Rewrite the file if it ends in a torn line, so the next append starts on a row boundary."""

@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import logging
 import traceback
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, ProgressBar, TensorboardLogger
 
+from monitor._checks import positive_int
 from monitor.handlers.best import BestTracker, attach_best_tracker
 from monitor.handlers.checkpoint import attach_best_checkpoint, attach_last_checkpoint, restore_best_weights
 from monitor.handlers.history import HistoryRecorder, attach_history
@@ -171,7 +173,8 @@ def _check_to_save(to_save: Mapping[str, Any]) -> None:
             f"Argument to_save should be a mapping with at least a 'model' entry, got {to_save!r}."
         )
     if not isinstance(to_save["model"], torch.nn.Module):
-        raise TypeError(f"Argument to_save['model'] should be a torch.nn.Module, got {type(to_save['model']).__name__}.")
+        got = type(to_save["model"]).__name__
+        raise TypeError(f"Argument to_save['model'] should be a torch.nn.Module, got {got}.")
     for key, obj in to_save.items():
         if key in _OWN_KEYS:
             raise ValueError(f"Argument to_save should not use the key {key!r}; monitor reserves {list(_OWN_KEYS)}.")
@@ -247,6 +250,10 @@ def attach_monitoring(
     _check_to_save(to_save)
     if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
         raise ValueError(f"Argument patience should be a positive integer or None, got {patience!r}.")
+    positive_int("n_saved", n_saved)
+    positive_int("log_every", log_every)
+    if patience is not None:  # checks baseline/target/divergence before anything touches the disk
+        EarlyStopping(objective, trainer, patience, baseline=baseline, target=target, divergence=divergence)
     paths = prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
     config = {
         "objective": objective.to_dict(),
@@ -318,8 +325,7 @@ def _read_resume_state(run: Monitor, paths: RunPaths) -> dict[str, Any] | None:
     state = load_checkpoint(path)
     status = run._record.get("status")
     run.is_finished = status is not None and RunStatus(status).is_finished
-    run.resumed_from_epoch = int(state["trainer"]["epoch"])
-    logger.info("Resuming %s from %s (epoch %d)", paths.root, path.name, run.resumed_from_epoch)
+    logger.info("Resuming %s from %s", paths.root, path.name)
     return state
 
 
@@ -333,6 +339,7 @@ def _restore(run: Monitor, state_objects: Mapping[str, Any], state: Mapping[str,
     except (RuntimeError, KeyError, ValueError, TypeError) as e:
         raise CheckpointError(f"Last checkpoint of {str(run.run_dir)!r} does not fit: {e}") from e
     run.last_checkpoint.load_state_dict(state["checkpointer"])
+    run.resumed_from_epoch = run.trainer.state.epoch
     if not run.is_finished:
         dropped = run.history.history.truncate(after_epoch=run.trainer.state.epoch)
         if dropped:

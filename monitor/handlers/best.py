@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
-from ignite.base import Serializable
+from ignite.base.mixins import Serializable
 from ignite.engine import Engine, Events
 from ignite.metrics import Metric
 

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver
 
+from monitor._checks import positive_int
 from monitor._io import atomic_write, fsync_dir, remove_stale_temp_files
 from monitor.handlers.best import BestTracker
 
@@ -87,8 +89,7 @@ def attach_best_checkpoint(
             ckpt = attach_best_checkpoint(evaluator, trainer, best, {"model": model}, run_dir / "checkpoints")
             ckpt.last_checkpoint      # Path of the best file so far
     """
-    if isinstance(n_saved, bool) or not isinstance(n_saved, int) or n_saved < 1:
-        raise ValueError(f"Argument n_saved should be a positive integer, got {n_saved!r}.")
+    positive_int("n_saved", n_saved)
     objective = best.objective
 
     def score(_: Engine) -> float:

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
-from ignite.base import Serializable
+from ignite.base.mixins import Serializable
 from ignite.engine import Engine, Events
 
 from monitor.handlers.best import BestTracker

@@ -5,12 +5,14 @@ import logging
 import math
 import numbers
 from collections import OrderedDict
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
-from ignite.base import Serializable
+from ignite.base.mixins import Serializable
 from ignite.engine import Engine, Events
 
+from monitor._checks import positive_int
 from monitor.status import StopReason
 
 __all__ = ["TrainLoss", "attach_train_loss", "loss_from_output"]
@@ -25,7 +27,7 @@ def loss_from_output(output: Any) -> torch.Tensor | float:
         raise TypeError(
             f"trainer.state.output should be a loss (tensor or number) or a mapping with key 'loss', got {output!r}."
         )
-    return loss
+    return loss if isinstance(loss, torch.Tensor) else float(loss)  # type: ignore[arg-type]
 
 
 class TrainLoss(Serializable):
@@ -56,7 +58,6 @@ class TrainLoss(Serializable):
         self.output_transform = output_transform
         self.stop_reason: StopReason | None = None
         self.epoch_mean: float | None = None
-        self.last: float | None = None
         self._sum: torch.Tensor | float = 0.0
         self._count = 0
 
@@ -74,7 +75,6 @@ class TrainLoss(Serializable):
         """Stop the trainer if the epoch's loss is not finite; the one host sync."""
         total = float(self._sum)
         self.epoch_mean = total / self._count if self._count else None
-        self.last = float(self.output_transform(self.trainer.state.output)) if self._count else None
         if not math.isfinite(total) and self.stop_reason is None:
             self.stop_reason = StopReason.NONFINITE_LOSS
             logger.warning(
@@ -102,8 +102,7 @@ def attach_train_loss(
     """Attach :class:`TrainLoss` to ``trainer``: sum every iteration, check every ``check_every``
     iterations and at each epoch's end (before any other ``EPOCH_COMPLETED`` handler attached later).
     """
-    if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
-        raise ValueError(f"Argument check_every should be a positive integer, got {check_every!r}.")
+    positive_int("check_every", check_every)
     tracker = TrainLoss(trainer, output_transform)
     trainer.add_event_handler(Events.EPOCH_STARTED, tracker.started)
     trainer.add_event_handler(Events.ITERATION_COMPLETED, tracker)

@@ -8,6 +8,7 @@ from typing import Any
 from ignite.engine import Engine, Events
 from ignite.handlers import ProgressBar
 
+from monitor._checks import positive_int
 from monitor.handlers.best import BestTracker
 from monitor.handlers.history import HistoryRecorder
 from monitor.handlers.loss import loss_from_output
@@ -21,8 +22,7 @@ def attach_progress_bar(trainer: Engine, *, log_every: int = 10, **tqdm_kwargs: 
     """Ignite's ``ProgressBar`` on ``trainer``, showing the loss, redrawn every ``log_every`` iterations
     (so the loss leaves the device only then). ``tqdm_kwargs`` go to tqdm (``file=``, ``disable=``...).
     """
-    if isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 1:
-        raise ValueError(f"Argument log_every should be a positive integer, got {log_every!r}.")
+    positive_int("log_every", log_every)
     bar = ProgressBar(persist=False, **tqdm_kwargs)
     bar.attach(
         trainer,

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import random
 from collections import OrderedDict
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy
 import torch
-from ignite.base import Serializable
+from ignite.base.mixins import Serializable
 
 __all__ = ["RNGState"]
 
@@ -31,10 +32,10 @@ class RNGState(Serializable):
         kind, keys, pos, has_gauss, cached = numpy.random.get_state(legacy=True)
         state = OrderedDict(
             python=[version, list(internal), gauss],
-            numpy=[kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+            numpy=[kind, numpy.asarray(keys).tolist(), int(pos), int(has_gauss), float(cached)],
             torch=torch.get_rng_state().tolist(),
         )
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
+        if torch.cuda.is_available() and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
             state["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
         return state
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 import logging
 import math
 from collections import OrderedDict
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ignite.engine import Engine, Events
 from ignite.handlers import EarlyStopping as IgniteEarlyStopping
 
+from monitor._checks import positive_int
 from monitor.objective import Objective
 from monitor.status import StopReason
 
@@ -63,8 +65,7 @@ class EarlyStopping(IgniteEarlyStopping):
     ) -> None:
         if not isinstance(objective, Objective):
             raise TypeError(f"Argument objective should be a monitor.Objective, got {objective!r}.")
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
-            raise ValueError(f"Argument patience should be a positive integer, got {patience!r}.")
+        positive_int("patience", patience)
         for name, value in (("baseline", baseline), ("target", target), ("divergence", divergence)):
             _check_limit(name, value)
         if target is not None and divergence is not None and not objective.is_better_or_equal(target, divergence):

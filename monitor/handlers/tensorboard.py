@@ -1,6 +1,7 @@
 """TensorBoard scalars through Ignite's TensorboardLogger (tensorboardX); the only module importing it."""
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ from ignite.engine import Engine, Events
 from ignite.handlers import TensorboardLogger
 from ignite.handlers.tensorboard_logger import OutputHandler
 
+from monitor._checks import positive_int
 from monitor.handlers.history import learning_rates
 from monitor.handlers.loss import loss_from_output
 
@@ -51,9 +53,12 @@ def attach_tensorboard(
             tb.close()
     """
     _require_tensorboardx()
-    if isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 1:
-        raise ValueError(f"Argument log_every should be a positive integer, got {log_every!r}.")
-    tb_logger = TensorboardLogger(log_dir=str(log_dir), purge_step=purge_step)
+    positive_int("log_every", log_every)
+    # tensorboardX names event files by time (seconds) and host: a resume within the same second
+    # would reopen, and truncate, the previous segment's file. A random suffix keeps them apart.
+    tb_logger = TensorboardLogger(
+        log_dir=str(log_dir), purge_step=purge_step, filename_suffix=f".{secrets.token_hex(4)}"
+    )
 
     def trainer_step(*_: Any) -> int:
         return trainer.state.iteration

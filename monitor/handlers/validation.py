@@ -1,7 +1,8 @@
 """attach_validation: run the evaluator on the validation data from a trainer event."""
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from ignite.engine import Engine, Events
 

@@ -1,0 +1,116 @@
+"""Resume: continue from the last checkpoint to exactly the uninterrupted result."""
+import json
+
+import pandas as pd
+import pytest
+import torch
+from ignite.engine import Events
+from ignite.metrics import Loss
+from torch import nn
+
+import monitor
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from monitor import Objective, attach_monitoring
+from tests.conftest import tiny_setup
+
+TIME_COLUMNS = ["elapsed_s", "epoch_s"]
+
+
+def start(run_dir, *, resume=False, crash_at_iteration=None, max_epochs=10, patience=4, objective=None):
+    s = tiny_setup(lr=0.5)  # a fresh process: new model, optimizer, engines
+    if crash_at_iteration is not None:
+        @s["trainer"].on(Events.ITERATION_COMPLETED(once=crash_at_iteration))
+        def crash(_):
+            raise RuntimeError("killed")
+    run = attach_monitoring(
+        s["trainer"], s["evaluator"], s["val_loader"], run_dir=run_dir,
+        objective=objective or Objective("loss", mode="min"),
+        to_save={"model": s["model"], "optimizer": s["optimizer"]},
+        patience=patience, log_every=1, resume=resume, restore_best=False,
+    )
+    with run:
+        if crash_at_iteration is None:
+            s["trainer"].run(s["train_loader"], max_epochs=max_epochs)
+        else:
+            with pytest.raises(RuntimeError, match="killed"):
+                s["trainer"].run(s["train_loader"], max_epochs=max_epochs)
+    return run, s
+
+
+def final_state(run_dir, s):
+    history = pd.read_csv(run_dir / "history.csv").drop(columns=TIME_COLUMNS)
+    record = json.loads((run_dir / "run.json").read_text())
+    return history, record, {k: v.clone() for k, v in s["model"].state_dict().items()}
+
+
+@pytest.mark.parametrize("fractions", [[0.6], [0.2, 0.7], [0.3, 0.5, 0.9]])
+def test_crash_and_resume_gives_the_uninterrupted_result(tmp_path, fractions):
+    _, s = start(tmp_path / "whole")
+    whole_history, whole_record, whole_weights = final_state(tmp_path / "whole", s)
+    total = s["trainer"].state.iteration
+    assert total >= 20, "the uninterrupted run should last a few epochs"
+    crashes = [max(1, int(f * total)) for f in fractions]
+
+    run_dir = tmp_path / "resumed"
+    for i, iteration in enumerate(crashes):
+        start(run_dir, resume=i > 0, crash_at_iteration=iteration)
+    run, s = start(run_dir, resume=True)
+    history, record, weights = final_state(run_dir, s)
+
+    pd.testing.assert_frame_equal(history, whole_history)
+    for key in ("status", "stop_reason", "epochs_completed", "best"):
+        assert record[key] == whole_record[key]
+    for name in weights:
+        assert torch.equal(weights[name], whole_weights[name])
+    assert [seg["status"] for seg in record["segments"]] == ["failed"] * len(crashes) + [record["status"]]
+    assert record["segments"][-1]["from_epoch"] == (crashes[-1] - 1) // 4
+    assert sorted(p.name for p in (run_dir / "checkpoints").glob("*.pt")) == sorted(
+        p.name for p in (tmp_path / "whole" / "checkpoints").glob("*.pt")
+    )
+
+
+def test_tensorboard_shows_each_step_once_after_a_resume(tmp_path):
+    start(tmp_path, crash_at_iteration=14)  # epoch 4 partly logged, then lost
+    start(tmp_path, resume=True)
+    history = pd.read_csv(tmp_path / "history.csv")
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    steps = [e.step for e in events.Scalars("val/loss")]
+    assert steps == history["iteration"].tolist()
+    train_steps = [e.step for e in events.Scalars("train/loss")]
+    assert train_steps == list(range(1, history["iteration"].iloc[-1] + 1))
+
+
+def test_resuming_a_finished_run_trains_nothing_and_changes_no_file(tmp_path):
+    start(tmp_path)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    run, s = start(tmp_path, resume=True, max_epochs=10)
+    after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert after == before
+    assert run.is_finished and run.status.value == json.loads((tmp_path / "run.json").read_text())["status"]
+    assert s["trainer"].state.iteration == json.loads((tmp_path / "run.json").read_text())["iterations_completed"]
+
+
+def test_resume_on_an_empty_directory_starts_a_new_run(tmp_path):
+    run, s = start(tmp_path / "new", resume=True, max_epochs=2, patience=None)
+    assert pd.read_csv(tmp_path / "new" / "history.csv")["epoch"].tolist() == [1, 2]
+
+
+def test_resume_with_a_changed_objective_is_refused_naming_the_change(tmp_path):
+    start(tmp_path, crash_at_iteration=10)
+    with pytest.raises(ValueError, match=r"different objective; changed \(was, now\): \{'metric': \('loss', 'accuracy'\), "
+                                         r"'mode': \('min', 'max'\)\}"):
+        start(tmp_path, resume=True, objective=Objective("accuracy", mode="max"))
+
+
+def test_resume_with_a_model_that_does_not_fit_names_the_checkpoint(tmp_path):
+    start(tmp_path, crash_at_iteration=10)
+    s = tiny_setup()
+    model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 2))  # hidden 32, was 16
+    evaluator = monitor.build_evaluator(model, {"loss": Loss(nn.CrossEntropyLoss())})
+    with pytest.raises(monitor.CheckpointError, match=r"does not fit: (.|\n)*size mismatch for 0.weight"):
+        attach_monitoring(
+            s["trainer"], evaluator, s["val_loader"], run_dir=tmp_path,
+            objective=Objective("loss", mode="min"), to_save={"model": model}, resume=True,
+        )

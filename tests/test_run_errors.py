@@ -1,0 +1,77 @@
+"""Bad input is refused when attaching, naming the value and what would be accepted."""
+import pytest
+from torch import nn
+
+from monitor import Objective, attach_monitoring
+from tests.conftest import tiny_setup
+
+
+def attach(tmp_path, s=None, **overrides):
+    s = s or tiny_setup()
+    kwargs = dict(
+        run_dir=tmp_path / "run", objective=Objective("loss", mode="min"),
+        to_save={"model": s["model"], "optimizer": s["optimizer"]},
+    )
+    kwargs.update(overrides)
+    return attach_monitoring(s["trainer"], s["evaluator"], s["val_loader"], **kwargs)
+
+
+def test_unknown_objective_metric_is_refused_at_attach_listing_the_metrics(tmp_path):
+    with pytest.raises(KeyError, match=r"'val_loss' is not attached to the evaluator; available: \['accuracy', 'loss'\]"):
+        attach(tmp_path, objective=Objective("val_loss", mode="min"))
+
+
+def test_a_directory_holding_a_run_is_refused_without_resume_or_overwrite(tmp_path):
+    s = tiny_setup()
+    with attach(tmp_path, s):
+        s["trainer"].run(s["train_loader"], max_epochs=1)
+    with pytest.raises(ValueError, match=r"already holds a run \(status 'completed', 1 epochs\); pass resume=True"):
+        attach(tmp_path)
+
+
+def test_overwrite_replaces_the_previous_run(tmp_path):
+    s = tiny_setup()
+    with attach(tmp_path, s):
+        s["trainer"].run(s["train_loader"], max_epochs=3)
+    s = tiny_setup()
+    with attach(tmp_path, s, overwrite=True):
+        s["trainer"].run(s["train_loader"], max_epochs=1)
+    assert (tmp_path / "run" / "history.csv").read_text().count("\n") == 2
+    assert [p.name for p in (tmp_path / "run" / "checkpoints").glob("last_*")] == ["last_epoch=1.pt"]
+
+
+def test_run_dir_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "run").write_text("x")
+    with pytest.raises(ValueError, match="run_dir should be a directory, got the file"):
+        attach(tmp_path)
+
+
+def test_unwritable_run_dir_is_refused_at_attach(tmp_path, monkeypatch):
+    # CI runs as root, where chmod proves nothing: inject the error the OS would give.
+    import monitor.rundir
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(monitor.rundir.tempfile, "mkstemp", refuse)
+    with pytest.raises(PermissionError, match="cannot be written: .*Permission denied"):
+        attach(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "overrides, error, match",
+    [
+        (dict(patience=0), ValueError, "patience should be a positive integer or None, got 0"),
+        (dict(n_saved=0), ValueError, "n_saved should be a positive integer, got 0"),
+        (dict(to_save={"optimizer": None}), ValueError, "to_save should be a mapping with at least a 'model' entry"),
+        (dict(to_save={"model": "weights.pt"}), TypeError, r"to_save\['model'\] should be a torch.nn.Module, got str"),
+        (dict(to_save={"model": nn.Linear(1, 1), "trainer": nn.Linear(1, 1)}), ValueError, "should not use the key 'trainer'"),
+        (dict(objective="loss"), TypeError, "objective should be a monitor.Objective, got 'loss'"),
+        (dict(log_every=0), ValueError, "log_every should be a positive integer, got 0"),
+        (dict(target="high"), ValueError, "target should be a number or None, got .high."),
+        (dict(resume=True, overwrite=True), ValueError, "resume and overwrite should not both be True"),
+    ],
+)
+def test_bad_arguments(tmp_path, overrides, error, match):
+    with pytest.raises(error, match=match):
+        attach(tmp_path, **overrides)
