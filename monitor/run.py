@@ -143,10 +143,11 @@ class Monitor:
             self.tensorboard.writer.flush()
         if self._restore_best is not None:
             self._restore_best()
+        best = "-" if self.best.best_value is None else f"{self.best.best_value:.6g}"
         logger.info(
             "Run %s ended: %s (%s) after %d epochs; best %s=%s at epoch %s",
             self.run_dir, status.value, self.stop_reason.value if self.stop_reason else "-",
-            self.history.history.last_epoch, self.objective.column, self.best.best_value, self.best.best_epoch,
+            self.history.history.last_epoch, self.objective.column, best, self.best.best_epoch,
         )
 
     # -- resource handling ------------------------------------------------------------------------

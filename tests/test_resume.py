@@ -6,11 +6,10 @@ import pytest
 import torch
 from ignite.engine import Events
 from ignite.metrics import Loss
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
 import monitor
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
 from monitor import Objective, attach_monitoring
 from tests.conftest import tiny_setup
 

@@ -1,0 +1,30 @@
+# Two commands do all set-up on a fresh machine:
+#   make run    sets up .venv and runs the tutorial's case study, writing reports/binary_classification
+#   make test   sets up .venv and runs the checks and the tests (what CI runs)
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+ARGS ?= --overwrite
+
+.PHONY: run test lint install clean
+
+$(STAMP): setup.cfg pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/python examples/binary_classification.py $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check monitor tests examples
+	$(BIN)/mypy --strict monitor
+
+test: lint
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) build *.egg-info

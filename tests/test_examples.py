@@ -1,0 +1,56 @@
+"""The examples run as a user runs them, and leave complete run directories."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from monitor.cli import main as cli_main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_script(*args):
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600, check=True
+    )
+
+
+def test_case_study_stops_early_and_leaves_a_complete_run(tmp_path):
+    run_dir = tmp_path / "case"
+    out = run_script("examples/binary_classification.py", "--run-dir", str(run_dir), "--no-progress")
+    record = json.loads((run_dir / "run.json").read_text())
+    history = pd.read_csv(run_dir / "history.csv")
+    assert record["status"] == "early_stopped" and record["stop_reason"] == "patience_exhausted"
+    assert len(history) == record["epochs_completed"] < 1000
+    best_epoch = record["best"]["epoch"]
+    assert record["epochs_completed"] == best_epoch + 10  # patience 10 after the last improvement
+    assert history.loc[history["val_loss"].idxmin(), "epoch"] == best_epoch
+    assert history["val_accuracy"].max() > 0.75  # it learned something before fitting the noise
+    assert (run_dir / record["best"]["checkpoint"]).exists()
+    assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+    assert f"best val_loss {record['best']['value']:.4f} at epoch {best_epoch}" in out.stdout
+
+
+def test_case_study_resume_of_the_finished_run_trains_nothing(tmp_path):
+    run_dir = tmp_path / "case"
+    run_script("examples/binary_classification.py", "--run-dir", str(run_dir), "--no-progress", "--max-epochs", "3")
+    history = (run_dir / "history.csv").read_bytes()
+    out = run_script("examples/binary_classification.py", "--run-dir", str(run_dir), "--no-progress", "--resume")
+    assert "already finished" in out.stderr
+    assert (run_dir / "history.csv").read_bytes() == history
+
+
+def test_own_engines_example_monitors_hand_built_engines(tmp_path, capsys):
+    run_dir = tmp_path / "own"
+    run_script("examples/own_engines.py", "--run-dir", str(run_dir))
+    history = pd.read_csv(run_dir / "history.csv")
+    assert history["lr"].iloc[0] == 3e-3 and history["lr"].iloc[-1] < 3e-3  # the user's scheduler ran
+    assert cli_main(["report", str(run_dir)]) == 0
+    assert "status      early_stopped" in capsys.readouterr().out
+
+
+def test_report_of_a_missing_run_is_a_one_line_error(tmp_path, capsys):
+    assert cli_main(["report", str(tmp_path / "nope")]) == 2
+    assert capsys.readouterr().err.strip() == f"monitor: {str(tmp_path / 'nope')!r}: no such run directory"
