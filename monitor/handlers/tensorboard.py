@@ -1,7 +1,7 @@
 """TensorBoard scalars through Ignite's TensorboardLogger (tensorboardX); the only module importing it."""
 from __future__ import annotations
 
-import secrets
+import time
 from pathlib import Path
 from typing import Any
 
@@ -55,10 +55,9 @@ def attach_tensorboard(
     _require_tensorboardx()
     positive_int("log_every", log_every)
     # tensorboardX names event files by time (seconds) and host: a resume within the same second
-    # would reopen, and truncate, the previous segment's file. A random suffix keeps them apart.
-    tb_logger = TensorboardLogger(
-        log_dir=str(log_dir), purge_step=purge_step, filename_suffix=f".{secrets.token_hex(4)}"
-    )
+    # would reopen, and truncate, the previous segment's file. A nanosecond suffix keeps them apart
+    # and in write order (TensorBoard reads a folder's files sorted by name).
+    tb_logger = TensorboardLogger(log_dir=str(log_dir), purge_step=purge_step, filename_suffix=f".{time.time_ns()}")
 
     def trainer_step(*_: Any) -> int:
         return trainer.state.iteration
