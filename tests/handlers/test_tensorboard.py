@@ -1,0 +1,48 @@
+import shutil
+
+from ignite.engine import Events
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from monitor import Objective, attach_monitoring
+from tests.conftest import tiny_setup
+
+
+def read_scalars(folder, tag):
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    return [(e.step, e.value) for e in events.Scalars(tag)] if tag in events.Tags()["scalars"] else []
+
+
+def test_each_epoch_is_on_disk_before_its_last_checkpoint_while_the_writer_is_open(tmp_path):
+    s = tiny_setup()
+    run = attach_monitoring(
+        s["trainer"], s["evaluator"], s["val_loader"], run_dir=tmp_path / "run",
+        objective=Objective("loss", mode="min"), to_save={"model": s["model"]}, log_every=1, patience=None,
+    )
+    seen = []
+
+    @s["trainer"].on(Events.EPOCH_COMPLETED)
+    def snapshot(trainer):
+        # What a kill -9 right now would leave: copy the files as they are on disk.
+        copy = tmp_path / f"copy{trainer.state.epoch}"
+        shutil.copytree(tmp_path / "run" / "tb", copy)
+        seen.append((read_scalars(copy, "val/loss"), read_scalars(copy, "train/loss")))
+
+    with run:
+        s["trainer"].run(s["train_loader"], max_epochs=3)
+    for epoch, (val, train) in enumerate(seen, start=1):
+        assert [step for step, _ in val] == [4 * e for e in range(1, epoch + 1)]
+        assert [step for step, _ in train] == list(range(1, 4 * epoch + 1))
+
+
+def test_no_writer_thread_is_left_running(tmp_path):
+    import threading
+
+    before = {t.name for t in threading.enumerate()}
+    s = tiny_setup()
+    with attach_monitoring(
+        s["trainer"], s["evaluator"], s["val_loader"], run_dir=tmp_path / "run",
+        objective=Objective("loss", mode="min"), to_save={"model": s["model"]},
+    ):
+        s["trainer"].run(s["train_loader"], max_epochs=1)
+    assert {t.name for t in threading.enumerate()} - before == set()
