@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from monitor._crash import crash_point
+
 TEMP_PREFIX = ".tmp-"
 
 
@@ -38,7 +40,9 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        crash_point("after_temp_write")
         os.replace(tmp_name, path)
+        crash_point("after_rename")
     except BaseException:
         try:
             os.unlink(tmp_name)

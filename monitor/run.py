@@ -19,12 +19,15 @@ from monitor.handlers.history import HistoryRecorder, attach_history
 from monitor.handlers.loss import TrainLoss, attach_train_loss
 from monitor.handlers.progress import attach_epoch_log, attach_progress_bar
 from monitor.handlers.rng import RNGState
+from monitor.handlers.signals import GracefulStop, attach_graceful_stop
 from monitor.handlers.stopping import EarlyStopping, attach_early_stopping
 from monitor.handlers.tensorboard import attach_tensorboard
 from monitor.handlers.validation import attach_validation
+from monitor.lock import RunLock
 from monitor.objective import Objective
 from monitor.record import library_versions, now_iso, read_record, write_record
-from monitor.rundir import CheckpointError, RunPaths, find_last_checkpoint, load_checkpoint, prepare_run_dir
+from monitor.resume import read_resume_state, restore
+from monitor.rundir import RunPaths, prepare_run_dir
 from monitor.status import RunStatus, StopReason
 
 __all__ = ["Monitor", "attach_monitoring"]
@@ -47,8 +50,11 @@ class Monitor:
     outside the engines is recorded too.
     """
 
-    def __init__(self, trainer: Engine, paths: RunPaths, objective: Objective, config: dict[str, Any]) -> None:
+    def __init__(
+        self, trainer: Engine, paths: RunPaths, objective: Objective, config: dict[str, Any], lock: RunLock
+    ) -> None:
         self.trainer = trainer
+        self.lock = lock
         self.paths = paths
         self.objective = objective
         self.config = config
@@ -65,6 +71,7 @@ class Monitor:
         self.train_loss: TrainLoss
         self.tensorboard: TensorboardLogger | None = None
         self.progress_bar: ProgressBar | None = None
+        self.graceful_stop: GracefulStop | None = None
         self._record: dict[str, Any] = read_record(paths.root) or {}
         self._terminated = False
         self._restore_best: Any = None
@@ -109,7 +116,9 @@ class Monitor:
         self._terminated = True
 
     def _on_completed(self, _: Engine) -> None:
-        if self.early_stopping is not None and self.early_stopping.stop_reason is not None:
+        if self.graceful_stop is not None and self.graceful_stop.received is not None:
+            self.stop_reason = StopReason.INTERRUPTED
+        elif self.early_stopping is not None and self.early_stopping.stop_reason is not None:
             self.stop_reason = self.early_stopping.stop_reason
         elif self.train_loss.stop_reason is not None:
             self.stop_reason = self.train_loss.stop_reason
@@ -125,6 +134,8 @@ class Monitor:
         raise error
 
     def _fail(self, error: BaseException) -> None:
+        if self.graceful_stop is not None:
+            self.graceful_stop.uninstall()
         if self.status is not RunStatus.RUNNING or self.is_finished:
             return
         if isinstance(error, KeyboardInterrupt):
@@ -152,10 +163,11 @@ class Monitor:
 
     # -- resource handling ------------------------------------------------------------------------
     def close(self) -> None:
-        """Close the TensorBoard writer (idempotent)."""
+        """Close the TensorBoard writer and release the run directory (idempotent)."""
         if self.tensorboard is not None:
             self.tensorboard.close()
             self.tensorboard = None
+        self.lock.release()
 
     def __enter__(self) -> Monitor:
         return self
@@ -255,7 +267,41 @@ def attach_monitoring(
     positive_int("log_every", log_every)
     if patience is not None:  # checks baseline/target/divergence before anything touches the disk
         EarlyStopping(objective, trainer, patience, baseline=baseline, target=target, divergence=divergence)
-    paths = prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
+    paths, lock = prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
+    try:
+        return _attach(
+            trainer, evaluator, val_loader, paths, objective, to_save, patience=patience, baseline=baseline,
+            target=target, divergence=divergence, n_saved=n_saved, restore_best=restore_best,
+            log_every=log_every, validate_on=validate_on, resume=resume, hparams=hparams, seed=seed,
+            tqdm_kwargs=tqdm_kwargs, lock=lock,
+        )
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _attach(
+    trainer: Engine,
+    evaluator: Engine,
+    val_loader: Iterable[Any],
+    paths: RunPaths,
+    objective: Objective,
+    to_save: Mapping[str, Any],
+    *,
+    patience: int | None,
+    baseline: float | None,
+    target: float | None,
+    divergence: float | None,
+    n_saved: int,
+    restore_best: bool,
+    log_every: int,
+    validate_on: Any,
+    resume: bool,
+    hparams: Mapping[str, Any] | None,
+    seed: int | None,
+    tqdm_kwargs: Mapping[str, Any] | None,
+    lock: RunLock,
+) -> Monitor:
     config = {
         "objective": objective.to_dict(),
         "early_stopping": None if patience is None else
@@ -264,8 +310,9 @@ def attach_monitoring(
         "hparams": dict(hparams or {}),
         "seed": seed,
     }
-    run = Monitor(trainer, paths, objective, config)
-    resume_state = _read_resume_state(run, paths) if resume else None
+    run = Monitor(trainer, paths, objective, config, lock)
+    required = {*to_save, *_OWN_KEYS} - ({"early_stopping"} if patience is None else set())
+    resume_state = read_resume_state(run, required) if resume else None
     optimizer = next((o for o in to_save.values() if isinstance(o, torch.optim.Optimizer)), None)
 
     run.train_loss = attach_train_loss(trainer, check_every=log_every)
@@ -296,7 +343,7 @@ def attach_monitoring(
     run.last_checkpoint = attach_last_checkpoint(trainer, state_objects, paths.checkpoints)
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: run._write_record())
     if resume_state is not None:
-        _restore(run, state_objects, resume_state)
+        restore(run, state_objects, resume_state)
     if restore_best:
         model = to_save["model"]
         run._restore_best = lambda: restore_best_weights(run.best_checkpoint, model)
@@ -307,44 +354,9 @@ def attach_monitoring(
         trainer.add_event_handler(Events.TERMINATE, run._on_terminate)
         trainer.add_event_handler(Events.COMPLETED, run._on_completed)
         trainer.add_event_handler(Events.EXCEPTION_RAISED, run._on_exception)
+        run.graceful_stop = attach_graceful_stop(trainer)
         run.progress_bar = attach_progress_bar(trainer, log_every=log_every, **dict(tqdm_kwargs or {}))
     return run
-
-
-def _read_resume_state(run: Monitor, paths: RunPaths) -> dict[str, Any] | None:
-    """Load the last checkpoint (if any); detect a finished run and a changed objective."""
-    path = find_last_checkpoint(paths.checkpoints)
-    if path is None:
-        return None
-    previous = run._record.get("objective")
-    if previous is not None and previous != run.objective.to_dict():
-        changed = {k: (previous.get(k), v) for k, v in run.objective.to_dict().items() if previous.get(k) != v}
-        raise ValueError(
-            f"Cannot resume {str(paths.root)!r} with a different objective; changed (was, now): {changed}. "
-            "Start a new run_dir for a new objective."
-        )
-    state = load_checkpoint(path)
-    status = run._record.get("status")
-    run.is_finished = status is not None and RunStatus(status).is_finished
-    logger.info("Resuming %s from %s", paths.root, path.name)
-    return state
-
-
-def _restore(run: Monitor, state_objects: Mapping[str, Any], state: Mapping[str, Any]) -> None:
-    to_load = {k: v for k, v in state_objects.items() if k in state}
-    missing = sorted(set(state_objects) - set(state))
-    if missing:
-        raise CheckpointError(f"Last checkpoint of {str(run.run_dir)!r} lacks {missing}; it cannot resume this setup.")
-    try:
-        Checkpoint.load_objects(to_load=to_load, checkpoint=dict(state))
-    except (RuntimeError, KeyError, ValueError, TypeError) as e:
-        raise CheckpointError(f"Last checkpoint of {str(run.run_dir)!r} does not fit: {e}") from e
-    run.last_checkpoint.load_state_dict(state["checkpointer"])
-    run.resumed_from_epoch = run.trainer.state.epoch
-    if not run.is_finished:
-        dropped = run.history.history.truncate(after_epoch=run.trainer.state.epoch)
-        if dropped:
-            logger.info("Dropped %d history row(s) after epoch %d (redone now)", dropped, run.trainer.state.epoch)
 
 
 def _train_nothing(run: Monitor) -> Any:

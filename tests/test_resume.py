@@ -103,13 +103,21 @@ def test_resume_with_a_changed_objective_is_refused_naming_the_change(tmp_path):
         start(tmp_path, resume=True, objective=Objective("accuracy", mode="max"))
 
 
-def test_resume_with_a_model_that_does_not_fit_names_the_checkpoint(tmp_path):
+def test_resume_with_a_model_that_does_not_fit_names_the_difference_and_loads_nothing(tmp_path):
     start(tmp_path, crash_at_iteration=10)
     s = tiny_setup()
-    model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 2))  # hidden 32, was 16
+    model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 2), nn.Linear(2, 2))  # wider, one more layer
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    trainer = monitor.build_trainer(model, optimizer, nn.CrossEntropyLoss())
     evaluator = monitor.build_evaluator(model, {"loss": Loss(nn.CrossEntropyLoss())})
-    with pytest.raises(monitor.CheckpointError, match=r"does not fit: (.|\n)*size mismatch for 0.weight"):
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(monitor.CheckpointError) as error:
         attach_monitoring(
-            s["trainer"], evaluator, s["val_loader"], run_dir=tmp_path,
-            objective=Objective("loss", mode="min"), to_save={"model": model}, resume=True,
+            trainer, evaluator, s["val_loader"], run_dir=tmp_path,
+            objective=Objective("loss", mode="min"), to_save={"model": model, "optimizer": optimizer}, resume=True,
         )
+    message = str(error.value)
+    assert "missing keys ['3.bias', '3.weight'], unexpected keys []" in message
+    assert "'0.weight': ((16, 8), (32, 8))" in message and "Nothing was loaded" in message
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert trainer.state.iteration == 0 and optimizer.state_dict()["state"] == {}

@@ -4,15 +4,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver
 
 from monitor._checks import positive_int
+from monitor._crash import crash_point
 from monitor._io import atomic_write, fsync_dir, remove_stale_temp_files
 from monitor.handlers.best import BestTracker
+from monitor.manifest import ChecksumWriter, Manifest
+from monitor.rundir import load_checkpoint
 
 __all__ = [
     "DurableDiskSaver",
@@ -50,18 +53,26 @@ class DurableDiskSaver(DiskSaver):
     def __init__(self, dirname: str | Path, **kwargs: Any) -> None:
         super().__init__(dirname, atomic=True, create_dir=True, require_empty=False, **kwargs)
         self._to_remove: list[str] = []
+        self.manifest = Manifest(self.dirname)
         removed = remove_stale_temp_files(self.dirname)
         if removed:
             logger.warning("Removed %d temp file(s) left by an interrupted save in %s", len(removed), self.dirname)
 
     def _save_func(self, checkpoint: Mapping[str, Any], path: Path, func: Callable[..., Any]) -> None:
-        atomic_write(path, lambda f: func(checkpoint, f, **self.kwargs))
-        pending, self._to_remove = self._to_remove, []
+        def write(f: IO[bytes]) -> None:
+            checked = ChecksumWriter(f)
+            func(checkpoint, checked, **self.kwargs)
+            self.manifest.record(path.name, size=checked.size, crc32=checked.crc32)  # before the rename
+
+        atomic_write(path, write)
+        crash_point("before_remove_old_" + path.name.split("_")[0])
+        pending = [name for name in self._to_remove if name != path.name]
+        self._to_remove = []
         for name in pending:
-            if name != path.name:
-                (self.dirname / name).unlink(missing_ok=True)
+            (self.dirname / name).unlink(missing_ok=True)
         if pending:
             fsync_dir(self.dirname)
+            self.manifest.forget(pending)
 
     def remove(self, filename: str) -> None:
         # Called by Checkpoint before the new file is saved: only remember it (see class docstring).
@@ -117,7 +128,9 @@ def attach_best_checkpoint(
 def attach_last_checkpoint(
     trainer: Engine, to_save: Mapping[str, Any], dirname: str | Path, *, event: Any = Events.EPOCH_COMPLETED
 ) -> Checkpoint:
-    """Save everything needed to resume (``last_epoch=N.pt``, one kept) on ``trainer`` ``event``.
+    """Save everything needed to resume (``last_epoch=N.pt``) on ``trainer`` ``event``.
+
+    The two newest are kept, so that a resume finding the newest damaged can fall back to the other.
 
     ``to_save`` should hold every stateful object: model, optimizer, scheduler, ``trainer`` and the
     handlers; the checkpoint's own bookkeeping is included (``include_self``).
@@ -126,7 +139,7 @@ def attach_last_checkpoint(
         dict(to_save),
         DurableDiskSaver(dirname),
         filename_prefix=LAST_PREFIX,
-        n_saved=1,
+        n_saved=2,
         global_step_transform=lambda *_: trainer.state.epoch,
         filename_pattern="{filename_prefix}_epoch={global_step}.{ext}",
         include_self=True,
@@ -141,7 +154,7 @@ def restore_best_weights(best_checkpoint: Checkpoint, model: torch.nn.Module) ->
     if path is None:
         logger.info("No best checkpoint yet; the model keeps its last weights.")
         return None
-    state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    state = load_checkpoint(Path(path))
     Checkpoint.load_objects({"model": model}, state)
     logger.info("Restored best weights from %s", path)
     return Path(path)

@@ -11,6 +11,7 @@ import torch
 from ignite.base.mixins import Serializable
 from ignite.engine import Engine, Events
 
+from monitor._crash import crash_point
 from monitor.handlers.best import BestTracker
 from monitor.handlers.loss import TrainLoss
 from monitor.history import History
@@ -104,6 +105,7 @@ class HistoryRecorder(Serializable):
         row["is_best"] = self.best.is_best
         self.history.append(row)
         self.last_row = row
+        crash_point("after_history_row")
 
     def state_dict(self) -> OrderedDict[str, Any]:
         return OrderedDict(elapsed_s=self.elapsed_s)

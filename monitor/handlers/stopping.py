@@ -11,6 +11,7 @@ from ignite.engine import Engine, Events
 from ignite.handlers import EarlyStopping as IgniteEarlyStopping
 
 from monitor._checks import positive_int
+from monitor._crash import crash_point
 from monitor.objective import Objective
 from monitor.status import StopReason
 
@@ -125,6 +126,7 @@ class EarlyStopping(IgniteEarlyStopping):
         self.stop_reason = reason
         logger.info("Early stopping (%s): %s", reason.value, message)
         self.trainer.terminate()
+        crash_point("after_stop_decision")
 
     def reset(self) -> None:
         super().reset()

@@ -7,6 +7,7 @@ from torch import nn
 
 from monitor import BestTracker, DurableDiskSaver, Objective, attach_best_checkpoint
 from monitor.handlers.checkpoint import restore_best_weights
+from monitor.rundir import load_checkpoint
 from tests.conftest import stub_engine
 
 
@@ -92,5 +93,5 @@ def test_a_failed_save_leaves_no_partial_file_and_the_previous_intact(tmp_path):
         assert e.errno == 28
     else:
         raise AssertionError("the save should fail")
-    assert [p.name for p in tmp_path.iterdir()] == ["a.pt"]
-    assert torch.load(tmp_path / "a.pt")["w"].item() == 1.0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt", "manifest.json"]
+    assert load_checkpoint(tmp_path / "a.pt")["w"].item() == 1.0  # whole, and matching its manifest entry

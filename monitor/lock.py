@@ -1,0 +1,70 @@
+"""RunLock: one writer per run directory (``fcntl.flock`` on ``run_dir/.lock``).
+
+The OS drops the lock when its process dies, so a killed run's successor takes over at once; a
+second live process fails at once, naming the holder.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+from pathlib import Path
+from typing import IO
+
+from monitor.record import now_iso
+
+__all__ = ["RunLock", "RunDirectoryBusy"]
+
+LOCK_NAME = ".lock"
+
+
+class RunDirectoryBusy(RuntimeError):
+    """Another live process is writing the run directory."""
+
+
+class RunLock:
+    """Hold ``run_dir/.lock`` exclusively from :meth:`acquire` until :meth:`release` (or process exit).
+
+    Examples:
+        .. code-block:: python
+
+            lock = RunLock(run_dir).acquire()   # RunDirectoryBusy if another process holds it
+            ...
+            lock.release()
+    """
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir) / LOCK_NAME
+        self._file: IO[str] | None = None
+
+    @property
+    def is_held(self) -> bool:
+        return self._file is not None
+
+    def acquire(self) -> RunLock:
+        if self._file is not None:
+            return self
+        f = open(self.path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            f.close()
+            raise RunDirectoryBusy(
+                f"Run directory {str(self.path.parent)!r} is in use by another process ({holder}); "
+                "wait for it to end, or stop it, before starting or resuming this run."
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": now_iso()}) + "\n")
+        f.flush()
+        self._file = f
+        return self
+
+    def release(self) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
