@@ -43,11 +43,13 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
         crash_point("after_temp_write")
         os.replace(tmp_name, path)
         crash_point("after_rename")
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp_name)
         except FileNotFoundError:
             pass
+        if isinstance(e, OSError) and e.filename is None:  # name the file the user would look for
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
     fsync_dir(path.parent)
 

@@ -109,10 +109,13 @@ class History:
                     self.columns.append(key)
             self._rewrite([*rows, dict(row)])
         else:
-            with open(self.path, "a", encoding="utf-8", newline="") as f:
-                f.write(self._line(row))
-                f.flush()
-                os.fsync(f.fileno())
+            try:
+                with open(self.path, "a", encoding="utf-8", newline="") as f:
+                    f.write(self._line(row))
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError as e:  # e.g. ENOSPC: a torn line is dropped at the next open
+                raise OSError(e.errno, e.strerror, str(self.path)) from e
         self.n_rows += 1
         self.last_epoch = int(row["epoch"])
 

@@ -25,12 +25,17 @@ class ChecksumWriter:
         self._f = f
         self.size = 0
         self.crc32 = 0
+        self.error: OSError | None = None  # torch.save turns a write error into a vague RuntimeError
 
     def write(self, data: bytes) -> int:
         view = memoryview(data)
         self.crc32 = zlib.crc32(view, self.crc32)
         self.size += view.nbytes
-        return self._f.write(data)
+        try:
+            return self._f.write(data)
+        except OSError as e:
+            self.error = self.error or e
+            raise
 
     def flush(self) -> None:
         self._f.flush()

@@ -143,17 +143,28 @@ class Monitor:
         else:
             self.stop_reason = StopReason.FAILED
             self.error = "".join(traceback.format_exception_only(type(error), error)).strip()
-        self._end(self.stop_reason.status)
+        self._end(self.stop_reason.status, after_error=True)
 
-    def _end(self, status: RunStatus) -> None:
+    def _end(self, status: RunStatus, *, after_error: bool = False) -> None:
         self.status = status
         if self._record.get("segments"):
             self._record["segments"][-1].update(ended=now_iso(), status=status.value)
-        self._write_record()
+        try:
+            self._write_record()
+        except OSError as e:
+            if not after_error:
+                raise
+            # Recording the failure must not hide the error that caused it (often the same full disk).
+            logger.error("Could not record status %s in %s: %s", status.value, self.paths.record, e)
         if self.tensorboard is not None:
             self.tensorboard.writer.flush()
         if self._restore_best is not None:
-            self._restore_best()
+            try:
+                self._restore_best()
+            except Exception as e:
+                if not after_error:
+                    raise
+                logger.error("Could not restore the best weights: %s", e)
         best = "-" if self.best.best_value is None else f"{self.best.best_value:.6g}"
         logger.info(
             "Run %s ended: %s (%s) after %d epochs; best %s=%s at epoch %s",

@@ -61,7 +61,12 @@ class DurableDiskSaver(DiskSaver):
     def _save_func(self, checkpoint: Mapping[str, Any], path: Path, func: Callable[..., Any]) -> None:
         def write(f: IO[bytes]) -> None:
             checked = ChecksumWriter(f)
-            func(checkpoint, checked, **self.kwargs)
+            try:
+                func(checkpoint, checked, **self.kwargs)
+            except Exception as e:
+                if checked.error is not None:  # the real cause (e.g. ENOSPC), not torch's rewording
+                    raise checked.error from e
+                raise
             self.manifest.record(path.name, size=checked.size, crc32=checked.crc32)  # before the rename
 
         atomic_write(path, write)

@@ -1,0 +1,56 @@
+import json
+import os
+import signal
+import time
+
+import pytest
+import torch
+from ignite.engine import Engine
+
+from monitor import Objective, attach_monitoring
+from tests.conftest import tiny_setup
+
+
+def monitored(tmp_path, step):
+    s = tiny_setup()
+    trainer = Engine(step)
+    run = attach_monitoring(
+        trainer, s["evaluator"], s["val_loader"], run_dir=tmp_path / "run",
+        objective=Objective("loss", mode="min"), to_save={"model": s["model"]}, patience=None,
+    )
+    return run, trainer, s["train_loader"]
+
+
+def test_first_signal_finishes_the_iteration_and_records_interrupted(tmp_path):
+    def step(engine, batch):
+        if engine.state.iteration == 6:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.01)  # the handler runs here; the iteration still completes
+        return {"loss": torch.tensor(0.5)}
+
+    previous = signal.getsignal(signal.SIGTERM)
+    run, trainer, loader = monitored(tmp_path, step)
+    with run:
+        trainer.run(loader, max_epochs=5)
+    assert trainer.state.iteration == 6  # stopped right after the signalled iteration
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert (record["status"], record["stop_reason"], record["epochs_completed"]) == ("interrupted", "interrupted", 1)
+    assert signal.getsignal(signal.SIGTERM) is previous  # handlers put back
+
+
+def test_second_ctrl_c_stops_at_once(tmp_path):
+    def step(engine, batch):
+        if engine.state.iteration == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.01)
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.01)  # KeyboardInterrupt is raised in here
+            raise AssertionError("the second Ctrl-C should have stopped this iteration")
+        return {"loss": torch.tensor(0.5)}
+
+    run, trainer, loader = monitored(tmp_path, step)
+    with pytest.raises(KeyboardInterrupt, match="second SIGINT: stopping at once"):
+        with run:
+            trainer.run(loader, max_epochs=5)
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "interrupted"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

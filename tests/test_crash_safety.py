@@ -1,0 +1,114 @@
+"""Kill the case study at named and random instants; each resume reaches the uninterrupted result."""
+import json
+import random
+import signal
+
+import pytest
+
+from tests.crash_helpers import (
+    assert_same_outcome,
+    case_study,
+    kill_at,
+    outcome,
+    start_case_study,
+    wait_for_rows,
+)
+
+CRASH_POINTS = [
+    "after_history_row:5",  # row written, checkpoint not yet
+    "after_temp_write:12",  # a temp file complete, not yet renamed
+    "after_rename:9",  # renamed, folder not yet fsynced / old files not yet removed
+    "before_remove_old_best:4",  # best-k rotation: new best on disk, the old one not yet deleted
+    "before_remove_old_last:6",  # the new last checkpoint on disk, the oldest not yet deleted
+    "after_stop_decision",  # early stopping decided, nothing recorded yet
+]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("whole") / "run"
+    assert case_study(run_dir) == 0
+    return outcome(run_dir)
+
+
+@pytest.mark.parametrize("point", CRASH_POINTS)
+def test_named_crash_point_then_resume_gives_the_uninterrupted_result(tmp_path, uninterrupted, point):
+    run_dir = tmp_path / "run"
+    assert case_study(run_dir, env={"MONITOR_CRASH_AT": point}) == -signal.SIGKILL
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "running"
+    assert case_study(run_dir, "--resume") == 0
+    assert_same_outcome(outcome(run_dir), uninterrupted)
+
+
+def test_random_kills_then_resumes_give_the_uninterrupted_result(tmp_path, uninterrupted):
+    run_dir = tmp_path / "run"
+    rng = random.Random(1234)
+    for kill in range(3):
+        process = start_case_study(run_dir, *(["--resume"] if kill else []))
+        wait_for_rows(run_dir, rows=0)  # past start-up: training is under way
+        kill_at(process, rng.uniform(0.0, 0.6))
+    assert case_study(run_dir, "--resume") == 0
+    assert_same_outcome(outcome(run_dir), uninterrupted)
+
+
+def test_sigterm_stops_cleanly_as_interrupted_and_resumes_to_the_same_result(tmp_path, uninterrupted):
+    run_dir = tmp_path / "run"
+    process = start_case_study(run_dir)
+    wait_for_rows(run_dir, rows=3)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 0, process.stderr.read().decode() if process.stderr else ""
+    record = json.loads((run_dir / "run.json").read_text())
+    assert (record["status"], record["stop_reason"]) == ("interrupted", "interrupted")
+    assert case_study(run_dir, "--resume") == 0
+    assert_same_outcome(outcome(run_dir), uninterrupted)
+
+
+def test_a_second_process_on_the_same_directory_fails_at_once_naming_the_holder(tmp_path):
+    run_dir = tmp_path / "run"
+    first = start_case_study(run_dir, "--max-epochs", "100000", "--patience", "100000")
+    try:
+        wait_for_rows(run_dir, rows=1)
+        second = start_case_study(run_dir, "--resume")
+        assert second.wait(timeout=60) != 0
+        error = second.stderr.read().decode()
+        assert "RunDirectoryBusy" in error and f'"pid": {first.pid}' in error
+    finally:
+        first.kill()
+        first.wait()
+    # The killed holder's lock is gone with it: its successor takes over.
+    assert case_study(run_dir, "--resume", "--max-epochs", "100000", "--patience", "1") == 0
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 1.5 MB tmpfs (where this machine lets us mount one)."""
+    import subprocess
+
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1536k", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root and mount rights): {mounted.stderr.strip()}")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_a_really_full_disk_fails_cleanly_and_the_run_resumes_once_there_is_space(small_disk, uninterrupted):
+    import subprocess
+
+    run_dir = small_disk / "run"
+    assert case_study(run_dir) not in (0, -signal.SIGKILL)  # failed with an error, not killed
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "failed"
+    assert "[Errno 28] No space left on device: " in record["error"] and str(run_dir) in record["error"]
+    checkpoints = run_dir / "checkpoints"
+    assert not [p.name for p in checkpoints.iterdir() if p.name.startswith(".tmp")]
+    from monitor.rundir import load_checkpoint
+
+    for path in checkpoints.glob("*.pt"):
+        load_checkpoint(path)
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    assert case_study(run_dir, "--resume") == 0
+    assert_same_outcome(outcome(run_dir), uninterrupted)
