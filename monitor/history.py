@@ -68,6 +68,7 @@ class History:
         self.path = Path(path)
         self.columns: list[str] = []
         self.last_epoch = 0
+        self.last_iteration = 0
         self.n_rows = 0
         if self.path.exists():
             rows = self.read_rows()
@@ -92,7 +93,7 @@ class History:
     def _repair(self, rows: list[dict[str, Any]]) -> None:
         """Rewrite the file if it ends in a torn line, so the next append starts on a row boundary."""
         self.n_rows = len(rows)
-        self.last_epoch = int(rows[-1]["epoch"]) if rows else 0
+        self._set_last(rows[-1] if rows else None)
         if self.path.stat().st_size and not self.path.read_bytes().endswith(b"\n"):
             self._rewrite(rows)
 
@@ -117,7 +118,7 @@ class History:
             except OSError as e:  # e.g. ENOSPC: a torn line is dropped at the next open
                 raise OSError(e.errno, e.strerror, str(self.path)) from e
         self.n_rows += 1
-        self.last_epoch = int(row["epoch"])
+        self._set_last(row)
 
     def truncate(self, after_epoch: int) -> int:
         """Drop rows with ``epoch > after_epoch`` (work a resume redoes); return how many were dropped."""
@@ -126,8 +127,12 @@ class History:
         if len(kept) != len(rows) or (self.path.exists() and not self.path.read_bytes().endswith(b"\n")):
             self._rewrite(kept)
         self.n_rows = len(kept)
-        self.last_epoch = int(kept[-1]["epoch"]) if kept else 0
+        self._set_last(kept[-1] if kept else None)
         return len(rows) - len(kept)
+
+    def _set_last(self, row: Mapping[str, Any] | None) -> None:
+        self.last_epoch = int(row["epoch"]) if row else 0
+        self.last_iteration = int(row["iteration"]) if row and row.get("iteration") is not None else 0
 
     def to_dataframe(self) -> pandas.DataFrame:
         """The history as a ``pandas.DataFrame``, one row per epoch."""

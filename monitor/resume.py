@@ -10,7 +10,7 @@ from ignite.handlers import Checkpoint
 
 from monitor.handlers.checkpoint import BEST_PREFIX, LAST_PREFIX
 from monitor.rundir import CheckpointError, load_resume_checkpoint, remove_unlisted_checkpoints
-from monitor.status import RunStatus
+from monitor.status import RunStatus, StopReason
 
 if TYPE_CHECKING:
     from monitor.run import Monitor
@@ -75,6 +75,7 @@ def restore(run: Monitor, state_objects: Mapping[str, Any], state: Mapping[str, 
     run.resumed_from_epoch = run.trainer.state.epoch
     if run.is_finished:
         return  # a finished run changes no file
+    run.decided_stop = decided_stop(run)
     epoch = run.trainer.state.epoch
     dropped = run.history.history.truncate(after_epoch=epoch)
     if dropped:
@@ -84,3 +85,15 @@ def restore(run: Monitor, state_objects: Mapping[str, Any], state: Mapping[str, 
         removed = remove_unlisted_checkpoints(run.paths.checkpoints, prefix, keep)
         if removed:
             logger.info("Removed checkpoint(s) of work redone after epoch %d: %s", epoch, removed)
+
+
+def decided_stop(run: Monitor) -> StopReason | None:
+    """The stop the restored state had already decided on, if any (its record may not say so yet)."""
+    if run.early_stopping is not None and run.early_stopping.stop_reason is not None:
+        return run.early_stopping.stop_reason
+    if run.train_loss.stop_reason is not None:
+        return run.train_loss.stop_reason
+    state = run.trainer.state
+    if state.max_epochs is not None and state.epoch >= state.max_epochs:
+        return StopReason.MAX_EPOCHS
+    return None

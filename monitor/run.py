@@ -61,7 +61,8 @@ class Monitor:
         self.status = RunStatus.RUNNING
         self.stop_reason: StopReason | None = None
         self.error: str | None = None
-        self.is_finished = False  # resumed a run that had already ended
+        self.is_finished = False  # resumed a run that had already ended and recorded it
+        self.decided_stop: StopReason | None = None  # resumed a run that had decided to stop, unrecorded
         self.resumed_from_epoch: int | None = None
         self.best: BestTracker
         self.early_stopping: EarlyStopping | None = None
@@ -90,7 +91,7 @@ class Monitor:
             stop_reason=None if self.stop_reason is None else self.stop_reason.value,
             error=self.error,
             epochs_completed=self.history.history.last_epoch,
-            iterations_completed=self.trainer.state.iteration,
+            iterations_completed=self.history.history.last_iteration,
             max_epochs=self.trainer.state.max_epochs,
             best={
                 "metric": self.objective.column,
@@ -105,7 +106,8 @@ class Monitor:
 
     def _on_started(self, _: Engine) -> None:
         self._terminated = False
-        segment = {"started": now_iso(), "from_epoch": self.trainer.state.epoch}
+        from_epoch = self.trainer.state.epoch if self.resumed_from_epoch is None else self.resumed_from_epoch
+        segment = {"started": now_iso(), "from_epoch": from_epoch}
         self._record.setdefault("started", segment["started"])
         self._record.setdefault("segments", []).append(segment)
         self._record.update(self.config, versions=library_versions())
@@ -116,7 +118,9 @@ class Monitor:
         self._terminated = True
 
     def _on_completed(self, _: Engine) -> None:
-        if self.graceful_stop is not None and self.graceful_stop.received is not None:
+        if self.decided_stop is not None:
+            self.stop_reason = self.decided_stop
+        elif self.graceful_stop is not None and self.graceful_stop.received is not None:
             self.stop_reason = StopReason.INTERRUPTED
         elif self.early_stopping is not None and self.early_stopping.stop_reason is not None:
             self.stop_reason = self.early_stopping.stop_reason
@@ -362,6 +366,8 @@ def _attach(
         trainer.add_event_handler(Events.STARTED, _train_nothing(run))
     else:
         trainer.add_event_handler(Events.STARTED, run._on_started)
+        if run.decided_stop is not None:
+            trainer.add_event_handler(Events.STARTED, _record_decided_stop(run))
         trainer.add_event_handler(Events.TERMINATE, run._on_terminate)
         trainer.add_event_handler(Events.COMPLETED, run._on_completed)
         trainer.add_event_handler(Events.EXCEPTION_RAISED, run._on_exception)
@@ -382,5 +388,17 @@ def _train_nothing(run: Monitor) -> Any:
         trainer.terminate()
         if run._restore_best is not None:
             run._restore_best()
+
+    return stop
+
+
+def _record_decided_stop(run: Monitor) -> Any:
+    # The last checkpoint says the run had stopped (early stopping, a NaN loss, max_epochs) but the
+    # process died before run.json said so: train nothing more, just record the end. (Without this,
+    # Ignite would train on, or, at max_epochs, restart from epoch 0.)
+    def stop(trainer: Engine) -> None:
+        logger.info("Run %s had stopped (%s) before it could record it; recording it now.",
+                    run.run_dir, run.decided_stop.value if run.decided_stop else "-")
+        trainer.terminate()
 
     return stop

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from monitor._io import remove_stale_temp_files
 from monitor.lock import RunLock
 from monitor.manifest import Manifest
 from monitor.record import RECORD_NAME, read_record
@@ -60,9 +61,9 @@ def prepare_run_dir(run_dir: str | Path, *, resume: bool, overwrite: bool) -> tu
     if resume and overwrite:
         raise ValueError("Arguments resume and overwrite should not both be True: continue the run or replace it.")
     paths = RunPaths(run_dir)
-    if paths.root.exists() and not paths.root.is_dir():
-        raise ValueError(f"Argument run_dir should be a directory, got the file {str(paths.root)!r}.")
     try:
+        if paths.root.exists() and not paths.root.is_dir():
+            raise ValueError(f"Argument run_dir should be a directory, got the file {str(paths.root)!r}.")
         paths.root.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".tmp-probe-", dir=paths.root)
         os.close(fd)
@@ -71,6 +72,7 @@ def prepare_run_dir(run_dir: str | Path, *, resume: bool, overwrite: bool) -> tu
         raise PermissionError(f"Run directory {str(paths.root)!r} cannot be written: {e}.") from e
     lock = RunLock(paths.root).acquire()
     try:
+        remove_stale_temp_files(paths.root)  # left by a run.json write that a kill cut short
         if paths.holds_a_run() and not resume:
             if not overwrite:
                 record = read_record(paths.root) or {}

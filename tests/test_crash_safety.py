@@ -112,3 +112,24 @@ def test_a_really_full_disk_fails_cleanly_and_the_run_resumes_once_there_is_spac
     subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
     assert case_study(run_dir, "--resume") == 0
     assert_same_outcome(outcome(run_dir), uninterrupted)
+
+
+def test_killed_after_the_final_checkpoint_but_before_recording_the_stop(tmp_path, uninterrupted):
+    # The final epoch's last checkpoint already says "stop" while run.json still says "running".
+    final_epoch = uninterrupted["record"]["epochs_completed"]
+    run_dir = tmp_path / "run"
+    assert case_study(run_dir, env={"MONITOR_CRASH_AT": f"before_remove_old_last:{final_epoch}"}) == -signal.SIGKILL
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "running"
+    assert case_study(run_dir, "--resume") == 0  # trains nothing more, records the stop
+    assert_same_outcome(outcome(run_dir), uninterrupted)
+
+
+def test_killed_at_max_epochs_before_recording_it_does_not_train_again(tmp_path):
+    whole, run_dir = tmp_path / "whole", tmp_path / "run"
+    assert case_study(whole, "--max-epochs", "4") == 0
+    assert case_study(run_dir, "--max-epochs", "4", env={"MONITOR_CRASH_AT": "before_remove_old_last:4"}) == -9
+    assert case_study(run_dir, "--max-epochs", "4", "--resume") == 0
+    # Ignite alone would restart a run whose state is at max_epochs from epoch 0.
+    assert_same_outcome(outcome(run_dir), outcome(whole))
+    record = json.loads((run_dir / "run.json").read_text())
+    assert (record["status"], record["stop_reason"], record["iterations_completed"]) == ("completed", "max_epochs", 220)

@@ -75,3 +75,29 @@ def test_unwritable_run_dir_is_refused_at_attach(tmp_path, monkeypatch):
 def test_bad_arguments(tmp_path, overrides, error, match):
     with pytest.raises(error, match=match):
         attach(tmp_path, **overrides)
+
+
+def test_a_folder_an_unprivileged_user_cannot_write_is_refused_at_start(tmp_path):
+    # CI runs as root, for whom chmod proves nothing: run the example as "nobody" in a child.
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or setpriv is None:
+        pytest.skip("needs root and setpriv to start an unprivileged child")
+    folder = tmp_path / "readonly"
+    folder.mkdir()
+    folder.chmod(0o755)  # root's: others may read and enter, not write
+    tmp_path.chmod(0o755)
+    tmp_path.parent.chmod(tmp_path.parent.stat().st_mode | 0o005)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    child = subprocess.run(
+        [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
+         os.path.join(root, "examples", "binary_classification.py"), "--run-dir", str(folder / "run"), "--no-progress"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "HOME": "/nonexistent"},
+    )
+    assert child.returncode != 0
+    assert f"PermissionError: Run directory '{folder / 'run'}' cannot be written" in child.stderr
+    assert not (folder / "run").exists()

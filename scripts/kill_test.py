@@ -1,0 +1,112 @@
+"""The long kill test: kill -9 the case study hundreds of times, resume each time, check everything.
+
+    .venv/bin/python scripts/kill_test.py --kills 200          # about 10 minutes on 2 cores
+
+Each trial runs the case study in a fresh folder, kills it at a random instant (during start-up,
+training, a checkpoint save, anywhere), resumes it with --resume, and repeats until a resume runs to
+the end. Then it checks every file (each checkpoint against its manifest and torch.load, run.json,
+history.csv), that the history holds each epoch exactly once, and that the final history, best epoch
+and score, stop epoch and best checkpoint equal those of an uninterrupted run of the same seed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from monitor.rundir import CheckpointError, load_checkpoint  # noqa: E402
+from tests.crash_helpers import assert_same_outcome, case_study, outcome, start_case_study  # noqa: E402
+
+
+def corrupt_files(run_dir: Path) -> list[str]:
+    """Files a reader could not use: damaged checkpoints, unreadable run.json or history.csv."""
+    bad = []
+    for path in (run_dir / "checkpoints").glob("*.pt"):
+        try:
+            load_checkpoint(path)
+        except CheckpointError as e:
+            bad.append(str(e))
+    try:
+        json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError) as e:
+        bad.append(f"run.json: {e}")
+    text = (run_dir / "history.csv").read_text()
+    if not text.endswith("\n"):
+        bad.append("history.csv ends in a torn line")
+    return bad
+
+
+def epoch_problems(run_dir: Path) -> tuple[int, int]:
+    """(duplicated rows, missing rows) in history.csv against epochs 1..last."""
+    epochs = pd.read_csv(run_dir / "history.csv")["epoch"].tolist()
+    duplicated = len(epochs) - len(set(epochs))
+    missing = len(set(range(1, max(epochs) + 1)) - set(epochs))
+    return duplicated, missing
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--kills", type=int, default=200, help="stop after at least this many kills")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    work = Path(tempfile.mkdtemp(prefix="kill_test-"))
+    reference_dir = work / "reference"
+    started = time.monotonic()
+    assert case_study(reference_dir) == 0, "the uninterrupted run failed"
+    reference = outcome(reference_dir)
+    duration = time.monotonic() - started
+
+    totals = {"trials": 0, "kills": 0, "corrupt files": 0, "duplicated rows": 0, "missing rows": 0,
+              "mismatches": 0, "fallbacks to an older checkpoint": 0}
+    while totals["kills"] < args.kills:
+        totals["trials"] += 1
+        run_dir = work / f"trial{totals['trials']}"
+        kills_here = 0
+        while True:
+            process = start_case_study(run_dir, *(["--resume"] if kills_here else []))
+            time.sleep(rng.uniform(0.0, duration))
+            if process.poll() is not None:  # it finished before the kill
+                break
+            process.kill()
+            process.wait()
+            kills_here += 1
+            totals["kills"] += 1
+            if (run_dir / "history.csv").exists():
+                totals["corrupt files"] += len(corrupt_files(run_dir))
+        if process.returncode != 0:
+            print(f"trial {totals['trials']}: the final run exited {process.returncode}", file=sys.stderr)
+            print(process.stderr.read().decode() if process.stderr else "", file=sys.stderr)
+            totals["mismatches"] += 1
+            continue
+        totals["corrupt files"] += len(corrupt_files(run_dir))
+        duplicated, missing = epoch_problems(run_dir)
+        totals["duplicated rows"] += duplicated
+        totals["missing rows"] += missing
+        totals["fallbacks to an older checkpoint"] += len(list((run_dir / "checkpoints").glob("*.damaged")))
+        try:
+            assert_same_outcome(outcome(run_dir), reference)
+        except AssertionError as e:
+            totals["mismatches"] += 1
+            print(f"trial {totals['trials']}: mismatch: {e}", file=sys.stderr)
+        print(f"trial {totals['trials']}: {kills_here} kills; totals {totals}", flush=True)
+
+    print("\nkill test of the case study (kill -9 at random instants, then --resume)")
+    for key, value in totals.items():
+        print(f"  {key:34s} {value}")
+    print(f"  {'wall time':34s} {time.monotonic() - started:.0f} s")
+    failed = any(totals[k] for k in ("corrupt files", "duplicated rows", "missing rows", "mismatches"))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
