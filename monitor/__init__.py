@@ -18,6 +18,7 @@ from monitor.handlers import (
 )
 from monitor.history import History
 from monitor.objective import Objective
+from monitor.report import Run, RunDirectoryError, compare, load_run, plot_runs, read_scalars, to_html
 from monitor.run import Monitor, attach_monitoring
 from monitor.rundir import CheckpointError
 from monitor.status import RunStatus, StopReason
@@ -35,6 +36,13 @@ __all__ = [
     "RunStatus",
     "StopReason",
     "CheckpointError",
+    "Run",
+    "RunDirectoryError",
+    "load_run",
+    "compare",
+    "plot_runs",
+    "read_scalars",
+    "to_html",
     "BestTracker",
     "DurableDiskSaver",
     "EarlyStopping",

@@ -1,57 +1,122 @@
-"""The ``monitor`` command (also ``python -m monitor``). The only module that prints."""
+"""The ``monitor`` command (also ``python -m monitor``): report, compare, plot, html.
+
+The only module that prints.
+"""
 from __future__ import annotations
 
 import argparse
+import glob
+import json
+import math
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from monitor.history import History
-from monitor.record import read_record
-from monitor.rundir import RunPaths
+from monitor.report import RunDirectoryError, compare, load_run, plot_runs, to_html
+
+if TYPE_CHECKING:
+    import pandas
 
 __all__ = ["main"]
 
+FORMATS = ("text", "csv", "markdown", "json")
 
-def _fmt(value: Any) -> str:
+
+def _expand(patterns: list[str]) -> list[Path]:
+    """Run folders from arguments; globs the shell left unexpanded are expanded here. Plain files
+    (``reports/README.md`` in ``reports/*``) are skipped with a note; anything else must be a run."""
+    paths: list[Path] = []
+    for pattern in patterns:
+        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        for match in map(Path, matches):
+            if match.is_file():
+                print(f"monitor: skipping {str(match)!r} (a file, not a run directory)", file=sys.stderr)
+            else:
+                paths.append(match)
+    if not paths:
+        raise RunDirectoryError(f"{' '.join(patterns)!r}: no run directory matches")
+    return paths
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
     return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
-def report(run_dir: Path) -> str:
-    """A short text summary of one run, read from ``run.json`` and ``history.csv``."""
-    paths = RunPaths(run_dir)
-    if not paths.root.is_dir():
-        raise FileNotFoundError(f"{str(run_dir)!r}: no such run directory")
-    record = read_record(paths.root)
-    if record is None:
-        raise FileNotFoundError(f"{str(run_dir)!r}: not a run directory (no run.json)")
-    best = record.get("best") or {}
-    lines = [
-        f"run         {record.get('name', paths.root.name)}  ({paths.root})",
-        f"status      {record.get('status')}  stop reason: {record.get('stop_reason') or '-'}",
-        f"epochs      {record.get('epochs_completed')}  ({record.get('elapsed_s', 0):.1f} s)",
-        f"best        {best.get('metric')}={_fmt(best.get('value'))} ({best.get('mode')}) at epoch {best.get('epoch')}",
-        f"checkpoint  {best.get('checkpoint') or '-'}",
-    ]
-    if record.get("error"):
-        lines.append(f"error       {record['error']}")
-    rows = History(paths.history).read_rows() if paths.history.exists() else []
-    best_rows = [r for r in rows if r.get("epoch") == best.get("epoch")]
-    if best_rows:
-        metrics = {k: v for k, v in best_rows[0].items() if k.startswith("val_") or k == "train_loss"}
-        lines.append("at best     " + "  ".join(f"{k}={_fmt(v)}" for k, v in metrics.items()))
-    return "\n".join(lines)
+def _render(frame: pandas.DataFrame, fmt: str) -> str:
+    if fmt == "csv":
+        return str(frame.to_csv(index=False)).rstrip("\n")
+    if fmt == "json":
+        return json.dumps(json.loads(frame.to_json(orient="records")), indent=2)
+    cells = [[_cell(v) for v in row] for row in frame.itertuples(index=False)]
+    header = [str(c) for c in frame.columns]
+    if fmt == "markdown":
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
+    numeric = [frame[c].dtype.kind in "iuf" for c in frame.columns]
+    def line(values: list[str]) -> str:
+        cells = (v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric, strict=True))
+        return "  ".join(cells).rstrip()
+
+    return "\n".join([line(header)] + [line(r) for r in cells])
+
+
+def _report(args: argparse.Namespace) -> str:
+    runs = [load_run(p) for p in _expand(args.run_dirs)]
+    if args.format == "text":
+        return "\n\n".join(run.summary() for run in runs)
+    return _render(compare(runs), args.format)
+
+
+def _compare(args: argparse.Namespace) -> str:
+    table = compare(load_run(p) for p in _expand(args.run_dirs))
+    if args.format == "text":
+        table = table.drop(columns="path")
+    return _render(table, args.format)
+
+
+def _plot(args: argparse.Namespace) -> str:
+    runs = [load_run(p) for p in _expand(args.run_dirs)]
+    plot_runs(runs, args.output)
+    return f"wrote {args.output}"
+
+
+def _html(args: argparse.Namespace) -> str:
+    runs = [load_run(p) for p in _expand(args.run_dirs)]
+    Path(args.output).write_text(to_html(runs, title=args.title), encoding="utf-8")
+    return f"wrote {args.output}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="monitor", description="Review monitored training runs.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, func, help_text in (
+        ("report", _report, "summarise runs"),
+        ("compare", _compare, "compare runs in one table, best first"),
+    ):
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders (globs work)")
+        sub.add_argument("--format", choices=FORMATS, default="text")
+        sub.set_defaults(func=func)
+    plot = commands.add_parser("plot", help="plot learning curves to a PNG")
+    plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    plot.add_argument("-o", "--output", required=True, help="image file, e.g. curves.png")
+    plot.set_defaults(func=_plot)
+    page = commands.add_parser("html", help="one self-contained HTML report")
+    page.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    page.add_argument("-o", "--output", required=True, help="HTML file, e.g. report.html")
+    page.add_argument("--title", default="monitor report")
+    page.set_defaults(func=_html)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="monitor", description="Review monitored training runs.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    report_parser = commands.add_parser("report", help="summarise a run directory")
-    report_parser.add_argument("run_dir", type=Path)
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
-        print(report(args.run_dir))
-    except (FileNotFoundError, ValueError) as e:
+        print(args.func(args))
+    except (RunDirectoryError, OSError) as e:
         print(f"monitor: {e}", file=sys.stderr)
         return 2
     return 0

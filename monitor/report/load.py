@@ -1,0 +1,124 @@
+"""load_run: one run directory, read-only, as data (pandas) before text."""
+from __future__ import annotations
+
+import io
+import json
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from monitor.record import FORMAT_VERSION, RECORD_NAME
+from monitor.report.events import read_scalars
+
+if TYPE_CHECKING:
+    import pandas
+
+__all__ = ["Run", "RunDirectoryError", "load_run"]
+
+
+class RunDirectoryError(ValueError):
+    """A folder that cannot be reviewed as a run; the message names the path and the problem."""
+
+
+class Run:
+    """A finished or running run, read from its folder; never writes there.
+
+    Attributes: ``path``, ``name``, ``record`` (``run.json`` as a dict), ``history`` (DataFrame, one row
+    per epoch), ``status``, ``stop_reason``, ``best`` (``metric, mode, value, epoch, checkpoint``),
+    ``scalars`` (TensorBoard points, read on first use).
+
+    Examples:
+        .. code-block:: python
+
+            run = load_run("reports/binary_classification")
+            run.best            # {"metric": "val_loss", "epoch": 15, "value": 0.4735, ...}
+            run.history.plot(x="epoch", y=["train_loss", "val_loss"])
+            print(run.summary())
+    """
+
+    def __init__(self, path: Path, record: dict[str, Any], history: pandas.DataFrame) -> None:
+        self.path = path
+        self.record = record
+        self.history = history
+
+    @property
+    def name(self) -> str:
+        return str(self.record.get("name") or self.path.name)
+
+    @property
+    def status(self) -> str:
+        return str(self.record.get("status"))
+
+    @property
+    def stop_reason(self) -> str | None:
+        reason = self.record.get("stop_reason")
+        return None if reason is None else str(reason)
+
+    @property
+    def best(self) -> dict[str, Any]:
+        best = dict(self.record.get("best") or {})
+        if best.get("checkpoint"):
+            best["checkpoint"] = self.path / best["checkpoint"]
+        return best
+
+    @property
+    def objective_column(self) -> str:
+        return str(self.best.get("metric") or "val_loss")
+
+    @cached_property
+    def scalars(self) -> pandas.DataFrame:
+        """TensorBoard scalars (``tag, step, value, wall_time``), as the TensorBoard app shows them."""
+        return read_scalars(self.path / "tb")
+
+    def best_row(self) -> dict[str, Any]:
+        """The history row of the best epoch (empty if there is none yet)."""
+        epoch = self.best.get("epoch")
+        rows = self.history[self.history["epoch"] == epoch] if epoch is not None else self.history.iloc[0:0]
+        return {} if rows.empty else {str(k): v for k, v in rows.iloc[-1].to_dict().items()}
+
+    def summary(self) -> str:
+        """A few aligned lines: status, epochs, best, and the metrics at the best epoch."""
+        from monitor.report.summary import summary_text
+
+        return summary_text(self)
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r}, status={self.status!r}, epochs={len(self.history)})"
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """Read ``run_dir`` (``run.json`` and ``history.csv``; TensorBoard only when asked).
+
+    Raises:
+        RunDirectoryError: the folder is missing, is not a run, is half-written, or has a format this
+            version cannot read; the message names the path and what is wrong.
+    """
+    import pandas
+
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise RunDirectoryError(f"{str(path)!r}: no such run directory")
+    record_path, history_path = path / RECORD_NAME, path / "history.csv"
+    if not record_path.exists():
+        half = history_path.exists()
+        what = "has history.csv but no run.json (half-written?)" if half else "is not a run (no run.json)"
+        raise RunDirectoryError(f"{str(path)!r}: {what}")
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise RunDirectoryError(f"{str(path)!r}: run.json cannot be read ({e})") from e
+    if not isinstance(record, dict) or "format" not in record:
+        raise RunDirectoryError(f"{str(path)!r}: run.json is from an older format (no 'format' key); not readable")
+    if record["format"] != FORMAT_VERSION:
+        raise RunDirectoryError(
+            f"{str(path)!r}: run.json has format {record['format']!r}; this monitor reads format {FORMAT_VERSION}"
+        )
+    text = history_path.read_text(encoding="utf-8") if history_path.exists() else ""
+    text = text[: text.rfind("\n") + 1]  # a line torn by a crash is not a row
+    if text.count("\n") >= 1:
+        history = pandas.read_csv(io.StringIO(text))
+        if "epoch" not in history.columns:
+            raise RunDirectoryError(f"{str(path)!r}: history.csv has no 'epoch' column")
+    else:
+        history = pandas.DataFrame({"epoch": pandas.Series(dtype="int64"), "iteration": pandas.Series(dtype="int64")})
+    return Run(path, record, history)

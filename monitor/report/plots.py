@@ -1,0 +1,109 @@
+"""Learning curves with matplotlib (Agg canvas, no display, no pyplot global state)."""
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from monitor.report.load import Run
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["plot_runs", "figure_png"]
+
+_STOPPED = {"early_stopped", "diverged", "interrupted", "failed"}
+
+
+def _panels(runs: Sequence[Run]) -> list[str]:
+    """``loss`` (train and validation), each other validation metric, then ``lr`` if logged."""
+    columns: list[str] = []
+    for run in runs:
+        columns += [c for c in run.history.columns if c not in columns]
+    panels = ["loss"] if {"train_loss", "val_loss"} & set(columns) else []
+    panels += [c for c in columns if c.startswith("val_") and c != "val_loss"]
+    if "lr" in columns:
+        panels.append("lr")
+    return panels
+
+
+def plot_runs(runs: Sequence[Run], path: str | Path | None = None, *, title: str | None = None) -> Figure:
+    """Plot the learning curves of ``runs`` (one colour each) and save to ``path`` if given.
+
+    One panel for the losses (train dashed, validation solid), one per other validation metric, one
+    for the learning rate; the best epoch is marked with a dashed line and a dot on the objective,
+    the epoch where a run stopped early with a dotted line.
+
+    Examples:
+        .. code-block:: python
+
+            plot_runs([load_run("reports/a"), load_run("reports/b")], "curves.png")
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    runs = list(runs)
+    panels = _panels(runs) or ["loss"]
+    cols = min(2, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    figure = Figure(figsize=(6.5 * cols, 3.6 * rows), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(rows, cols, squeeze=False).ravel()
+    colours = [f"C{i % 10}" for i in range(len(runs))]
+    for ax, panel in zip(axes, panels, strict=False):
+        for run, colour in zip(runs, colours, strict=True):
+            history = run.history
+            label = run.name if len(runs) > 1 else None
+            if panel == "loss":
+                if "train_loss" in history:
+                    ax.plot(history["epoch"], history["train_loss"], "--", color=colour, alpha=0.7,
+                            label=f"{label} train" if label else "train")
+                if "val_loss" in history:
+                    ax.plot(history["epoch"], history["val_loss"], "-", color=colour,
+                            label=f"{label} val" if label else "val")
+            elif panel in history:
+                ax.plot(history["epoch"], history[panel], "-", color=colour, label=label)
+            _mark_epochs(ax, run, panel, colour)
+        ax.set_title(panel)
+        ax.set_xlabel("epoch")
+        if panel == "lr" and all((r.history["lr"] > 0).all() for r in runs if "lr" in r.history):
+            ax.set_yscale("log")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="small")
+        ax.grid(alpha=0.3)
+    from matplotlib.lines import Line2D
+
+    axes[0].legend(
+        handles=[*axes[0].get_legend_handles_labels()[0],
+                 Line2D([], [], color="grey", linestyle="--", linewidth=0.8, label="best epoch"),
+                 Line2D([], [], color="grey", linestyle=":", linewidth=1.0, label="stopped")],
+        fontsize="small",
+    )
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    if title:
+        figure.suptitle(title)
+    if path is not None:
+        figure.savefig(path, dpi=100)
+    return figure
+
+
+def _mark_epochs(ax: object, run: Run, panel: str, colour: str) -> None:
+    best = run.best
+    epoch = best.get("epoch")
+    column = best.get("metric")
+    if epoch is not None:
+        ax.axvline(epoch, color=colour, linestyle="--", linewidth=0.8, alpha=0.6)  # type: ignore[attr-defined]
+        if column in run.history and (panel == column or (panel == "loss" and column == "val_loss")):
+            ax.plot([epoch], [best.get("value")], "o", color=colour, markersize=6)  # type: ignore[attr-defined]
+    if run.status in _STOPPED and len(run.history):
+        ax.axvline(run.history["epoch"].iloc[-1], color=colour, linestyle=":", linewidth=1.0)  # type: ignore[attr-defined]
+
+
+def figure_png(figure: Figure) -> bytes:
+    """The figure as PNG bytes (for embedding)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90)
+    return buffer.getvalue()

@@ -1,0 +1,96 @@
+"""Summaries and comparisons of runs, as data first (pandas), text second."""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from monitor.report.load import Run
+
+if TYPE_CHECKING:
+    import pandas
+
+__all__ = ["compare", "summary_text", "summary_record"]
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "-" if math.isnan(value) else f"{value:.6g}"
+    return "-" if value is None else str(value)
+
+
+def summary_record(run: Run) -> dict[str, Any]:
+    """One run as a flat dict: the row :func:`compare` makes for it."""
+    best = run.best
+    row: dict[str, Any] = {
+        "name": run.name,
+        "status": run.status,
+        "stop_reason": run.stop_reason,
+        "epochs": int(run.record.get("epochs_completed") or len(run.history)),
+        "best_epoch": best.get("epoch"),
+        "objective": f"{best.get('metric')} ({best.get('mode')})",
+        "best_value": best.get("value"),
+    }
+    at_best = run.best_row()
+    for key, value in at_best.items():
+        if (key.startswith("val_") and key != best.get("metric")) or key == "train_loss":
+            row[f"{key}@best"] = value
+    row["wall_s"] = run.record.get("elapsed_s")
+    if "epoch_s" in run.history.columns and len(run.history):
+        row["s_per_epoch"] = float(run.history["epoch_s"].median())
+    for key, value in (run.record.get("hparams") or {}).items():
+        row[f"hp_{key}"] = value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
+    row["path"] = str(run.path)
+    return row
+
+
+def compare(runs: Iterable[Run]) -> pandas.DataFrame:
+    """One row per run, ranked by its objective (best first); runs with different objectives are
+    ranked within their own objective.
+
+    Columns: ``rank, name, status, stop_reason, epochs, best_epoch, objective, best_value``, the other
+    validation metrics and train loss at the best epoch (``val_accuracy@best`` ...), ``wall_s``,
+    ``s_per_epoch``, hyper-parameters (``hp_lr`` ...), ``path``.
+
+    Examples:
+        .. code-block:: python
+
+            table = compare(load_run(p) for p in Path("reports").iterdir() if (p / "run.json").exists())
+            table.head()
+    """
+    import pandas
+
+    runs = list(runs)
+    rows = [summary_record(run) for run in runs]
+    frame = pandas.DataFrame(rows)
+    if frame.empty:
+        return frame
+    modes = [run.best.get("mode") for run in runs]
+    # Sort key: within an objective, higher is better after flipping "min" objectives.
+    frame["_key"] = [
+        (-v if m == "min" else v) if isinstance(v, (int, float)) and not math.isnan(v) else -math.inf
+        for v, m in zip(frame["best_value"], modes, strict=True)
+    ]
+    frame = frame.sort_values(["objective", "_key"], ascending=[True, False], kind="stable")
+    frame.insert(0, "rank", frame.groupby("objective").cumcount() + 1)
+    return frame.drop(columns="_key").reset_index(drop=True)
+
+
+def summary_text(run: Run) -> str:
+    """The run in a few aligned lines (what ``monitor report`` prints)."""
+    best = run.best
+    checkpoint = best.get("checkpoint")
+    epochs = run.record.get("epochs_completed", len(run.history))
+    lines = [
+        ("run", f"{run.name}  ({run.path})"),
+        ("status", f"{run.status}  stop reason: {run.stop_reason or '-'}"),
+        ("epochs", f"{epochs}  ({run.record.get('elapsed_s') or 0:.1f} s)"),
+        ("best", f"{best.get('metric')}={_fmt(best.get('value'))} ({best.get('mode')}) at epoch {best.get('epoch')}"),
+        ("checkpoint", str(checkpoint.relative_to(run.path)) if checkpoint else "-"),
+    ]
+    if run.record.get("error"):
+        lines.append(("error", str(run.record["error"])))
+    at_best = {k: v for k, v in run.best_row().items() if k.startswith("val_") or k == "train_loss"}
+    if at_best:
+        lines.append(("at best", "  ".join(f"{k}={_fmt(v)}" for k, v in at_best.items())))
+    return "\n".join(f"{label:<11} {text}" for label, text in lines)

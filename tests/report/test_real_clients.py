@@ -1,0 +1,92 @@
+"""Real clients read what monitor wrote: the TensorBoard app, and a browser opening the HTML report."""
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from monitor.report import load_run, to_html
+from tests.test_resume import start
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get_json(url, deadline):
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return json.loads(response.read())
+        except (OSError, ValueError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+@pytest.fixture(scope="module")
+def resumed_run(tmp_path_factory):
+    path = tmp_path_factory.mktemp("run")
+    start(path, crash_at_iteration=14)  # a resume, so TensorBoard has points to purge
+    start(path, resume=True)
+    return path
+
+
+def test_tensorboard_app_serves_the_history_values(resumed_run):
+    port = free_port()
+    app = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(resumed_run / "tb"), "--host", "127.0.0.1",
+         "--port", str(port), "--load_fast", "false", "--reload_interval", "0"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        base = f"http://127.0.0.1:{port}/data/plugin/scalars"
+        while "val/loss" not in json.dumps(get_json(f"{base}/tags", deadline)):
+            if time.monotonic() > deadline:
+                pytest.fail("TensorBoard never listed val/loss")
+            time.sleep(0.3)
+        history = pd.read_csv(resumed_run / "history.csv")
+        for tag, column in (("val/loss", "val_loss"), ("val/accuracy", "val_accuracy"), ("lr", "lr")):
+            query = urllib.parse.urlencode({"run": ".", "tag": tag})
+            points = get_json(f"{base}/scalars?{query}", deadline)  # [[wall_time, step, value], ...]
+            assert [p[1] for p in points] == history["iteration"].tolist()
+            assert [p[2] for p in points] == pytest.approx(history[column].tolist(), rel=1e-6)
+    finally:
+        app.terminate()
+        app.wait(timeout=30)
+
+
+def chromium():
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.skipif(chromium() is None, reason="no chromium on this machine (Debian package 'chromium')")
+def test_the_html_report_shows_the_table_and_its_images_in_a_browser(resumed_run, tmp_path):
+    page = to_html([load_run(resumed_run)], title="browser check")
+    # After load, the page reports in its title whether every image decoded.
+    probe = ("<script>window.addEventListener('load', () => { const imgs = [...document.images];"
+             " document.title = imgs.every(i => i.complete && i.naturalWidth > 0)"
+             " ? 'IMAGES-OK ' + imgs.length + ' ROWS ' + document.querySelectorAll('table tbody tr').length"
+             " : 'IMAGES-BROKEN'; });</script></body>")
+    path = tmp_path / "report.html"
+    path.write_text(page.replace("</body>", probe))
+    profile = tmp_path / "profile"
+    args = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            f"--user-data-dir={profile}", "--virtual-time-budget=10000"]
+    dom = subprocess.run([*args, "--dump-dom", Path(path).as_uri()], capture_output=True, text=True, timeout=120)
+    assert "<title>IMAGES-OK 1 ROWS 1</title>" in dom.stdout, dom.stderr[-2000:]  # one run: its curves, one row
+    shot = tmp_path / "shot.png"
+    subprocess.run([*args, f"--screenshot={shot}", "--window-size=1200,900", Path(path).as_uri()],
+                   capture_output=True, timeout=120)
+    assert shot.read_bytes()[:4] == b"\x89PNG"

@@ -1,0 +1,128 @@
+"""load_run, compare, plots and HTML on real runs; one-line errors for folders that are not runs."""
+import json
+
+import pandas as pd
+import pytest
+
+from monitor.report import RunDirectoryError, compare, load_run, plot_runs, to_html
+from tests.test_resume import start
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Three finished runs with different learning rates, and one failed part-way."""
+    from monitor import Objective, attach_monitoring
+    from tests.conftest import tiny_setup
+
+    paths = []
+    for name, lr in (("slow", 0.01), ("fast", 0.5), ("medium", 0.1)):
+        path = tmp_path_factory.mktemp("runs") / name
+        s = tiny_setup(lr=lr)
+        run = attach_monitoring(
+            s["trainer"], s["evaluator"], s["val_loader"], run_dir=path, objective=Objective("loss", mode="min"),
+            to_save={"model": s["model"], "optimizer": s["optimizer"]}, patience=3, hparams={"lr": lr},
+        )
+        with run:
+            s["trainer"].run(s["train_loader"], max_epochs=12)
+        paths.append(path)
+    failed = tmp_path_factory.mktemp("runs") / "failed"
+    start(failed, crash_at_iteration=9)
+    return [*paths, failed]
+
+
+def test_load_run_gives_the_history_and_the_record(runs):
+    run = load_run(runs[0])
+    record = json.loads((runs[0] / "run.json").read_text())
+    pd.testing.assert_frame_equal(run.history, pd.read_csv(runs[0] / "history.csv"))
+    assert run.status == record["status"] and run.stop_reason == record["stop_reason"]
+    assert run.best["epoch"] == record["best"]["epoch"] and run.best["checkpoint"].exists()
+    assert run.best_row()["val_loss"] == record["best"]["value"]
+    assert set(run.scalars["tag"]) == {"train/loss", "val/loss", "val/accuracy", "lr"}
+
+
+def test_summary_names_status_best_and_error(runs):
+    text = load_run(runs[3]).summary()
+    assert "status      failed  stop reason: failed" in text
+    assert "error       RuntimeError: killed" in text
+    best = load_run(runs[1]).best
+    assert f"best        val_loss={best['value']:.6g} (min) at epoch {best['epoch']}" in load_run(runs[1]).summary()
+
+
+def test_compare_ranks_runs_by_their_objective(runs):
+    table = compare(load_run(p) for p in runs)
+    assert table["rank"].tolist() == [1, 2, 3, 4]
+    assert table["best_value"].is_monotonic_increasing  # min mode: lowest loss first
+    assert set(table["name"]) == {"slow", "fast", "medium", "failed"}
+    row = table.set_index("name").loc["fast"]
+    run = load_run(runs[1])
+    assert row["epochs"] == len(run.history) and row["best_epoch"] == run.best["epoch"]
+    assert row["val_accuracy@best"] == run.best_row()["val_accuracy"]
+    assert row["hp_lr"] == 0.5
+    assert row["s_per_epoch"] == pytest.approx(run.history["epoch_s"].median())
+
+
+def test_compare_of_a_hundred_long_runs_is_quick_enough_to_use(tmp_path):
+    # Not a timed assertion (see benchmarks/): only that 100 runs of 1000 epochs load and rank.
+    header = "epoch,iteration,elapsed_s,epoch_s,lr,train_loss,val_accuracy,val_loss,is_best\n"
+    for i in range(100):
+        folder = tmp_path / f"run{i:03d}"
+        folder.mkdir()
+        rows = "".join(f"{e},{e * 55},{e * 0.1},0.1,0.01,{1 / e},{0.5 + e / 4000},{1 / e + i / 1000},False\n"
+                       for e in range(1, 1001))
+        (folder / "history.csv").write_text(header + rows)
+        (folder / "run.json").write_text(json.dumps({
+            "format": 1, "name": folder.name, "status": "completed", "epochs_completed": 1000,
+            "best": {"metric": "val_loss", "mode": "min", "value": 0.001 + i / 1000, "epoch": 1000},
+        }))
+    table = compare(load_run(p) for p in sorted(tmp_path.iterdir()))
+    assert table["name"].tolist()[:3] == ["run000", "run001", "run002"] and len(table) == 100
+
+
+def test_plot_writes_a_png_with_a_panel_per_metric(runs, tmp_path):
+    figure = plot_runs([load_run(p) for p in runs], tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    titles = [ax.get_title() for ax in figure.axes if ax.get_visible()]
+    assert titles == ["loss", "val_accuracy", "lr"]
+
+
+def test_html_is_self_contained_with_table_and_images(runs):
+    page = to_html([load_run(p) for p in runs])
+    assert page.startswith("<!DOCTYPE html>") and "<table" in page
+    assert page.count("data:image/png;base64,") == 1 + len(runs)
+    assert "http://" not in page and "https://" not in page  # nothing to fetch
+
+
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        (lambda p: None, "no such run directory"),
+        (lambda p: p.mkdir(), "is not a run (no run.json)"),
+        (lambda p: (p.mkdir(), (p / "history.csv").write_text("epoch\n1\n")), "has history.csv but no run.json"),
+        (lambda p: (p.mkdir(), (p / "run.json").write_text("{\"status\": ")), "run.json cannot be read"),
+        (lambda p: (p.mkdir(), (p / "run.json").write_text("{\"status\": \"completed\"}")), "older format"),
+        (lambda p: (p.mkdir(), (p / "run.json").write_text("{\"format\": 99}")), "has format 99; this monitor reads format 1"),
+    ],
+)
+def test_folders_that_are_not_runs_give_a_one_line_error_naming_the_path(tmp_path, setup, message):
+    path = tmp_path / "x"
+    setup(path)
+    with pytest.raises(RunDirectoryError) as error:
+        load_run(path)
+    assert str(error.value).startswith(f"'{path}': ") and message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_a_running_run_reports_as_running(tmp_path):
+    from ignite.engine import Events
+
+    from monitor import Objective, attach_monitoring
+    from tests.conftest import tiny_setup
+
+    s = tiny_setup()
+    seen = []
+    run = attach_monitoring(s["trainer"], s["evaluator"], s["val_loader"], run_dir=tmp_path / "run",
+                            objective=Objective("loss", mode="min"), to_save={"model": s["model"]})
+    s["trainer"].add_event_handler(Events.EPOCH_COMPLETED(once=2), lambda _: seen.append(load_run(tmp_path / "run")))
+    with run:
+        s["trainer"].run(s["train_loader"], max_epochs=3)
+    assert seen[0].status == "running" and len(seen[0].history) == 2
