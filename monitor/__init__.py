@@ -1,4 +1,5 @@
 """monitor: an event-driven training-monitoring engine on PyTorch-Ignite."""
+from monitor.distributed import UnpaddedDistributedSampler, validation_loader
 from monitor.engines import build_evaluator, build_trainer
 from monitor.handlers import (
     BestTracker,
@@ -29,6 +30,8 @@ __all__ = [
     "__version__",
     "build_trainer",
     "build_evaluator",
+    "validation_loader",
+    "UnpaddedDistributedSampler",
     "Objective",
     "History",
     "Monitor",

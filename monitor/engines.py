@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, create_supervised_evaluator, create_supervised_trainer
 from ignite.metrics import Metric
@@ -26,6 +27,9 @@ def build_trainer(
     **kwargs: Any,
 ) -> Engine:
     """A supervised training ``Engine`` whose ``state.output`` is ``{"loss": tensor}``.
+
+    Under ``ignite.distributed`` with several processes, the model is wrapped with
+    ``idist.auto_model`` (DDP) and the optimizer with ``idist.auto_optim`` for the training step.
 
     Args:
         model: the model to train.
@@ -52,6 +56,13 @@ def build_trainer(
             "Argument output_transform is set by build_trainer (the output is {'loss': tensor}); "
             "build the engine with ignite.engine.create_supervised_trainer to change it."
         )
+    if idist.get_world_size() > 1:
+        # Same script on 1 or N processes: DDP-wrap the model for the training step (gradients are
+        # averaged across ranks); keep using the plain model everywhere else.
+        if not isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            model = idist.auto_model(model)
+        optimizer = idist.auto_optim(optimizer)
+        device = idist.device() if device is None else device
     return create_supervised_trainer(
         model, optimizer, loss_fn, device=device, output_transform=_loss_output, **kwargs
     )
@@ -87,4 +98,6 @@ def build_evaluator(
             raise TypeError(
                 f"Argument metrics should map str -> ignite.metrics.Metric, got {name!r}: {type(metric).__name__}."
             )
+    if idist.get_world_size() > 1 and device is None:
+        device = idist.device()
     return create_supervised_evaluator(model, metrics=dict(metrics), device=device, **kwargs)

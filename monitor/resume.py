@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from ignite.handlers import Checkpoint
 
+from monitor.distributed import is_main_process, on_main_process
 from monitor.handlers.checkpoint import BEST_PREFIX, LAST_PREFIX
-from monitor.rundir import CheckpointError, load_resume_checkpoint, remove_unlisted_checkpoints
+from monitor.rundir import CheckpointError, load_checkpoint, load_resume_checkpoint, remove_unlisted_checkpoints
 from monitor.status import RunStatus, StopReason
 
 if TYPE_CHECKING:
@@ -34,10 +35,20 @@ def read_resume_state(run: Monitor, required: set[str]) -> dict[str, Any] | None
             f"Cannot resume {str(run.run_dir)!r} with a different objective; changed (was, now): {changed}. "
             "Start a new run_dir for a new objective."
         )
-    found = load_resume_checkpoint(run.paths.checkpoints, required)
-    if found is None:
+    picked: dict[str, Any] = {}
+
+    def pick() -> str | None:  # rank 0 verifies (and sets aside damaged files); the others follow
+        found = load_resume_checkpoint(run.paths.checkpoints, required)
+        if found is None:
+            return None
+        picked["state"] = found[1]
+        return found[0].name
+
+    name = on_main_process(pick)
+    if name is None:
         return None
-    path, state = found
+    path = run.paths.checkpoints / name
+    state = picked["state"] if "state" in picked else load_checkpoint(path)
     status = run._record.get("status")
     run.is_finished = status is not None and RunStatus(status).is_finished
     logger.info("Resuming %s from %s", run.run_dir, path.name)
@@ -76,6 +87,8 @@ def restore(run: Monitor, state_objects: Mapping[str, Any], state: Mapping[str, 
     if run.is_finished:
         return  # a finished run changes no file
     run.decided_stop = decided_stop(run)
+    if not is_main_process():
+        return  # rank 0 tidies the files
     epoch = run.trainer.state.epoch
     dropped = run.history.history.truncate(after_epoch=epoch)
     if dropped:

@@ -8,11 +8,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, ProgressBar, TensorboardLogger
 
 from monitor._checks import positive_int
+from monitor.distributed import is_main_process, on_main_process
 from monitor.handlers.best import BestTracker, attach_best_tracker
 from monitor.handlers.checkpoint import attach_best_checkpoint, attach_last_checkpoint, restore_best_weights
 from monitor.handlers.history import HistoryRecorder, attach_history
@@ -73,7 +75,8 @@ class Monitor:
         self.tensorboard: TensorboardLogger | None = None
         self.progress_bar: ProgressBar | None = None
         self.graceful_stop: GracefulStop | None = None
-        self._record: dict[str, Any] = read_record(paths.root) or {}
+        record: dict[str, Any] | None = on_main_process(lambda: read_record(paths.root))
+        self._record: dict[str, Any] = record or {}
         self._terminated = False
         self._restore_best: Any = None
 
@@ -83,6 +86,8 @@ class Monitor:
 
     # -- run.json -------------------------------------------------------------------------------
     def _write_record(self) -> None:
+        if not is_main_process():
+            return
         best = self.best
         checkpoint = self.best_checkpoint.last_checkpoint
         self._record.update(
@@ -162,7 +167,11 @@ class Monitor:
             logger.error("Could not record status %s in %s: %s", status.value, self.paths.record, e)
         if self.tensorboard is not None:
             self.tensorboard.writer.flush()
-        if self._restore_best is not None:
+        if self._restore_best is not None and after_error and idist.get_world_size() > 1:
+            # No collective on a failure path: the other ranks may be gone, or waiting in another
+            # collective, and all would hang. The model keeps its last weights.
+            logger.warning("Run failed on %d processes: best weights not restored.", idist.get_world_size())
+        elif self._restore_best is not None:
             try:
                 self._restore_best()
             except Exception as e:
@@ -282,7 +291,10 @@ def attach_monitoring(
     positive_int("log_every", log_every)
     if patience is not None:  # checks baseline/target/divergence before anything touches the disk
         EarlyStopping(objective, trainer, patience, baseline=baseline, target=target, divergence=divergence)
-    paths, lock = prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
+    # Rank 0 checks and locks the folder; its verdict (or error) reaches every rank.
+    lock = RunLock(run_dir)
+    on_main_process(lambda: str(prepare_run_dir(run_dir, resume=resume, overwrite=overwrite, lock=lock).root))
+    paths = RunPaths(run_dir)
     try:
         return _attach(
             trainer, evaluator, val_loader, paths, objective, to_save, patience=patience, baseline=baseline,
@@ -336,8 +348,10 @@ def _attach(
     run.history = attach_history(
         evaluator, trainer, run.best, paths.history, train_loss=run.train_loss, optimizer=optimizer
     )
-    attach_epoch_log(evaluator, trainer, run.history)
-    if not run.is_finished:
+    main = is_main_process()
+    if main:
+        attach_epoch_log(evaluator, trainer, run.history)
+    if main and not run.is_finished:
         purge = None if resume_state is None else int(resume_state["trainer"]["iteration"]) + 1
         run.tensorboard = attach_tensorboard(
             trainer, evaluator, paths.tensorboard, optimizer=optimizer, log_every=log_every, purge_step=purge
@@ -372,7 +386,8 @@ def _attach(
         trainer.add_event_handler(Events.COMPLETED, run._on_completed)
         trainer.add_event_handler(Events.EXCEPTION_RAISED, run._on_exception)
         run.graceful_stop = attach_graceful_stop(trainer)
-        run.progress_bar = attach_progress_bar(trainer, log_every=log_every, **dict(tqdm_kwargs or {}))
+        if main:
+            run.progress_bar = attach_progress_bar(trainer, log_every=log_every, **dict(tqdm_kwargs or {}))
     return run
 
 
@@ -402,3 +417,4 @@ def _record_decided_stop(run: Monitor) -> Any:
         trainer.terminate()
 
     return stop
+

@@ -50,8 +50,8 @@ class RunPaths:
         return self.record.exists() or self.history.exists() or self.checkpoints.exists()
 
 
-def prepare_run_dir(run_dir: str | Path, *, resume: bool, overwrite: bool) -> tuple[RunPaths, RunLock]:
-    """Check and create ``run_dir``, and lock it for this process, before anything is attached.
+def prepare_run_dir(run_dir: str | Path, *, resume: bool, overwrite: bool, lock: RunLock) -> RunPaths:
+    """Check and create ``run_dir``, and take ``lock`` on it, before anything is attached.
 
     Raises:
         ValueError: it already holds a run and neither ``resume`` nor ``overwrite`` is set, or both are.
@@ -70,7 +70,7 @@ def prepare_run_dir(run_dir: str | Path, *, resume: bool, overwrite: bool) -> tu
         os.unlink(probe)
     except OSError as e:
         raise PermissionError(f"Run directory {str(paths.root)!r} cannot be written: {e}.") from e
-    lock = RunLock(paths.root).acquire()
+    lock.acquire()
     try:
         remove_stale_temp_files(paths.root)  # left by a run.json write that a kill cut short
         if paths.holds_a_run() and not resume:
@@ -88,7 +88,7 @@ def prepare_run_dir(run_dir: str | Path, *, resume: bool, overwrite: bool) -> tu
     except BaseException:
         lock.release()
         raise
-    return paths, lock
+    return paths
 
 
 def _last_checkpoints(checkpoints: Path) -> list[Path]:

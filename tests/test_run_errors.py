@@ -78,26 +78,28 @@ def test_bad_arguments(tmp_path, overrides, error, match):
 
 
 def test_a_folder_an_unprivileged_user_cannot_write_is_refused_at_start(tmp_path):
-    # CI runs as root, for whom chmod proves nothing: run the example as "nobody" in a child.
+    # CI runs as root, for whom chmod proves nothing. The child imports everything as root (the
+    # repository may not be readable by others), then drops to "nobody" before attaching.
     import os
-    import shutil
     import subprocess
     import sys
 
-    setpriv = shutil.which("setpriv")
-    if os.geteuid() != 0 or setpriv is None:
-        pytest.skip("needs root and setpriv to start an unprivileged child")
+    if os.geteuid() != 0:
+        pytest.skip("needs root to start a child that drops to an unprivileged user")
     folder = tmp_path / "readonly"
     folder.mkdir()
     folder.chmod(0o755)  # root's: others may read and enter, not write
-    tmp_path.chmod(0o755)
-    tmp_path.parent.chmod(tmp_path.parent.stat().st_mode | 0o005)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    child = subprocess.run(
-        [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
-         os.path.join(root, "examples", "binary_classification.py"), "--run-dir", str(folder / "run"), "--no-progress"],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "HOME": "/nonexistent"},
-    )
+    script = f"""
+import os, sys
+sys.path.insert(0, {os.path.dirname(os.path.dirname(os.path.abspath(__file__)))!r})
+from tests.conftest import tiny_setup
+from monitor import Objective, attach_monitoring
+s = tiny_setup()
+os.setgroups([]); os.setgid(65534); os.setuid(65534)
+attach_monitoring(s["trainer"], s["evaluator"], s["val_loader"], run_dir={str(folder / "run")!r},
+                  objective=Objective("loss", mode="min"), to_save={{"model": s["model"]}})
+"""
+    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert child.returncode != 0
-    assert f"PermissionError: Run directory '{folder / 'run'}' cannot be written" in child.stderr
+    assert f"PermissionError: Run directory '{folder / 'run'}' cannot be written" in child.stderr, child.stderr[-2000:]
     assert not (folder / "run").exists()

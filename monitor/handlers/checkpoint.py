@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
+import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver
@@ -54,7 +55,7 @@ class DurableDiskSaver(DiskSaver):
         super().__init__(dirname, atomic=True, create_dir=True, require_empty=False, **kwargs)
         self._to_remove: list[str] = []
         self.manifest = Manifest(self.dirname)
-        removed = remove_stale_temp_files(self.dirname)
+        removed = remove_stale_temp_files(self.dirname) if idist.get_rank() == self.save_on_rank else []
         if removed:
             logger.warning("Removed %d temp file(s) left by an interrupted save in %s", len(removed), self.dirname)
 
@@ -81,7 +82,8 @@ class DurableDiskSaver(DiskSaver):
 
     def remove(self, filename: str) -> None:
         # Called by Checkpoint before the new file is saved: only remember it (see class docstring).
-        self._to_remove.append(filename)
+        if idist.get_rank() == self.save_on_rank:
+            self._to_remove.append(filename)
 
 
 def attach_best_checkpoint(
@@ -159,8 +161,13 @@ def restore_best_weights(best_checkpoint: Checkpoint, model: torch.nn.Module) ->
     if path is None:
         logger.info("No best checkpoint yet; the model keeps its last weights.")
         return None
-    state = load_checkpoint(Path(path))
-    Checkpoint.load_objects({"model": model}, state)
+    if idist.get_world_size() == 1:
+        Checkpoint.load_objects({"model": model}, load_checkpoint(Path(path)))
+    else:  # rank 0 reads the file (it may be on its disk only) and sends the weights to the others
+        if idist.get_rank() == 0:
+            Checkpoint.load_objects({"model": model}, load_checkpoint(Path(path)))
+        for tensor in model.state_dict().values():
+            tensor.copy_(idist.broadcast(tensor.detach().clone(), src=0))
     logger.info("Restored best weights from %s", path)
     return Path(path)
 

@@ -12,6 +12,7 @@ from ignite.base.mixins import Serializable
 from ignite.engine import Engine, Events
 
 from monitor._crash import crash_point
+from monitor.distributed import is_main_process
 from monitor.handlers.best import BestTracker
 from monitor.handlers.loss import TrainLoss
 from monitor.history import History
@@ -103,7 +104,8 @@ class HistoryRecorder(Serializable):
         for name, value in evaluator.state.metrics.items():
             row[f"val_{name}"] = _plain(value)
         row["is_best"] = self.best.is_best
-        self.history.append(row)
+        if is_main_process():  # one writer: rank 0
+            self.history.append(row)
         self.last_row = row
         crash_point("after_history_row")
 

@@ -8,6 +8,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import ignite.distributed as idist
 import torch
 from ignite.base.mixins import Serializable
 from ignite.engine import Engine, Events
@@ -73,8 +74,10 @@ class TrainLoss(Serializable):
 
     def check(self, _: Engine) -> None:
         """Stop the trainer if the epoch's loss is not finite; the one host sync."""
-        total = float(self._sum)
-        self.epoch_mean = total / self._count if self._count else None
+        total, count = float(self._sum), self._count
+        if idist.get_world_size() > 1:  # the same verdict on every rank, or one would stop alone
+            total, count = float(idist.all_reduce(total)), int(idist.all_reduce(count))
+        self.epoch_mean = total / count if count else None
         if not math.isfinite(total) and self.stop_reason is None:
             self.stop_reason = StopReason.NONFINITE_LOSS
             logger.warning(

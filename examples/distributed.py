@@ -1,0 +1,98 @@
+"""The case study on N processes with ignite.distributed: the same monitoring code, DDP underneath.
+
+    python examples/distributed.py --nproc 2                     # 2 processes, gloo on CPU
+    torchrun --nproc_per_node 2 examples/distributed.py          # the same, started by torchrun
+    python examples/distributed.py --nproc 2 --resume            # continue a killed run on 2 processes
+
+Each process trains on its share of every batch (DistributedSampler; batch 64 in total) and
+validates on its share of the validation set (no padding, so the metrics equal one process's);
+Ignite's metrics are reduced across processes, every process takes the same early-stopping
+decision, and only rank 0 writes files and shows progress.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import ignite.distributed as idist
+import torch
+from ignite.engine import Engine
+from ignite.metrics import Accuracy, Loss
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from binary_classification import make_data, make_model  # noqa: E402
+
+import monitor  # noqa: E402
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--nproc", type=int, default=2, help="processes to start (ignored under torchrun)")
+    parser.add_argument("--backend", default="gloo", help="gloo (CPU) or nccl (GPU)")
+    parser.add_argument("--run-dir", default="reports/distributed")
+    parser.add_argument("--max-epochs", type=int, default=1000)
+    parser.add_argument("--patience", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=64, help="total over all processes")
+    parser.add_argument("--no-shuffle", action="store_true", help="fixed batch order (to compare with 1 process)")
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--no-progress", action="store_true")
+    return parser.parse_args(argv)
+
+
+def training(local_rank: int, args: argparse.Namespace, customize: Callable[[Engine], None] | None = None) -> None:
+    rank = idist.get_rank()
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format=f"[{rank}] %(message)s")
+    logging.getLogger("ignite").setLevel(logging.WARNING)
+    torch.manual_seed(args.seed)  # the same initial weights on every process
+    train_set, val_set = make_data(args.seed)
+    train_loader = idist.auto_dataloader(train_set, batch_size=args.batch_size, shuffle=not args.no_shuffle)
+    val_loader = monitor.validation_loader(val_set, batch_size=args.batch_size)
+
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    loss_fn = nn.CrossEntropyLoss()
+    trainer = monitor.build_trainer(model, optimizer, loss_fn)  # DDP when there are several processes
+    evaluator = monitor.build_evaluator(model, {"accuracy": Accuracy(), "loss": Loss(loss_fn)})
+    if customize is not None:
+        customize(trainer)
+    run = monitor.attach_monitoring(
+        trainer, evaluator, val_loader, run_dir=args.run_dir,
+        objective=monitor.Objective("loss", mode="min"), to_save={"model": model, "optimizer": optimizer},
+        patience=args.patience, resume=args.resume, overwrite=args.overwrite, seed=args.seed,
+        hparams={"lr": 0.01, "momentum": 0.9, "batch_size": args.batch_size, "processes": idist.get_world_size()},
+        tqdm_kwargs={"disable": args.no_progress},
+    )
+    with run:
+        trainer.run(train_loader, max_epochs=args.max_epochs)
+    if rank == 0:
+        print(f"Run written to {run.run_dir} by {idist.get_world_size()} processes: {run.status.value}, "
+              f"best val_loss {run.best.best_value:.4f} at epoch {run.best.best_epoch}")
+
+
+def launch(args: argparse.Namespace, customize: Callable[[Engine], None] | None = None) -> None:
+    """Start the processes (or join torchrun's) and run :func:`training` in each."""
+    under_torchrun = "WORLD_SIZE" in os.environ
+    nproc = None if under_torchrun or args.nproc <= 1 else args.nproc
+    backend = args.backend if under_torchrun or nproc else None
+    # Ignite's default port (2222) may be taken by another run on this machine: pick a free one.
+    port = {"master_port": _free_port()} if nproc else {}
+    with idist.Parallel(backend=backend, nproc_per_node=nproc, **port) as parallel:
+        parallel.run(training, args, customize)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+if __name__ == "__main__":
+    launch(parse_args(sys.argv[1:]))

@@ -1,0 +1,79 @@
+"""Test driver for the distributed tests: the example with a failure injected on one rank, and a
+check of validation metrics on a data set whose size the world size does not divide."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import ignite.distributed as idist
+import torch
+from ignite.engine import Engine, Events
+from ignite.metrics import Accuracy, Loss
+from torch import nn
+from torch.utils.data import TensorDataset
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples"))
+sys.path.insert(0, str(ROOT))
+import distributed as example  # noqa: E402
+
+import monitor  # noqa: E402
+
+
+class FailOnRank:
+    """Make ``rank`` raise (or SIGKILL itself) after ``iteration`` training iterations."""
+
+    def __init__(self, rank: int, iteration: int, kind: str) -> None:
+        self.rank, self.iteration, self.kind = rank, iteration, kind
+
+    def __call__(self, trainer: Engine) -> None:
+        trainer.add_event_handler(Events.ITERATION_COMPLETED(once=self.iteration), self.fail)
+
+    def fail(self, _: Engine) -> None:
+        if idist.get_rank() != self.rank:
+            return
+        if self.kind == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        raise RuntimeError(f"rank {self.rank} failed at iteration {self.iteration}")
+
+
+def validation_metrics(local_rank: int, size: int, out: str, padded: bool) -> None:
+    """Accuracy and loss of a fixed model on ``size`` samples, validated across the ranks."""
+    torch.manual_seed(0)
+    x, y = torch.randn(size, 6), torch.randint(0, 2, (size,))
+    model = nn.Linear(6, 2)
+    dataset = TensorDataset(x, y)
+    if padded:  # what idist.auto_dataloader does by default: DistributedSampler, which pads
+        loader = idist.auto_dataloader(dataset, batch_size=16, shuffle=False)
+    else:
+        loader = monitor.validation_loader(dataset, batch_size=16)
+    evaluator = monitor.build_evaluator(model, {"accuracy": Accuracy(), "loss": Loss(nn.CrossEntropyLoss())})
+    metrics = evaluator.run(loader).metrics
+    if idist.get_rank() == 0:
+        Path(out).write_text(json.dumps({k: float(v) for k, v in metrics.items()}))
+
+
+def run_validation_check(nproc: int, size: int, out: str, padded: bool) -> None:
+    with idist.Parallel(backend="gloo" if nproc > 1 else None, nproc_per_node=nproc if nproc > 1 else None) as p:
+        p.run(validation_metrics, size, out, padded)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("mode", choices=["train", "validate"])
+    parser.add_argument("--fail-rank", type=int)
+    parser.add_argument("--fail-at", type=int)
+    parser.add_argument("--fail-kind", choices=["raise", "kill"], default="raise")
+    parser.add_argument("--size", type=int, default=97)
+    parser.add_argument("--out")
+    parser.add_argument("--padded", action="store_true")
+    known, rest = parser.parse_known_args()
+    if known.mode == "validate":
+        run_validation_check(int(rest[rest.index("--nproc") + 1]), known.size, known.out, known.padded)
+    else:
+        fail = None if known.fail_rank is None else FailOnRank(known.fail_rank, known.fail_at, known.fail_kind)
+        example.launch(example.parse_args(rest), fail)

@@ -1,0 +1,83 @@
+"""Two processes on gloo (CPU): the same monitoring, one writer, the same results as one process,
+no rank left hanging when another fails, and resume on two processes."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.crash_helpers import TIME_COLUMNS
+
+ROOT = Path(__file__).resolve().parents[1]
+DRIVER = str(ROOT / "tests" / "distributed_driver.py")
+COMMON = ["--no-progress", "--no-shuffle", "--patience", "3", "--seed", "0"]
+
+
+def train(run_dir, nproc, *extra, timeout=240):
+    args = [sys.executable, DRIVER, "train", "--nproc", str(nproc), "--run-dir", str(run_dir), *COMMON, *extra]
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+
+
+def history(run_dir):
+    return pd.read_csv(run_dir / "history.csv").drop(columns=TIME_COLUMNS)
+
+
+@pytest.fixture(scope="module")
+def one_and_two(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dist")
+    single, double = train(root / "one", 1), train(root / "two", 2)
+    assert single.returncode == 0, single.stderr[-3000:]
+    assert double.returncode == 0, double.stderr[-3000:]
+    return root / "one", root / "two", double
+
+
+def test_two_processes_give_the_one_process_history(one_and_two):
+    one, two, _ = one_and_two
+    h1, h2 = history(one), history(two)
+    assert h2["epoch"].tolist() == h1["epoch"].tolist()  # both stopped at the same epoch
+    pd.testing.assert_frame_equal(h2, h1, check_exact=False, rtol=1e-4)
+    r1, r2 = (json.loads((p / "run.json").read_text()) for p in (one, two))
+    assert (r2["status"], r2["stop_reason"], r2["best"]["epoch"]) == (r1["status"], r1["stop_reason"], r1["best"]["epoch"])
+    assert r2["hparams"]["processes"] == 2
+
+
+def test_only_rank_0_writes_and_talks(one_and_two):
+    _, two, process = one_and_two
+    assert len(list((two / "tb").glob("*tfevents*"))) == 1
+    assert history(two)["epoch"].is_unique
+    assert sorted(p.name for p in two.iterdir()) == [".lock", "checkpoints", "history.csv", "run.json", "tb"]
+    lines = [line for line in process.stderr.splitlines() if line.startswith("[1]")]
+    assert lines == []  # rank 1 logged nothing (no warnings happened)
+    assert process.stdout.count("Run written to") == 1
+
+
+@pytest.mark.parametrize("padded, equal", [(False, True), (True, False)])
+def test_validation_on_a_size_the_world_does_not_divide(tmp_path, padded, equal):
+    results = []
+    for nproc in (1, 2):
+        out = tmp_path / f"{nproc}.json"
+        args = [sys.executable, DRIVER, "validate", "--size", "97", "--out", str(out), "--nproc", str(nproc)]
+        subprocess.run(args + (["--padded"] if padded else []), check=True, timeout=120, capture_output=True)
+        results.append(json.loads(out.read_text()))
+    if equal:
+        assert results[1] == pytest.approx(results[0], rel=1e-12)
+    else:  # DistributedSampler repeats a sample to pad 97 to 98: the metrics move
+        assert results[1] != pytest.approx(results[0], rel=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["raise", "kill"])
+def test_a_failing_rank_fails_the_run_in_bounded_time_and_it_resumes_on_two_processes(tmp_path, one_and_two, kind):
+    _, two, _ = one_and_two
+    run_dir = tmp_path / "run"
+    failed = train(run_dir, 2, "--fail-rank", "1", "--fail-at", "300", "--fail-kind", kind, timeout=120)
+    assert failed.returncode != 0
+    if kind == "raise":
+        assert "rank 1 failed at iteration 300" in failed.stderr
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] in ("failed", "interrupted", "running")  # running: rank 0 was killed mid-write
+    resumed = train(run_dir, 2, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    pd.testing.assert_frame_equal(history(run_dir), history(two), check_exact=False, rtol=1e-6)
+    assert json.loads((run_dir / "run.json").read_text())["best"]["epoch"] == json.loads((two / "run.json").read_text())["best"]["epoch"]
