@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?= --overwrite
 
-.PHONY: run test lint install clean
+.PHONY: run test lint install clean bench
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,14 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/pip install --quiet -c constraints.txt tbparse
+	$(BIN)/python benchmarks/bench_overhead.py
+	$(BIN)/python benchmarks/bench_checkpoint.py
+	$(BIN)/python benchmarks/bench_history.py
+	$(BIN)/python benchmarks/bench_review.py
+	$(BIN)/python benchmarks/bench_import_memory.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

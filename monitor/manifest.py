@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import zlib
+from collections.abc import Collection
 from pathlib import Path
 from typing import IO, Any
 
@@ -75,8 +76,9 @@ class Manifest:
             return {}  # written atomically, so only a hand edit gets here; treat files as unlisted
         return data if isinstance(data, dict) else {}
 
-    def record(self, filename: str, *, size: int, crc32: int) -> None:
-        entries = self.entries()
+    def record(self, filename: str, *, size: int, crc32: int, dropping: Collection[str] = ()) -> None:
+        """Add ``filename`` and drop ``dropping`` (files about to be deleted) in one atomic write."""
+        entries = {k: v for k, v in self.entries().items() if k not in dropping}
         entries[filename] = {"size": size, "crc32": crc32}
         atomic_write_json(self.path, entries)
 

@@ -78,6 +78,7 @@ class Monitor:
         record: dict[str, Any] | None = on_main_process(lambda: read_record(paths.root))
         self._record: dict[str, Any] = record or {}
         self._terminated = False
+        self._closed = False
         self._restore_best: Any = None
 
     @property
@@ -192,6 +193,12 @@ class Monitor:
             self.tensorboard.close()
             self.tensorboard = None
         self.lock.release()
+        if idist.get_world_size() > 1 and (self.status.is_finished or self.is_finished) and not self._closed:
+            # Every rank leaves together: a rank tearing down its process group while another is
+            # still in a collective makes gloo abort that one (seen as SIGABRT at exit). Never on a
+            # failure path, where another rank may be gone.
+            idist.barrier()
+        self._closed = True
 
     def __enter__(self) -> Monitor:
         return self

@@ -60,6 +60,8 @@ class DurableDiskSaver(DiskSaver):
             logger.warning("Removed %d temp file(s) left by an interrupted save in %s", len(removed), self.dirname)
 
     def _save_func(self, checkpoint: Mapping[str, Any], path: Path, func: Callable[..., Any]) -> None:
+        pending = [name for name in self._to_remove if name != path.name]
+
         def write(f: IO[bytes]) -> None:
             checked = ChecksumWriter(f)
             try:
@@ -68,17 +70,17 @@ class DurableDiskSaver(DiskSaver):
                 if checked.error is not None:  # the real cause (e.g. ENOSPC), not torch's rewording
                     raise checked.error from e
                 raise
-            self.manifest.record(path.name, size=checked.size, crc32=checked.crc32)  # before the rename
+            # Before the rename, in one write: the new file's entry, without the files deleted next
+            # (a kill in between leaves them unlisted, and unlisted files are checked by loading).
+            self.manifest.record(path.name, size=checked.size, crc32=checked.crc32, dropping=pending)
 
         atomic_write(path, write)
         crash_point("before_remove_old_" + path.name.split("_")[0])
-        pending = [name for name in self._to_remove if name != path.name]
         self._to_remove = []
         for name in pending:
             (self.dirname / name).unlink(missing_ok=True)
         if pending:
             fsync_dir(self.dirname)
-            self.manifest.forget(pending)
 
     def remove(self, filename: str) -> None:
         # Called by Checkpoint before the new file is saved: only remember it (see class docstring).
