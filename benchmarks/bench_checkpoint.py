@@ -28,7 +28,8 @@ from monitor import DurableDiskSaver  # noqa: E402
 def models() -> dict[str, nn.Module]:
     case = nn.Sequential(nn.Linear(784, 100), nn.ReLU(), nn.Linear(100, 100), nn.ReLU(), nn.Linear(100, 2))
     big = nn.Sequential(*[nn.Linear(2048, 2048) for _ in range(12)])  # about 50M parameters
-    return {"case-study MLP (90k parameters)": case, f"{sum(p.numel() for p in big.parameters()) / 1e6:.0f}M-parameter MLP": big}
+    millions = sum(p.numel() for p in big.parameters()) / 1e6
+    return {"case-study MLP (90k parameters)": case, f"{millions:.0f}M-parameter MLP": big}
 
 
 def main() -> None:
@@ -41,7 +42,7 @@ def main() -> None:
         state = {"model": model}
         engine = Engine(lambda e, b: None)
 
-        def plain() -> float:
+        def plain(model: nn.Module = model) -> float:
             start = time.perf_counter()
             with open(folder / "plain.pt", "wb") as f:
                 torch.save(model.state_dict(), f)
@@ -51,7 +52,7 @@ def main() -> None:
 
         checkpoint = Checkpoint(state, DurableDiskSaver(folder / "monitor"), n_saved=1)
 
-        def durable() -> float:
+        def durable(engine: Engine = engine, checkpoint: Checkpoint = checkpoint) -> float:
             engine.state.iteration += 1
             start = time.perf_counter()
             checkpoint(engine)

@@ -200,7 +200,7 @@ def main() -> None:
     for workload, (features, tb_every) in WORKLOADS.items():
         accuracies: dict[str, float] = {}
 
-        def variant(name, func, **kwargs):
+        def variant(name, func, features=features, tb_every=tb_every, accuracies=accuracies, **kwargs):
             def run() -> float:
                 elapsed, acc = func(features, args.epochs, tb_every, workdir, **kwargs)
                 accuracies.setdefault(name, acc)

@@ -51,7 +51,7 @@ def make_runs(root: Path, runs: int, epochs: int) -> list[Path]:
     paths = []
     for i in range(runs):
         folder = root / f"run{i:03d}"
-        folder.mkdir()
+        folder.mkdir(parents=True)
         rows = "".join(f"{e},{e * 55},{e * 0.1},0.1,0.01,{1 / e},{0.5 + e / 4000},{1 / e + i / 1000},False\n"
                        for e in range(1, epochs + 1))
         (folder / "history.csv").write_text(header + rows)
