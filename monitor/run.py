@@ -303,99 +303,69 @@ def attach_monitoring(
     on_main_process(lambda: str(prepare_run_dir(run_dir, resume=resume, overwrite=overwrite, lock=lock).root))
     paths = RunPaths(run_dir)
     try:
-        return _attach(
-            trainer, evaluator, val_loader, paths, objective, to_save, patience=patience, baseline=baseline,
-            target=target, divergence=divergence, n_saved=n_saved, restore_best=restore_best,
-            log_every=log_every, validate_on=validate_on, resume=resume, hparams=hparams, seed=seed,
-            tqdm_kwargs=tqdm_kwargs, lock=lock,
+        config = {
+            "objective": objective.to_dict(),
+            "early_stopping": None if patience is None else
+            {"patience": patience, "baseline": baseline, "target": target, "divergence": divergence},
+            "n_saved": n_saved,
+            "hparams": dict(hparams or {}),
+            "seed": seed,
+        }
+        run = Monitor(trainer, paths, objective, config, lock)
+        required = {*to_save, *_OWN_KEYS} - ({"early_stopping"} if patience is None else set())
+        resume_state = read_resume_state(run, required) if resume else None
+        optimizer = next((o for o in to_save.values() if isinstance(o, torch.optim.Optimizer)), None)
+
+        run.train_loss = attach_train_loss(trainer, check_every=log_every)
+        attach_validation(trainer, evaluator, val_loader, event=validate_on)
+        run.best = attach_best_tracker(evaluator, trainer, objective)
+        run.history = attach_history(
+            evaluator, trainer, run.best, paths.history, train_loss=run.train_loss, optimizer=optimizer
         )
+        main = is_main_process()
+        if main:
+            attach_epoch_log(evaluator, trainer, run.history)
+        if main and not run.is_finished:
+            purge = None if resume_state is None else int(resume_state["trainer"]["iteration"]) + 1
+            run.tensorboard = attach_tensorboard(
+                trainer, evaluator, paths.tensorboard, optimizer=optimizer, log_every=log_every, purge_step=purge
+            )
+        run.best_checkpoint = attach_best_checkpoint(
+            evaluator, trainer, run.best, {"model": to_save["model"]}, paths.checkpoints, n_saved=n_saved
+        )
+        if patience is not None:
+            run.early_stopping = attach_early_stopping(
+                evaluator, trainer, objective, patience, baseline=baseline, target=target, divergence=divergence
+            )
+        state_objects: dict[str, Any] = {
+            **to_save, "trainer": trainer, "best": run.best, "best_checkpoint": run.best_checkpoint,
+            "train_loss": run.train_loss, "history": run.history, "rng": RNGState(),
+        }
+        if run.early_stopping is not None:
+            state_objects["early_stopping"] = run.early_stopping
+        run.last_checkpoint = attach_last_checkpoint(trainer, state_objects, paths.checkpoints)
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: run._write_record())
+        if resume_state is not None:
+            restore(run, state_objects, resume_state)
+        if restore_best:
+            model = to_save["model"]
+            run._restore_best = lambda: restore_best_weights(run.best_checkpoint, model)
+        if run.is_finished:
+            trainer.add_event_handler(Events.STARTED, _train_nothing(run))
+        else:
+            trainer.add_event_handler(Events.STARTED, run._on_started)
+            if run.decided_stop is not None:
+                trainer.add_event_handler(Events.STARTED, _record_decided_stop(run))
+            trainer.add_event_handler(Events.TERMINATE, run._on_terminate)
+            trainer.add_event_handler(Events.COMPLETED, run._on_completed)
+            trainer.add_event_handler(Events.EXCEPTION_RAISED, run._on_exception)
+            run.graceful_stop = attach_graceful_stop(trainer)
+            if main:
+                run.progress_bar = attach_progress_bar(trainer, log_every=log_every, **dict(tqdm_kwargs or {}))
+        return run
     except BaseException:
         lock.release()
         raise
-
-
-def _attach(
-    trainer: Engine,
-    evaluator: Engine,
-    val_loader: Iterable[Any],
-    paths: RunPaths,
-    objective: Objective,
-    to_save: Mapping[str, Any],
-    *,
-    patience: int | None,
-    baseline: float | None,
-    target: float | None,
-    divergence: float | None,
-    n_saved: int,
-    restore_best: bool,
-    log_every: int,
-    validate_on: Any,
-    resume: bool,
-    hparams: Mapping[str, Any] | None,
-    seed: int | None,
-    tqdm_kwargs: Mapping[str, Any] | None,
-    lock: RunLock,
-) -> Monitor:
-    config = {
-        "objective": objective.to_dict(),
-        "early_stopping": None if patience is None else
-        {"patience": patience, "baseline": baseline, "target": target, "divergence": divergence},
-        "n_saved": n_saved,
-        "hparams": dict(hparams or {}),
-        "seed": seed,
-    }
-    run = Monitor(trainer, paths, objective, config, lock)
-    required = {*to_save, *_OWN_KEYS} - ({"early_stopping"} if patience is None else set())
-    resume_state = read_resume_state(run, required) if resume else None
-    optimizer = next((o for o in to_save.values() if isinstance(o, torch.optim.Optimizer)), None)
-
-    run.train_loss = attach_train_loss(trainer, check_every=log_every)
-    attach_validation(trainer, evaluator, val_loader, event=validate_on)
-    run.best = attach_best_tracker(evaluator, trainer, objective)
-    run.history = attach_history(
-        evaluator, trainer, run.best, paths.history, train_loss=run.train_loss, optimizer=optimizer
-    )
-    main = is_main_process()
-    if main:
-        attach_epoch_log(evaluator, trainer, run.history)
-    if main and not run.is_finished:
-        purge = None if resume_state is None else int(resume_state["trainer"]["iteration"]) + 1
-        run.tensorboard = attach_tensorboard(
-            trainer, evaluator, paths.tensorboard, optimizer=optimizer, log_every=log_every, purge_step=purge
-        )
-    run.best_checkpoint = attach_best_checkpoint(
-        evaluator, trainer, run.best, {"model": to_save["model"]}, paths.checkpoints, n_saved=n_saved
-    )
-    if patience is not None:
-        run.early_stopping = attach_early_stopping(
-            evaluator, trainer, objective, patience, baseline=baseline, target=target, divergence=divergence
-        )
-    state_objects: dict[str, Any] = {
-        **to_save, "trainer": trainer, "best": run.best, "best_checkpoint": run.best_checkpoint,
-        "train_loss": run.train_loss, "history": run.history, "rng": RNGState(),
-    }
-    if run.early_stopping is not None:
-        state_objects["early_stopping"] = run.early_stopping
-    run.last_checkpoint = attach_last_checkpoint(trainer, state_objects, paths.checkpoints)
-    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: run._write_record())
-    if resume_state is not None:
-        restore(run, state_objects, resume_state)
-    if restore_best:
-        model = to_save["model"]
-        run._restore_best = lambda: restore_best_weights(run.best_checkpoint, model)
-    if run.is_finished:
-        trainer.add_event_handler(Events.STARTED, _train_nothing(run))
-    else:
-        trainer.add_event_handler(Events.STARTED, run._on_started)
-        if run.decided_stop is not None:
-            trainer.add_event_handler(Events.STARTED, _record_decided_stop(run))
-        trainer.add_event_handler(Events.TERMINATE, run._on_terminate)
-        trainer.add_event_handler(Events.COMPLETED, run._on_completed)
-        trainer.add_event_handler(Events.EXCEPTION_RAISED, run._on_exception)
-        run.graceful_stop = attach_graceful_stop(trainer)
-        if main:
-            run.progress_bar = attach_progress_bar(trainer, log_every=log_every, **dict(tqdm_kwargs or {}))
-    return run
 
 
 def _train_nothing(run: Monitor) -> Any:
