@@ -65,6 +65,8 @@ class RunLock:
 
     def release(self) -> None:
         if self._file is not None:
+            self._file.truncate(0)  # no holder any more; a run that ended cleanly leaves it empty
+            self._file.flush()
             fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
             self._file.close()
             self._file = None
