@@ -7,12 +7,12 @@ from __future__ import annotations
 import argparse
 import glob
 import json
-import math
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from monitor.report import RunDirectoryError, compare, load_run, plot_runs, to_html
+from monitor.report.summary import format_value
 
 if TYPE_CHECKING:
     import pandas
@@ -38,18 +38,12 @@ def _expand(patterns: list[str]) -> list[Path]:
     return paths
 
 
-def _cell(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{value:.6g}" if isinstance(value, float) else str(value)
-
-
 def _render(frame: pandas.DataFrame, fmt: str) -> str:
     if fmt == "csv":
         return str(frame.to_csv(index=False)).rstrip("\n")
     if fmt == "json":
         return json.dumps(json.loads(frame.to_json(orient="records")), indent=2)
-    cells = [[_cell(v) for v in row] for row in frame.itertuples(index=False)]
+    cells = [[format_value(v) for v in row] for row in frame.itertuples(index=False)]
     header = [str(c) for c in frame.columns]
     if fmt == "markdown":
         lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]

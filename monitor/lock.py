@@ -38,10 +38,6 @@ class RunLock:
         self.path = Path(run_dir) / LOCK_NAME
         self._file: IO[str] | None = None
 
-    @property
-    def is_held(self) -> bool:
-        return self._file is not None
-
     def acquire(self) -> RunLock:
         if self._file is not None:
             return self

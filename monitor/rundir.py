@@ -20,7 +20,6 @@ from monitor.record import RECORD_NAME, read_record
 __all__ = [
     "RunPaths",
     "prepare_run_dir",
-    "find_last_checkpoint",
     "load_checkpoint",
     "load_resume_checkpoint",
     "remove_unlisted_checkpoints",
@@ -100,12 +99,6 @@ def _last_checkpoints(checkpoints: Path) -> list[Path]:
             if match:
                 found.append((int(match.group(1)), path))
     return [path for _, path in sorted(found, reverse=True)]
-
-
-def find_last_checkpoint(checkpoints: Path) -> Path | None:
-    """The ``last_epoch=N.pt`` with the highest N in folder ``checkpoints``, if any."""
-    candidates = _last_checkpoints(checkpoints)
-    return candidates[0] if candidates else None
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -10,10 +10,11 @@ from monitor.report.load import Run
 if TYPE_CHECKING:
     import pandas
 
-__all__ = ["compare", "summary_text", "summary_record"]
+__all__ = ["compare", "format_value", "summary_text", "summary_record"]
 
 
-def _fmt(value: Any) -> str:
+def format_value(value: Any) -> str:
+    """A cell for people: 6 significant digits, ``-`` for missing or NaN."""
     if isinstance(value, float):
         return "-" if math.isnan(value) else f"{value:.6g}"
     return "-" if value is None else str(value)
@@ -81,16 +82,17 @@ def summary_text(run: Run) -> str:
     best = run.best
     checkpoint = best.get("checkpoint")
     epochs = run.record.get("epochs_completed", len(run.history))
+    value = format_value(best.get("value"))
     lines = [
         ("run", f"{run.name}  ({run.path})"),
         ("status", f"{run.status}  stop reason: {run.stop_reason or '-'}"),
         ("epochs", f"{epochs}  ({run.record.get('elapsed_s') or 0:.1f} s)"),
-        ("best", f"{best.get('metric')}={_fmt(best.get('value'))} ({best.get('mode')}) at epoch {best.get('epoch')}"),
+        ("best", f"{best.get('metric')}={value} ({best.get('mode')}) at epoch {best.get('epoch')}"),
         ("checkpoint", str(checkpoint.relative_to(run.path)) if checkpoint else "-"),
     ]
     if run.record.get("error"):
         lines.append(("error", str(run.record["error"])))
     at_best = {k: v for k, v in run.best_row().items() if k.startswith("val_") or k == "train_loss"}
     if at_best:
-        lines.append(("at best", "  ".join(f"{k}={_fmt(v)}" for k, v in at_best.items())))
+        lines.append(("at best", "  ".join(f"{k}={format_value(v)}" for k, v in at_best.items())))
     return "\n".join(f"{label:<11} {text}" for label, text in lines)

@@ -95,3 +95,13 @@ def test_a_failed_save_leaves_no_partial_file_and_the_previous_intact(tmp_path):
         raise AssertionError("the save should fail")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt", "manifest.json"]
     assert load_checkpoint(tmp_path / "a.pt")["w"].item() == 1.0  # whole, and matching its manifest entry
+
+
+def test_attach_restore_best_loads_the_best_weights_when_training_completes(tmp_path):
+    from monitor.handlers.checkpoint import attach_restore_best
+
+    ckpt, _, model = run_best_checkpoint(tmp_path, [0.9, 0.3, 0.7])
+    trainer = stub_engine()
+    attach_restore_best(trainer, ckpt, model)
+    trainer.fire_event(Events.COMPLETED)
+    assert model.bias.item() == 2
