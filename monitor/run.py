@@ -22,7 +22,7 @@ from monitor.handlers.loss import TrainLoss, attach_train_loss
 from monitor.handlers.progress import attach_epoch_log, attach_progress_bar
 from monitor.handlers.rng import RNGState
 from monitor.handlers.signals import GracefulStop, attach_graceful_stop
-from monitor.handlers.stopping import EarlyStopping, attach_early_stopping
+from monitor.handlers.stopping import EarlyStopping, attach_early_stopping, check_early_stopping_args
 from monitor.handlers.tensorboard import attach_tensorboard
 from monitor.handlers.validation import attach_validation
 from monitor.lock import RunLock
@@ -296,8 +296,8 @@ def attach_monitoring(
         raise ValueError(f"Argument patience should be a positive integer or None, got {patience!r}.")
     positive_int("n_saved", n_saved)
     positive_int("log_every", log_every)
-    if patience is not None:  # checks baseline/target/divergence before anything touches the disk
-        EarlyStopping(objective, trainer, patience, baseline=baseline, target=target, divergence=divergence)
+    if patience is not None:  # before anything touches the disk
+        check_early_stopping_args(objective, patience, baseline=baseline, target=target, divergence=divergence)
     # Rank 0 checks and locks the folder; its verdict (or error) reaches every rank.
     lock = RunLock(run_dir)
     on_main_process(lambda: str(prepare_run_dir(run_dir, resume=resume, overwrite=overwrite, lock=lock).root))

@@ -25,6 +25,27 @@ def _check_limit(name: str, value: float | None) -> None:
         raise ValueError(f"Argument {name} should be a number or None, got {value!r}.")
 
 
+def check_early_stopping_args(
+    objective: Objective,
+    patience: int,
+    *,
+    baseline: float | None = None,
+    target: float | None = None,
+    divergence: float | None = None,
+) -> None:
+    """Raise the error :class:`EarlyStopping` would raise for these arguments, without building one."""
+    if not isinstance(objective, Objective):
+        raise TypeError(f"Argument objective should be a monitor.Objective, got {objective!r}.")
+    positive_int("patience", patience)
+    for name, value in (("baseline", baseline), ("target", target), ("divergence", divergence)):
+        _check_limit(name, value)
+    if target is not None and divergence is not None and not objective.is_better_or_equal(target, divergence):
+        raise ValueError(
+            f"Argument target ({target!r}) should be better than divergence ({divergence!r}) "
+            f"for mode {objective.mode!r}."
+        )
+
+
 class EarlyStopping(IgniteEarlyStopping):
     """Ignite's ``EarlyStopping`` deciding "better" with an :class:`~monitor.Objective`.
 
@@ -64,16 +85,7 @@ class EarlyStopping(IgniteEarlyStopping):
         target: float | None = None,
         divergence: float | None = None,
     ) -> None:
-        if not isinstance(objective, Objective):
-            raise TypeError(f"Argument objective should be a monitor.Objective, got {objective!r}.")
-        positive_int("patience", patience)
-        for name, value in (("baseline", baseline), ("target", target), ("divergence", divergence)):
-            _check_limit(name, value)
-        if target is not None and divergence is not None and not objective.is_better_or_equal(target, divergence):
-            raise ValueError(
-                f"Argument target ({target!r}) should be better than divergence ({divergence!r}) "
-                f"for mode {objective.mode!r}."
-            )
+        check_early_stopping_args(objective, patience, baseline=baseline, target=target, divergence=divergence)
         super().__init__(
             patience=patience,
             score_function=lambda engine: objective.value(engine.state.metrics),
