@@ -69,17 +69,21 @@ class History:
         self.columns: list[str] = []
         self.last_epoch = 0
         self.last_iteration = 0
-        self.n_rows = 0
+        self._torn = False  # set by read_rows: the file ends in a line a crash cut short
         if self.path.exists():
             rows = self.read_rows()
-            self._repair(rows)
+            self._set_last(rows[-1] if rows else None)
+            if self._torn:  # rewrite, so the next append starts on a row boundary
+                self._rewrite(rows)
 
     def read_rows(self) -> list[dict[str, Any]]:
         """All complete rows in the file, values parsed (int, float, bool, str or ``None``)."""
+        self._torn = False
         if not self.path.exists():
             return []
         text = self.path.read_text(encoding="utf-8")
         if text and not text.endswith("\n"):  # a line cut by a crash mid-write: not a row
+            self._torn = True
             text = text[: text.rfind("\n") + 1]
         reader = csv.reader(io.StringIO(text))
         header = next(reader, None)
@@ -89,13 +93,6 @@ class History:
         return [
             {k: _parse(v) for k, v in zip(header, line, strict=True)} for line in reader if len(line) == len(header)
         ]
-
-    def _repair(self, rows: list[dict[str, Any]]) -> None:
-        """Rewrite the file if it ends in a torn line, so the next append starts on a row boundary."""
-        self.n_rows = len(rows)
-        self._set_last(rows[-1] if rows else None)
-        if self.path.stat().st_size and not self.path.read_bytes().endswith(b"\n"):
-            self._rewrite(rows)
 
     def append(self, row: Mapping[str, Any]) -> None:
         """Add one row, durable on disk when this returns."""
@@ -117,16 +114,14 @@ class History:
                     os.fsync(f.fileno())
             except OSError as e:  # e.g. ENOSPC: a torn line is dropped at the next open
                 raise OSError(e.errno, e.strerror, str(self.path)) from e
-        self.n_rows += 1
         self._set_last(row)
 
     def truncate(self, after_epoch: int) -> int:
         """Drop rows with ``epoch > after_epoch`` (work a resume redoes); return how many were dropped."""
         rows = self.read_rows()
         kept = [r for r in rows if r["epoch"] is not None and int(r["epoch"]) <= after_epoch]
-        if len(kept) != len(rows) or (self.path.exists() and not self.path.read_bytes().endswith(b"\n")):
+        if len(kept) != len(rows) or self._torn:
             self._rewrite(kept)
-        self.n_rows = len(kept)
         self._set_last(kept[-1] if kept else None)
         return len(rows) - len(kept)
 
