@@ -102,10 +102,9 @@ def restore(run: Monitor, state_objects: Mapping[str, Any], state: Mapping[str, 
 
 def decided_stop(run: Monitor) -> StopReason | None:
     """The stop the restored state had already decided on, if any (its record may not say so yet)."""
-    if run.early_stopping is not None and run.early_stopping.stop_reason is not None:
-        return run.early_stopping.stop_reason
-    if run.train_loss.stop_reason is not None:
-        return run.train_loss.stop_reason
+    reason = run.handler_stop_reason()
+    if reason is not None:
+        return reason
     state = run.trainer.state
     if state.max_epochs is not None and state.epoch >= state.max_epochs:
         return StopReason.MAX_EPOCHS

@@ -120,23 +120,25 @@ class Monitor:
         self.status, self.stop_reason, self.error = RunStatus.RUNNING, None, None
         self._write_record()
 
+    def handler_stop_reason(self) -> StopReason | None:
+        """The stop early stopping or the training-loss check decided on, if either did."""
+        if self.early_stopping is not None and self.early_stopping.stop_reason is not None:
+            return self.early_stopping.stop_reason
+        return self.train_loss.stop_reason
+
     def _on_terminate(self, _: Engine) -> None:
         self._terminated = True
 
     def _on_completed(self, _: Engine) -> None:
-        if self.decided_stop is not None:
-            self.stop_reason = self.decided_stop
-        elif self.graceful_stop is not None and self.graceful_stop.received is not None:
-            self.stop_reason = StopReason.INTERRUPTED
-        elif self.early_stopping is not None and self.early_stopping.stop_reason is not None:
-            self.stop_reason = self.early_stopping.stop_reason
-        elif self.train_loss.stop_reason is not None:
-            self.stop_reason = self.train_loss.stop_reason
-        elif self._terminated:
-            self.stop_reason = StopReason.TERMINATED
-        else:
-            self.stop_reason = StopReason.MAX_EPOCHS
-        self._end(self.stop_reason.status)
+        interrupted = self.graceful_stop is not None and self.graceful_stop.received is not None
+        reason = (
+            self.decided_stop
+            or (StopReason.INTERRUPTED if interrupted else None)
+            or self.handler_stop_reason()
+            or (StopReason.TERMINATED if self._terminated else StopReason.MAX_EPOCHS)
+        )
+        self.stop_reason = reason
+        self._end(reason.status)
 
     def _on_exception(self, _: Engine, error: BaseException) -> None:
         # Ignite swallows the exception once any EXCEPTION_RAISED handler exists; re-raise it.
