@@ -14,7 +14,7 @@ from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, ProgressBar, TensorboardLogger
 
 from monitor._checks import positive_int
-from monitor.distributed import is_main_process, on_main_process
+from monitor.distributed import is_main_process, leave_together, on_main_process
 from monitor.handlers.best import BestTracker, attach_best_tracker
 from monitor.handlers.checkpoint import attach_best_checkpoint, attach_last_checkpoint, restore_best_weights
 from monitor.handlers.history import HistoryRecorder, attach_history
@@ -196,10 +196,9 @@ class Monitor:
             self.tensorboard = None
         self.lock.release()
         if idist.get_world_size() > 1 and (self.status.is_finished or self.is_finished) and not self._closed:
-            # Every rank leaves together: a rank tearing down its process group while another is
-            # still in a collective makes gloo abort that one (seen as SIGABRT at exit). Never on a
-            # failure path, where another rank may be gone.
-            idist.barrier()
+            # Every rank leaves together, and none exits while gloo still holds its tensors (see
+            # leave_together). Never on a failure path, where another rank may be gone.
+            leave_together()
         self._closed = True
 
     def __enter__(self) -> Monitor:

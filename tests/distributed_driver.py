@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+import weakref
 from pathlib import Path
 
 import ignite.distributed as idist
@@ -62,9 +63,30 @@ def run_validation_check(nproc: int, size: int, out: str, padded: bool) -> None:
         p.run(validation_metrics, size, out, padded)
 
 
+def leave(local_rank: int, out: str) -> None:
+    """Broadcast tensors (as restoring the best weights does), leave together, and report which of
+    those tensors gloo still held afterwards: any it holds at exit can abort the process."""
+    alive = 0
+    for _ in range(10):  # the race is timing-dependent: try it several times
+        held = []
+        for i in range(20):
+            tensor = torch.full((1000,), float(i))
+            idist.broadcast(tensor, src=0)
+            held.append(weakref.ref(tensor))
+            del tensor
+        monitor.distributed.leave_together()
+        alive += sum(ref() is not None for ref in held)
+    Path(out).with_suffix(f".{idist.get_rank()}").write_text(str(alive))
+
+
+def run_leave_check(out: str) -> None:
+    with idist.Parallel(backend="gloo", nproc_per_node=2, master_port=example._free_port()) as p:
+        p.run(leave, out)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["train", "validate"])
+    parser.add_argument("mode", choices=["train", "validate", "leave"])
     parser.add_argument("--fail-rank", type=int)
     parser.add_argument("--fail-at", type=int)
     parser.add_argument("--fail-kind", choices=["raise", "kill"], default="raise")
@@ -72,7 +94,9 @@ if __name__ == "__main__":
     parser.add_argument("--out")
     parser.add_argument("--padded", action="store_true")
     known, rest = parser.parse_known_args()
-    if known.mode == "validate":
+    if known.mode == "leave":
+        run_leave_check(known.out)
+    elif known.mode == "validate":
         run_validation_check(int(rest[rest.index("--nproc") + 1]), known.size, known.out, known.padded)
     else:
         fail = None if known.fail_rank is None else FailOnRank(known.fail_rank, known.fail_at, known.fail_kind)
