@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from monitor._io import atomic_write_json
+from monitor._io import atomic_write_text
 
 __all__ = ["RECORD_NAME", "FORMAT_VERSION", "read_record", "write_record", "now_iso", "library_versions"]
 
@@ -40,11 +40,19 @@ def read_record(run_dir: str | Path) -> dict[str, Any] | None:
     return data
 
 
-def write_record(run_dir: str | Path, record: dict[str, Any]) -> None:
-    """Replace ``run_dir/run.json`` atomically (temp file, fsync, rename, fsync folder)."""
+def record_text(record: dict[str, Any]) -> str:
+    """``record`` as the text of ``run.json`` (format version and leading keys first, time of update)."""
     first = {k: record[k] for k in _LEADING_KEYS if k in record}
     data = {"format": FORMAT_VERSION, **first, **record, "updated": now_iso()}
-    atomic_write_json(Path(run_dir) / RECORD_NAME, data)
+    return json.dumps(data, indent=2, allow_nan=True) + "\n"
+
+
+def write_record(run_dir: str | Path, record: dict[str, Any] | str) -> None:
+    """Replace ``run_dir/run.json`` atomically (temp file, fsync, rename, fsync folder).
+
+    ``record`` is the record or its :func:`record_text` (taken earlier, e.g. before a background write).
+    """
+    atomic_write_text(Path(run_dir) / RECORD_NAME, record if isinstance(record, str) else record_text(record))
 
 
 def library_versions() -> dict[str, str]:

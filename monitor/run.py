@@ -27,10 +27,11 @@ from monitor.handlers.tensorboard import attach_tensorboard
 from monitor.handlers.validation import attach_validation
 from monitor.lock import RunLock
 from monitor.objective import Objective
-from monitor.record import library_versions, now_iso, read_record, write_record
+from monitor.record import library_versions, now_iso, read_record, record_text, write_record
 from monitor.resume import read_resume_state, restore
 from monitor.rundir import RunPaths, prepare_run_dir
 from monitor.status import RunStatus, StopReason
+from monitor.writer import OrderedWriter
 
 __all__ = ["Monitor", "attach_monitoring"]
 
@@ -80,13 +81,20 @@ class Monitor:
         self._terminated = False
         self._closed = False
         self._restore_best: Any = None
+        # Checkpoints and run.json are written in the background, in order (see OrderedWriter).
+        self.writer = OrderedWriter()
 
     @property
     def run_dir(self) -> Path:
         return self.paths.root
 
+    def flush(self) -> None:
+        """Wait until every checkpoint and record handed to the background writer is on disk."""
+        self.writer.flush()
+
     # -- run.json -------------------------------------------------------------------------------
-    def _write_record(self) -> None:
+    def _write_record(self, *, now: bool = False) -> None:
+        """Update ``run.json``: through the writer, after the files it names, or ``now`` (at the end)."""
         if not is_main_process():
             return
         best = self.best
@@ -108,7 +116,11 @@ class Monitor:
             },
             elapsed_s=round(self.history.elapsed_s, 3),
         )
-        write_record(self.run_dir, self._record)
+        if now:
+            write_record(self.run_dir, self._record)
+        else:
+            text = record_text(self._record)  # the record as it is now, written a little later
+            self.writer.submit(lambda: write_record(self.run_dir, text))
 
     def _on_started(self, _: Engine) -> None:
         self._terminated = False
@@ -158,11 +170,13 @@ class Monitor:
         self._end(self.stop_reason.status, after_error=True)
 
     def _end(self, status: RunStatus, *, after_error: bool = False) -> None:
+        # Every queued write lands first; a write error raised here fails the run (recorded below).
+        self.writer.flush(raise_error=not after_error)
         self.status = status
         if self._record.get("segments"):
             self._record["segments"][-1].update(ended=now_iso(), status=status.value)
         try:
-            self._write_record()
+            self._write_record(now=True)
         except OSError as e:
             if not after_error:
                 raise
@@ -190,7 +204,12 @@ class Monitor:
 
     # -- resource handling ------------------------------------------------------------------------
     def close(self) -> None:
-        """Close the TensorBoard writer and release the run directory (idempotent)."""
+        """Finish the background writes, close TensorBoard and release the run directory (idempotent)."""
+        self.writer.close()
+        if self.writer.error is not None and self.status is RunStatus.RUNNING:
+            # Training ended without the engine seeing the write error (e.g. run() was never called
+            # again): record it as the failure it is.
+            self._fail(self.writer.error)
         if self.tensorboard is not None:
             self.tensorboard.close()
             self.tensorboard = None
@@ -332,7 +351,8 @@ def attach_monitoring(
                 trainer, evaluator, paths.tensorboard, optimizer=optimizer, log_every=log_every, purge_step=purge
             )
         run.best_checkpoint = attach_best_checkpoint(
-            evaluator, trainer, run.best, {"model": to_save["model"]}, paths.checkpoints, n_saved=n_saved
+            evaluator, trainer, run.best, {"model": to_save["model"]}, paths.checkpoints, n_saved=n_saved,
+            writer=run.writer,
         )
         if patience is not None:
             run.early_stopping = attach_early_stopping(
@@ -344,7 +364,7 @@ def attach_monitoring(
         }
         if run.early_stopping is not None:
             state_objects["early_stopping"] = run.early_stopping
-        run.last_checkpoint = attach_last_checkpoint(trainer, state_objects, paths.checkpoints)
+        run.last_checkpoint = attach_last_checkpoint(trainer, state_objects, paths.checkpoints, writer=run.writer)
         trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: run._write_record())
         if resume_state is not None:
             restore(run, state_objects, resume_state)

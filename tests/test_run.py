@@ -1,6 +1,9 @@
 """End-to-end: the real attach_monitoring path on tiny models in a temp dir."""
 import json
 import math
+import os
+import threading
+import time
 
 import pandas as pd
 import pytest
@@ -171,3 +174,34 @@ def test_users_still_attach_plain_ignite_handlers(tmp_path):
     with run:
         s["trainer"].run(s["train_loader"], max_epochs=2)
     assert seen == [2, 4, 6, 8]
+
+
+def test_checkpoints_are_written_off_the_training_thread_yet_hold_the_state_of_their_epoch(tmp_path, monkeypatch):
+    fsync, pt_fsyncs = os.fsync, []
+
+    def slow_fsync(fd):  # a slow disk: training runs ahead of the writes
+        if ".pt" in os.readlink(f"/proc/self/fd/{fd}"):
+            pt_fsyncs.append(threading.current_thread().name)
+        time.sleep(0.01)
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    s = tiny_setup()
+    evaluator = monitor.build_evaluator(s["model"], {"score": ScriptedMetric(SCRIPT)})
+    run = attach_monitoring(
+        s["trainer"], evaluator, s["val_loader"], run_dir=tmp_path / "run", objective=Objective("score", mode="min"),
+        to_save={"model": s["model"], "optimizer": s["optimizer"]}, patience=3, restore_best=False,
+    )
+    weights = {}
+    s["trainer"].add_event_handler(
+        Events.EPOCH_COMPLETED, lambda t: weights.setdefault(t.state.epoch, {k: v.clone() for k, v in s["model"].state_dict().items()})
+    )
+    with run:
+        s["trainer"].run(s["train_loader"], max_epochs=20)
+    assert pt_fsyncs and set(pt_fsyncs) == {"monitor-writer"}
+    checkpoints = tmp_path / "run" / "checkpoints"
+    best = torch.load(checkpoints / "best_epoch=4_neg_val_score=-0.6000.pt")
+    last = torch.load(checkpoints / "last_epoch=7.pt")["model"]
+    for key in weights[4]:
+        assert torch.equal(best[key], weights[4][key]) and torch.equal(last[key], weights[7][key])
+    assert not torch.equal(weights[4]["0.weight"], weights[7]["0.weight"])

@@ -1,7 +1,9 @@
 """Best-k and last (resume) checkpoints on Ignite's Checkpoint, written durably."""
 from __future__ import annotations
 
+import io
 import logging
+import zlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -15,8 +17,9 @@ from monitor._checks import positive_int
 from monitor._crash import crash_point
 from monitor._io import atomic_write, fsync_dir, remove_stale_temp_files
 from monitor.handlers.best import BestTracker
-from monitor.manifest import ChecksumWriter, Manifest
+from monitor.manifest import Manifest
 from monitor.rundir import load_checkpoint
+from monitor.writer import OrderedWriter
 
 __all__ = [
     "DurableDiskSaver",
@@ -51,8 +54,9 @@ class DurableDiskSaver(DiskSaver):
             Checkpoint({"model": model}, saver, n_saved=3, score_function=..., score_name="neg_val_loss")
     """
 
-    def __init__(self, dirname: str | Path, **kwargs: Any) -> None:
+    def __init__(self, dirname: str | Path, *, writer: OrderedWriter | None = None, **kwargs: Any) -> None:
         super().__init__(dirname, atomic=True, create_dir=True, require_empty=False, **kwargs)
+        self.writer = writer if writer is not None else OrderedWriter(background=False)
         self._to_remove: list[str] = []
         self.manifest = Manifest(self.dirname)
         removed = remove_stale_temp_files(self.dirname) if idist.get_rank() == self.save_on_rank else []
@@ -60,23 +64,24 @@ class DurableDiskSaver(DiskSaver):
             logger.warning("Removed %d temp file(s) left by an interrupted save in %s", len(removed), self.dirname)
 
     def _save_func(self, checkpoint: Mapping[str, Any], path: Path, func: Callable[..., Any]) -> None:
+        # Serialised here, in the training thread: the bytes are the state at this instant. The
+        # writer (in the background when monitor's Monitor owns it) does the disk part, in order.
+        buffer = io.BytesIO()
+        func(checkpoint, buffer, **self.kwargs)
+        data = buffer.getbuffer()
         pending = [name for name in self._to_remove if name != path.name]
+        self._to_remove = []
+        self.writer.submit(lambda: self._write(path, data, pending))
 
+    def _write(self, path: Path, data: memoryview, pending: list[str]) -> None:
         def write(f: IO[bytes]) -> None:
-            checked = ChecksumWriter(f)
-            try:
-                func(checkpoint, checked, **self.kwargs)
-            except Exception as e:
-                if checked.error is not None:  # the real cause (e.g. ENOSPC), not torch's rewording
-                    raise checked.error from e
-                raise
+            f.write(data)
             # Before the rename, in one write: the new file's entry, without the files deleted next
             # (a kill in between leaves them unlisted, and unlisted files are checked by loading).
-            self.manifest.record(path.name, size=checked.size, crc32=checked.crc32, dropping=pending)
+            self.manifest.record(path.name, size=data.nbytes, crc32=zlib.crc32(data), dropping=pending)
 
         atomic_write(path, write)
         crash_point("before_remove_old_" + path.name.split("_")[0])
-        self._to_remove = []
         for name in pending:
             (self.dirname / name).unlink(missing_ok=True)
         if pending:
@@ -96,6 +101,7 @@ def attach_best_checkpoint(
     dirname: str | Path,
     *,
     n_saved: int = 1,
+    writer: OrderedWriter | None = None,
 ) -> Checkpoint:
     """Keep the ``n_saved`` best checkpoints by the Objective; attached to ``evaluator`` on ``COMPLETED``.
 
@@ -108,6 +114,9 @@ def attach_best_checkpoint(
 
             ckpt = attach_best_checkpoint(evaluator, trainer, best, {"model": model}, run_dir / "checkpoints")
             ckpt.last_checkpoint      # Path of the best file so far
+
+    With a background ``writer`` (:class:`~monitor.writer.OrderedWriter`), files reach the disk
+    shortly after; ``writer.flush()`` waits for them.
     """
     positive_int("n_saved", n_saved)
     objective = best.objective
@@ -118,7 +127,7 @@ def attach_best_checkpoint(
 
     checkpoint = Checkpoint(
         dict(to_save),
-        DurableDiskSaver(dirname),
+        DurableDiskSaver(dirname, writer=writer),
         filename_prefix=BEST_PREFIX,
         score_function=score,
         score_name=objective.score_name,
@@ -129,13 +138,18 @@ def attach_best_checkpoint(
     evaluator.add_event_handler(Events.COMPLETED(event_filter=lambda *_: best.is_best), checkpoint)
     evaluator.add_event_handler(
         Events.COMPLETED(event_filter=lambda *_: best.is_best),
-        lambda _: logger.info("Saved best checkpoint %s", checkpoint.last_checkpoint),
+        lambda _: logger.info("Best checkpoint %s", checkpoint.last_checkpoint),
     )
     return checkpoint
 
 
 def attach_last_checkpoint(
-    trainer: Engine, to_save: Mapping[str, Any], dirname: str | Path, *, event: Any = Events.EPOCH_COMPLETED
+    trainer: Engine,
+    to_save: Mapping[str, Any],
+    dirname: str | Path,
+    *,
+    event: Any = Events.EPOCH_COMPLETED,
+    writer: OrderedWriter | None = None,
 ) -> Checkpoint:
     """Save everything needed to resume (``last_epoch=N.pt``) on ``trainer`` ``event``.
 
@@ -146,7 +160,7 @@ def attach_last_checkpoint(
     """
     checkpoint = Checkpoint(
         dict(to_save),
-        DurableDiskSaver(dirname),
+        DurableDiskSaver(dirname, writer=writer),
         filename_prefix=LAST_PREFIX,
         n_saved=2,
         global_step_transform=lambda *_: trainer.state.epoch,
@@ -159,6 +173,8 @@ def attach_last_checkpoint(
 
 def restore_best_weights(best_checkpoint: Checkpoint, model: torch.nn.Module) -> Path | None:
     """Load the best file of ``best_checkpoint`` into ``model``; return its path (``None``: no best yet)."""
+    if isinstance(best_checkpoint.save_handler, DurableDiskSaver):
+        best_checkpoint.save_handler.writer.flush()  # the file may still be on its way to the disk
     path = best_checkpoint.last_checkpoint
     if path is None:
         logger.info("No best checkpoint yet; the model keeps its last weights.")
