@@ -77,8 +77,8 @@ def main() -> None:
 
         times = interleaved({
             "torch.save + fsync": plain,
-            "monitor, whole save (atomic, fsync, checksum)": durable,
-            "monitor, training time blocked (background writer)": blocked,
+            "monitor: whole save (atomic, fsync, CRC)": durable,
+            "monitor: training blocked (background)": blocked,
         }, args.repeats)
         writer.close()
         print(f"\n{name}")

@@ -1,9 +1,9 @@
 """Best-k and last (resume) checkpoints on Ignite's Checkpoint, written durably."""
 from __future__ import annotations
 
-import io
+import copy
 import logging
-import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -17,7 +17,7 @@ from monitor._checks import positive_int
 from monitor._crash import crash_point
 from monitor._io import atomic_write, fsync_dir, remove_stale_temp_files
 from monitor.handlers.best import BestTracker
-from monitor.manifest import Manifest
+from monitor.manifest import ChecksumWriter, Manifest
 from monitor.rundir import load_checkpoint
 from monitor.writer import OrderedWriter
 
@@ -64,21 +64,28 @@ class DurableDiskSaver(DiskSaver):
             logger.warning("Removed %d temp file(s) left by an interrupted save in %s", len(removed), self.dirname)
 
     def _save_func(self, checkpoint: Mapping[str, Any], path: Path, func: Callable[..., Any]) -> None:
-        # Serialised here, in the training thread: the bytes are the state at this instant. The
-        # writer (in the background when monitor's Monitor owns it) does the disk part, in order.
-        buffer = io.BytesIO()
-        func(checkpoint, buffer, **self.kwargs)
-        data = buffer.getbuffer()
         pending = [name for name in self._to_remove if name != path.name]
         self._to_remove = []
-        self.writer.submit(lambda: self._write(path, data, pending))
+        if self.writer.background:
+            # The training thread only copies the state as it is now (tensors cloned: 15 ms for
+            # 200 MB, against 160 ms to serialise them); the writer serialises and writes it, in order.
+            state = _snapshot(checkpoint)
+            self.writer.submit(lambda: self._write(state, path, func, pending))
+        else:
+            self.writer.submit(lambda: self._write(checkpoint, path, func, pending))
 
-    def _write(self, path: Path, data: memoryview, pending: list[str]) -> None:
+    def _write(self, checkpoint: Mapping[str, Any], path: Path, func: Callable[..., Any], pending: list[str]) -> None:
         def write(f: IO[bytes]) -> None:
-            f.write(data)
+            checked = ChecksumWriter(f)
+            try:
+                func(checkpoint, checked, **self.kwargs)
+            except Exception as e:
+                if checked.error is not None:  # the real cause (e.g. ENOSPC), not torch's rewording
+                    raise checked.error from e
+                raise
             # Before the rename, in one write: the new file's entry, without the files deleted next
             # (a kill in between leaves them unlisted, and unlisted files are checked by loading).
-            self.manifest.record(path.name, size=data.nbytes, crc32=zlib.crc32(data), dropping=pending)
+            self.manifest.record(path.name, size=checked.size, crc32=checked.crc32, dropping=pending)
 
         atomic_write(path, write)
         crash_point("before_remove_old_" + path.name.split("_")[0])
@@ -91,6 +98,27 @@ class DurableDiskSaver(DiskSaver):
         # Called by Checkpoint before the new file is saved: only remember it (see class docstring).
         if idist.get_rank() == self.save_on_rank:
             self._to_remove.append(filename)
+
+
+def _snapshot(obj: Any, memo: dict[tuple[Any, ...], Any] | None = None) -> Any:
+    """A copy of a checkpoint's state that training can no longer change: tensors cloned (one clone
+    per view of the same memory, so tied weights stay tied), containers rebuilt, anything else deep-copied."""
+    memo = {} if memo is None else memo
+    if isinstance(obj, torch.Tensor):
+        if obj.layout is not torch.strided:  # sparse and the like: no storage to compare
+            return obj.detach().clone()
+        view = (obj.untyped_storage().data_ptr(), obj.storage_offset(), obj.shape, obj.stride(), obj.dtype, obj.device)
+        if view not in memo:
+            memo[view] = obj.detach().clone()
+        return memo[view]
+    if type(obj) in (dict, OrderedDict):
+        copied = type(obj)((key, _snapshot(value, memo)) for key, value in obj.items())
+        if getattr(obj, "__dict__", None):  # a module's state_dict carries _metadata (versions)
+            copied.__dict__.update(copy.deepcopy(obj.__dict__))
+        return copied
+    if type(obj) in (list, tuple):
+        return type(obj)(_snapshot(value, memo) for value in obj)
+    return copy.deepcopy(obj)
 
 
 def attach_best_checkpoint(

@@ -105,3 +105,25 @@ def test_attach_restore_best_loads_the_best_weights_when_training_completes(tmp_
     attach_restore_best(trainer, ckpt, model)
     trainer.fire_event(Events.COMPLETED)
     assert model.bias.item() == 2
+
+
+def test_a_background_save_keeps_tied_weights_tied_and_the_state_dict_metadata(tmp_path):
+    from monitor.writer import OrderedWriter
+
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed, self.out, self.norm = nn.Embedding(5, 3), nn.Linear(3, 5, bias=False), nn.BatchNorm1d(3)
+            self.out.weight = self.embed.weight
+
+    model, writer, engine = Tied(), OrderedWriter(), stub_engine()
+    engine.state.iteration = 1
+    Checkpoint({"model": model}, DurableDiskSaver(tmp_path, writer=writer), n_saved=1)(engine)
+    with torch.no_grad():
+        model.embed.weight.add_(1.0)  # training goes on while the file is written
+    writer.close()
+    saved = load_checkpoint(next(tmp_path.glob("*.pt")))
+    assert saved["embed.weight"].data_ptr() == saved["out.weight"].data_ptr()  # still one tensor
+    assert torch.equal(saved["embed.weight"] + 1.0, model.embed.weight)  # the state when saved
+    assert saved._metadata == model.state_dict()._metadata  # versions, e.g. BatchNorm's
+    Tied().load_state_dict(saved)
