@@ -16,7 +16,7 @@ from monitor.status import RunStatus, StopReason
 if TYPE_CHECKING:
     from monitor.run import Monitor
 
-__all__ = ["read_resume_state", "restore", "check_model_fits"]
+__all__ = ["read_resume_state", "restore", "start_over", "check_model_fits"]
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +98,21 @@ def restore(run: Monitor, state_objects: Mapping[str, Any], state: Mapping[str, 
         removed = remove_unlisted_checkpoints(run.paths.checkpoints, prefix, keep)
         if removed:
             logger.info("Removed checkpoint(s) of work redone after epoch %d: %s", epoch, removed)
+
+
+def start_over(run: Monitor) -> None:
+    """``resume=True`` found no checkpoint: the run starts again at epoch 0, so drop what an attempt
+    killed before its first last checkpoint wrote (history rows, best files), as a resume drops the
+    rows and files of work it redoes. (TensorBoard hides its points: ``purge_step=0``.)"""
+    if not is_main_process():
+        return
+    dropped = run.history.history.truncate(after_epoch=0)
+    removed = remove_unlisted_checkpoints(run.paths.checkpoints, BEST_PREFIX, keep=())
+    if dropped or removed:
+        logger.info(
+            "No checkpoint to resume %s from: starting at epoch 0; dropped %d history row(s) and %s",
+            run.run_dir, dropped, removed or "no checkpoint",
+        )
 
 
 def decided_stop(run: Monitor) -> StopReason | None:

@@ -28,7 +28,7 @@ from monitor.handlers.validation import attach_validation
 from monitor.lock import RunLock
 from monitor.objective import Objective
 from monitor.record import library_versions, now_iso, read_record, record_text, write_record
-from monitor.resume import read_resume_state, restore
+from monitor.resume import read_resume_state, restore, start_over
 from monitor.rundir import RunPaths, prepare_run_dir
 from monitor.status import RunStatus, StopReason
 from monitor.writer import OrderedWriter
@@ -346,7 +346,9 @@ def attach_monitoring(
         if main:
             attach_epoch_log(evaluator, trainer, run.history)
         if main and not run.is_finished:
-            purge = None if resume_state is None else int(resume_state["trainer"]["iteration"]) + 1
+            # On resume, points at and after the first step to redo are hidden (all of them when
+            # there is no checkpoint and the run starts over).
+            purge = None if not resume else 0 if resume_state is None else int(resume_state["trainer"]["iteration"]) + 1
             run.tensorboard = attach_tensorboard(
                 trainer, evaluator, paths.tensorboard, optimizer=optimizer, log_every=log_every, purge_step=purge
             )
@@ -368,6 +370,8 @@ def attach_monitoring(
         trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: run._write_record())
         if resume_state is not None:
             restore(run, state_objects, resume_state)
+        elif resume:
+            start_over(run)
         if restore_best:
             model = to_save["model"]
             run._restore_best = lambda: restore_best_weights(run.best_checkpoint, model)

@@ -15,6 +15,7 @@ from tests.crash_helpers import (
 )
 
 CRASH_POINTS = [
+    "after_history_row:1",  # the first row written, no checkpoint yet: the resume starts over
     "after_history_row:5",  # row written, checkpoint not yet
     "after_temp_write:12",  # a temp file complete, not yet renamed
     "after_rename:9",  # renamed, folder not yet fsynced / old files not yet removed
