@@ -285,7 +285,8 @@ def attach_monitoring(
         baseline, target, divergence: see :class:`EarlyStopping`.
         n_saved: best checkpoints kept. Default 3.
         restore_best: load the best weights into the model when training ends. Default True.
-        log_every: iterations between training-loss points (TensorBoard, progress bar, NaN check).
+        log_every: iterations between training-loss points (TensorBoard, NaN check); the progress bar
+            redraws by time (at most every 0.5 s).
         validate_on: trainer event running validation. Default ``Events.EPOCH_COMPLETED``.
         resume: continue the run in ``run_dir`` from its last checkpoint (a new run if there is none).
         overwrite: replace a run already in ``run_dir``.
@@ -386,7 +387,7 @@ def attach_monitoring(
             trainer.add_event_handler(Events.EXCEPTION_RAISED, run._on_exception)
             run.graceful_stop = attach_graceful_stop(trainer)
             if main:
-                run.progress_bar = attach_progress_bar(trainer, log_every=log_every, **dict(tqdm_kwargs or {}))
+                run.progress_bar = attach_progress_bar(trainer, **dict(tqdm_kwargs or {}))
         return run
     except BaseException:
         lock.release()
