@@ -54,7 +54,14 @@ class Monitor:
     """
 
     def __init__(
-        self, trainer: Engine, paths: RunPaths, objective: Objective, config: dict[str, Any], lock: RunLock
+        self,
+        trainer: Engine,
+        paths: RunPaths,
+        objective: Objective,
+        config: dict[str, Any],
+        lock: RunLock,
+        *,
+        background_writes: bool = True,
     ) -> None:
         self.trainer = trainer
         self.lock = lock
@@ -82,7 +89,7 @@ class Monitor:
         self._closed = False
         self._restore_best: Any = None
         # Checkpoints and run.json are written in the background, in order (see OrderedWriter).
-        self.writer = OrderedWriter()
+        self.writer = OrderedWriter(background=background_writes)
 
     @property
     def run_dir(self) -> Path:
@@ -267,6 +274,7 @@ def attach_monitoring(
     hparams: Mapping[str, Any] | None = None,
     seed: int | None = None,
     tqdm_kwargs: Mapping[str, Any] | None = None,
+    background_writes: bool = True,
 ) -> Monitor:
     """Wire validation, early stopping, best and last checkpoints, history, TensorBoard and progress.
 
@@ -292,6 +300,10 @@ def attach_monitoring(
         overwrite: replace a run already in ``run_dir``.
         hparams, seed: recorded in ``run.json``; the library never seeds.
         tqdm_kwargs: passed to the progress bar (``file=``, ``disable=``...).
+        background_writes: write checkpoints and ``run.json`` on a background thread, in order
+            (default). Training then waits only for a copy of the state (a 50M-parameter save
+            blocks 0.49x a plain ``torch.save``), but that thread's Python work competes for the
+            GIL: on epochs of a few tens of ms with a tiny model, ``False`` is 2-3 ms per epoch faster.
 
     Returns:
         The :class:`Monitor` holding the attached handlers.
@@ -332,7 +344,7 @@ def attach_monitoring(
             "hparams": dict(hparams or {}),
             "seed": seed,
         }
-        run = Monitor(trainer, paths, objective, config, lock)
+        run = Monitor(trainer, paths, objective, config, lock, background_writes=background_writes)
         required = {*to_save, *_OWN_KEYS} - ({"early_stopping"} if patience is None else set())
         resume_state = read_resume_state(run, required) if resume else None
         optimizer = next((o for o in to_save.values() if isinstance(o, torch.optim.Optimizer)), None)

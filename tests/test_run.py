@@ -176,7 +176,10 @@ def test_users_still_attach_plain_ignite_handlers(tmp_path):
     assert seen == [2, 4, 6, 8]
 
 
-def test_checkpoints_are_written_off_the_training_thread_yet_hold_the_state_of_their_epoch(tmp_path, monkeypatch):
+@pytest.mark.parametrize("background, writer_thread", [(True, "monitor-writer"), (False, "MainThread")])
+def test_checkpoints_are_written_off_the_training_thread_yet_hold_the_state_of_their_epoch(
+    tmp_path, monkeypatch, background, writer_thread
+):
     fsync, pt_fsyncs = os.fsync, []
 
     def slow_fsync(fd):  # a slow disk: training runs ahead of the writes
@@ -191,6 +194,7 @@ def test_checkpoints_are_written_off_the_training_thread_yet_hold_the_state_of_t
     run = attach_monitoring(
         s["trainer"], evaluator, s["val_loader"], run_dir=tmp_path / "run", objective=Objective("score", mode="min"),
         to_save={"model": s["model"], "optimizer": s["optimizer"]}, patience=3, restore_best=False,
+        background_writes=background,
     )
     weights = {}
     s["trainer"].add_event_handler(
@@ -198,7 +202,7 @@ def test_checkpoints_are_written_off_the_training_thread_yet_hold_the_state_of_t
     )
     with run:
         s["trainer"].run(s["train_loader"], max_epochs=20)
-    assert pt_fsyncs and set(pt_fsyncs) == {"monitor-writer"}
+    assert pt_fsyncs and set(pt_fsyncs) == {writer_thread}
     checkpoints = tmp_path / "run" / "checkpoints"
     best = torch.load(checkpoints / "best_epoch=4_neg_val_score=-0.6000.pt")
     last = torch.load(checkpoints / "last_epoch=7.pt")["model"]
