@@ -175,6 +175,64 @@ def monitored(features: int, epochs: int, tb_every_iteration: bool, workdir: Pat
     return times["end"] - times["start"], accuracy(model, val_loader)
 
 
+def lightning_run(features: int, epochs: int, tb_every_iteration: bool, workdir: Path):
+    """PyTorch Lightning with the same features: EarlyStopping, ModelCheckpoint (best 3 + last), CSV and
+    TensorBoard loggers, the TQDM progress bar (to a null stream)."""
+    import contextlib
+    import warnings
+
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    model, (train_loader, val_loader) = model_for(features), loaders(features)
+    loss_fn = nn.CrossEntropyLoss()
+
+    class Module(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = model
+
+        def training_step(self, batch, _):  # type: ignore[no-untyped-def]
+            x, y = batch
+            loss = loss_fn(self.net(x), y)
+            self.log("train_loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+            return loss
+
+        def validation_step(self, batch, _):  # type: ignore[no-untyped-def]
+            x, y = batch
+            out = self.net(x)
+            self.log("val_loss", loss_fn(out, y), on_epoch=True)
+            self.log("val_accuracy", (out.argmax(1) == y).float().mean(), on_epoch=True)
+
+        def configure_optimizers(self):  # type: ignore[no-untyped-def]
+            return torch.optim.SGD(self.net.parameters(), lr=0.01, momentum=0.9)
+
+    times: dict[str, float] = {}
+
+    class Timer(L.Callback):
+        def on_train_epoch_start(self, trainer, _):  # type: ignore[no-untyped-def]
+            if trainer.current_epoch == 1:
+                times["start"] = time.perf_counter()
+
+        def on_train_end(self, trainer, _):  # type: ignore[no-untyped-def]
+            times["end"] = time.perf_counter()
+
+    folder = Path(tempfile.mkdtemp(dir=workdir))
+    trainer = L.Trainer(
+        max_epochs=epochs + 1, accelerator="cpu", devices=1, default_root_dir=folder,
+        logger=[CSVLogger(folder), TensorBoardLogger(folder)], log_every_n_steps=1 if tb_every_iteration else 10,
+        callbacks=[EarlyStopping("val_loss", patience=1000), ModelCheckpoint(monitor="val_loss", save_top_k=3,
+                   save_last=True), TQDMProgressBar(), Timer()],
+        enable_model_summary=False, num_sanity_val_steps=0,
+    )
+    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null), \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(Module(), train_loader, val_loader)
+    return times["end"] - times["start"], accuracy(model, val_loader)
+
+
 def lightning_available() -> bool:
     try:
         import lightning  # noqa: F401
@@ -218,13 +276,15 @@ def main() -> None:
             "Ignite engine + metrics alone": variant("Ignite engine + metrics alone", ignite_engine),
             "monitor (everything on)": variant("monitor (everything on)", monitored),
         }
+        if lightning_available():
+            variants["PyTorch Lightning"] = variant("PyTorch Lightning", lightning_run)
         times = interleaved(variants, args.repeats)
         print(f"\n{workload}")
         print(ratio_table(times, "raw loop"))
         spread = max(accuracies.values()) - min(accuracies.values())
         print(f"  final validation accuracy: {min(accuracies.values()):.4f} (spread {spread:.1e} across variants)")
         if not lightning_available():
-            print("  PyTorch Lightning: not installed (pip install lightning to add its column)")
+            print("  PyTorch Lightning: not installed (pip install -e '.[bench]' to add its column)")
 
 
 if __name__ == "__main__":
