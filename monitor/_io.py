@@ -64,9 +64,14 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, write)
 
 
+def json_text(data: Any) -> str:
+    """``data`` as the indented JSON text of every file monitor writes (``run.json``, the manifest)."""
+    return json.dumps(data, indent=2, sort_keys=False, allow_nan=True) + "\n"
+
+
 def atomic_write_json(path: Path, data: Any) -> None:
     """:func:`atomic_write` of ``data`` as indented JSON."""
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, allow_nan=True) + "\n")
+    atomic_write_text(path, json_text(data))
 
 
 def remove_stale_temp_files(folder: Path) -> list[Path]:

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from monitor._io import atomic_write_text
+from monitor._io import atomic_write_text, json_text
 
 __all__ = ["RECORD_NAME", "FORMAT_VERSION", "read_record", "write_record", "now_iso", "library_versions"]
 
@@ -44,7 +44,7 @@ def record_text(record: dict[str, Any]) -> str:
     """``record`` as the text of ``run.json`` (format version and leading keys first, time of update)."""
     first = {k: record[k] for k in _LEADING_KEYS if k in record}
     data = {"format": FORMAT_VERSION, **first, **record, "updated": now_iso()}
-    return json.dumps(data, indent=2, allow_nan=True) + "\n"
+    return json_text(data)
 
 
 def write_record(run_dir: str | Path, record: dict[str, Any] | str) -> None:

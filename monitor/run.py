@@ -88,7 +88,7 @@ class Monitor:
         self._terminated = False
         self._closed = False
         self._restore_best: Any = None
-        # Checkpoints and run.json are written in the background, in order (see OrderedWriter).
+        # Checkpoints and run.json are written in order, in the background unless told otherwise.
         self.writer = OrderedWriter(background=background_writes)
 
     @property

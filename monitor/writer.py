@@ -2,13 +2,14 @@
 
 A resumable run writes files every epoch: the last checkpoint, a best checkpoint on improvements,
 the checkpoint manifest and ``run.json``, each through a temp file, fsync, rename and folder fsync.
-On small models that is most of monitor's cost per epoch (9-12 ms against 37-65 ms epochs in
-``benchmarks/``), and none of it needs the training thread once the bytes exist. So the training
-thread serialises (a snapshot of the state at that instant) and hands the write over; the writer
-thread does the rest, one job at a time, in the order the jobs were given. That keeps the
-durability order of synchronous code: a best checkpoint is on disk before the last checkpoint that
-lists it, and both before the ``run.json`` naming them. A kill loses at most the jobs not yet
-done, as if it had come a little earlier; resume already handles that.
+Once the state is copied, none of it needs the training thread. So the training thread takes a
+snapshot of the state at that instant and hands the write over; the writer thread serialises and
+writes, one job at a time, in the order the jobs were given. That keeps the durability order of
+synchronous code: a best checkpoint is on disk before the last checkpoint that lists it, and both
+before the ``run.json`` naming them. A kill loses at most the jobs not yet done, as if it had come a
+little earlier; resume already handles that. The writer's Python work still competes for the GIL,
+so on tiny models with fast epochs it saves nothing (see ``benchmarks/README.md``); it pays off
+where saves are large or the disk is slow.
 """
 from __future__ import annotations
 
@@ -52,8 +53,7 @@ class OrderedWriter:
     def submit(self, job: Callable[[], None]) -> None:
         """Queue ``job`` (or run it now when not in the background); raise an earlier job's error."""
         if not self.background:
-            self.raise_error()
-            job()
+            job()  # an error is raised here, at once
             return
         with self._cond:
             while len(self._jobs) >= self.max_pending and self._error is None:
@@ -76,11 +76,6 @@ class OrderedWriter:
                 self._cond.wait()
             if raise_error:
                 self._raise_error_locked()
-
-    def raise_error(self) -> None:
-        """Raise the error that stopped the writer, if one did."""
-        with self._cond:
-            self._raise_error_locked()
 
     @property
     def error(self) -> BaseException | None:

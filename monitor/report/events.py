@@ -11,9 +11,9 @@ app shows. ``tests/report/test_events.py`` checks it against
 ``EventAccumulator``.
 
 Most events are one scalar, which tensorboardX always lays out the same way; those are matched by
-one regular expression (in C) and their lengths cross-checked, which is 1.5x faster than building
-the protobuf objects; anything else (a second value, a tensor, metadata, a session log, a tag of
-128 bytes or more) goes through protobuf.
+one regular expression (in C) and their lengths cross-checked, instead of building the protobuf
+objects (441,000 to 588,000 scalars/s in ``benchmarks/``); anything else (a second value, a
+tensor, metadata, a session log, a tag of 128 bytes or more) goes through protobuf.
 """
 from __future__ import annotations
 
