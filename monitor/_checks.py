@@ -4,8 +4,12 @@ from __future__ import annotations
 from typing import Any
 
 
-def positive_int(name: str, value: Any) -> int:
-    """Return ``value`` if it is an int >= 1, else raise ``ValueError`` naming ``name`` and the value."""
+def positive_int(name: str, value: Any, *, none_ok: bool = False) -> Any:
+    """Return ``value`` if it is an int >= 1 (or ``None`` when ``none_ok``), else raise ``ValueError``
+    naming ``name``, what is accepted, and the value."""
+    if none_ok and value is None:
+        return value
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"Argument {name} should be a positive integer, got {value!r}.")
+        accepted = "a positive integer or None" if none_ok else "a positive integer"
+        raise ValueError(f"Argument {name} should be {accepted}, got {value!r}.")
     return value

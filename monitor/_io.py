@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from monitor._crash import crash_point
-
-TEMP_PREFIX = ".tmp-"
+from monitor.layout import TEMP_PREFIX
 
 
 def fsync_dir(path: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from monitor.report import RunDirectoryError, compare, load_run, plot_runs, to_html
-from monitor.report.summary import format_value
+from monitor.report.text import format_value
 
 if TYPE_CHECKING:
     import pandas

@@ -17,9 +17,24 @@ from monitor._io import atomic_write_text
 if TYPE_CHECKING:
     import pandas
 
-__all__ = ["History"]
+__all__ = ["History", "complete_rows_text"]
 
 _LEADING = ("epoch", "iteration")
+
+
+def complete_rows_text(path: Path | str) -> tuple[str, bool]:
+    """The text of ``path`` up to its last whole line, and whether a torn line (cut by a crash
+    mid-write) was left out. Reads only: ``""`` when there is no file.
+
+    Both the writer (:class:`History`) and the review read ``history.csv`` through this.
+    """
+    path = Path(path)
+    if not path.exists():
+        return "", False
+    text = path.read_text(encoding="utf-8")
+    if text and not text.endswith("\n"):
+        return text[: text.rfind("\n") + 1], True
+    return text, False
 
 
 def _cell(value: Any) -> str:
@@ -78,13 +93,7 @@ class History:
 
     def read_rows(self) -> list[dict[str, Any]]:
         """All complete rows in the file, values parsed (int, float, bool, str or ``None``)."""
-        self._torn = False
-        if not self.path.exists():
-            return []
-        text = self.path.read_text(encoding="utf-8")
-        if text and not text.endswith("\n"):  # a line cut by a crash mid-write: not a row
-            self._torn = True
-            text = text[: text.rfind("\n") + 1]
+        text, self._torn = complete_rows_text(self.path)
         reader = csv.reader(io.StringIO(text))
         header = next(reader, None)
         if header is None:

@@ -12,11 +12,10 @@ import socket
 from pathlib import Path
 from typing import IO
 
+from monitor.layout import LOCK_NAME
 from monitor.record import now_iso
 
 __all__ = ["RunLock", "RunDirectoryBusy"]
-
-LOCK_NAME = ".lock"
 
 
 class RunDirectoryBusy(RuntimeError):

@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from monitor._io import atomic_write_json
+from monitor.layout import MANIFEST_NAME
 
-__all__ = ["Manifest", "ChecksumWriter"]
-
-MANIFEST_NAME = "manifest.json"
+__all__ = ["Manifest", "ChecksumWriter", "MANIFEST_NAME"]
 
 
 class ChecksumWriter:

@@ -1,18 +1,32 @@
-"""run.json: the run record (status, stop reason, best, config, versions), written atomically."""
+"""run.json: the run record (status, stop reason, best, config, versions), written atomically.
+
+Pure Python: the review reads it without torch.
+"""
 from __future__ import annotations
 
 import json
 import platform
 import sys
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from monitor._io import atomic_write_text, json_text
+from monitor.layout import RECORD_NAME
+from monitor.status import RunStatus, StopReason, parse_reason, reason_value
 
-__all__ = ["RECORD_NAME", "FORMAT_VERSION", "read_record", "write_record", "now_iso", "library_versions"]
+__all__ = [
+    "RECORD_NAME",
+    "FORMAT_VERSION",
+    "RunRecord",
+    "read_record",
+    "write_record",
+    "record_text",
+    "now_iso",
+    "library_versions",
+]
 
-RECORD_NAME = "run.json"
 FORMAT_VERSION = 1
 _LEADING_KEYS = ("name", "status", "stop_reason", "error", "epochs_completed", "best")
 
@@ -69,3 +83,65 @@ def library_versions() -> dict[str, str]:
         "monitor": __version__,
         "platform": sys.platform,
     }
+
+
+class RunRecord:
+    """What ``run.json`` holds, and its lifecycle: a segment per start or resume, updates as the run
+    goes, the status at its end. Writing is the caller's (``text()`` now, written later, in order).
+
+    Examples:
+        .. code-block:: python
+
+            record = RunRecord.read(run_dir)             # empty when there is no run.json
+            record.start_segment(from_epoch=0, config={"seed": 0})
+            record.end_segment(RunStatus.COMPLETED, StopReason.MAX_EPOCHS)
+            write_record(run_dir, record.text())
+    """
+
+    def __init__(self, data: Mapping[str, Any] | None = None) -> None:
+        self.data: dict[str, Any] = dict(data or {})
+
+    @classmethod
+    def read(cls, run_dir: str | Path) -> RunRecord:
+        """The record in ``run_dir`` (empty if there is none); ``ValueError`` if it is not JSON."""
+        return cls(read_record(run_dir))
+
+    @property
+    def status(self) -> RunStatus | None:
+        value = self.data.get("status")
+        return None if value is None else RunStatus(value)
+
+    @property
+    def stop_reason(self) -> StopReason | None:
+        return parse_reason(self.data.get("stop_reason"))
+
+    @property
+    def is_finished(self) -> bool:
+        """The run ended (completed, early-stopped, diverged): a resume trains nothing."""
+        return self.status is not None and self.status.is_finished
+
+    def start_segment(self, from_epoch: int, config: Mapping[str, Any]) -> None:
+        """A start or resume: a new segment, the config and library versions, status ``running``."""
+        segment = {"started": now_iso(), "from_epoch": from_epoch}
+        self.data.setdefault("started", segment["started"])
+        self.data.setdefault("segments", []).append(segment)
+        self.data.update(config, versions=library_versions())
+        self.update(status=RunStatus.RUNNING, stop_reason=None, error=None)
+
+    def update(self, *, status: RunStatus | None = None, stop_reason: StopReason | None = None,
+               **fields: Any) -> None:
+        """Set ``status`` and ``stop_reason`` (when given) and any other top-level ``fields``."""
+        if status is not None:
+            self.data["status"] = status.value
+            self.data["stop_reason"] = reason_value(stop_reason)
+        self.data.update(fields)
+
+    def end_segment(self, status: RunStatus, stop_reason: StopReason | None, error: str | None = None) -> None:
+        """The run ended with ``status``: recorded on the record and on its last segment."""
+        self.update(status=status, stop_reason=stop_reason, error=error)
+        if self.data.get("segments"):
+            self.data["segments"][-1].update(ended=now_iso(), status=status.value)
+
+    def text(self) -> str:
+        """The text of ``run.json`` as the record is now."""
+        return record_text(self.data)

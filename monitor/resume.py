@@ -1,126 +1,178 @@
-"""Resume: find the last usable checkpoint, check it fits, restore every object, tidy the run dir."""
+"""Resume as a plan: :func:`plan_resume` reads the run folder and says what to do; :func:`apply_resume`
+does it. Neither knows :class:`~monitor.run.Monitor`.
+
+Examples:
+    .. code-block:: python
+
+        plan = plan_resume(paths, objective=objective, record=record, required=set(objects) | {"checkpointer"})
+        ...                                # attach the handlers (TensorBoard with plan.purge_step)
+        apply_resume(plan, objects=objects, paths=paths, history=history.history,
+                     best_checkpoint=best_checkpoint, last_checkpoint=last_checkpoint)
+"""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-import torch
 from ignite.handlers import Checkpoint
 
+from monitor.checkpoint_io import (
+    CheckpointError,
+    check_model_fits,
+    find_resume_checkpoint,
+    load_checkpoint,
+    remove_unlisted_checkpoints,
+    set_aside_damaged,
+)
 from monitor.distributed import is_main_process, on_main_process
-from monitor.handlers.checkpoint import BEST_PREFIX, LAST_PREFIX
-from monitor.rundir import CheckpointError, load_checkpoint, load_resume_checkpoint, remove_unlisted_checkpoints
-from monitor.status import RunStatus, StopReason
+from monitor.history import History
+from monitor.layout import BEST_PREFIX, LAST_PREFIX, RunPaths
+from monitor.objective import Objective
+from monitor.record import RunRecord
+from monitor.status import StopReason, parse_reason
 
-if TYPE_CHECKING:
-    from monitor.run import Monitor
-
-__all__ = ["read_resume_state", "restore", "start_over", "check_model_fits"]
+__all__ = ["ResumePlan", "plan_resume", "apply_resume", "check_model_fits"]
 
 logger = logging.getLogger(__name__)
 
 
-def read_resume_state(run: Monitor, required: set[str]) -> dict[str, Any] | None:
-    """The content of the newest usable last checkpoint (``None``: nothing to resume).
+@dataclass(frozen=True)
+class ResumePlan:
+    """What a start does with the run folder.
+
+    Attributes:
+        resume: whether a resume was asked for (``False``: a new run, nothing to read).
+        checkpoint: the last checkpoint to restore (``None``: start at epoch 0).
+        state: its content.
+        damaged: newer last checkpoints found damaged, to set aside as ``*.damaged``.
+        is_finished: ``run.json`` says the run ended: train nothing, change no file.
+        decided_stop: the restored state had decided to stop, but ``run.json`` does not say so yet.
+        from_epoch: the epoch training continues after.
+    """
+
+    resume: bool
+    checkpoint: Path | None = None
+    state: Mapping[str, Any] | None = None
+    damaged: tuple[Path, ...] = ()
+    is_finished: bool = False
+    decided_stop: StopReason | None = None
+    from_epoch: int = 0
+
+    @property
+    def purge_step(self) -> int | None:
+        """The first TensorBoard step written again: points at and after it are hidden (``None``:
+        a new run; ``0``: a resume starting over, so all of the killed attempt's points)."""
+        if not self.resume:
+            return None
+        return 0 if self.state is None else int(self.state["trainer"]["iteration"]) + 1
+
+
+def plan_resume(
+    paths: RunPaths, *, objective: Objective, record: RunRecord, required: Collection[str]
+) -> ResumePlan:
+    """Read ``paths`` and decide how to resume: the newest usable last checkpoint holding ``required``.
+
+    Reads only (damaged files are listed, not renamed). Under ``ignite.distributed``, rank 0 verifies
+    the files and every rank follows its choice.
 
     Raises:
         ValueError: the objective differs from the recorded one (names each change).
         CheckpointError: checkpoints exist but none is usable.
     """
-    previous = run._record.get("objective")
-    if previous is not None and previous != run.objective.to_dict():
-        changed = {k: (previous.get(k), v) for k, v in run.objective.to_dict().items() if previous.get(k) != v}
+    previous = record.data.get("objective")
+    if previous is not None and previous != objective.to_dict():
+        changed = {k: (previous.get(k), v) for k, v in objective.to_dict().items() if previous.get(k) != v}
         raise ValueError(
-            f"Cannot resume {str(run.run_dir)!r} with a different objective; changed (was, now): {changed}. "
+            f"Cannot resume {str(paths.root)!r} with a different objective; changed (was, now): {changed}. "
             "Start a new run_dir for a new objective."
         )
     picked: dict[str, Any] = {}
 
-    def pick() -> str | None:  # rank 0 verifies (and sets aside damaged files); the others follow
-        found = load_resume_checkpoint(run.paths.checkpoints, required)
-        if found is None:
-            return None
-        picked["state"] = found[1]
-        return found[0].name
+    def pick() -> dict[str, Any]:  # rank 0 verifies the files; the others follow its verdict
+        found = find_resume_checkpoint(paths.checkpoints, required)
+        picked["state"] = found.state
+        return {"name": None if found.path is None else found.path.name, "damaged": [p.name for p, _ in found.damaged]}
 
-    name = on_main_process(pick)
-    if name is None:
-        return None
-    path = run.paths.checkpoints / name
-    state = picked["state"] if "state" in picked else load_checkpoint(path)
-    status = run._record.get("status")
-    run.is_finished = status is not None and RunStatus(status).is_finished
-    logger.info("Resuming %s from %s", run.run_dir, path.name)
-    return state
-
-
-def check_model_fits(model: torch.nn.Module, saved: Mapping[str, Any], where: str) -> None:
-    """Raise :class:`CheckpointError` listing missing/unexpected keys and shape mismatches, before
-    anything is loaded (so nothing is half-loaded)."""
-    if isinstance(model, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
-        model = model.module
-    own = model.state_dict()
-    missing = sorted(set(own) - set(saved))
-    unexpected = sorted(set(saved) - set(own))
-    shapes = {
-        k: (tuple(saved[k].shape), tuple(own[k].shape))
-        for k in set(own) & set(saved)
-        if isinstance(saved[k], torch.Tensor) and saved[k].shape != own[k].shape
-    }
-    if missing or unexpected or shapes:
-        raise CheckpointError(
-            f"The model does not fit {where}: missing keys {missing}, unexpected keys {unexpected}, "
-            f"shape mismatches (saved, model) {dict(sorted(shapes.items()))}. Nothing was loaded."
-        )
+    verdict = on_main_process(pick)
+    damaged = tuple(paths.checkpoints / name for name in verdict["damaged"])
+    if verdict["name"] is None:
+        return ResumePlan(resume=True, damaged=damaged)
+    path = paths.checkpoints / verdict["name"]
+    state = picked["state"] if picked.get("state") is not None else load_checkpoint(path)
+    logger.info("Resuming %s from %s", paths.root, path.name)
+    trainer = state["trainer"]
+    epoch = int(trainer["iteration"]) // int(trainer["epoch_length"])
+    finished = record.is_finished
+    return ResumePlan(
+        resume=True, checkpoint=path, state=state, damaged=damaged, is_finished=finished, from_epoch=epoch,
+        decided_stop=None if finished else _decided_stop(state, epoch, required),
+    )
 
 
-def restore(run: Monitor, state_objects: Mapping[str, Any], state: Mapping[str, Any]) -> None:
-    """Load ``state`` into every object; drop history rows and checkpoints of work to be redone."""
-    check_model_fits(state_objects["model"], state["model"], f"the last checkpoint of {str(run.run_dir)!r}")
-    try:
-        Checkpoint.load_objects(to_load=dict(state_objects), checkpoint=dict(state))
-    except (RuntimeError, KeyError, ValueError, TypeError) as e:
-        raise CheckpointError(f"Last checkpoint of {str(run.run_dir)!r} does not fit: {e}") from e
-    run.last_checkpoint.load_state_dict(state["checkpointer"])
-    run.resumed_from_epoch = run.trainer.state.epoch
-    if run.is_finished:
-        return  # a finished run changes no file
-    run.decided_stop = decided_stop(run)
-    if not is_main_process():
-        return  # rank 0 tidies the files
-    epoch = run.trainer.state.epoch
-    dropped = run.history.history.truncate(after_epoch=epoch)
-    if dropped:
-        logger.info("Dropped %d history row(s) after epoch %d (redone now)", dropped, epoch)
-    for prefix, checkpoint in ((BEST_PREFIX, run.best_checkpoint), (LAST_PREFIX, run.last_checkpoint)):
-        keep = {name for _, name in checkpoint.state_dict()["_saved"]}
-        removed = remove_unlisted_checkpoints(run.paths.checkpoints, prefix, keep)
-        if removed:
-            logger.info("Removed checkpoint(s) of work redone after epoch %d: %s", epoch, removed)
-
-
-def start_over(run: Monitor) -> None:
-    """``resume=True`` found no checkpoint: the run starts again at epoch 0, so drop what an attempt
-    killed before its first last checkpoint wrote (history rows, best files), as a resume drops the
-    rows and files of work it redoes. (TensorBoard hides its points: ``purge_step=0``.)"""
-    if not is_main_process():
-        return
-    dropped = run.history.history.truncate(after_epoch=0)
-    removed = remove_unlisted_checkpoints(run.paths.checkpoints, BEST_PREFIX, keep=())
-    if dropped or removed:
-        logger.info(
-            "No checkpoint to resume %s from: starting at epoch 0; dropped %d history row(s) and %s",
-            run.run_dir, dropped, removed or "no checkpoint",
-        )
-
-
-def decided_stop(run: Monitor) -> StopReason | None:
-    """The stop the restored state had already decided on, if any (its record may not say so yet)."""
-    reason = run.handler_stop_reason()
-    if reason is not None:
-        return reason
-    state = run.trainer.state
-    if state.max_epochs is not None and state.epoch >= state.max_epochs:
+def _decided_stop(state: Mapping[str, Any], epoch: int, required: Collection[str]) -> StopReason | None:
+    """The stop the saved state had decided on (early stopping, the training loss, max_epochs)."""
+    for key in ("early_stopping", "train_loss"):
+        if key in required and isinstance(state.get(key), Mapping):
+            reason = parse_reason(state[key].get("stop_reason"))
+            if reason is not None:
+                return reason
+    max_epochs = state["trainer"].get("max_epochs")
+    if max_epochs is not None and epoch >= int(max_epochs):
         return StopReason.MAX_EPOCHS
     return None
+
+
+def apply_resume(
+    plan: ResumePlan,
+    *,
+    objects: Mapping[str, Any],
+    paths: RunPaths,
+    history: History,
+    best_checkpoint: Checkpoint,
+    last_checkpoint: Checkpoint,
+) -> None:
+    """Carry out ``plan``: load the state into ``objects`` and drop the rows and files of work redone.
+
+    A resume with no checkpoint starts over: the killed attempt's history rows and best files go.
+    A finished run changes no file. Only rank 0 touches the files.
+
+    Raises:
+        CheckpointError: the model or another object does not fit the checkpoint (nothing half-loaded
+            for the model: its fit is checked first).
+    """
+    if not plan.resume:
+        return
+    main = is_main_process()
+    if main:
+        set_aside_damaged(plan.damaged)
+    if plan.state is None:
+        if main:
+            dropped = history.truncate(after_epoch=0)
+            removed = remove_unlisted_checkpoints(paths.checkpoints, BEST_PREFIX, keep=())
+            if dropped or removed:
+                logger.info(
+                    "No checkpoint to resume %s from: starting at epoch 0; dropped %d history row(s) and %s",
+                    paths.root, dropped, removed or "no checkpoint",
+                )
+        return
+    where = f"the last checkpoint of {str(paths.root)!r}"
+    check_model_fits(objects["model"], plan.state["model"], where)
+    try:
+        Checkpoint.load_objects(to_load=dict(objects), checkpoint=dict(plan.state))
+    except (RuntimeError, KeyError, ValueError, TypeError) as e:
+        raise CheckpointError(f"Last checkpoint of {str(paths.root)!r} does not fit: {e}") from e
+    last_checkpoint.load_state_dict(plan.state["checkpointer"])
+    if plan.is_finished or not main:
+        return  # a finished run changes no file; rank 0 tidies them
+    epoch = plan.from_epoch
+    dropped = history.truncate(after_epoch=epoch)
+    if dropped:
+        logger.info("Dropped %d history row(s) after epoch %d (redone now)", dropped, epoch)
+    for prefix, checkpoint in ((BEST_PREFIX, best_checkpoint), (LAST_PREFIX, last_checkpoint)):
+        keep = {name for _, name in checkpoint.state_dict()["_saved"]}
+        removed = remove_unlisted_checkpoints(paths.checkpoints, prefix, keep)
+        if removed:
+            logger.info("Removed checkpoint(s) of work redone after epoch %d: %s", epoch, removed)

@@ -1,21 +1,28 @@
-"""The run directory: its layout, the checks before a run writes there, and finding the resume point."""
+"""The checks before a run writes into its folder (``prepare_run_dir``).
+
+The layout itself is :mod:`monitor.layout`'s; reading checkpoints is :mod:`monitor.checkpoint_io`'s.
+Their names are re-exported here, where they used to live.
+"""
 from __future__ import annotations
 
-import logging
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from monitor._io import remove_stale_temp_files
+from monitor.checkpoint_io import (
+    CheckpointError,
+    find_resume_checkpoint,
+    load_checkpoint,
+    remove_unlisted_checkpoints,
+    set_aside_damaged,
+)
+from monitor.layout import RunPaths, last_checkpoints
 from monitor.lock import RunLock
-from monitor.manifest import Manifest
-from monitor.record import RECORD_NAME, read_record
+from monitor.record import read_record
 
 __all__ = [
     "RunPaths",
@@ -25,28 +32,6 @@ __all__ = [
     "remove_unlisted_checkpoints",
     "CheckpointError",
 ]
-
-logger = logging.getLogger(__name__)
-
-_LAST = re.compile(r"^last_epoch=(\d+)\.pt$")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file could not be read or does not fit; the message names the path."""
-
-
-class RunPaths:
-    """Where each part of a run lives inside ``run_dir`` (see ``reports/README.md``)."""
-
-    def __init__(self, run_dir: str | Path) -> None:
-        self.root = Path(run_dir)
-        self.record = self.root / RECORD_NAME
-        self.history = self.root / "history.csv"
-        self.checkpoints = self.root / "checkpoints"
-        self.tensorboard = self.root / "tb"
-
-    def holds_a_run(self) -> bool:
-        return self.record.exists() or self.history.exists() or self.checkpoints.exists()
 
 
 def prepare_run_dir(run_dir: str | Path, *, resume: bool, overwrite: bool, lock: RunLock) -> RunPaths:
@@ -90,72 +75,17 @@ def prepare_run_dir(run_dir: str | Path, *, resume: bool, overwrite: bool, lock:
     return paths
 
 
-def _last_checkpoints(checkpoints: Path) -> list[Path]:
-    """``last_epoch=N.pt`` files in ``checkpoints``, newest (highest N) first."""
-    found = []
-    if checkpoints.is_dir():
-        for path in checkpoints.iterdir():
-            match = _LAST.match(path.name)
-            if match:
-                found.append((int(match.group(1)), path))
-    return [path for _, path in sorted(found, reverse=True)]
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Verify ``path`` against the manifest and ``torch.load`` it on the CPU.
-
-    Raises:
-        CheckpointError: whatever the damage (missing, empty, truncated, garbage, a flipped byte),
-            naming ``path``.
-    """
-    path = Path(path)
-    try:
-        problem = Manifest(path.parent).problem(path)
-    except OSError as e:
-        raise CheckpointError(f"Checkpoint {str(path)!r} cannot be read: {e}") from e
-    if problem is not None:
-        raise CheckpointError(f"Checkpoint {str(path)!r} is damaged: {problem}.")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"Checkpoint {str(path)!r} cannot be loaded: {type(e).__name__}: {e}") from e
-    if not isinstance(state, dict):
-        raise CheckpointError(f"Checkpoint {str(path)!r} should hold a dict, got {type(state).__name__}.")
-    return state
-
-
 def load_resume_checkpoint(checkpoints: Path, required: Collection[str]) -> tuple[Path, dict[str, Any]] | None:
-    """The newest last checkpoint that is whole and holds the ``required`` keys, with its content.
-
-    A damaged one is renamed ``<name>.damaged`` (kept for inspection, never loaded again) with a
-    warning naming it, and the previous one is tried.
+    """The newest usable last checkpoint and its content (``None``: there is none); damaged newer ones
+    are renamed ``<name>.damaged``. Kept for scripts; a resume uses :func:`monitor.resume.plan_resume`.
 
     Raises:
         CheckpointError: there are last checkpoints but none is usable (lists each problem).
     """
-    problems = []
-    for path in _last_checkpoints(checkpoints):
-        try:
-            state = load_checkpoint(path)
-            missing = sorted(set(required) - set(state))
-            if missing:
-                raise CheckpointError(f"Checkpoint {str(path)!r} lacks {missing}.")
-        except CheckpointError as e:
-            logger.warning("%s Falling back to the previous checkpoint.", e)
-            problems.append(str(e))
-            path.rename(path.with_name(path.name + ".damaged"))
-            continue
-        return path, state
-    if problems:
-        raise CheckpointError("No usable last checkpoint to resume from: " + " ".join(problems))
-    return None
-
-
-def remove_unlisted_checkpoints(checkpoints: Path, prefix: str, keep: Collection[str]) -> list[str]:
-    """Delete ``<prefix>_*.pt`` files not in ``keep`` (left by work a resume redoes); return their names."""
-    removed = [p.name for p in checkpoints.glob(f"{prefix}_*.pt") if p.name not in keep]
-    for name in removed:
-        (checkpoints / name).unlink()
-    if removed:
-        Manifest(checkpoints).forget(removed)
-    return removed
+    try:
+        found = find_resume_checkpoint(Path(checkpoints), required)
+    except CheckpointError:
+        set_aside_damaged(last_checkpoints(checkpoints))
+        raise
+    set_aside_damaged([path for path, _ in found.damaged])
+    return None if found.path is None or found.state is None else (found.path, found.state)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-__all__ = ["RunStatus", "StopReason"]
+__all__ = ["RunStatus", "StopReason", "reason_value", "parse_reason"]
 
 
 class RunStatus(str, Enum):
@@ -52,3 +52,23 @@ _STATUS = {
     StopReason.INTERRUPTED: RunStatus.INTERRUPTED,
     StopReason.FAILED: RunStatus.FAILED,
 }
+
+
+def reason_value(reason: StopReason | None) -> str | None:
+    """``reason`` as stored in ``run.json`` and in state dicts (``None`` stays ``None``)."""
+    return None if reason is None else reason.value
+
+
+def parse_reason(value: str | None) -> StopReason | None:
+    """The :class:`StopReason` stored as ``value`` by :func:`reason_value`.
+
+    Raises:
+        ValueError: ``value`` names no stop reason (lists the known ones).
+    """
+    if value is None:
+        return None
+    try:
+        return StopReason(value)
+    except ValueError:
+        known = [r.value for r in StopReason]
+        raise ValueError(f"Stop reason should be one of {known} or None, got {value!r}.") from None

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from monitor.cli import main
-from tests.test_resume import start
+from tests.runs import start
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import torch
 import monitor
 from monitor import CheckpointError
 from monitor.rundir import load_checkpoint
-from tests.test_resume import final_state, start
+from tests.runs import final_state, start
 
 
 class DiskFull:

@@ -4,7 +4,6 @@ import json
 import pandas as pd
 import pytest
 import torch
-from ignite.engine import Events
 from ignite.metrics import Loss
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
@@ -12,35 +11,7 @@ from torch import nn
 import monitor
 from monitor import Objective, attach_monitoring
 from tests.conftest import tiny_setup
-
-TIME_COLUMNS = ["elapsed_s", "epoch_s"]
-
-
-def start(run_dir, *, resume=False, crash_at_iteration=None, max_epochs=10, patience=4, objective=None):
-    s = tiny_setup(lr=0.5)  # a fresh process: new model, optimizer, engines
-    if crash_at_iteration is not None:
-        @s["trainer"].on(Events.ITERATION_COMPLETED(once=crash_at_iteration))
-        def crash(_):
-            raise RuntimeError("killed")
-    run = attach_monitoring(
-        s["trainer"], s["evaluator"], s["val_loader"], run_dir=run_dir,
-        objective=objective or Objective("loss", mode="min"),
-        to_save={"model": s["model"], "optimizer": s["optimizer"]},
-        patience=patience, log_every=1, resume=resume, restore_best=False,
-    )
-    with run:
-        if crash_at_iteration is None:
-            s["trainer"].run(s["train_loader"], max_epochs=max_epochs)
-        else:
-            with pytest.raises(RuntimeError, match="killed"):
-                s["trainer"].run(s["train_loader"], max_epochs=max_epochs)
-    return run, s
-
-
-def final_state(run_dir, s):
-    history = pd.read_csv(run_dir / "history.csv").drop(columns=TIME_COLUMNS)
-    record = json.loads((run_dir / "run.json").read_text())
-    return history, record, {k: v.clone() for k, v in s["model"].state_dict().items()}
+from tests.runs import final_state, start
 
 
 @pytest.mark.parametrize("fractions", [[0.6], [0.2, 0.7], [0.3, 0.5, 0.9]])
@@ -121,3 +92,40 @@ def test_resume_with_a_model_that_does_not_fit_names_the_difference_and_loads_no
     assert "'0.weight': ((16, 8), (32, 8))" in message and "Nothing was loaded" in message
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert trainer.state.iteration == 0 and optimizer.state_dict()["state"] == {}
+
+
+def plan_for(run_dir, objective=None, required=("model", "trainer")):
+    from monitor.layout import RunPaths
+    from monitor.record import RunRecord
+    from monitor.resume import plan_resume
+
+    return plan_resume(RunPaths(run_dir), objective=objective or Objective("loss", mode="min"),
+                       record=RunRecord.read(run_dir), required=set(required))
+
+
+def test_the_plan_reads_the_folder_and_changes_nothing(tmp_path):
+    start(tmp_path, crash_at_iteration=23)  # last checkpoints of epochs 4 and 5, status failed
+    newest = tmp_path / "checkpoints" / "last_epoch=5.pt"
+    newest.write_bytes(b"junk")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    plan = plan_for(tmp_path)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    assert plan.checkpoint.name == "last_epoch=4.pt" and plan.damaged == (newest,)
+    assert (plan.from_epoch, plan.purge_step) == (4, 17)  # 4 iterations per epoch: redo from step 17
+    assert not plan.is_finished and plan.decided_stop is None
+
+
+def test_the_plan_of_an_empty_folder_starts_over_and_hides_every_point(tmp_path):
+    plan = plan_for(tmp_path)
+    assert plan.resume and plan.state is None and plan.purge_step == 0 and plan.from_epoch == 0
+
+
+def test_the_plan_knows_a_stop_the_checkpoint_decided_and_a_finished_run(tmp_path):
+    from monitor.status import StopReason
+
+    start(tmp_path, max_epochs=3, patience=None)
+    assert plan_for(tmp_path).is_finished
+    record = json.loads((tmp_path / "run.json").read_text())
+    (tmp_path / "run.json").write_text(json.dumps({**record, "status": "running"}))  # killed before recording
+    plan = plan_for(tmp_path)
+    assert not plan.is_finished and plan.decided_stop is StopReason.MAX_EPOCHS

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 from ignite.engine import Events
+from ignite.handlers import Checkpoint
 from ignite.metrics import Accuracy
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -170,7 +171,7 @@ def test_users_still_attach_plain_ignite_handlers(tmp_path):
         s["trainer"], s["evaluator"], s["val_loader"], run_dir=tmp_path / "run",
         objective=Objective("accuracy", mode="max"), to_save={"model": s["model"]},
     )
-    assert isinstance(run.best_checkpoint, monitor.run.Checkpoint)
+    assert isinstance(run.best_checkpoint, Checkpoint)  # Ignite's own class, not a copy
     with run:
         s["trainer"].run(s["train_loader"], max_epochs=2)
     assert seen == [2, 4, 6, 8]

@@ -34,7 +34,10 @@ class BestTracker(Serializable):
     """After each validation run: the Objective's value, whether it is a new best, and the best so far.
 
     Best checkpoints, the history's ``is_best`` column and ``run.json`` all read this one tracker,
-    so they can never disagree on which epoch was best.
+    so they can never disagree on which epoch was best. Handlers that read :attr:`is_best` on the
+    evaluator's ``COMPLETED`` must be attached after it: :func:`attach_best_tracker` also clears the
+    verdict when a validation run starts, so a handler that reads it too early gets a
+    ``RuntimeError`` instead of the previous run's answer.
 
     Args:
         objective: what "better" means.
@@ -58,16 +61,34 @@ class BestTracker(Serializable):
         self.objective = objective
         self.trainer = trainer
         self.value: float | None = None
-        self.is_best = False
+        self._is_best: bool | None = False  # None: a validation run is under way, not yet judged
         self.best_value: float | None = None
         self.best_epoch: int | None = None
         self.best_iteration: int | None = None
 
+    @property
+    def is_best(self) -> bool:
+        """Whether the last validation run gave a new best.
+
+        Raises:
+            RuntimeError: read during a validation run before this tracker judged it (attach order).
+        """
+        if self._is_best is None:
+            raise RuntimeError(
+                "BestTracker.is_best was read before the tracker judged this validation run: attach the "
+                "BestTracker to the evaluator (Events.COMPLETED) before the handlers that read it."
+            )
+        return self._is_best
+
+    def started(self, _: Engine) -> None:
+        """A validation run starts: no verdict until it completes."""
+        self._is_best = None
+
     def __call__(self, evaluator: Engine) -> None:
         self.value = self.objective.value(evaluator.state.metrics)
         epoch = self.trainer.state.epoch
-        self.is_best = self.objective.is_improvement(self.value, self.best_value, epoch=epoch)
-        if self.is_best:
+        self._is_best = self.objective.is_improvement(self.value, self.best_value, epoch=epoch)
+        if self._is_best:
             self.best_value, self.best_epoch = self.value, epoch
             self.best_iteration = self.trainer.state.iteration
 
@@ -96,5 +117,6 @@ def attach_best_tracker(evaluator: Engine, trainer: Engine, objective: Objective
             f"Objective metric {objective.metric!r} is not attached to the evaluator; available: {sorted(names)}."
         )
     tracker = BestTracker(objective, trainer)
+    evaluator.add_event_handler(Events.STARTED, tracker.started)
     evaluator.add_event_handler(Events.COMPLETED, tracker)
     return tracker

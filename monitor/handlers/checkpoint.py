@@ -16,9 +16,10 @@ from ignite.handlers import Checkpoint, DiskSaver
 from monitor._checks import positive_int
 from monitor._crash import crash_point
 from monitor._io import atomic_write, fsync_dir, remove_stale_temp_files
+from monitor.checkpoint_io import load_checkpoint
 from monitor.handlers.best import BestTracker
+from monitor.layout import BEST_PATTERN, BEST_PREFIX, LAST_PATTERN, LAST_PREFIX
 from monitor.manifest import ChecksumWriter, Manifest
-from monitor.rundir import load_checkpoint
 from monitor.writer import OrderedWriter
 
 __all__ = [
@@ -32,9 +33,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-BEST_PREFIX = "best"
-LAST_PREFIX = "last"
 
 
 class DurableDiskSaver(DiskSaver):
@@ -158,7 +156,7 @@ def attach_best_checkpoint(
         score_name=objective.score_name,
         n_saved=n_saved,
         global_step_transform=lambda *_: trainer.state.epoch,
-        filename_pattern="{filename_prefix}_epoch={global_step}_{score_name}={score}.{ext}",
+        filename_pattern=BEST_PATTERN,
     )
     evaluator.add_event_handler(Events.COMPLETED(event_filter=lambda *_: best.is_best), checkpoint)
     evaluator.add_event_handler(
@@ -189,7 +187,7 @@ def attach_last_checkpoint(
         filename_prefix=LAST_PREFIX,
         n_saved=2,
         global_step_transform=lambda *_: trainer.state.epoch,
-        filename_pattern="{filename_prefix}_epoch={global_step}.{ext}",
+        filename_pattern=LAST_PATTERN,
         include_self=True,
     )
     trainer.add_event_handler(event, checkpoint)

@@ -14,7 +14,7 @@ from ignite.base.mixins import Serializable
 from ignite.engine import Engine, Events
 
 from monitor._checks import positive_int
-from monitor.status import StopReason
+from monitor.status import StopReason, parse_reason, reason_value
 
 __all__ = ["TrainLoss", "attach_train_loss", "loss_from_output"]
 
@@ -88,12 +88,11 @@ class TrainLoss(Serializable):
             self.trainer.terminate()
 
     def state_dict(self) -> OrderedDict[str, Any]:
-        return OrderedDict(stop_reason=None if self.stop_reason is None else self.stop_reason.value)
+        return OrderedDict(stop_reason=reason_value(self.stop_reason))
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         super().load_state_dict(state_dict)
-        reason = state_dict["stop_reason"]
-        self.stop_reason = None if reason is None else StopReason(reason)
+        self.stop_reason = parse_reason(state_dict["stop_reason"])
 
 
 def attach_train_loss(

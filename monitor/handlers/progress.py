@@ -9,6 +9,7 @@ from typing import Any
 from ignite.engine import Engine, Events
 from ignite.handlers import ProgressBar
 
+from monitor._format import format_value
 from monitor.handlers.best import BestTracker
 from monitor.handlers.history import HistoryRecorder
 from monitor.handlers.loss import loss_from_output
@@ -53,10 +54,8 @@ def _every_seconds(seconds: float) -> Any:
     return due
 
 
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}" if math.isfinite(value) else str(value)
-    return str(value)
+def _show(value: Any) -> str:
+    return format_value(value, digits=4, nonfinite="nan")
 
 
 def format_epoch_line(row: dict[str, Any], best: BestTracker, max_epochs: int | None) -> str:
@@ -67,9 +66,9 @@ def format_epoch_line(row: dict[str, Any], best: BestTracker, max_epochs: int | 
         if key in ("epoch", "iteration", "elapsed_s", "is_best") or value is None:
             continue
         mark = "*" if key == column and row.get("is_best") else ""
-        parts.append(f"{key} {_fmt(value)}{mark}")
+        parts.append(f"{key} {_show(value)}{mark}")
     if best.best_value is not None:
-        parts.append(f"best {column} {_fmt(best.best_value)} @{best.best_epoch}")
+        parts.append(f"best {column} {_show(best.best_value)} @{best.best_epoch}")
     return "  ".join(parts)
 
 

@@ -13,7 +13,7 @@ from ignite.handlers import EarlyStopping as IgniteEarlyStopping
 from monitor._checks import positive_int
 from monitor._crash import crash_point
 from monitor.objective import Objective
-from monitor.status import StopReason
+from monitor.status import StopReason, parse_reason, reason_value
 
 __all__ = ["EarlyStopping", "attach_early_stopping"]
 
@@ -23,27 +23,6 @@ logger = logging.getLogger(__name__)
 def _check_limit(name: str, value: float | None) -> None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value)):
         raise ValueError(f"Argument {name} should be a number or None, got {value!r}.")
-
-
-def check_early_stopping_args(
-    objective: Objective,
-    patience: int,
-    *,
-    baseline: float | None = None,
-    target: float | None = None,
-    divergence: float | None = None,
-) -> None:
-    """Raise the error :class:`EarlyStopping` would raise for these arguments, without building one."""
-    if not isinstance(objective, Objective):
-        raise TypeError(f"Argument objective should be a monitor.Objective, got {objective!r}.")
-    positive_int("patience", patience)
-    for name, value in (("baseline", baseline), ("target", target), ("divergence", divergence)):
-        _check_limit(name, value)
-    if target is not None and divergence is not None and not objective.is_better_or_equal(target, divergence):
-        raise ValueError(
-            f"Argument target ({target!r}) should be better than divergence ({divergence!r}) "
-            f"for mode {objective.mode!r}."
-        )
 
 
 class EarlyStopping(IgniteEarlyStopping):
@@ -85,7 +64,16 @@ class EarlyStopping(IgniteEarlyStopping):
         target: float | None = None,
         divergence: float | None = None,
     ) -> None:
-        check_early_stopping_args(objective, patience, baseline=baseline, target=target, divergence=divergence)
+        if not isinstance(objective, Objective):
+            raise TypeError(f"Argument objective should be a monitor.Objective, got {objective!r}.")
+        positive_int("patience", patience)
+        for name, value in (("baseline", baseline), ("target", target), ("divergence", divergence)):
+            _check_limit(name, value)
+        if target is not None and divergence is not None and not objective.is_better_or_equal(target, divergence):
+            raise ValueError(
+                f"Argument target ({target!r}) should be better than divergence ({divergence!r}) "
+                f"for mode {objective.mode!r}."
+            )
         super().__init__(
             patience=patience,
             score_function=lambda engine: objective.value(engine.state.metrics),
@@ -148,15 +136,29 @@ class EarlyStopping(IgniteEarlyStopping):
         return OrderedDict(
             counter=self.counter,
             best_score=self.best_score,
-            stop_reason=None if self.stop_reason is None else self.stop_reason.value,
+            stop_reason=reason_value(self.stop_reason),
         )
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         super(IgniteEarlyStopping, self).load_state_dict(state_dict)  # key check from Serializable
         self.counter = int(state_dict["counter"])
         self.best_score = state_dict["best_score"]
-        reason = state_dict["stop_reason"]
-        self.stop_reason = None if reason is None else StopReason(reason)
+        self.stop_reason = parse_reason(state_dict["stop_reason"])
+
+    def attach(self, engine: Engine, event: Any = Events.COMPLETED, *args: Any, **kwargs: Any) -> None:
+        """Run on ``engine`` (the *evaluator*) ``event``; nothing resets the counter.
+
+        Ignite 0.5.5's ``attach`` also registers ``reset`` on the same engine's ``STARTED`` (or on
+        ``reset_engine``): on an evaluator that clears the counter before every validation run, so
+        training never stops; on the trainer, ``STARTED`` fires again on resume and wipes the
+        restored state. To reuse a handler for a new run, call ``reset()`` yourself.
+        """
+        if args or kwargs:
+            raise TypeError(
+                f"EarlyStopping.attach takes only an engine and an event; got also {args!r} {kwargs!r} "
+                "(there is no reset_engine: nothing resets the counter, see the docstring)."
+            )
+        engine.add_event_handler(event, self)
 
 
 def attach_early_stopping(
@@ -176,5 +178,5 @@ def attach_early_stopping(
     fires again on resume and would wipe the restored state).
     """
     handler = EarlyStopping(objective, trainer, patience, baseline=baseline, target=target, divergence=divergence)
-    evaluator.add_event_handler(Events.COMPLETED, handler)
+    handler.attach(evaluator)
     return handler

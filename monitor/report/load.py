@@ -7,8 +7,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from monitor.record import FORMAT_VERSION, RECORD_NAME
+from monitor.history import complete_rows_text
+from monitor.layout import HISTORY_NAME, TENSORBOARD_DIR, RunPaths
+from monitor.record import FORMAT_VERSION
 from monitor.report.events import read_scalars
+from monitor.report.text import summary_text
 
 if TYPE_CHECKING:
     import pandas
@@ -68,7 +71,7 @@ class Run:
     @cached_property
     def scalars(self) -> pandas.DataFrame:
         """TensorBoard scalars (``tag, step, value, wall_time``), as the TensorBoard app shows them."""
-        return read_scalars(self.path / "tb")
+        return read_scalars(self.path / TENSORBOARD_DIR)
 
     def best_row(self) -> dict[str, Any]:
         """The history row of the best epoch (empty if there is none yet)."""
@@ -78,8 +81,6 @@ class Run:
 
     def summary(self) -> str:
         """A few aligned lines: status, epochs, best, and the metrics at the best epoch."""
-        from monitor.report.summary import summary_text
-
         return summary_text(self)
 
     def __repr__(self) -> str:
@@ -98,10 +99,11 @@ def load_run(run_dir: str | Path) -> Run:
     path = Path(run_dir)
     if not path.is_dir():
         raise RunDirectoryError(f"{str(path)!r}: no such run directory")
-    record_path, history_path = path / RECORD_NAME, path / "history.csv"
+    paths = RunPaths(path)
+    record_path, history_path = paths.record, paths.history
     if not record_path.exists():
         half = history_path.exists()
-        what = "has history.csv but no run.json (half-written?)" if half else "is not a run (no run.json)"
+        what = f"has {HISTORY_NAME} but no run.json (half-written?)" if half else "is not a run (no run.json)"
         raise RunDirectoryError(f"{str(path)!r}: {what}")
     try:
         record = json.loads(record_path.read_text(encoding="utf-8"))
@@ -113,8 +115,7 @@ def load_run(run_dir: str | Path) -> Run:
         raise RunDirectoryError(
             f"{str(path)!r}: run.json has format {record['format']!r}; this monitor reads format {FORMAT_VERSION}"
         )
-    text = history_path.read_text(encoding="utf-8") if history_path.exists() else ""
-    text = text[: text.rfind("\n") + 1]  # a line torn by a crash is not a row
+    text, _ = complete_rows_text(history_path)  # a line torn by a crash is not a row
     if text.count("\n") >= 1:
         history = pandas.read_csv(io.StringIO(text))
         if "epoch" not in history.columns:

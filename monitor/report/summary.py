@@ -6,18 +6,12 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from monitor.report.load import Run
+from monitor.report.text import format_value, summary_text
 
 if TYPE_CHECKING:
     import pandas
 
 __all__ = ["compare", "format_value", "summary_text", "summary_record"]
-
-
-def format_value(value: Any) -> str:
-    """A cell for people: 6 significant digits, ``-`` for missing or NaN."""
-    if isinstance(value, float):
-        return "-" if math.isnan(value) else f"{value:.6g}"
-    return "-" if value is None else str(value)
 
 
 def summary_record(run: Run) -> dict[str, Any]:
@@ -75,24 +69,3 @@ def compare(runs: Iterable[Run]) -> pandas.DataFrame:
     frame = frame.sort_values(["objective", "_key"], ascending=[True, False], kind="stable")
     frame.insert(0, "rank", frame.groupby("objective").cumcount() + 1)
     return frame.drop(columns="_key").reset_index(drop=True)
-
-
-def summary_text(run: Run) -> str:
-    """The run in a few aligned lines (what ``monitor report`` prints)."""
-    best = run.best
-    checkpoint = best.get("checkpoint")
-    epochs = run.record.get("epochs_completed", len(run.history))
-    value = format_value(best.get("value"))
-    lines = [
-        ("run", f"{run.name}  ({run.path})"),
-        ("status", f"{run.status}  stop reason: {run.stop_reason or '-'}"),
-        ("epochs", f"{epochs}  ({run.record.get('elapsed_s') or 0:.1f} s)"),
-        ("best", f"{best.get('metric')}={value} ({best.get('mode')}) at epoch {best.get('epoch')}"),
-        ("checkpoint", str(checkpoint.relative_to(run.path)) if checkpoint else "-"),
-    ]
-    if run.record.get("error"):
-        lines.append(("error", str(run.record["error"])))
-    at_best = {k: v for k, v in run.best_row().items() if k.startswith("val_") or k == "train_loss"}
-    if at_best:
-        lines.append(("at best", "  ".join(f"{k}={format_value(v)}" for k, v in at_best.items())))
-    return "\n".join(f"{label:<11} {text}" for label, text in lines)

@@ -62,7 +62,6 @@ def test_the_old_file_is_deleted_only_after_the_new_one_is_on_disk(tmp_path):
     engine = stub_engine()
     for iteration in (1, 2):
         engine.state.iteration = iteration
-        saver._save_func.__func__  # noqa: B018 (exists)
         torch_save = torch.save
         try:
             torch.save = spy_save

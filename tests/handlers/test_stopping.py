@@ -126,3 +126,19 @@ def test_state_round_trip_resumes_the_count():
 def test_bad_arguments_are_refused_at_construction(kwargs, match):
     with pytest.raises(ValueError, match=match):
         es(**kwargs)
+
+
+def test_attach_on_the_evaluator_stops_training_where_ignites_would_never_stop():
+    # Ignite 0.5.5's attach(evaluator) also resets the counter on the evaluator's STARTED, i.e. before
+    # every validation run, so it never reaches patience. Ours runs on COMPLETED and resets nothing.
+    from ignite.engine import Engine, Events
+
+    trainer, evaluator = Engine(lambda e, b: None), Engine(lambda e, b: None)
+    handler = EarlyStopping(Objective("loss", mode="min"), trainer, patience=2)
+    handler.attach(evaluator)
+    evaluator.add_event_handler(Events.EPOCH_COMPLETED, lambda e: e.state.metrics.update(loss=1.0))
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: evaluator.run([0]))
+    trainer.run([0, 1], max_epochs=10)
+    assert trainer.state.epoch == 3 and handler.stop_reason is StopReason.PATIENCE_EXHAUSTED
+    with pytest.raises(TypeError, match="there is no reset_engine"):
+        handler.attach(evaluator, reset_engine=trainer)

@@ -30,6 +30,7 @@ def test_each_epoch_is_on_disk_before_its_last_checkpoint_while_the_writer_is_op
 
     with run:
         s["trainer"].run(s["train_loader"], max_epochs=3)
+    assert len(seen) == 3  # one look at the disk per epoch
     for epoch, (val, train) in enumerate(seen, start=1):
         assert [step for step, _ in val] == [4 * e for e in range(1, epoch + 1)]
         assert [step for step, _ in train] == list(range(1, 4 * epoch + 1))

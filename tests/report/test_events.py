@@ -4,7 +4,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboardX import SummaryWriter
 
 from monitor.report import read_scalars
-from tests.test_resume import start
+from tests.runs import start
 
 
 def accumulator_view(log_dir):

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from monitor.report import load_run, to_html
-from tests.test_resume import start
+from tests.runs import start
 
 
 def free_port():

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from monitor.report import RunDirectoryError, compare, load_run, plot_runs, to_html
-from tests.test_resume import start
+from tests.runs import start
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,129 @@
+"""Reading checkpoint files: verify against the manifest, load, find the one to resume from, check fit.
+
+Reads only, except :func:`set_aside_damaged` and :func:`remove_unlisted_checkpoints`, which a resume
+calls once it has decided what to do (see :mod:`monitor.resume`).
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from monitor.layout import DAMAGED_SUFFIX, checkpoint_files, last_checkpoints
+from monitor.manifest import Manifest
+
+__all__ = [
+    "CheckpointError",
+    "ResumeCheckpoint",
+    "load_checkpoint",
+    "find_resume_checkpoint",
+    "set_aside_damaged",
+    "remove_unlisted_checkpoints",
+    "check_model_fits",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file could not be read or does not fit; the message names the path."""
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Verify ``path`` against the manifest and ``torch.load`` it on the CPU.
+
+    Raises:
+        CheckpointError: whatever the damage (missing, empty, truncated, garbage, a flipped byte),
+            naming ``path``.
+    """
+    path = Path(path)
+    try:
+        problem = Manifest(path.parent).problem(path)
+    except OSError as e:
+        raise CheckpointError(f"Checkpoint {str(path)!r} cannot be read: {e}") from e
+    if problem is not None:
+        raise CheckpointError(f"Checkpoint {str(path)!r} is damaged: {problem}.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"Checkpoint {str(path)!r} cannot be loaded: {type(e).__name__}: {e}") from e
+    if not isinstance(state, dict):
+        raise CheckpointError(f"Checkpoint {str(path)!r} should hold a dict, got {type(state).__name__}.")
+    return state
+
+
+@dataclass
+class ResumeCheckpoint:
+    """The newest usable last checkpoint (``path``/``state``, ``None`` if there is none) and the newer
+    ones found damaged on the way (``damaged``: path and problem)."""
+
+    path: Path | None = None
+    state: dict[str, Any] | None = None
+    damaged: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def find_resume_checkpoint(folder: Path, required: Collection[str]) -> ResumeCheckpoint:
+    """The newest last checkpoint in ``folder`` that is whole and holds the ``required`` keys.
+
+    Reads only: damaged files are listed in the result, with a warning naming each; nothing is renamed.
+
+    Raises:
+        CheckpointError: there are last checkpoints but none is usable (lists each problem).
+    """
+    found = ResumeCheckpoint()
+    for path in last_checkpoints(folder):
+        try:
+            state = load_checkpoint(path)
+            missing = sorted(set(required) - set(state))
+            if missing:
+                raise CheckpointError(f"Checkpoint {str(path)!r} lacks {missing}.")
+        except CheckpointError as e:
+            logger.warning("%s Falling back to the previous checkpoint.", e)
+            found.damaged.append((path, str(e)))
+            continue
+        found.path, found.state = path, state
+        return found
+    if found.damaged:
+        raise CheckpointError("No usable last checkpoint to resume from: " + " ".join(p for _, p in found.damaged))
+    return found
+
+
+def set_aside_damaged(paths: Collection[Path]) -> None:
+    """Rename each of ``paths`` to ``<name>.damaged``: kept for inspection, never loaded again."""
+    for path in paths:
+        if path.exists():
+            path.rename(path.with_name(path.name + DAMAGED_SUFFIX))
+
+
+def remove_unlisted_checkpoints(checkpoints: Path, prefix: str, keep: Collection[str]) -> list[str]:
+    """Delete ``<prefix>`` checkpoints not in ``keep`` (left by work a resume redoes); return their names."""
+    removed = sorted(p.name for p in checkpoint_files(checkpoints, prefix) if p.name not in keep)
+    for name in removed:
+        (checkpoints / name).unlink()
+    if removed:
+        Manifest(checkpoints).forget(removed)
+    return removed
+
+
+def check_model_fits(model: torch.nn.Module, saved: Mapping[str, Any], where: str) -> None:
+    """Raise :class:`CheckpointError` listing missing/unexpected keys and shape mismatches, before
+    anything is loaded (so nothing is half-loaded)."""
+    if isinstance(model, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
+        model = model.module
+    own = model.state_dict()
+    missing = sorted(set(own) - set(saved))
+    unexpected = sorted(set(saved) - set(own))
+    shapes = {
+        k: (tuple(saved[k].shape), tuple(own[k].shape))
+        for k in set(own) & set(saved)
+        if isinstance(saved[k], torch.Tensor) and saved[k].shape != own[k].shape
+    }
+    if missing or unexpected or shapes:
+        raise CheckpointError(
+            f"The model does not fit {where}: missing keys {missing}, unexpected keys {unexpected}, "
+            f"shape mismatches (saved, model) {dict(sorted(shapes.items()))}. Nothing was loaded."
+        )

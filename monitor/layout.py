@@ -1,0 +1,143 @@
+"""The run directory's layout: every name in it, and the parser of checkpoint filenames.
+
+The layout is a contract (``reports/README.md``): ``monitor report``, the review API and users' own
+scripts read it. This module is its one owner; everyone else asks it. Pure Python, no torch.
+
+Examples:
+    .. code-block:: python
+
+        paths = RunPaths("reports/mlp")
+        paths.history                                  # reports/mlp/history.csv
+        parse_checkpoint_name("best_epoch=7_neg_val_loss=-0.3812.pt")
+        # CheckpointName(kind='best', epoch=7, score_name='neg_val_loss', score=-0.3812)
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "RECORD_NAME",
+    "HISTORY_NAME",
+    "CHECKPOINTS_DIR",
+    "TENSORBOARD_DIR",
+    "MANIFEST_NAME",
+    "LOCK_NAME",
+    "TEMP_PREFIX",
+    "DAMAGED_SUFFIX",
+    "BEST_PREFIX",
+    "LAST_PREFIX",
+    "BEST_PATTERN",
+    "LAST_PATTERN",
+    "CheckpointName",
+    "RunPaths",
+    "parse_checkpoint_name",
+    "checkpoint_files",
+    "last_checkpoints",
+]
+
+RECORD_NAME = "run.json"
+HISTORY_NAME = "history.csv"
+CHECKPOINTS_DIR = "checkpoints"
+TENSORBOARD_DIR = "tb"
+MANIFEST_NAME = "manifest.json"  # inside CHECKPOINTS_DIR
+LOCK_NAME = ".lock"
+TEMP_PREFIX = ".tmp-"  # a write in progress; removed at the next start if a kill left it
+DAMAGED_SUFFIX = ".damaged"  # a checkpoint a resume found damaged, kept for inspection
+
+BEST_PREFIX = "best"
+LAST_PREFIX = "last"
+# Ignite Checkpoint filename patterns; the parser below is derived from them, so they cannot disagree.
+BEST_PATTERN = "{filename_prefix}_epoch={global_step}_{score_name}={score}.{ext}"
+LAST_PATTERN = "{filename_prefix}_epoch={global_step}.{ext}"
+_EXT = "pt"
+
+
+def _pattern_regex(pattern: str, prefix: str) -> re.Pattern[str]:
+    fields = {
+        "filename_prefix": re.escape(prefix),
+        "global_step": r"(?P<epoch>\d+)",
+        "score_name": r"(?P<score_name>[^=]+)",
+        "score": r"(?P<score>[^=]+?)",
+        "ext": re.escape(_EXT),
+    }
+    parts = re.split(r"\{(\w+)\}", pattern)  # literal, field, literal, field, ...
+    regex = "".join(re.escape(p) if i % 2 == 0 else fields[p] for i, p in enumerate(parts))
+    return re.compile(f"^{regex}$")
+
+
+_PARSERS = {
+    BEST_PREFIX: _pattern_regex(BEST_PATTERN, BEST_PREFIX),
+    LAST_PREFIX: _pattern_regex(LAST_PATTERN, LAST_PREFIX),
+}
+
+
+@dataclass(frozen=True)
+class CheckpointName:
+    """What a checkpoint's filename says: ``kind`` (``"best"`` or ``"last"``), ``epoch``, and for a best
+    file the ``score_name`` and ``score``."""
+
+    kind: str
+    epoch: int
+    score_name: str | None = None
+    score: float | None = None
+
+
+def parse_checkpoint_name(name: str) -> CheckpointName | None:
+    """Parse ``best_epoch=7_neg_val_loss=-0.3812.pt`` or ``last_epoch=7.pt``; ``None`` for other names."""
+    for kind, regex in _PARSERS.items():
+        match = regex.match(name)
+        if match is None:
+            continue
+        groups = match.groupdict()
+        score = groups.get("score")
+        try:
+            value = None if score is None else float(score)
+        except ValueError:
+            return None
+        return CheckpointName(kind, int(groups["epoch"]), groups.get("score_name"), value)
+    return None
+
+
+def checkpoint_files(folder: str | Path, kind: str) -> list[Path]:
+    """The ``kind`` (``"best"``/``"last"``) checkpoints in ``folder``, in no particular order."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in folder.iterdir():
+        parsed = parse_checkpoint_name(path.name)
+        if parsed is not None and parsed.kind == kind:
+            found.append(path)
+    return found
+
+
+def last_checkpoints(folder: str | Path) -> list[Path]:
+    """``last_epoch=N.pt`` files in ``folder``, newest (highest N) first."""
+    epochs = {path: parse_checkpoint_name(path.name) for path in checkpoint_files(folder, LAST_PREFIX)}
+    return sorted(epochs, key=lambda p: epochs[p].epoch, reverse=True)  # type: ignore[union-attr]
+
+
+class RunPaths:
+    """Where each part of a run lives inside ``run_dir`` (see ``reports/README.md``).
+
+    Examples:
+        .. code-block:: python
+
+            paths = RunPaths("reports/mlp")
+            paths.record, paths.history, paths.checkpoints, paths.tensorboard, paths.lock
+    """
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.root = Path(run_dir)
+        self.record = self.root / RECORD_NAME
+        self.history = self.root / HISTORY_NAME
+        self.checkpoints = self.root / CHECKPOINTS_DIR
+        self.tensorboard = self.root / TENSORBOARD_DIR
+        self.lock = self.root / LOCK_NAME
+        self.manifest = self.checkpoints / MANIFEST_NAME
+
+    def holds_a_run(self) -> bool:
+        """Whether anything a run writes is there already."""
+        return self.record.exists() or self.history.exists() or self.checkpoints.exists()

@@ -1,0 +1,299 @@
+"""Monitor: the attached handlers of one run, its start and end, and its record (``run.json``)."""
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import ignite.distributed as idist
+import torch
+from ignite.engine import Engine, Events
+from ignite.handlers import Checkpoint, ProgressBar, TensorboardLogger
+
+from monitor.distributed import is_main_process, leave_together
+from monitor.handlers.best import BestTracker
+from monitor.handlers.checkpoint import restore_best_weights
+from monitor.handlers.history import HistoryRecorder
+from monitor.handlers.loss import TrainLoss
+from monitor.handlers.signals import GracefulStop
+from monitor.handlers.stopping import EarlyStopping
+from monitor.layout import RunPaths
+from monitor.lock import RunLock
+from monitor.objective import Objective
+from monitor.record import RunRecord, write_record
+from monitor.resume import ResumePlan
+from monitor.status import RunStatus, StopReason
+from monitor.writer import OrderedWriter
+
+__all__ = ["Monitor"]
+
+logger = logging.getLogger(__name__)
+
+
+class Monitor:
+    """What :func:`~monitor.attach_monitoring` attached: plain Ignite handler objects, plus the run record.
+
+    Built in one step from the attached handlers; :meth:`attach` registers its own handlers on the
+    trainer (start, end, failure, and ``run.json`` after each epoch's last checkpoint), as Ignite's
+    ``ProgressBar.attach`` does. :meth:`_why_it_ended` is the one place that decides the stop reason.
+
+    Attributes: ``best`` (:class:`BestTracker`), ``early_stopping``, ``best_checkpoint`` and
+    ``last_checkpoint`` (Ignite ``Checkpoint``), ``history`` (:class:`HistoryRecorder`),
+    ``train_loss``, ``tensorboard`` (Ignite ``TensorboardLogger``), ``progress_bar``,
+    ``graceful_stop``, ``plan`` (:class:`~monitor.resume.ResumePlan`); ``status``, ``stop_reason``
+    and ``error`` once training ended.
+
+    Use it as a context manager around ``trainer.run`` so that files are closed and a failure
+    outside the engines is recorded too.
+
+    Examples:
+        .. code-block:: python
+
+            run = attach_monitoring(trainer, evaluator, val_loader, run_dir="reports/mlp", ...)
+            with run:
+                trainer.run(train_loader, max_epochs=100)
+            run.status, run.stop_reason, run.best.best_epoch
+    """
+
+    def __init__(
+        self,
+        trainer: Engine,
+        *,
+        paths: RunPaths,
+        objective: Objective,
+        config: Mapping[str, Any],
+        record: RunRecord,
+        lock: RunLock,
+        writer: OrderedWriter,
+        plan: ResumePlan,
+        best: BestTracker,
+        history: HistoryRecorder,
+        train_loss: TrainLoss,
+        best_checkpoint: Checkpoint,
+        last_checkpoint: Checkpoint,
+        early_stopping: EarlyStopping | None = None,
+        tensorboard: TensorboardLogger | None = None,
+        progress_bar: ProgressBar | None = None,
+        graceful_stop: GracefulStop | None = None,
+        restore_best: torch.nn.Module | None = None,
+    ) -> None:
+        self.trainer = trainer
+        self.paths = paths
+        self.objective = objective
+        self.config = dict(config)
+        self.record = record
+        self.lock = lock
+        self.writer = writer
+        self.plan = plan
+        self.best = best
+        self.history = history
+        self.train_loss = train_loss
+        self.best_checkpoint = best_checkpoint
+        self.last_checkpoint = last_checkpoint
+        self.early_stopping = early_stopping
+        self.tensorboard = tensorboard
+        self.progress_bar = progress_bar
+        self.graceful_stop = graceful_stop
+        self.restore_best = restore_best  # the model that gets the best weights at the end, or None
+        self.status = RunStatus.RUNNING
+        self.stop_reason: StopReason | None = None
+        self.error: str | None = None
+        self._terminated = False  # trainer.terminate() was called during this segment
+        self._closed = False
+
+    # -- what the plan says ---------------------------------------------------------------------
+    @property
+    def run_dir(self) -> Path:
+        return self.paths.root
+
+    @property
+    def is_finished(self) -> bool:
+        """The resumed run had already ended and recorded it: it trains nothing."""
+        return self.plan.is_finished
+
+    @property
+    def decided_stop(self) -> StopReason | None:
+        """The resumed run had decided to stop but not recorded it yet."""
+        return self.plan.decided_stop
+
+    @property
+    def resumed_from_epoch(self) -> int | None:
+        return self.plan.from_epoch if self.plan.state is not None else None
+
+    def flush(self) -> None:
+        """Wait until every checkpoint and record handed to the background writer is on disk."""
+        self.writer.flush()
+
+    # -- the trainer's events ---------------------------------------------------------------------
+    def attach(self, trainer: Engine) -> None:
+        """Register the run's own handlers on ``trainer``; call it after the last checkpoint's, so
+        that ``run.json`` follows the checkpoint it names."""
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, self._write_record)
+        if self.plan.is_finished:
+            trainer.add_event_handler(Events.STARTED, self._train_nothing)
+            return
+        trainer.add_event_handler(Events.STARTED, self._on_started)
+        if self.plan.decided_stop is not None:
+            trainer.add_event_handler(Events.STARTED, self._stop_as_decided)
+        trainer.add_event_handler(Events.TERMINATE, self._on_terminate)
+        trainer.add_event_handler(Events.COMPLETED, self._on_completed)
+        trainer.add_event_handler(Events.EXCEPTION_RAISED, self._on_exception)
+
+    def _on_started(self, _: Engine) -> None:
+        self._terminated = False
+        self.record.start_segment(self.plan.from_epoch, self.config)
+        self.status, self.stop_reason, self.error = RunStatus.RUNNING, None, None
+        self._write_record()
+
+    def _train_nothing(self, trainer: Engine) -> None:
+        logger.info(
+            "Run %s already finished (%s, %s); nothing to train.",
+            self.run_dir, self.record.data.get("status"), self.record.data.get("stop_reason"),
+        )
+        self.status = self.record.status or RunStatus.COMPLETED
+        self.stop_reason = self.record.stop_reason
+        trainer.terminate()
+        if self.restore_best is not None:
+            restore_best_weights(self.best_checkpoint, self.restore_best)
+
+    def _stop_as_decided(self, trainer: Engine) -> None:
+        # The last checkpoint says the run had stopped (early stopping, a NaN loss, max_epochs) but the
+        # process died before run.json said so: train nothing more, just record the end. (Without this,
+        # Ignite would train on, or, at max_epochs, restart from epoch 0.)
+        reason = self.plan.decided_stop.value if self.plan.decided_stop else "-"
+        logger.info("Run %s had stopped (%s) before it could record it; recording it now.", self.run_dir, reason)
+        trainer.terminate()
+
+    def _on_terminate(self, _: Engine) -> None:
+        self._terminated = True
+
+    def _on_completed(self, _: Engine) -> None:
+        self.stop_reason = self._why_it_ended()
+        self._end(self.stop_reason.status)
+
+    def _on_exception(self, _: Engine, error: BaseException) -> None:
+        # Ignite swallows the exception once any EXCEPTION_RAISED handler exists; re-raise it.
+        self._fail(error)
+        raise error
+
+    # -- how it ended -----------------------------------------------------------------------------
+    def handler_stop_reason(self) -> StopReason | None:
+        """The stop early stopping or the training-loss check decided on, if either did."""
+        if self.early_stopping is not None and self.early_stopping.stop_reason is not None:
+            return self.early_stopping.stop_reason
+        return self.train_loss.stop_reason
+
+    def _why_it_ended(self, error: BaseException | None = None) -> StopReason:
+        """The one place that decides why training ended, from the first that applies: an error, a
+        stop decided before a resume, a signal, a handler's decision, another ``terminate()``, the end."""
+        if error is not None:
+            return StopReason.INTERRUPTED if isinstance(error, KeyboardInterrupt) else StopReason.FAILED
+        if self.plan.decided_stop is not None:
+            return self.plan.decided_stop
+        if self.graceful_stop is not None and self.graceful_stop.received is not None:
+            return StopReason.INTERRUPTED
+        return self.handler_stop_reason() or (StopReason.TERMINATED if self._terminated else StopReason.MAX_EPOCHS)
+
+    def _fail(self, error: BaseException) -> None:
+        if self.graceful_stop is not None:
+            self.graceful_stop.uninstall()
+        if self.status is not RunStatus.RUNNING or self.plan.is_finished:
+            return
+        self.stop_reason = self._why_it_ended(error)
+        if self.stop_reason is StopReason.FAILED:
+            self.error = "".join(traceback.format_exception_only(type(error), error)).strip()
+        self._end(self.stop_reason.status, after_error=True)
+
+    def _end(self, status: RunStatus, *, after_error: bool = False) -> None:
+        # Every queued write lands first; a write error raised here fails the run (recorded below).
+        self.writer.flush(raise_error=not after_error)
+        self.status = status
+        self.record.end_segment(status, self.stop_reason, self.error)
+        try:
+            self._write_record(now=True)
+        except OSError as e:
+            if not after_error:
+                raise
+            # Recording the failure must not hide the error that caused it (often the same full disk).
+            logger.error("Could not record status %s in %s: %s", status.value, self.paths.record, e)
+        if self.tensorboard is not None:
+            self.tensorboard.writer.flush()
+        self._restore_best_weights(after_error)
+        best = "-" if self.best.best_value is None else f"{self.best.best_value:.6g}"
+        logger.info(
+            "Run %s ended: %s (%s) after %d epochs; best %s=%s at epoch %s",
+            self.run_dir, status.value, self.stop_reason.value if self.stop_reason else "-",
+            self.history.history.last_epoch, self.objective.column, best, self.best.best_epoch,
+        )
+
+    def _restore_best_weights(self, after_error: bool) -> None:
+        if self.restore_best is None:
+            return
+        if after_error and idist.get_world_size() > 1:
+            # No collective on a failure path: the other ranks may be gone, or waiting in another
+            # collective, and all would hang. The model keeps its last weights.
+            logger.warning("Run failed on %d processes: best weights not restored.", idist.get_world_size())
+            return
+        try:
+            restore_best_weights(self.best_checkpoint, self.restore_best)
+        except Exception as e:
+            if not after_error:
+                raise
+            logger.error("Could not restore the best weights: %s", e)
+
+    # -- run.json -------------------------------------------------------------------------------
+    def _write_record(self, _: Engine | None = None, *, now: bool = False) -> None:
+        """Update ``run.json``: through the writer, after the files it names, or ``now`` (at the end)."""
+        if not is_main_process():
+            return
+        checkpoint = self.best_checkpoint.last_checkpoint
+        self.record.update(
+            name=self.run_dir.name,
+            epochs_completed=self.history.history.last_epoch,
+            iterations_completed=self.history.history.last_iteration,
+            max_epochs=self.trainer.state.max_epochs,
+            best={
+                "metric": self.objective.column,
+                "mode": self.objective.mode,
+                "value": self.best.best_value,
+                "epoch": self.best.best_epoch,
+                "checkpoint": None if checkpoint is None else str(Path(checkpoint).relative_to(self.run_dir)),
+            },
+            elapsed_s=round(self.history.elapsed_s, 3),
+        )
+        text = self.record.text()  # the record as it is now, written now or a little later
+        if now:
+            write_record(self.run_dir, text)
+        else:
+            self.writer.submit(lambda: write_record(self.run_dir, text))
+
+    # -- resource handling ------------------------------------------------------------------------
+    def close(self) -> None:
+        """Finish the background writes, close TensorBoard and release the run directory (idempotent)."""
+        self.writer.close()
+        if self.writer.error is not None and self.status is RunStatus.RUNNING:
+            # Training ended without the engine seeing the write error (e.g. run() was never called
+            # again): record it as the failure it is.
+            self._fail(self.writer.error)
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+            self.tensorboard = None
+        self.lock.release()
+        if idist.get_world_size() > 1 and (self.status.is_finished or self.plan.is_finished) and not self._closed:
+            # Every rank leaves together, and none exits while gloo still holds its tensors (see
+            # leave_together). Never on a failure path, where another rank may be gone.
+            leave_together()
+        self._closed = True
+
+    def __enter__(self) -> Monitor:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is not None:
+            self._fail(exc)
+        self.close()

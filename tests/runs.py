@@ -1,0 +1,38 @@
+"""A small monitored run to start, crash and resume in-process (shared by the resume, review and CLI tests)."""
+import json
+
+import pandas as pd
+import pytest
+from ignite.engine import Events
+
+from monitor import Objective, attach_monitoring
+from tests.conftest import tiny_setup
+
+TIME_COLUMNS = ["elapsed_s", "epoch_s"]
+
+
+def start(run_dir, *, resume=False, crash_at_iteration=None, max_epochs=10, patience=4, objective=None):
+    s = tiny_setup(lr=0.5)  # a fresh process: new model, optimizer, engines
+    if crash_at_iteration is not None:
+        @s["trainer"].on(Events.ITERATION_COMPLETED(once=crash_at_iteration))
+        def crash(_):
+            raise RuntimeError("killed")
+    run = attach_monitoring(
+        s["trainer"], s["evaluator"], s["val_loader"], run_dir=run_dir,
+        objective=objective or Objective("loss", mode="min"),
+        to_save={"model": s["model"], "optimizer": s["optimizer"]},
+        patience=patience, log_every=1, resume=resume, restore_best=False,
+    )
+    with run:
+        if crash_at_iteration is None:
+            s["trainer"].run(s["train_loader"], max_epochs=max_epochs)
+        else:
+            with pytest.raises(RuntimeError, match="killed"):
+                s["trainer"].run(s["train_loader"], max_epochs=max_epochs)
+    return run, s
+
+
+def final_state(run_dir, s):
+    history = pd.read_csv(run_dir / "history.csv").drop(columns=TIME_COLUMNS)
+    record = json.loads((run_dir / "run.json").read_text())
+    return history, record, {k: v.clone() for k, v in s["model"].state_dict().items()}
