@@ -23,6 +23,8 @@ _EXPORTS = {
     "RunStatus": "monitor.status",
     "StopReason": "monitor.status",
     "CheckpointError": "monitor.checkpoint_io",
+    "RunDirectoryBusy": "monitor.lock",
+    "RunDirectoryLost": "monitor.lock",
     "Run": "monitor.report.load",
     "RunDirectoryError": "monitor.report.load",
     "load_run": "monitor.report.load",
@@ -64,6 +66,8 @@ __all__ = [
     "RunStatus",
     "StopReason",
     "CheckpointError",
+    "RunDirectoryBusy",
+    "RunDirectoryLost",
     "Run",
     "RunDirectoryError",
     "load_run",
@@ -117,6 +121,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
     from monitor.handlers.validation import attach_validation
     from monitor.history import History
     from monitor.lifecycle import Monitor
+    from monitor.lock import RunDirectoryBusy, RunDirectoryLost
     from monitor.objective import Objective
     from monitor.report.events import read_scalars
     from monitor.report.html import to_html

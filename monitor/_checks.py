@@ -1,6 +1,7 @@
 """Argument checks shared by the handlers, with the house error format."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -12,4 +13,11 @@ def positive_int(name: str, value: Any, *, none_ok: bool = False) -> Any:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         accepted = "a positive integer or None" if none_ok else "a positive integer"
         raise ValueError(f"Argument {name} should be {accepted}, got {value!r}.")
+    return value
+
+
+def optional_number(name: str, value: Any) -> Any:
+    """Return ``value`` if it is a number (not NaN) or ``None``, else raise ``ValueError`` naming ``name``."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value)):
+        raise ValueError(f"Argument {name} should be a number or None, got {value!r}.")
     return value

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from monitor.layout import DAMAGED_SUFFIX, checkpoint_files, last_checkpoints
-from monitor.manifest import Manifest
+from monitor.manifest import Manifest, check_file
 
 __all__ = [
     "CheckpointError",
@@ -34,7 +34,7 @@ class CheckpointError(RuntimeError):
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Verify ``path`` against the manifest and ``torch.load`` it on the CPU.
+    """Verify ``path`` against its own checksum and the manifest, and ``torch.load`` it on the CPU.
 
     Raises:
         CheckpointError: whatever the damage (missing, empty, truncated, garbage, a flipped byte),
@@ -42,11 +42,16 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     """
     path = Path(path)
     try:
-        problem = Manifest(path.parent).problem(path)
+        problem, verified = check_file(path, Manifest(path.parent).entries().get(path.name))
     except OSError as e:
         raise CheckpointError(f"Checkpoint {str(path)!r} cannot be read: {e}") from e
     if problem is not None:
         raise CheckpointError(f"Checkpoint {str(path)!r} is damaged: {problem}.")
+    if not verified:
+        logger.warning(
+            "Checkpoint %r cannot be verified: it carries no checksum and the manifest does not list it "
+            "(written by another tool or an older monitor); loading it as it is.", str(path)
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:

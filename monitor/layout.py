@@ -33,6 +33,7 @@ __all__ = [
     "CheckpointName",
     "RunPaths",
     "parse_checkpoint_name",
+    "best_step",
     "checkpoint_files",
     "last_checkpoints",
 ]
@@ -49,6 +50,8 @@ DAMAGED_SUFFIX = ".damaged"  # a checkpoint a resume found damaged, kept for ins
 BEST_PREFIX = "best"
 LAST_PREFIX = "last"
 # Ignite Checkpoint filename patterns; the parser below is derived from them, so they cannot disagree.
+# ``global_step`` is the epoch, or ``<epoch>_iteration=<iteration>`` (see ``best_step``) for best files
+# of runs that validate more than once per epoch.
 BEST_PATTERN = "{filename_prefix}_epoch={global_step}_{score_name}={score}.{ext}"
 LAST_PATTERN = "{filename_prefix}_epoch={global_step}.{ext}"
 _EXT = "pt"
@@ -57,7 +60,7 @@ _EXT = "pt"
 def _pattern_regex(pattern: str, prefix: str) -> re.Pattern[str]:
     fields = {
         "filename_prefix": re.escape(prefix),
-        "global_step": r"(?P<epoch>\d+)",
+        "global_step": r"(?P<epoch>\d+)(?:_iteration=(?P<iteration>\d+))?",
         "score_name": r"(?P<score_name>[^=]+)",
         "score": r"(?P<score>[^=]+?)",
         "ext": re.escape(_EXT),
@@ -73,15 +76,22 @@ _PARSERS = {
 }
 
 
+def best_step(epoch: int, iteration: int | None = None) -> str:
+    """The ``global_step`` of a best file's name: ``"7"``, or ``"7_iteration=450"`` when validation runs
+    more than once per epoch (two bests in one epoch whose scores round alike keep distinct files)."""
+    return str(epoch) if iteration is None else f"{epoch}_iteration={iteration}"
+
+
 @dataclass(frozen=True)
 class CheckpointName:
-    """What a checkpoint's filename says: ``kind`` (``"best"`` or ``"last"``), ``epoch``, and for a best
-    file the ``score_name`` and ``score``."""
+    """What a checkpoint's filename says: ``kind`` (``"best"`` or ``"last"``), ``epoch``, for a best
+    file the ``score_name`` and ``score``, and ``iteration`` where the name carries it."""
 
     kind: str
     epoch: int
     score_name: str | None = None
     score: float | None = None
+    iteration: int | None = None
 
 
 def parse_checkpoint_name(name: str) -> CheckpointName | None:
@@ -96,7 +106,10 @@ def parse_checkpoint_name(name: str) -> CheckpointName | None:
             value = None if score is None else float(score)
         except ValueError:
             return None
-        return CheckpointName(kind, int(groups["epoch"]), groups.get("score_name"), value)
+        iteration = groups.get("iteration")
+        return CheckpointName(
+            kind, int(groups["epoch"]), groups.get("score_name"), value, None if iteration is None else int(iteration)
+        )
     return None
 
 

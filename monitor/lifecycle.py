@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import traceback
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,19 +19,24 @@ from monitor.handlers.best import BestTracker
 from monitor.handlers.checkpoint import restore_best_weights
 from monitor.handlers.history import HistoryRecorder
 from monitor.handlers.loss import TrainLoss
+from monitor.handlers.lr import LearningRates
 from monitor.handlers.signals import GracefulStop
 from monitor.handlers.stopping import EarlyStopping
 from monitor.layout import RunPaths
 from monitor.lock import RunLock
 from monitor.objective import Objective
 from monitor.record import RunRecord, write_record
-from monitor.resume import ResumePlan
-from monitor.status import RunStatus, StopReason
+from monitor.resume import ResumePlan, tidy_for_resume
+from monitor.status import RunStatus, StopReason, reason_value
 from monitor.writer import OrderedWriter
 
 __all__ = ["Monitor"]
 
 logger = logging.getLogger(__name__)
+
+# Ignite 0.5.5's error when trainer.run(max_epochs=N) is below the epoch a resume restored (raised
+# before any event, so before this run recorded or changed anything).
+_MAX_EPOCHS_TOO_SMALL = re.compile(r"max_epochs should be greater than or equal to the start epoch .*: (\d+) vs")
 
 
 class Monitor:
@@ -79,6 +85,7 @@ class Monitor:
         progress_bar: ProgressBar | None = None,
         graceful_stop: GracefulStop | None = None,
         restore_best: torch.nn.Module | None = None,
+        learning_rates: LearningRates | None = None,
     ) -> None:
         self.trainer = trainer
         self.paths = paths
@@ -98,10 +105,12 @@ class Monitor:
         self.progress_bar = progress_bar
         self.graceful_stop = graceful_stop
         self.restore_best = restore_best  # the model that gets the best weights at the end, or None
+        self.learning_rates = learning_rates  # its optimizer hook is removed at close
         self.status = RunStatus.RUNNING
         self.stop_reason: StopReason | None = None
         self.error: str | None = None
         self._terminated = False  # trainer.terminate() was called during this segment
+        self._started = False  # the trainer started this segment (before that, nothing is recorded)
         self._closed = False
 
     # -- what the plan says ---------------------------------------------------------------------
@@ -143,12 +152,15 @@ class Monitor:
         trainer.add_event_handler(Events.EXCEPTION_RAISED, self._on_exception)
 
     def _on_started(self, _: Engine) -> None:
-        self._terminated = False
+        self._terminated, self._started = False, True
+        tidy_for_resume(self.plan, paths=self.paths, history=self.history.history,
+                        best_checkpoint=self.best_checkpoint, last_checkpoint=self.last_checkpoint)
         self.record.start_segment(self.plan.from_epoch, self.config)
         self.status, self.stop_reason, self.error = RunStatus.RUNNING, None, None
         self._write_record()
 
     def _train_nothing(self, trainer: Engine) -> None:
+        self._started = True
         logger.info(
             "Run %s already finished (%s, %s); nothing to train.",
             self.run_dir, self.record.data.get("status"), self.record.data.get("stop_reason"),
@@ -212,13 +224,20 @@ class Monitor:
         self.writer.flush(raise_error=not after_error)
         self.status = status
         self.record.end_segment(status, self.stop_reason, self.error)
+        if self.lock.is_lost():
+            logger.error("Run %s %s, but its folder was removed or replaced: nothing more is written there.",
+                         self.run_dir, status.value)
+            return
         try:
             self._write_record(now=True)
         except OSError as e:
             if not after_error:
                 raise
             # Recording the failure must not hide the error that caused it (often the same full disk).
-            logger.error("Could not record status %s in %s: %s", status.value, self.paths.record, e)
+            logger.error(
+                "Run %s %s (%s), and that could not be recorded: run.json still says 'running'. %s",
+                self.run_dir, status.value, self.error or reason_value(self.stop_reason), e,
+            )
         if self.tensorboard is not None:
             self.tensorboard.writer.flush()
         self._restore_best_weights(after_error)
@@ -281,6 +300,8 @@ class Monitor:
         if self.tensorboard is not None:
             self.tensorboard.close()
             self.tensorboard = None
+        if self.learning_rates is not None:
+            self.learning_rates.remove()
         self.lock.release()
         if idist.get_world_size() > 1 and (self.status.is_finished or self.plan.is_finished) and not self._closed:
             # Every rank leaves together, and none exits while gloo still holds its tensors (see
@@ -294,6 +315,16 @@ class Monitor:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if exc is not None:
+        if exc is not None and self._started:
             self._fail(exc)
         self.close()
+        if exc is not None and not self._started:
+            # trainer.run refused before training started: nothing was recorded, no file was changed.
+            ignite_says = _MAX_EPOCHS_TOO_SMALL.search(str(exc))
+            if isinstance(exc, ValueError) and ignite_says is not None and self.plan.state is not None:
+                epoch = self.plan.from_epoch
+                raise ValueError(
+                    f"Cannot resume {str(self.run_dir)!r} at epoch {epoch} with max_epochs={ignite_says.group(1)}: "
+                    f"it has trained {epoch} epochs already. Pass max_epochs >= {epoch} to trainer.run; the run "
+                    "folder was not changed."
+                ) from exc

@@ -15,11 +15,15 @@ from typing import IO
 from monitor.layout import LOCK_NAME
 from monitor.record import now_iso
 
-__all__ = ["RunLock", "RunDirectoryBusy"]
+__all__ = ["RunLock", "RunDirectoryBusy", "RunDirectoryLost"]
 
 
 class RunDirectoryBusy(RuntimeError):
     """Another live process is writing the run directory."""
+
+
+class RunDirectoryLost(RuntimeError):
+    """The run directory (or its lock) was removed or replaced while this process was writing it."""
 
 
 class RunLock:
@@ -36,6 +40,7 @@ class RunLock:
     def __init__(self, run_dir: str | Path) -> None:
         self.path = Path(run_dir) / LOCK_NAME
         self._file: IO[str] | None = None
+        self._identity: tuple[int, int] | None = None  # (device, inode) of the lock file we hold
 
     def acquire(self) -> RunLock:
         if self._file is not None:
@@ -56,7 +61,32 @@ class RunLock:
         f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": now_iso()}) + "\n")
         f.flush()
         self._file = f
+        stat = os.fstat(f.fileno())
+        self._identity = (stat.st_dev, stat.st_ino)
         return self
+
+    def is_lost(self) -> bool:
+        """Whether the lock file we hold is no longer the one at its path (the folder was removed,
+        or removed and made again by someone else). Always False when not held."""
+        if self._identity is None:
+            return False
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            return True
+        return (stat.st_dev, stat.st_ino) != self._identity
+
+    def check(self, *_: object) -> None:
+        """Raise :class:`RunDirectoryLost` if :meth:`is_lost`: nothing more may be written there.
+
+        Another process may already be writing a new run in a folder of the same name; writing on
+        would mix two runs. (Usable as an Ignite handler: extra arguments are ignored.)
+        """
+        if self.is_lost():
+            raise RunDirectoryLost(
+                f"Run directory {str(self.path.parent)!r} was removed or replaced while this run was writing "
+                "it; this run stops and writes nothing more there."
+            )
 
     def release(self) -> None:
         if self._file is not None:
@@ -65,3 +95,4 @@ class RunLock:
             fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
             self._file.close()
             self._file = None
+            self._identity = None

@@ -1,21 +1,65 @@
-"""The checkpoint manifest: size and CRC-32 of every checkpoint, to tell a whole file from a damaged one.
+"""Checksums of checkpoints: each file carries its own, and the manifest lists them all.
 
 ``torch.load`` happily loads a file with a flipped byte in a tensor as wrong weights; a checksum
-recorded when the file was written catches it. The entry is written before the file is renamed into
-place, so every checkpoint under its final name has an entry describing what it should hold.
+recorded when the file was written catches it. Every checkpoint ends with a 26-byte trailer (a
+marker, the size and the CRC-32 of what precedes it), so it can be verified on its own even when
+the manifest is lost or damaged; ``torch.load`` reads the zip archive before it and ignores it.
+``checkpoints/manifest.json`` also lists each file's size and CRC-32; its entry is written before the
+file is renamed into place.
 """
 from __future__ import annotations
 
 import json
+import struct
 import zlib
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import IO, Any
 
 from monitor._io import atomic_write_json
 from monitor.layout import MANIFEST_NAME
 
-__all__ = ["Manifest", "ChecksumWriter", "MANIFEST_NAME"]
+__all__ = ["Manifest", "ChecksumWriter", "MANIFEST_NAME", "trailer", "read_trailer", "check_file"]
+
+_TRAILER_MARK = b"monitor-crc32\x00"
+_TRAILER = struct.Struct("<QI")  # size of what precedes, CRC-32 of it
+TRAILER_SIZE = len(_TRAILER_MARK) + _TRAILER.size
+
+
+def trailer(size: int, crc32: int) -> bytes:
+    """The bytes appended to a checkpoint of ``size`` bytes whose CRC-32 is ``crc32``."""
+    return _TRAILER_MARK + _TRAILER.pack(size, crc32)
+
+
+def read_trailer(path: Path) -> tuple[int, int] | None:
+    """``(size, crc32)`` from the trailer of the file at ``path``; ``None`` if it has none."""
+    total = path.stat().st_size
+    if total < TRAILER_SIZE:
+        return None
+    with open(path, "rb") as f:
+        f.seek(total - TRAILER_SIZE)
+        tail = f.read(TRAILER_SIZE)
+    if not tail.startswith(_TRAILER_MARK):
+        return None
+    size, crc = _TRAILER.unpack(tail[len(_TRAILER_MARK):])
+    return (size, crc) if size == total - TRAILER_SIZE else None
+
+
+def check_file(path: Path, entry: Mapping[str, Any] | None = None) -> tuple[str | None, bool]:
+    """``(problem, verified)`` for the checkpoint at ``path``: its content against its own trailer and
+    against its manifest ``entry`` (if any). ``problem`` is ``None`` when both agree; ``verified`` is
+    False when there was nothing to check against (another tool's file, or an older monitor's)."""
+    own = read_trailer(path)
+    expected = ([("its own checksum", own)] if own else []) + (
+        [("the manifest", (entry["size"], entry["crc32"]))] if entry else []
+    )
+    size, crc = file_checksum(path, limit=own[0] if own else None)
+    for source, (expected_size, expected_crc) in expected:
+        if size != expected_size:
+            return f"size {size} bytes, {source} says {expected_size}", True
+        if crc != expected_crc:
+            return f"checksum {crc:08x}, {source} says {expected_crc:08x}", True
+    return None, bool(expected)
 
 
 class ChecksumWriter:
@@ -41,11 +85,11 @@ class ChecksumWriter:
         self._f.flush()
 
 
-def file_checksum(path: Path, chunk: int = 1 << 22) -> tuple[int, int]:
-    """(size, CRC-32) of the file at ``path``."""
+def file_checksum(path: Path, chunk: int = 1 << 22, limit: int | None = None) -> tuple[int, int]:
+    """(size, CRC-32) of the file at ``path``, or of its first ``limit`` bytes."""
     crc, size = 0, 0
     with open(path, "rb") as f:
-        while block := f.read(chunk):
+        while block := f.read(chunk if limit is None else min(chunk, limit - size)):
             crc = zlib.crc32(block, crc)
             size += len(block)
     return size, crc
@@ -87,13 +131,5 @@ class Manifest:
             atomic_write_json(self.path, {k: v for k, v in entries.items() if k not in filenames})
 
     def problem(self, path: Path) -> str | None:
-        """Why the file at ``path`` is not the one recorded (``None``: it is, or it is unlisted)."""
-        entry = self.entries().get(path.name)
-        if entry is None:
-            return None
-        size, crc = file_checksum(path)
-        if size != entry["size"]:
-            return f"size {size} bytes, recorded {entry['size']}"
-        if crc != entry["crc32"]:
-            return f"checksum {crc:08x}, recorded {entry['crc32']:08x}"
-        return None
+        """Why the file at ``path`` is not the one written (``None``: it is, or nothing says otherwise)."""
+        return check_file(path, self.entries().get(path.name))[0]

@@ -77,12 +77,29 @@ class Objective:
         return self.column if self.mode == "max" else f"neg_{self.column}"
 
     def value(self, metrics: Mapping[str, Any]) -> float:
-        """The watched metric as a float; a clear ``KeyError`` when it is missing."""
+        """The watched metric as a float.
+
+        Raises:
+            KeyError: it is missing (lists the available metrics).
+            TypeError: it is not one number (a dict, a tensor of several values...), naming it.
+        """
         if self.metric not in metrics:
             raise KeyError(
                 f"Objective metric {self.metric!r} not in evaluator.state.metrics; available: {sorted(metrics)}."
             )
-        return float(metrics[self.metric])
+        value = metrics[self.metric]
+        prefix = f"Objective metric {self.metric!r} should be one number, got"
+        if isinstance(value, Mapping):
+            raise TypeError(f"{prefix} a dict with keys {sorted(value)}; name one of those keys as the metric.")
+        numel = getattr(value, "numel", None)  # a tensor or an array, without importing torch
+        if callable(numel) and numel() != 1:
+            shape = tuple(getattr(value, "shape", ()))
+            raise TypeError(f"{prefix} a tensor of shape {shape}; reduce it to one value (e.g. average=True, "
+                            "or ignite.metrics.MetricsLambda to pick one element).")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise TypeError(f"{prefix} {type(value).__name__} {value!r}.") from None
 
     def score(self, value: float) -> float:
         """``value`` turned so that higher is better (Ignite's convention for ``Checkpoint``)."""

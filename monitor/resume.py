@@ -6,8 +6,8 @@ Examples:
 
         plan = plan_resume(paths, objective=objective, record=record, required=set(objects) | {"checkpointer"})
         ...                                # attach the handlers (TensorBoard with plan.purge_step)
-        apply_resume(plan, objects=objects, paths=paths, history=history.history,
-                     best_checkpoint=best_checkpoint, last_checkpoint=last_checkpoint)
+        apply_resume(plan, objects=objects, paths=paths, last_checkpoint=last_checkpoint)   # loads state
+        ...                                # at trainer STARTED: tidy_for_resume(plan, ...) drops redone rows
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ from monitor.objective import Objective
 from monitor.record import RunRecord
 from monitor.status import StopReason, parse_reason
 
-__all__ = ["ResumePlan", "plan_resume", "apply_resume", "check_model_fits"]
+__all__ = ["ResumePlan", "plan_resume", "apply_resume", "tidy_for_resume", "check_model_fits"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,12 @@ class ResumePlan:
 
 
 def plan_resume(
-    paths: RunPaths, *, objective: Objective, record: RunRecord, required: Collection[str]
+    paths: RunPaths,
+    *,
+    objective: Objective,
+    record: RunRecord,
+    required: Collection[str],
+    state_types: Mapping[str, str] | None = None,
 ) -> ResumePlan:
     """Read ``paths`` and decide how to resume: the newest usable last checkpoint holding ``required``.
 
@@ -79,9 +84,17 @@ def plan_resume(
     the files and every rank follows its choice.
 
     Raises:
-        ValueError: the objective differs from the recorded one (names each change).
+        ValueError: the objective differs from the recorded one, or an object of ``to_save`` is of
+            another class than the one saved (``state_types``: key -> class name); names each change.
         CheckpointError: checkpoints exist but none is usable.
     """
+    saved_types = record.data.get("to_save") or {}
+    for key, name in (state_types or {}).items():
+        if key in saved_types and saved_types[key] != name:
+            raise ValueError(
+                f"Cannot resume {str(paths.root)!r}: to_save[{key!r}] is {name}; the run was saved with "
+                f"{saved_types[key]}. Resume with the same classes, or start a new run_dir."
+            )
     previous = record.data.get("objective")
     if previous is not None and previous != objective.to_dict():
         changed = {k: (previous.get(k), v) for k, v in objective.to_dict().items() if previous.get(k) != v}
@@ -130,33 +143,16 @@ def apply_resume(
     *,
     objects: Mapping[str, Any],
     paths: RunPaths,
-    history: History,
-    best_checkpoint: Checkpoint,
     last_checkpoint: Checkpoint,
 ) -> None:
-    """Carry out ``plan``: load the state into ``objects`` and drop the rows and files of work redone.
-
-    A resume with no checkpoint starts over: the killed attempt's history rows and best files go.
-    A finished run changes no file. Only rank 0 touches the files.
+    """Load the planned state into ``objects`` (and the last checkpoint's bookkeeping). Touches no file:
+    :func:`tidy_for_resume` does that once training really starts.
 
     Raises:
         CheckpointError: the model or another object does not fit the checkpoint (nothing half-loaded
             for the model: its fit is checked first).
     """
-    if not plan.resume:
-        return
-    main = is_main_process()
-    if main:
-        set_aside_damaged(plan.damaged)
     if plan.state is None:
-        if main:
-            dropped = history.truncate(after_epoch=0)
-            removed = remove_unlisted_checkpoints(paths.checkpoints, BEST_PREFIX, keep=())
-            if dropped or removed:
-                logger.info(
-                    "No checkpoint to resume %s from: starting at epoch 0; dropped %d history row(s) and %s",
-                    paths.root, dropped, removed or "no checkpoint",
-                )
         return
     where = f"the last checkpoint of {str(paths.root)!r}"
     check_model_fits(objects["model"], plan.state["model"], where)
@@ -165,14 +161,44 @@ def apply_resume(
     except (RuntimeError, KeyError, ValueError, TypeError) as e:
         raise CheckpointError(f"Last checkpoint of {str(paths.root)!r} does not fit: {e}") from e
     last_checkpoint.load_state_dict(plan.state["checkpointer"])
-    if plan.is_finished or not main:
-        return  # a finished run changes no file; rank 0 tidies them
+
+
+def tidy_for_resume(
+    plan: ResumePlan,
+    *,
+    paths: RunPaths,
+    history: History,
+    best_checkpoint: Checkpoint,
+    last_checkpoint: Checkpoint,
+) -> None:
+    """The file side of ``plan``, done when training starts (so a run refused before it starts, e.g.
+    for a too small ``max_epochs``, changes no file): damaged checkpoints set aside, history rows and
+    checkpoints of work to redo dropped, best files beyond ``n_saved`` removed. A resume with no
+    checkpoint starts over: the killed attempt's history rows and best files go. A finished run
+    changes no file. Only rank 0 touches the files.
+    """
+    if not plan.resume or plan.is_finished or not is_main_process():
+        return
+    set_aside_damaged(plan.damaged)
     epoch = plan.from_epoch
+    if plan.state is None:
+        dropped = history.truncate(after_epoch=0)
+        removed = remove_unlisted_checkpoints(paths.checkpoints, BEST_PREFIX, keep=())
+        if dropped or removed:
+            logger.info(
+                "No checkpoint to resume %s from: starting at epoch 0; dropped %d history row(s) and %s",
+                paths.root, dropped, removed or "no checkpoint",
+            )
+        return
     dropped = history.truncate(after_epoch=epoch)
     if dropped:
         logger.info("Dropped %d history row(s) after epoch %d (redone now)", dropped, epoch)
+    saved = list(best_checkpoint.state_dict()["_saved"])  # worst first
+    n_saved = best_checkpoint.n_saved
+    if n_saved is not None and len(saved) > n_saved:  # n_saved made smaller on resume: keep the best ones
+        best_checkpoint.load_state_dict({"_saved": saved[-n_saved:]})
     for prefix, checkpoint in ((BEST_PREFIX, best_checkpoint), (LAST_PREFIX, last_checkpoint)):
         keep = {name for _, name in checkpoint.state_dict()["_saved"]}
         removed = remove_unlisted_checkpoints(paths.checkpoints, prefix, keep)
         if removed:
-            logger.info("Removed checkpoint(s) of work redone after epoch %d: %s", epoch, removed)
+            logger.info("Removed checkpoint(s) of work redone after epoch %d or beyond n_saved: %s", epoch, removed)

@@ -11,10 +11,11 @@ from ignite.engine import Engine, Events
 
 from monitor._checks import positive_int
 from monitor.distributed import is_main_process, on_main_process
-from monitor.handlers.best import attach_best_tracker
+from monitor.handlers.best import BestTracker
 from monitor.handlers.checkpoint import attach_best_checkpoint, attach_last_checkpoint
 from monitor.handlers.history import attach_history
 from monitor.handlers.loss import attach_train_loss
+from monitor.handlers.lr import LearningRates
 from monitor.handlers.progress import attach_epoch_log, attach_progress_bar
 from monitor.handlers.rng import RNGState
 from monitor.handlers.signals import attach_graceful_stop
@@ -137,9 +138,16 @@ def attach_monitoring(
     early_stopping = None if patience is None else EarlyStopping(
         objective, trainer, patience, baseline=baseline, target=target, divergence=divergence
     )
-    writer = OrderedWriter(background=background_writes)
+    best = BestTracker(objective, trainer, baseline=baseline)
+    # Disk-free, so before the folder: the epoch's loss is checked first, then validation runs
+    # (attach_validation refuses an empty loader here, not after a training epoch).
+    train_loss = attach_train_loss(trainer, check_every=log_every)
+    attach_validation(trainer, evaluator, val_loader, event=validate_on)
+    lock = RunLock(run_dir)
+    writer = OrderedWriter(background=background_writes, guard=lock.check)  # never into a folder taken over
     model = to_save["model"]
-    optimizer = next((o for o in to_save.values() if isinstance(o, torch.optim.Optimizer)), None)
+    first_optimizer = next((o for o in to_save.values() if isinstance(o, torch.optim.Optimizer)), None)
+    state_types = {key: type(obj).__name__ for key, obj in to_save.items()}
     config = {
         "objective": objective.to_dict(),
         "early_stopping": None if patience is None else
@@ -147,33 +155,39 @@ def attach_monitoring(
         "n_saved": n_saved,
         "hparams": dict(hparams or {}),
         "seed": seed,
+        "to_save": state_types,
     }
 
     # Rank 0 checks and locks the folder; its verdict (or error) reaches every rank.
-    lock = RunLock(run_dir)
     on_main_process(lambda: str(prepare_run_dir(run_dir, resume=resume, overwrite=overwrite, lock=lock).root))
     paths = RunPaths(run_dir)
     try:
         record = RunRecord(on_main_process(lambda: read_record(paths.root)))
         own = set(RESERVED_KEYS) - ({"early_stopping"} if early_stopping is None else set())
-        plan = plan_resume(paths, objective=objective, record=record, required={*to_save, *own}) \
-            if resume else ResumePlan(resume=False)
+        plan = plan_resume(paths, objective=objective, record=record, required={*to_save, *own},
+                           state_types=state_types) if resume else ResumePlan(resume=False)
+        if plan.state is not None and not plan.is_finished:
+            _log_changes(record.data, config)
         main = is_main_process()
+        # The rate each step used (the lr column), whatever order the user's scheduler handlers run in.
+        rates = None if first_optimizer is None else LearningRates(first_optimizer)
+        # Before anything else at each epoch end and validation: is the folder still this run's?
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, lock.check)
+        evaluator.add_event_handler(Events.STARTED, lock.check)
         # In this order: the evaluator's COMPLETED handlers run as attached (see ARCHITECTURE.md).
-        train_loss = attach_train_loss(trainer, check_every=log_every)
-        attach_validation(trainer, evaluator, val_loader, event=validate_on)
-        best = attach_best_tracker(evaluator, trainer, objective)
-        history = attach_history(evaluator, trainer, best, paths.history, train_loss=train_loss, optimizer=optimizer)
+        best.attach(evaluator)
+        history = attach_history(evaluator, trainer, best, paths.history, train_loss=train_loss, optimizer=rates)
         if main:
             attach_epoch_log(evaluator, trainer, history)
         tensorboard = None
         if main and not plan.is_finished:
             tensorboard = attach_tensorboard(
-                trainer, evaluator, paths.tensorboard, optimizer=optimizer, log_every=log_every,
+                trainer, evaluator, paths.tensorboard, optimizer=rates, log_every=log_every,
                 purge_step=plan.purge_step,
             )
         best_checkpoint = attach_best_checkpoint(
-            evaluator, trainer, best, {"model": model}, paths.checkpoints, n_saved=n_saved, writer=writer
+            evaluator, trainer, best, {"model": model}, paths.checkpoints, n_saved=n_saved, writer=writer,
+            name_by_iteration=not _once_per_epoch(validate_on),
         )
         if early_stopping is not None:
             early_stopping.attach(evaluator)
@@ -184,11 +198,10 @@ def attach_monitoring(
         if early_stopping is not None:
             objects["early_stopping"] = early_stopping
         last_checkpoint = attach_last_checkpoint(trainer, objects, paths.checkpoints, writer=writer)
-        apply_resume(plan, objects=objects, paths=paths, history=history.history,
-                     best_checkpoint=best_checkpoint, last_checkpoint=last_checkpoint)
+        apply_resume(plan, objects=objects, paths=paths, last_checkpoint=last_checkpoint)
         graceful_stop = progress_bar = None
         if not plan.is_finished:
-            graceful_stop = attach_graceful_stop(trainer)
+            graceful_stop = attach_graceful_stop(trainer, agree_every=log_every)
             if main:
                 progress_bar = attach_progress_bar(trainer, **dict(tqdm_kwargs or {}))
         run = Monitor(
@@ -196,9 +209,30 @@ def attach_monitoring(
             plan=plan, best=best, history=history, train_loss=train_loss, best_checkpoint=best_checkpoint,
             last_checkpoint=last_checkpoint, early_stopping=early_stopping, tensorboard=tensorboard,
             progress_bar=progress_bar, graceful_stop=graceful_stop, restore_best=model if restore_best else None,
+            learning_rates=rates,
         )
         run.attach(trainer)  # after the last checkpoint's handler: run.json follows the file it names
         return run
     except BaseException:
         lock.release()
         raise
+
+
+def _once_per_epoch(event: Any) -> bool:
+    """Whether a trainer event fires at most once per epoch, so that the epoch names a validation."""
+    return getattr(event, "name", None) in ("EPOCH_COMPLETED", "EPOCH_STARTED", "COMPLETED", "STARTED")
+
+
+def _log_changes(previous: Mapping[str, Any], config: Mapping[str, Any]) -> None:
+    """Say at INFO which settings a resume changes; the new values apply from here on."""
+    def flat(record: Mapping[str, Any]) -> dict[str, Any]:
+        values = {"n_saved": record.get("n_saved"), "seed": record.get("seed")}
+        values.update(record.get("early_stopping") or {})
+        values.update({f"hparams.{k}": v for k, v in (record.get("hparams") or {}).items()})
+        return values
+
+    old, new = flat(previous), flat(config)
+    for name in new:
+        if name in old and old[name] != new[name]:
+            logger.info("Resuming with %s changed from %r to %r; the new value applies from here on.",
+                        name, old[name], new[name])

@@ -29,6 +29,7 @@ class OrderedWriter:
     the next :meth:`submit` or :meth:`flush`. At most ``max_pending`` jobs wait; a further
     :meth:`submit` blocks until one is done, so a slow disk slows training instead of filling memory.
     With ``background=False`` every job runs at once in the caller, as plain synchronous code does.
+    ``guard`` runs right before each job (e.g. a check that the run folder is still this run's).
 
     Examples:
         .. code-block:: python
@@ -39,9 +40,12 @@ class OrderedWriter:
             writer.close()
     """
 
-    def __init__(self, *, background: bool = True, max_pending: int = 4) -> None:
+    def __init__(
+        self, *, background: bool = True, max_pending: int = 4, guard: Callable[[], None] | None = None
+    ) -> None:
         self.background = background
         self.max_pending = max_pending
+        self.guard = guard  # runs before each job; raising stops the writer as a failed job does
         self._jobs: deque[Callable[[], None]] = deque()
         self._busy = False
         self._error: BaseException | None = None
@@ -52,6 +56,8 @@ class OrderedWriter:
     # -- the caller's side --------------------------------------------------------------------------
     def submit(self, job: Callable[[], None]) -> None:
         """Queue ``job`` (or run it now when not in the background); raise an earlier job's error."""
+        if self.guard is not None:
+            job = self._guarded(job, self.guard)
         if not self.background:
             job()  # an error is raised here, at once
             return
@@ -91,6 +97,14 @@ class OrderedWriter:
         if thread is not None and thread is not threading.current_thread():
             thread.join()
             atexit.unregister(self.close)
+
+    @staticmethod
+    def _guarded(job: Callable[[], None], guard: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            guard()
+            job()
+
+        return run
 
     def _raise_error_locked(self) -> None:
         if self._error is not None:

@@ -42,6 +42,37 @@ class FailOnRank:
         raise RuntimeError(f"rank {self.rank} failed at iteration {self.iteration}")
 
 
+class SignalOnRank:
+    """Send ``signum`` to ``rank``'s own process after ``iteration`` iterations (the others get none)."""
+
+    def __init__(self, rank: int, iteration: int, signum: int) -> None:
+        self.rank, self.iteration, self.signum = rank, iteration, signum
+
+    def __call__(self, trainer: Engine) -> None:
+        @trainer.on(Events.ITERATION_COMPLETED(once=self.iteration))
+        def send(_: Engine) -> None:
+            if idist.get_rank() == self.rank:
+                os.kill(os.getpid(), self.signum)
+
+
+class Report:
+    """Each rank writes its pid when training starts and its last iteration when it ends."""
+
+    def __init__(self, folder: str, then: object = None) -> None:
+        self.folder, self.then = Path(folder), then
+
+    def __call__(self, trainer: Engine) -> None:
+        rank = idist.get_rank()
+        trainer.add_event_handler(
+            Events.STARTED, lambda _: (self.folder / f"rank{rank}.pid").write_text(str(os.getpid()))
+        )
+        trainer.add_event_handler(
+            Events.COMPLETED, lambda e: (self.folder / f"rank{rank}.iteration").write_text(str(e.state.iteration))
+        )
+        if callable(self.then):
+            self.then(trainer)
+
+
 def validation_metrics(local_rank: int, size: int, out: str, padded: bool) -> None:
     """Accuracy and loss of a fixed model on ``size`` samples, validated across the ranks."""
     torch.manual_seed(0)
@@ -93,11 +124,18 @@ if __name__ == "__main__":
     parser.add_argument("--size", type=int, default=97)
     parser.add_argument("--out")
     parser.add_argument("--padded", action="store_true")
+    parser.add_argument("--signal-rank", type=int)
+    parser.add_argument("--signal-at", type=int)
+    parser.add_argument("--report-dir")
     known, rest = parser.parse_known_args()
     if known.mode == "leave":
         run_leave_check(known.out)
     elif known.mode == "validate":
         run_validation_check(int(rest[rest.index("--nproc") + 1]), known.size, known.out, known.padded)
     else:
-        fail = None if known.fail_rank is None else FailOnRank(known.fail_rank, known.fail_at, known.fail_kind)
-        example.launch(example.parse_args(rest), fail)
+        customize = None if known.fail_rank is None else FailOnRank(known.fail_rank, known.fail_at, known.fail_kind)
+        if known.signal_rank is not None:
+            customize = SignalOnRank(known.signal_rank, known.signal_at, signal.SIGTERM)
+        if known.report_dir is not None:
+            customize = Report(known.report_dir, customize)
+        example.launch(example.parse_args(rest), customize)

@@ -1,8 +1,10 @@
 """Two processes on gloo (CPU): the same monitoring, one writer, the same results as one process,
 no rank left hanging when another fails, and resume on two processes."""
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -90,3 +92,46 @@ def test_ranks_leave_only_once_gloo_has_let_go_of_their_tensors(tmp_path):
     done = subprocess.run([sys.executable, DRIVER, "leave", "--out", str(out)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert [int(out.with_suffix(f".{rank}").read_text()) for rank in (0, 1)] == [0, 0]
+
+
+def final_iterations(report_dir):
+    return [int((report_dir / f"rank{rank}.iteration").read_text()) for rank in (0, 1)]
+
+
+def test_a_signal_to_one_rank_stops_every_rank_at_the_same_iteration_and_resumes(tmp_path, one_and_two):
+    _, two, _ = one_and_two
+    run_dir, report = tmp_path / "run", tmp_path / "report"
+    report.mkdir()
+    stopped = train(run_dir, 2, "--signal-rank", "1", "--signal-at", "300", "--report-dir", str(report), timeout=120)
+    assert stopped.returncode == 0, stopped.stderr[-3000:]
+    first, second = final_iterations(report)
+    assert first == second and 300 <= first <= 310  # agreed within log_every (10) iterations
+    record = json.loads((run_dir / "run.json").read_text())
+    assert (record["status"], record["stop_reason"]) == ("interrupted", "interrupted")
+    resumed = train(run_dir, 2, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    pd.testing.assert_frame_equal(history(run_dir), history(two), check_exact=False, rtol=1e-6)
+
+
+def test_killing_the_launcher_stops_every_rank_promptly_and_frees_the_run(tmp_path):
+    run_dir, report = tmp_path / "run", tmp_path / "report"
+    report.mkdir()
+    args = [sys.executable, DRIVER, "train", "--nproc", "2", "--run-dir", str(run_dir), *COMMON,
+            "--patience", "1000", "--report-dir", str(report)]
+    launcher = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not (run_dir / "history.csv").exists() or (run_dir / "history.csv").read_text().count("\n") < 3:
+        assert time.monotonic() < deadline and launcher.poll() is None, "training never got going"
+        time.sleep(0.1)
+    pids = [int((report / f"rank{rank}.pid").read_text()) for rank in (0, 1)]
+    launcher.kill()  # torch's spawn sends each rank SIGINT when its parent dies
+    launcher.wait()
+    deadline = time.monotonic() + 60
+    while any(os.path.exists(f"/proc/{pid}") and "Z" not in open(f"/proc/{pid}/stat").read().split()[2] for pid in pids):
+        assert time.monotonic() < deadline, "a rank was still running 60 s after its launcher was killed"
+        time.sleep(0.2)
+    first, second = final_iterations(report)
+    assert first == second
+    record = json.loads((run_dir / "run.json").read_text())
+    assert (record["status"], record["stop_reason"]) == ("interrupted", "interrupted")
+    assert (run_dir / ".lock").read_text() == ""  # released: a --resume may start at once

@@ -8,6 +8,7 @@ from monitor.handlers.checkpoint import (
 )
 from monitor.handlers.history import HistoryRecorder, attach_history
 from monitor.handlers.loss import TrainLoss, attach_train_loss
+from monitor.handlers.lr import LearningRates
 from monitor.handlers.progress import attach_epoch_log, attach_progress_bar
 from monitor.handlers.rng import RNGState
 from monitor.handlers.stopping import EarlyStopping, attach_early_stopping
@@ -19,6 +20,7 @@ __all__ = [
     "DurableDiskSaver",
     "EarlyStopping",
     "HistoryRecorder",
+    "LearningRates",
     "RNGState",
     "TrainLoss",
     "attach_best_checkpoint",

@@ -10,6 +10,7 @@ from ignite.base.mixins import Serializable
 from ignite.engine import Engine, Events
 from ignite.metrics import Metric
 
+from monitor._checks import optional_number
 from monitor.objective import Objective
 
 __all__ = ["BestTracker", "attach_best_tracker", "attached_metric_names"]
@@ -42,24 +43,26 @@ class BestTracker(Serializable):
     Args:
         objective: what "better" means.
         trainer: engine whose ``state.epoch``/``state.iteration`` label the validation run.
+        baseline: a value to beat before anything is a best (the same as early stopping's, so that
+            the two agree). Default None.
 
     Examples:
         .. code-block:: python
 
-            best = BestTracker(Objective("loss", mode="min"), trainer=trainer)
-            evaluator.add_event_handler(Events.COMPLETED, best)   # attached to the *evaluator*
+            best = BestTracker(Objective("loss", mode="min"), trainer=trainer).attach(evaluator)
             best.is_best, best.best_value, best.best_epoch
     """
 
     _state_dict_all_req_keys = ("best_value", "best_epoch", "best_iteration")
 
-    def __init__(self, objective: Objective, trainer: Engine) -> None:
+    def __init__(self, objective: Objective, trainer: Engine, *, baseline: float | None = None) -> None:
         if not isinstance(objective, Objective):
             raise TypeError(f"Argument objective should be a monitor.Objective, got {objective!r}.")
         if not isinstance(trainer, Engine):
             raise TypeError(f"Argument trainer should be an ignite Engine, got {type(trainer).__name__}.")
         self.objective = objective
         self.trainer = trainer
+        self.baseline = optional_number("baseline", baseline)
         self.value: float | None = None
         self._is_best: bool | None = False  # None: a validation run is under way, not yet judged
         self.best_value: float | None = None
@@ -87,7 +90,8 @@ class BestTracker(Serializable):
     def __call__(self, evaluator: Engine) -> None:
         self.value = self.objective.value(evaluator.state.metrics)
         epoch = self.trainer.state.epoch
-        self._is_best = self.objective.is_improvement(self.value, self.best_value, epoch=epoch)
+        reference = self.best_value if self.best_value is not None else self.baseline
+        self._is_best = self.objective.is_improvement(self.value, reference, epoch=epoch)
         if self._is_best:
             self.best_value, self.best_epoch = self.value, epoch
             self.best_iteration = self.trainer.state.iteration
@@ -104,19 +108,27 @@ class BestTracker(Serializable):
         self.best_iteration = state_dict["best_iteration"]
 
 
-def attach_best_tracker(evaluator: Engine, trainer: Engine, objective: Objective) -> BestTracker:
-    """Attach a :class:`BestTracker` to ``evaluator`` on ``COMPLETED``; check the metric exists.
+    def attach(self, evaluator: Engine) -> BestTracker:
+        """Judge each validation run of ``evaluator`` (``COMPLETED``; the verdict is cleared on
+        ``STARTED``); attach it before the handlers that read :attr:`is_best`.
 
-    Raises:
-        KeyError: ``objective.metric`` is not among the metrics attached to ``evaluator``
-            (when they can be seen; otherwise at the first validation run).
-    """
-    names = attached_metric_names(evaluator)
-    if names and objective.metric not in names:
-        raise KeyError(
-            f"Objective metric {objective.metric!r} is not attached to the evaluator; available: {sorted(names)}."
-        )
-    tracker = BestTracker(objective, trainer)
-    evaluator.add_event_handler(Events.STARTED, tracker.started)
-    evaluator.add_event_handler(Events.COMPLETED, tracker)
-    return tracker
+        Raises:
+            KeyError: the objective's metric is not among the metrics attached to ``evaluator``
+                (when they can be seen; otherwise at the first validation run).
+        """
+        names = attached_metric_names(evaluator)
+        if names and self.objective.metric not in names:
+            raise KeyError(
+                f"Objective metric {self.objective.metric!r} is not attached to the evaluator; "
+                f"available: {sorted(names)}."
+            )
+        evaluator.add_event_handler(Events.STARTED, self.started)
+        evaluator.add_event_handler(Events.COMPLETED, self)
+        return self
+
+
+def attach_best_tracker(
+    evaluator: Engine, trainer: Engine, objective: Objective, *, baseline: float | None = None
+) -> BestTracker:
+    """A :class:`BestTracker` attached to ``evaluator`` (see :meth:`BestTracker.attach`)."""
+    return BestTracker(objective, trainer, baseline=baseline).attach(evaluator)

@@ -18,8 +18,8 @@ from monitor._crash import crash_point
 from monitor._io import atomic_write, fsync_dir, remove_stale_temp_files
 from monitor.checkpoint_io import load_checkpoint
 from monitor.handlers.best import BestTracker
-from monitor.layout import BEST_PATTERN, BEST_PREFIX, LAST_PATTERN, LAST_PREFIX
-from monitor.manifest import ChecksumWriter, Manifest
+from monitor.layout import BEST_PATTERN, BEST_PREFIX, LAST_PATTERN, LAST_PREFIX, best_step
+from monitor.manifest import ChecksumWriter, Manifest, trailer
 from monitor.writer import OrderedWriter
 
 __all__ = [
@@ -78,6 +78,7 @@ class DurableDiskSaver(DiskSaver):
                 if checked.error is not None:  # the real cause (e.g. ENOSPC), not torch's rewording
                     raise checked.error from e
                 raise
+            f.write(trailer(checked.size, checked.crc32))  # verifiable on its own (torch.load ignores it)
             # Before the rename, in one write: the new file's entry, without the files deleted next
             # (a kill in between leaves them unlisted, and unlisted files are checked by loading).
             self.manifest.record(path.name, size=checked.size, crc32=checked.crc32, dropping=pending)
@@ -125,12 +126,17 @@ def attach_best_checkpoint(
     *,
     n_saved: int = 1,
     writer: OrderedWriter | None = None,
+    name_by_iteration: bool = False,
 ) -> Checkpoint:
     """Keep the ``n_saved`` best checkpoints by the Objective; attached to ``evaluator`` on ``COMPLETED``.
 
     A file is written only when ``best`` marks a new best (an improvement beyond the Objective's
     threshold, never a NaN), so the newest best file is always the run's best epoch. Filenames carry
-    the epoch and the score: ``best_epoch=7_neg_val_loss=-0.3812.pt``.
+    the epoch and the score: ``best_epoch=7_neg_val_loss=-0.3812.pt``; with ``name_by_iteration``
+    (for validation more than once per epoch) also the iteration:
+    ``best_epoch=7_iteration=450_neg_val_loss=-0.3812.pt``. Without it, two bests of one epoch whose
+    scores round to the same 4 decimals would get one name, and Ignite's ``Checkpoint`` replaces the
+    earlier file with the later one (so fewer than ``n_saved`` would be kept).
 
     Examples:
         .. code-block:: python
@@ -155,7 +161,9 @@ def attach_best_checkpoint(
         score_function=score,
         score_name=objective.score_name,
         n_saved=n_saved,
-        global_step_transform=lambda *_: trainer.state.epoch,
+        global_step_transform=lambda *_: best_step(
+            trainer.state.epoch, trainer.state.iteration if name_by_iteration else None
+        ),
         filename_pattern=BEST_PATTERN,
     )
     evaluator.add_event_handler(Events.COMPLETED(event_filter=lambda *_: best.is_best), checkpoint)

@@ -15,24 +15,26 @@ from monitor._crash import crash_point
 from monitor.distributed import is_main_process
 from monitor.handlers.best import BestTracker
 from monitor.handlers.loss import TrainLoss
+from monitor.handlers.lr import LearningRates, learning_rates
 from monitor.history import History
 
-__all__ = ["HistoryRecorder", "attach_history", "learning_rates"]
+__all__ = ["HistoryRecorder", "attach_history", "learning_rates"]  # learning_rates: moved to handlers.lr
 
 
-def learning_rates(optimizer: torch.optim.Optimizer | None) -> dict[str, float]:
-    """``{"lr": ...}`` for the first parameter group, ``lr_1``, ``lr_2`` ... for the others."""
-    if optimizer is None:
+_MAX_ELEMENTS = 64  # a metric with more values (e.g. a confusion matrix) stays in TensorBoard only
+
+
+def _cells(column: str, value: Any) -> dict[str, Any]:
+    """The history cells of one metric: one, or one per element of a 1-d tensor (``val_precision_0``...)."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() == 1:
+            return {column: float(value)}
+        if value.dim() == 1 and value.numel() <= _MAX_ELEMENTS:
+            return {f"{column}_{i}": float(v) for i, v in enumerate(value.tolist())}
         return {}
-    return {("lr" if i == 0 else f"lr_{i}"): float(g["lr"]) for i, g in enumerate(optimizer.param_groups)}
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        return float(value)
     if isinstance(value, (int, float, str, bool)) or value is None:
-        return value
-    return None  # tensors, lists, dicts: not a CSV cell
+        return {column: value}
+    return {}  # a dict: Ignite also puts each of its items among the metrics, under its own key
 
 
 class HistoryRecorder(Serializable):
@@ -46,7 +48,8 @@ class HistoryRecorder(Serializable):
         trainer: engine whose ``epoch``/``iteration`` label the row.
         best: the tracker whose ``is_best`` fills the column of that name.
         train_loss: source of the epoch's mean training loss (optional).
-        optimizer: source of the learning rate (optional).
+        optimizer: source of the learning rate (optional): a :class:`~monitor.handlers.lr.LearningRates`
+            (the rate each epoch trained with) or an optimizer (its rate when the row is written).
 
     Examples:
         .. code-block:: python
@@ -65,7 +68,7 @@ class HistoryRecorder(Serializable):
         best: BestTracker,
         *,
         train_loss: TrainLoss | None = None,
-        optimizer: torch.optim.Optimizer | None = None,
+        optimizer: torch.optim.Optimizer | LearningRates | None = None,
     ) -> None:
         self.history = history
         self.trainer = trainer
@@ -102,7 +105,7 @@ class HistoryRecorder(Serializable):
         if self.train_loss is not None:
             row["train_loss"] = self.train_loss.epoch_mean
         for name, value in evaluator.state.metrics.items():
-            row[f"val_{name}"] = _plain(value)
+            row.update(_cells(f"val_{name}", value))
         row["is_best"] = self.best.is_best
         if is_main_process():  # one writer: rank 0
             self.history.append(row)
@@ -126,7 +129,7 @@ def attach_history(
     path: str | Path,
     *,
     train_loss: TrainLoss | None = None,
-    optimizer: torch.optim.Optimizer | None = None,
+    optimizer: torch.optim.Optimizer | LearningRates | None = None,
 ) -> HistoryRecorder:
     """Attach a :class:`HistoryRecorder` writing ``path``: rows on ``evaluator`` ``COMPLETED``,
     clocks on ``trainer`` ``STARTED``/``EPOCH_STARTED``."""

@@ -23,6 +23,11 @@ logger = logging.getLogger(__name__)
 
 def loss_from_output(output: Any) -> torch.Tensor | float:
     """The loss in ``trainer.state.output``: ``output["loss"]`` for a mapping, else the output itself."""
+    if isinstance(output, Mapping) and "loss" not in output:
+        raise KeyError(
+            "trainer.state.output should hold the loss under 'loss'; got a mapping with keys "
+            f"{sorted(map(str, output))}. Return {{'loss': loss, ...}} from the training step, or the loss itself."
+        )
     loss = output["loss"] if isinstance(output, Mapping) else output
     if not isinstance(loss, (torch.Tensor, numbers.Number)):
         raise TypeError(

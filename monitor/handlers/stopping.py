@@ -10,7 +10,7 @@ from typing import Any
 from ignite.engine import Engine, Events
 from ignite.handlers import EarlyStopping as IgniteEarlyStopping
 
-from monitor._checks import positive_int
+from monitor._checks import optional_number, positive_int
 from monitor._crash import crash_point
 from monitor.objective import Objective
 from monitor.status import StopReason, parse_reason, reason_value
@@ -18,11 +18,6 @@ from monitor.status import StopReason, parse_reason, reason_value
 __all__ = ["EarlyStopping", "attach_early_stopping"]
 
 logger = logging.getLogger(__name__)
-
-
-def _check_limit(name: str, value: float | None) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value)):
-        raise ValueError(f"Argument {name} should be a number or None, got {value!r}.")
 
 
 class EarlyStopping(IgniteEarlyStopping):
@@ -68,7 +63,7 @@ class EarlyStopping(IgniteEarlyStopping):
             raise TypeError(f"Argument objective should be a monitor.Objective, got {objective!r}.")
         positive_int("patience", patience)
         for name, value in (("baseline", baseline), ("target", target), ("divergence", divergence)):
-            _check_limit(name, value)
+            optional_number(name, value)
         if target is not None and divergence is not None and not objective.is_better_or_equal(target, divergence):
             raise ValueError(
                 f"Argument target ({target!r}) should be better than divergence ({divergence!r}) "

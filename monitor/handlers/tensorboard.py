@@ -12,8 +12,8 @@ from ignite.handlers import TensorboardLogger
 from ignite.handlers.tensorboard_logger import OutputHandler
 
 from monitor._checks import positive_int
-from monitor.handlers.history import learning_rates
 from monitor.handlers.loss import loss_from_output
+from monitor.handlers.lr import LearningRates, learning_rates
 
 __all__ = ["DurableTensorboardLogger", "attach_tensorboard"]
 
@@ -107,7 +107,7 @@ def attach_tensorboard(
     evaluator: Engine,
     log_dir: str | Path,
     *,
-    optimizer: torch.optim.Optimizer | None = None,
+    optimizer: torch.optim.Optimizer | LearningRates | None = None,
     log_every: int = 10,
     purge_step: int | None = None,
 ) -> DurableTensorboardLogger:
@@ -118,7 +118,8 @@ def attach_tensorboard(
         trainer: engine whose output holds the loss; its iteration is the step.
         evaluator: engine whose ``state.metrics`` are logged on ``COMPLETED``.
         log_dir: folder for the event files.
-        optimizer: source of ``lr`` (optional).
+        optimizer: source of ``lr`` (optional; a :class:`~monitor.handlers.lr.LearningRates` gives the
+            rate each epoch trained with).
         log_every: iterations between training-loss points. Default 10.
         purge_step: on resume, the first step to write again; TensorBoard hides older points at and
             after it. Default None.

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import socket
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from monitor.history import complete_rows_text
-from monitor.layout import HISTORY_NAME, TENSORBOARD_DIR, RunPaths
+from monitor.layout import BEST_PREFIX, HISTORY_NAME, TENSORBOARD_DIR, RunPaths, checkpoint_files, parse_checkpoint_name
 from monitor.record import FORMAT_VERSION
 from monitor.report.events import read_scalars
 from monitor.report.text import summary_text
@@ -39,10 +41,13 @@ class Run:
             print(run.summary())
     """
 
-    def __init__(self, path: Path, record: dict[str, Any], history: pandas.DataFrame) -> None:
+    def __init__(
+        self, path: Path, record: dict[str, Any], history: pandas.DataFrame, *, is_live: bool = False
+    ) -> None:
         self.path = path
         self.record = record
         self.history = history
+        self.is_live = is_live  # when loaded: a process may still be writing it (see holder_is_alive)
 
     @property
     def name(self) -> str:
@@ -50,7 +55,19 @@ class Run:
 
     @property
     def status(self) -> str:
-        return str(self.record.get("status"))
+        """``run.json``'s status, except ``"crashed"`` for a run it says is running but whose process
+        is gone (killed, or its machine lost): resume it to continue."""
+        status = str(self.record.get("status"))
+        return "crashed" if status == "running" and not self.is_live else status
+
+
+    @property
+    def epochs(self) -> int:
+        """Epochs completed, from whichever of ``run.json`` and ``history.csv`` is further (after a
+        kill, the history can be a few writes ahead of the record)."""
+        recorded = int(self.record.get("epochs_completed") or 0)
+        in_history = int(self.history["epoch"].max()) if len(self.history) else 0
+        return max(recorded, in_history)
 
     @property
     def stop_reason(self) -> str | None:
@@ -59,10 +76,33 @@ class Run:
 
     @property
     def best(self) -> dict[str, Any]:
+        """``metric, mode, value, epoch, checkpoint`` (a Path), from ``run.json``, or from the history
+        where it is further (a killed run's last improvements may be there only)."""
         best = dict(self.record.get("best") or {})
-        if best.get("checkpoint"):
+        objective = self.record.get("objective") or {}
+        best.setdefault("metric", f"val_{objective['metric']}" if "metric" in objective else None)
+        best.setdefault("mode", objective.get("mode"))
+        newer = self._best_in_history(best)
+        if newer is not None:
+            best.update(newer)
+        elif best.get("checkpoint"):
             best["checkpoint"] = self.path / best["checkpoint"]
         return best
+
+    def _best_in_history(self, best: dict[str, Any]) -> dict[str, Any] | None:
+        """The history's last ``is_best`` row, if it is later than the recorded best."""
+        column = best.get("metric")
+        if "is_best" not in self.history or column not in self.history:
+            return None
+        rows = self.history[self.history["is_best"] == True]  # noqa: E712 (a pandas column)
+        if rows.empty or (best.get("epoch") is not None and int(rows["epoch"].iloc[-1]) <= int(best["epoch"])):
+            return None
+        epoch = int(rows["epoch"].iloc[-1])
+        files = sorted(
+            path for path in checkpoint_files(RunPaths(self.path).checkpoints, BEST_PREFIX)
+            if getattr(parse_checkpoint_name(path.name), "epoch", None) == epoch
+        )
+        return {"epoch": epoch, "value": float(rows[column].iloc[-1]), "checkpoint": files[-1] if files else None}
 
     @property
     def objective_column(self) -> str:
@@ -85,6 +125,27 @@ class Run:
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r}, status={self.status!r}, epochs={len(self.history)})"
+
+
+def holder_is_alive(run_dir: str | Path) -> bool:
+    """Whether the run's lock names a holder that is alive on this host, or one on another host
+    (which cannot be checked from here). Reads the lock file only: the review takes no lock, so it
+    can never make a starting run fail as busy. A run that ended emptied its lock."""
+    try:
+        holder = json.loads(RunPaths(run_dir).lock.read_text(encoding="utf-8") or "{}")
+    except (OSError, ValueError):
+        return False
+    if not isinstance(holder, dict) or "pid" not in holder:
+        return False
+    if holder.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, another user's
+    return True
 
 
 def load_run(run_dir: str | Path) -> Run:
@@ -122,4 +183,4 @@ def load_run(run_dir: str | Path) -> Run:
             raise RunDirectoryError(f"{str(path)!r}: history.csv has no 'epoch' column")
     else:
         history = pandas.DataFrame({"epoch": pandas.Series(dtype="int64"), "iteration": pandas.Series(dtype="int64")})
-    return Run(path, record, history)
+    return Run(path, record, history, is_live=holder_is_alive(path))

@@ -21,7 +21,7 @@ def summary_record(run: Run) -> dict[str, Any]:
         "name": run.name,
         "status": run.status,
         "stop_reason": run.stop_reason,
-        "epochs": int(run.record.get("epochs_completed") or len(run.history)),
+        "epochs": run.epochs,
         "best_epoch": best.get("epoch"),
         "objective": f"{best.get('metric')} ({best.get('mode')})",
         "best_value": best.get("value"),

@@ -23,6 +23,8 @@ class _RunView(Protocol):
     @property
     def stop_reason(self) -> str | None: ...
     @property
+    def epochs(self) -> int: ...
+    @property
     def best(self) -> dict[str, Any]: ...
     def best_row(self) -> dict[str, Any]: ...
 
@@ -31,15 +33,16 @@ def summary_text(run: _RunView) -> str:
     """The run in a few aligned lines (what ``monitor report`` prints)."""
     best = run.best
     checkpoint = best.get("checkpoint")
-    epochs = run.record.get("epochs_completed", len(run.history))
     value = format_value(best.get("value"))
     lines = [
         ("run", f"{run.name}  ({run.path})"),
         ("status", f"{run.status}  stop reason: {run.stop_reason or '-'}"),
-        ("epochs", f"{epochs}  ({run.record.get('elapsed_s') or 0:.1f} s)"),
+        ("epochs", f"{run.epochs}  ({run.record.get('elapsed_s') or 0:.1f} s)"),
         ("best", f"{best.get('metric')}={value} ({best.get('mode')}) at epoch {best.get('epoch')}"),
         ("checkpoint", str(checkpoint.relative_to(run.path)) if checkpoint else "-"),
     ]
+    if run.status == "crashed":
+        lines.append(("note", "run.json says running, but its process is gone: resume it to continue"))
     if run.record.get("error"):
         lines.append(("error", str(run.record["error"])))
     at_best = {k: v for k, v in run.best_row().items() if k.startswith("val_") or k == "train_loss"}

@@ -38,11 +38,27 @@ def test_first_signal_finishes_the_iteration_and_records_interrupted(tmp_path):
     assert signal.getsignal(signal.SIGTERM) is previous  # handlers put back
 
 
-def test_second_ctrl_c_stops_at_once(tmp_path):
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_second_ctrl_c_stops_at_once(tmp_path, monkeypatch):
+    import monitor.handlers.signals
+
+    clock = Clock()
+    monkeypatch.setattr(monitor.handlers.signals.time, "monotonic", clock)
+
     def step(engine, batch):
         if engine.state.iteration == 2:
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.01)
+            clock.now += 5  # a deliberate second Ctrl-C, a moment later
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.01)  # KeyboardInterrupt is raised in here
             raise AssertionError("the second Ctrl-C should have stopped this iteration")
@@ -54,3 +70,20 @@ def test_second_ctrl_c_stops_at_once(tmp_path):
             trainer.run(loader, max_epochs=5)
     assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "interrupted"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_burst_of_signals_is_one_stop_request(tmp_path):
+    # A dying launcher, Ctrl-C to a process group, a scheduler: one event, several signals at once.
+    def step(engine, batch):
+        if engine.state.iteration == 3:
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGINT):
+                os.kill(os.getpid(), signum)
+                time.sleep(0.01)
+        return {"loss": torch.tensor(0.5)}
+
+    run, trainer, loader = monitored(tmp_path, step)
+    with run:
+        trainer.run(loader, max_epochs=5)
+    assert trainer.state.iteration == 3
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert (record["status"], record["stop_reason"]) == ("interrupted", "interrupted")

@@ -1,0 +1,55 @@
+"""LearningRates: the learning rates the optimizer last stepped with, whatever order handlers run in."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+__all__ = ["LearningRates", "learning_rates"]
+
+
+class LearningRates:
+    """The learning rate of each parameter group at the optimizer's last ``step()``.
+
+    Read at validation time, ``optimizer.param_groups`` is one epoch off when a scheduler is stepped
+    by a handler that runs before the validation (e.g. one on ``EPOCH_COMPLETED`` attached before
+    monitoring): it already holds the next epoch's rate. An optimizer step pre-hook sees the rate
+    each step really used. It costs a list of a few floats per step, no device sync.
+
+    Examples:
+        .. code-block:: python
+
+            rates = LearningRates(optimizer)
+            rates.values()      # {"lr": 0.01} ("lr_1", "lr_2"... for more groups)
+            rates.remove()      # detach the hook
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"Argument optimizer should be a torch.optim.Optimizer, got {type(optimizer).__name__}.")
+        self.optimizer = optimizer
+        self._stepped: list[Any] | None = None  # rates at the last step; None before the first one
+        self._handle = optimizer.register_step_pre_hook(self._on_step)
+
+    def _on_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        self._stepped = [group["lr"] for group in optimizer.param_groups]
+
+    def values(self) -> dict[str, float]:
+        """``{"lr": ...}`` for the first group, ``lr_1``, ``lr_2`` ... for the others: the rates of the last
+        step (before any step: the current ones)."""
+        rates = self._stepped if self._stepped is not None else [g["lr"] for g in self.optimizer.param_groups]
+        return {("lr" if i == 0 else f"lr_{i}"): float(rate) for i, rate in enumerate(rates)}
+
+    def remove(self) -> None:
+        """Detach the hook from the optimizer."""
+        self._handle.remove()
+
+
+def learning_rates(source: torch.optim.Optimizer | LearningRates | None) -> dict[str, float]:
+    """The rates of ``source``: a :class:`LearningRates` (the last step's), an optimizer (its current
+    ones) or ``None`` (none)."""
+    if source is None:
+        return {}
+    if isinstance(source, LearningRates):
+        return source.values()
+    return {("lr" if i == 0 else f"lr_{i}"): float(g["lr"]) for i, g in enumerate(source.param_groups)}
