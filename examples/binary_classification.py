@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import torch
+from ignite.engine import Events
 from ignite.metrics import Accuracy, Loss
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -57,14 +58,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
     parser.add_argument("--overwrite", action="store_true", help="replace the run in --run-dir")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--checkpoint-every", type=checkpoint_every, default=None, metavar="WHEN",
+                        help="'epoch', 'iteration:N' or seconds (default: monitor's budget, every 10 minutes)")
+    parser.add_argument("--max-time", type=float, default=None, metavar="SECONDS",
+                        help="stop after this much training (resumable), e.g. under a job time limit")
+    parser.add_argument("--validate-every", type=int, default=None, metavar="N",
+                        help="validate every N iterations instead of every epoch (long epochs)")
+    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
+    parser.add_argument("--loader-seed", type=int, default=None,
+                        help="give the training DataLoader its own generator with this seed")
     return parser.parse_args(argv)
+
+
+def checkpoint_every(text: str) -> object:
+    """``epoch`` -> Events.EPOCH_COMPLETED, ``iteration:N`` -> every N iterations, else seconds."""
+    if text == "epoch":
+        return Events.EPOCH_COMPLETED
+    if text.startswith("iteration:"):
+        return Events.ITERATION_COMPLETED(every=int(text.split(":", 1)[1]))
+    return float(text)
 
 
 def main(argv: list[str] | None = None) -> monitor.Monitor:
     args = parse_args(argv)
     torch.manual_seed(args.seed)  # the script seeds; the library never does
     train_set, val_set = make_data(args.seed)
-    train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True)
+    generator = None if args.loader_seed is None else torch.Generator().manual_seed(args.loader_seed)
+    train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, generator=generator,
+                              num_workers=args.num_workers)
     val_loader = DataLoader(val_set, batch_size=args.batch_size)
 
     model = make_model()
@@ -84,6 +105,10 @@ def main(argv: list[str] | None = None) -> monitor.Monitor:
         hparams={"lr": 0.01, "momentum": 0.9, "batch_size": args.batch_size, "hidden": [100, 100]},
         seed=args.seed,
         tqdm_kwargs={"disable": args.no_progress},
+        checkpoint_every=args.checkpoint_every,
+        max_time=args.max_time,
+        validate_on=Events.EPOCH_COMPLETED if args.validate_every is None
+        else Events.ITERATION_COMPLETED(every=args.validate_every),
     )
     with run:
         trainer.run(train_loader, max_epochs=args.max_epochs)

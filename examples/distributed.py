@@ -26,7 +26,7 @@ from ignite.metrics import Accuracy, Loss
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from binary_classification import make_data, make_model  # noqa: E402
+from binary_classification import checkpoint_every, make_data, make_model  # noqa: E402
 
 import monitor  # noqa: E402
 
@@ -44,6 +44,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--checkpoint-every", default=None, metavar="WHEN",  # text: args go to each process
+                        help="'epoch', 'iteration:N' or seconds (default: monitor's budget)")
     return parser.parse_args(argv)
 
 
@@ -69,6 +71,7 @@ def training(local_rank: int, args: argparse.Namespace, customize: Callable[[Eng
         patience=args.patience, resume=args.resume, overwrite=args.overwrite, seed=args.seed,
         hparams={"lr": 0.01, "momentum": 0.9, "batch_size": args.batch_size, "processes": idist.get_world_size()},
         tqdm_kwargs={"disable": args.no_progress},
+        checkpoint_every=None if args.checkpoint_every is None else checkpoint_every(args.checkpoint_every),
     )
     with run:
         trainer.run(train_loader, max_epochs=args.max_epochs)

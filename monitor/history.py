@@ -125,10 +125,17 @@ class History:
                 raise OSError(e.errno, e.strerror, str(self.path)) from e
         self._set_last(row)
 
-    def truncate(self, after_epoch: int) -> int:
-        """Drop rows with ``epoch > after_epoch`` (work a resume redoes); return how many were dropped."""
+    def truncate(self, after_epoch: int | None = None, *, after_iteration: int | None = None) -> int:
+        """Drop rows with ``epoch > after_epoch`` or ``iteration > after_iteration`` (work a resume
+        redoes); return how many were dropped."""
         rows = self.read_rows()
-        kept = [r for r in rows if r["epoch"] is not None and int(r["epoch"]) <= after_epoch]
+
+        def keep(row: Mapping[str, Any]) -> bool:
+            if after_iteration is not None:
+                return row.get("iteration") is not None and int(row["iteration"]) <= after_iteration
+            return row["epoch"] is not None and int(row["epoch"]) <= (after_epoch or 0)
+
+        kept = [r for r in rows if keep(r)]
         if len(kept) != len(rows) or self._torn:
             self._rewrite(kept)
         self._set_last(kept[-1] if kept else None)

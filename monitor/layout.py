@@ -13,6 +13,7 @@ Examples:
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,9 +128,15 @@ def checkpoint_files(folder: str | Path, kind: str) -> list[Path]:
 
 
 def last_checkpoints(folder: str | Path) -> list[Path]:
-    """``last_epoch=N.pt`` files in ``folder``, newest (highest N) first."""
-    epochs = {path: parse_checkpoint_name(path.name) for path in checkpoint_files(folder, LAST_PREFIX)}
-    return sorted(epochs, key=lambda p: epochs[p].epoch, reverse=True)  # type: ignore[union-attr]
+    """Last checkpoints in ``folder``, the most trained first: by epoch, then by iteration within it
+    (``last_epoch=4_iteration=170.pt`` is within epoch 4, before ``last_epoch=4.pt``, its end)."""
+
+    def progress(path: Path) -> tuple[int, float]:
+        name = parse_checkpoint_name(path.name)
+        assert name is not None
+        return name.epoch, math.inf if name.iteration is None else name.iteration
+
+    return sorted(checkpoint_files(folder, LAST_PREFIX), key=progress, reverse=True)
 
 
 class RunPaths:

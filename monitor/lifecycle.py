@@ -16,7 +16,9 @@ from ignite.handlers import Checkpoint, ProgressBar, TensorboardLogger
 
 from monitor.distributed import is_main_process, leave_together
 from monitor.handlers.best import BestTracker
-from monitor.handlers.checkpoint import restore_best_weights
+from monitor.handlers.cadence import CheckpointCadence
+from monitor.handlers.checkpoint import DurableDiskSaver, restore_best_weights
+from monitor.handlers.data import DataOrder
 from monitor.handlers.history import HistoryRecorder
 from monitor.handlers.loss import TrainLoss
 from monitor.handlers.lr import LearningRates
@@ -86,6 +88,8 @@ class Monitor:
         graceful_stop: GracefulStop | None = None,
         restore_best: torch.nn.Module | None = None,
         learning_rates: LearningRates | None = None,
+        cadence: CheckpointCadence | None = None,
+        data_order: DataOrder | None = None,
     ) -> None:
         self.trainer = trainer
         self.paths = paths
@@ -106,11 +110,16 @@ class Monitor:
         self.graceful_stop = graceful_stop
         self.restore_best = restore_best  # the model that gets the best weights at the end, or None
         self.learning_rates = learning_rates  # its optimizer hook is removed at close
+        self.cadence = cadence or CheckpointCadence(Events.EPOCH_COMPLETED)
+        self.data_order = data_order
+        if plan.state is not None:
+            self.cadence.saved_iteration = plan.from_iteration  # that checkpoint is on disk already
         self.status = RunStatus.RUNNING
         self.stop_reason: StopReason | None = None
         self.error: str | None = None
         self._terminated = False  # trainer.terminate() was called during this segment
         self._started = False  # the trainer started this segment (before that, nothing is recorded)
+        self._completed = False  # it ended through COMPLETED: every rank agreed (no failure path)
         self._closed = False
 
     # -- what the plan says ---------------------------------------------------------------------
@@ -138,9 +147,8 @@ class Monitor:
 
     # -- the trainer's events ---------------------------------------------------------------------
     def attach(self, trainer: Engine) -> None:
-        """Register the run's own handlers on ``trainer``; call it after the last checkpoint's, so
-        that ``run.json`` follows the checkpoint it names."""
-        trainer.add_event_handler(Events.EPOCH_COMPLETED, self._write_record)
+        """Register the run's own handlers on ``trainer``: start, end, failure, and the checkpoint
+        cadence (after the handlers of each epoch and validation, so a save follows their work)."""
         if self.plan.is_finished:
             trainer.add_event_handler(Events.STARTED, self._train_nothing)
             return
@@ -150,6 +158,22 @@ class Monitor:
         trainer.add_event_handler(Events.TERMINATE, self._on_terminate)
         trainer.add_event_handler(Events.COMPLETED, self._on_completed)
         trainer.add_event_handler(Events.EXCEPTION_RAISED, self._on_exception)
+        saver = self.last_checkpoint.save_handler
+        self.cadence.attach(
+            trainer, self.save_checkpoint,
+            cost_s=lambda: float(getattr(saver, "last_cost_s", 0.0)),
+            mid_epoch=lambda: self.data_order is None or bool(self.data_order.replayable),
+        )
+
+    def save_checkpoint(self, engine: Engine) -> None:
+        """Write the held best files, the last checkpoint at ``engine``'s iteration, then ``run.json``
+        (in this order, through the writer: each names only files written before it)."""
+        if isinstance(self.best_checkpoint.save_handler, DurableDiskSaver):
+            self.best_checkpoint.save_handler.release()
+        if self.tensorboard is not None:
+            self.tensorboard.writer.flush()  # its points up to here are durable before the checkpoint
+        self.last_checkpoint(engine)
+        self._write_record()
 
     def _on_started(self, _: Engine) -> None:
         self._terminated, self._started = False, True
@@ -183,6 +207,7 @@ class Monitor:
         self._terminated = True
 
     def _on_completed(self, _: Engine) -> None:
+        self._completed = True
         self.stop_reason = self._why_it_ended()
         self._end(self.stop_reason.status)
 
@@ -205,8 +230,8 @@ class Monitor:
             return StopReason.INTERRUPTED if isinstance(error, KeyboardInterrupt) else StopReason.FAILED
         if self.plan.decided_stop is not None:
             return self.plan.decided_stop
-        if self.graceful_stop is not None and self.graceful_stop.received is not None:
-            return StopReason.INTERRUPTED
+        if self.graceful_stop is not None and self.graceful_stop.reason is not None:
+            return self.graceful_stop.reason  # a signal or the time limit
         return self.handler_stop_reason() or (StopReason.TERMINATED if self._terminated else StopReason.MAX_EPOCHS)
 
     def _fail(self, error: BaseException) -> None:
@@ -220,6 +245,18 @@ class Monitor:
         self._end(self.stop_reason.status, after_error=True)
 
     def _end(self, status: RunStatus, *, after_error: bool = False) -> None:
+        if not after_error and not self.lock.is_lost():
+            # The state as it ends is saved, so a resume (of an interruption, a time limit) loses nothing;
+            # mid-epoch only where the data can be replayed.
+            state = self.trainer.state
+            at_epoch_end = not state.epoch_length or state.iteration % state.epoch_length == 0
+            if at_epoch_end or self.data_order is None or self.data_order.replayable:
+                self.cadence.save_now(self.trainer)
+        elif isinstance(self.best_checkpoint.save_handler, DurableDiskSaver) and not self.lock.is_lost():
+            try:  # a failure still keeps the best weights found so far
+                self.best_checkpoint.save_handler.release()
+            except Exception as e:  # the writer's own earlier error: the one that is raised
+                logger.error("Could not write the held best checkpoints: %s", e)
         # Every queued write lands first; a write error raised here fails the run (recorded below).
         self.writer.flush(raise_error=not after_error)
         self.status = status
@@ -303,9 +340,10 @@ class Monitor:
         if self.learning_rates is not None:
             self.learning_rates.remove()
         self.lock.release()
-        if idist.get_world_size() > 1 and (self.status.is_finished or self.plan.is_finished) and not self._closed:
+        if idist.get_world_size() > 1 and (self._completed or self.plan.is_finished) and not self._closed:
             # Every rank leaves together, and none exits while gloo still holds its tensors (see
-            # leave_together). Never on a failure path, where another rank may be gone.
+            # leave_together): after any end all ranks agreed on (finished, interrupted, time limit).
+            # Never on a failure path, where another rank may be gone.
             leave_together()
         self._closed = True
 

@@ -50,7 +50,9 @@ class ResumePlan:
         damaged: newer last checkpoints found damaged, to set aside as ``*.damaged``.
         is_finished: ``run.json`` says the run ended: train nothing, change no file.
         decided_stop: the restored state had decided to stop, but ``run.json`` does not say so yet.
-        from_epoch: the epoch training continues after.
+        from_epoch: the last epoch completed (training continues in the next one).
+        from_iteration: the iteration training continues after (mid-epoch when not a multiple of
+            the epoch length).
     """
 
     resume: bool
@@ -60,6 +62,7 @@ class ResumePlan:
     is_finished: bool = False
     decided_stop: StopReason | None = None
     from_epoch: int = 0
+    from_iteration: int = 0
 
     @property
     def purge_step(self) -> int | None:
@@ -117,10 +120,12 @@ def plan_resume(
     state = picked["state"] if picked.get("state") is not None else load_checkpoint(path)
     logger.info("Resuming %s from %s", paths.root, path.name)
     trainer = state["trainer"]
-    epoch = int(trainer["iteration"]) // int(trainer["epoch_length"])
+    iteration = int(trainer["iteration"])
+    epoch = iteration // int(trainer["epoch_length"])
     finished = record.is_finished
     return ResumePlan(
         resume=True, checkpoint=path, state=state, damaged=damaged, is_finished=finished, from_epoch=epoch,
+        from_iteration=iteration,
         decided_stop=None if finished else _decided_stop(state, epoch, required),
     )
 
@@ -156,8 +161,10 @@ def apply_resume(
         return
     where = f"the last checkpoint of {str(paths.root)!r}"
     check_model_fits(objects["model"], plan.state["model"], where)
+    # A key the checkpoint lacks was checked by plan_resume to be an optional one (newer than the file).
+    to_load = {key: obj for key, obj in objects.items() if key in plan.state}
     try:
-        Checkpoint.load_objects(to_load=dict(objects), checkpoint=dict(plan.state))
+        Checkpoint.load_objects(to_load=to_load, checkpoint=dict(plan.state))
     except (RuntimeError, KeyError, ValueError, TypeError) as e:
         raise CheckpointError(f"Last checkpoint of {str(paths.root)!r} does not fit: {e}") from e
     last_checkpoint.load_state_dict(plan.state["checkpointer"])
@@ -190,9 +197,9 @@ def tidy_for_resume(
                 paths.root, dropped, removed or "no checkpoint",
             )
         return
-    dropped = history.truncate(after_epoch=epoch)
+    dropped = history.truncate(after_iteration=plan.from_iteration)
     if dropped:
-        logger.info("Dropped %d history row(s) after epoch %d (redone now)", dropped, epoch)
+        logger.info("Dropped %d history row(s) after iteration %d (redone now)", dropped, plan.from_iteration)
     saved = list(best_checkpoint.state_dict()["_saved"])  # worst first
     n_saved = best_checkpoint.n_saved
     if n_saved is not None and len(saved) > n_saved:  # n_saved made smaller on resume: keep the best ones

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +13,15 @@ from ignite.engine import Engine, Events
 from monitor._checks import positive_int
 from monitor.distributed import is_main_process, on_main_process
 from monitor.handlers.best import BestTracker
-from monitor.handlers.checkpoint import attach_best_checkpoint, attach_last_checkpoint
+from monitor.handlers.cadence import CheckpointCadence
+from monitor.handlers.checkpoint import attach_best_checkpoint, last_checkpointer
+from monitor.handlers.data import attach_data_order
 from monitor.handlers.history import attach_history
 from monitor.handlers.loss import attach_train_loss
 from monitor.handlers.lr import LearningRates
 from monitor.handlers.progress import attach_epoch_log, attach_progress_bar
-from monitor.handlers.rng import RNGState
-from monitor.handlers.signals import attach_graceful_stop
+from monitor.handlers.rng import RNGState, engine_state
+from monitor.handlers.signals import attach_graceful_stop, attach_time_limit
 from monitor.handlers.stopping import EarlyStopping
 from monitor.handlers.tensorboard import attach_tensorboard
 from monitor.handlers.validation import attach_validation
@@ -37,7 +40,12 @@ logger = logging.getLogger(__name__)
 
 # Keys monitor adds to the last checkpoint (``checkpointer`` is Ignite's own, from include_self);
 # ``to_save`` may not use them.
-RESERVED_KEYS = ("trainer", "best", "early_stopping", "best_checkpoint", "train_loss", "history", "rng", "checkpointer")
+RESERVED_KEYS = (
+    "trainer", "best", "early_stopping", "best_checkpoint", "train_loss", "history", "rng", "data_order",
+    "checkpointer",
+)
+# Reserved keys a checkpoint written before they existed may lack; a resume then goes on without them.
+OPTIONAL_KEYS = ("data_order",)
 
 
 def _check_to_save(to_save: Mapping[str, Any]) -> None:
@@ -80,6 +88,8 @@ def attach_monitoring(
     seed: int | None = None,
     tqdm_kwargs: Mapping[str, Any] | None = None,
     background_writes: bool = True,
+    checkpoint_every: Any = None,
+    max_time: timedelta | float | None = None,
 ) -> Monitor:
     """Wire validation, early stopping, best and last checkpoints, history, TensorBoard and progress.
 
@@ -110,6 +120,16 @@ def attach_monitoring(
             blocks 0.49x a plain ``torch.save``), but that thread's Python work competes for the
             GIL: on epochs of a few tens of ms with a tiny model, ``False`` is 2-3 ms per epoch faster.
 
+        checkpoint_every: when the last (resume) checkpoint is written: an Ignite event with its
+            filters (``Events.ITERATION_COMPLETED(every=500)``, ``Events.EPOCH_COMPLETED``), a
+            wall-clock interval (``timedelta`` or seconds), or ``None`` (default): a budget, every
+            10 minutes of training and never more than 1% of the time spent saving. Best checkpoints
+            are kept in memory and written with it. A run also saves when it ends, on SIGTERM/SIGINT
+            and at ``max_time``. A resume continues exactly from the newest one, mid-epoch included.
+        max_time: training time (``timedelta`` or seconds, summed over resumed segments) after which
+            the run stops with a checkpoint, status ``interrupted``, stop reason ``time_limit``;
+            ``resume=True`` with a larger ``max_time`` continues it. Default None.
+
     Returns:
         The :class:`Monitor` holding the attached handlers.
 
@@ -135,6 +155,8 @@ def attach_monitoring(
     positive_int("patience", patience, none_ok=True)
     positive_int("n_saved", n_saved)
     positive_int("log_every", log_every)
+    cadence = CheckpointCadence(checkpoint_every, agree_every=log_every)
+    max_time_s = _seconds("max_time", max_time)
     early_stopping = None if patience is None else EarlyStopping(
         objective, trainer, patience, baseline=baseline, target=target, divergence=divergence
     )
@@ -163,7 +185,7 @@ def attach_monitoring(
     paths = RunPaths(run_dir)
     try:
         record = RunRecord(on_main_process(lambda: read_record(paths.root)))
-        own = set(RESERVED_KEYS) - ({"early_stopping"} if early_stopping is None else set())
+        own = set(RESERVED_KEYS) - set(OPTIONAL_KEYS) - ({"early_stopping"} if early_stopping is None else set())
         plan = plan_resume(paths, objective=objective, record=record, required={*to_save, *own},
                            state_types=state_types) if resume else ResumePlan(resume=False)
         if plan.state is not None and not plan.is_finished:
@@ -187,21 +209,32 @@ def attach_monitoring(
             )
         best_checkpoint = attach_best_checkpoint(
             evaluator, trainer, best, {"model": model}, paths.checkpoints, n_saved=n_saved, writer=writer,
-            name_by_iteration=not _once_per_epoch(validate_on),
+            name_by_iteration=not _once_per_epoch(validate_on), hold=True,
         )
         if early_stopping is not None:
             early_stopping.attach(evaluator)
+        data_order = attach_data_order(trainer)
         objects: dict[str, Any] = {
-            **to_save, "trainer": trainer, "best": best, "best_checkpoint": best_checkpoint,
-            "train_loss": train_loss, "history": history, "rng": RNGState(),
+            **to_save, "trainer": engine_state(trainer), "best": best, "best_checkpoint": best_checkpoint,
+            "train_loss": train_loss, "history": history, "rng": RNGState(), "data_order": data_order,
         }
         if early_stopping is not None:
             objects["early_stopping"] = early_stopping
-        last_checkpoint = attach_last_checkpoint(trainer, objects, paths.checkpoints, writer=writer)
+        scaler = getattr(trainer.state, "scaler", None)  # Ignite's AMP GradScaler (create_supervised_trainer)
+        if scaler is not None and hasattr(scaler, "state_dict") and "scaler" not in to_save:
+            objects["scaler"] = scaler
+        last_checkpoint = last_checkpointer(trainer, objects, paths.checkpoints, writer=writer)
         apply_resume(plan, objects=objects, paths=paths, last_checkpoint=last_checkpoint)
+        if max_time_s is not None and not plan.is_finished and history.elapsed_s >= max_time_s:
+            raise ValueError(
+                f"Argument max_time should be more than the {history.elapsed_s:.1f} s {str(paths.root)!r} has "
+                f"trained already, got {max_time!r}; pass a larger max_time to continue it."
+            )
         graceful_stop = progress_bar = None
         if not plan.is_finished:
             graceful_stop = attach_graceful_stop(trainer, agree_every=log_every)
+            if max_time_s is not None:
+                attach_time_limit(trainer, graceful_stop, clock=history, max_time_s=max_time_s)
             if main:
                 progress_bar = attach_progress_bar(trainer, **dict(tqdm_kwargs or {}))
         run = Monitor(
@@ -209,7 +242,7 @@ def attach_monitoring(
             plan=plan, best=best, history=history, train_loss=train_loss, best_checkpoint=best_checkpoint,
             last_checkpoint=last_checkpoint, early_stopping=early_stopping, tensorboard=tensorboard,
             progress_bar=progress_bar, graceful_stop=graceful_stop, restore_best=model if restore_best else None,
-            learning_rates=rates,
+            learning_rates=rates, cadence=cadence, data_order=data_order,
         )
         run.attach(trainer)  # after the last checkpoint's handler: run.json follows the file it names
         return run
@@ -236,3 +269,15 @@ def _log_changes(previous: Mapping[str, Any], config: Mapping[str, Any]) -> None
         if name in old and old[name] != new[name]:
             logger.info("Resuming with %s changed from %r to %r; the new value applies from here on.",
                         name, old[name], new[name])
+
+
+def _seconds(name: str, value: timedelta | float | None) -> float | None:
+    """``value`` in seconds (a ``timedelta`` or a number > 0), or ``None``."""
+    if value is None:
+        return None
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
+        raise ValueError(
+            f"Argument {name} should be a positive datetime.timedelta or number of seconds, got {value!r}."
+        )
+    return float(seconds)

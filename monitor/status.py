@@ -32,6 +32,7 @@ class StopReason(str, Enum):
     NONFINITE_LOSS = "nonfinite_loss"
     MAX_EPOCHS = "max_epochs"
     INTERRUPTED = "interrupted"
+    TIME_LIMIT = "time_limit"  # max_time reached: a checkpoint is written and resume continues
     FAILED = "failed"
     TERMINATED = "terminated"  # trainer.terminate() called by a handler monitor does not own
 
@@ -50,6 +51,7 @@ _STATUS = {
     StopReason.NONFINITE_LOSS: RunStatus.DIVERGED,
     StopReason.MAX_EPOCHS: RunStatus.COMPLETED,
     StopReason.INTERRUPTED: RunStatus.INTERRUPTED,
+    StopReason.TIME_LIMIT: RunStatus.INTERRUPTED,
     StopReason.FAILED: RunStatus.FAILED,
 }
 

@@ -1,6 +1,13 @@
 """The long kill test: kill -9 the case study hundreds of times, resume each time, check everything.
 
-    .venv/bin/python scripts/kill_test.py --kills 200          # about 10 minutes on 2 cores
+    .venv/bin/python scripts/kill_test.py --kills 200          # about 8 minutes on 2 cores
+    .venv/bin/python scripts/kill_test.py --kills 200 --long-epoch --loader generator   # or global, workers
+
+``--long-epoch``: 438 iterations per epoch (batch 8), validation every 100 iterations, a last
+checkpoint every 50 iterations, 3 epochs; kills land inside epochs, and each resume continues
+mid-epoch. ``--loader``: the DataLoader shuffles with the global RNG, with its own seeded generator,
+or with 2 worker processes. It also prints the most iterations a resume had to redo (the progress a
+kill lost: from the newest checkpoint on disk to the last training-loss point the killed run wrote).
 
 Each trial runs the case study in a fresh folder, kills it at a random instant (during start-up,
 training, a checkpoint save, anywhere), resumes it with --resume, and repeats until a resume runs to
@@ -23,8 +30,14 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from monitor.layout import last_checkpoints  # noqa: E402
+from monitor.report.events import read_scalars  # noqa: E402
 from monitor.rundir import CheckpointError, load_checkpoint  # noqa: E402
 from tests.crash_helpers import assert_same_outcome, case_study, outcome, start_case_study  # noqa: E402
+
+LONG_EPOCH = ["--batch-size", "8", "--validate-every", "100", "--checkpoint-every", "iteration:50",
+              "--max-epochs", "3", "--patience", "1000"]
+LOADERS = {"global": [], "generator": ["--loader-seed", "7"], "workers": ["--num-workers", "2"]}
 
 
 def corrupt_files(run_dir: Path) -> list[str]:
@@ -45,35 +58,53 @@ def corrupt_files(run_dir: Path) -> list[str]:
     return bad
 
 
-def epoch_problems(run_dir: Path) -> tuple[int, int]:
-    """(duplicated rows, missing rows) in history.csv against epochs 1..last."""
-    epochs = pd.read_csv(run_dir / "history.csv")["epoch"].tolist()
-    duplicated = len(epochs) - len(set(epochs))
-    missing = len(set(range(1, max(epochs) + 1)) - set(epochs))
-    return duplicated, missing
+def row_problems(run_dir: Path, reference_dir: Path) -> tuple[int, int]:
+    """(duplicated rows, missing rows) in history.csv against the uninterrupted run's validations."""
+    done = pd.read_csv(run_dir / "history.csv")["iteration"].tolist()
+    expected = set(pd.read_csv(reference_dir / "history.csv")["iteration"])
+    return len(done) - len(set(done)), len(expected - set(done))
+
+
+def redone_if_resumed(run_dir: Path) -> int | None:
+    """Iterations a resume now would redo: the killed run's last training-loss point minus the
+    iteration of the newest checkpoint on disk (None when nothing was trained yet)."""
+    scalars = read_scalars(run_dir / "tb")
+    losses = scalars[scalars["tag"] == "train/loss"] if len(scalars) else scalars
+    if losses.empty:
+        return None
+    for path in last_checkpoints(run_dir / "checkpoints"):
+        try:
+            return int(losses["step"].max()) - int(load_checkpoint(path)["trainer"]["iteration"])
+        except CheckpointError:
+            continue
+    return int(losses["step"].max())
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--kills", type=int, default=200, help="stop after at least this many kills")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--long-epoch", action="store_true", help="long epochs, checkpoints within them")
+    parser.add_argument("--loader", choices=sorted(LOADERS), default="global")
     args = parser.parse_args()
+    extra = [*LONG_EPOCH] if args.long_epoch else []
+    extra += LOADERS[args.loader]
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="kill_test-"))
     reference_dir = work / "reference"
     started = time.monotonic()
-    assert case_study(reference_dir) == 0, "the uninterrupted run failed"
+    assert case_study(reference_dir, *extra) == 0, "the uninterrupted run failed"
     reference = outcome(reference_dir)
     duration = time.monotonic() - started
 
     totals = {"trials": 0, "kills": 0, "corrupt files": 0, "duplicated rows": 0, "missing rows": 0,
-              "mismatches": 0, "fallbacks to an older checkpoint": 0}
+              "mismatches": 0, "fallbacks to an older checkpoint": 0, "most iterations redone": 0}
     while totals["kills"] < args.kills:
         totals["trials"] += 1
         run_dir = work / f"trial{totals['trials']}"
         kills_here = 0
         while True:
-            process = start_case_study(run_dir, *(["--resume"] if kills_here else []))
+            process = start_case_study(run_dir, *extra, *(["--resume"] if kills_here else []))
             time.sleep(rng.uniform(0.0, duration))
             if process.poll() is not None:  # it finished before the kill
                 break
@@ -83,13 +114,15 @@ def main() -> int:
             totals["kills"] += 1
             if (run_dir / "history.csv").exists():
                 totals["corrupt files"] += len(corrupt_files(run_dir))
+            redone = redone_if_resumed(run_dir) if (run_dir / "tb").exists() else None
+            totals["most iterations redone"] = max(totals["most iterations redone"], redone or 0)
         if process.returncode != 0:
             print(f"trial {totals['trials']}: the final run exited {process.returncode}", file=sys.stderr)
             print(process.stderr.read().decode() if process.stderr else "", file=sys.stderr)
             totals["mismatches"] += 1
             continue
         totals["corrupt files"] += len(corrupt_files(run_dir))
-        duplicated, missing = epoch_problems(run_dir)
+        duplicated, missing = row_problems(run_dir, reference_dir)
         totals["duplicated rows"] += duplicated
         totals["missing rows"] += missing
         totals["fallbacks to an older checkpoint"] += len(list((run_dir / "checkpoints").glob("*.damaged")))
@@ -100,7 +133,8 @@ def main() -> int:
             print(f"trial {totals['trials']}: mismatch: {e}", file=sys.stderr)
         print(f"trial {totals['trials']}: {kills_here} kills; totals {totals}", flush=True)
 
-    print("\nkill test of the case study (kill -9 at random instants, then --resume)")
+    mode = f"long epochs, loader {args.loader}" if args.long_epoch else f"loader {args.loader}"
+    print(f"\nkill test of the case study ({mode}; kill -9 at random instants, then --resume)")
     for key, value in totals.items():
         print(f"  {key:34s} {value}")
     print(f"  {'wall time':34s} {time.monotonic() - started:.0f} s")

@@ -15,17 +15,19 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = str(ROOT / "examples" / "binary_classification.py")
 TIME_COLUMNS = ["elapsed_s", "epoch_s"]
+# A last checkpoint every epoch: the crash points below count saves (the default budget saves at the end).
+CADENCE = ["--checkpoint-every", "epoch"]
 
 
 def case_study(run_dir: Path, *extra: str, env: dict[str, str] | None = None, timeout: float = 300) -> int:
     """Run the case study to its end (or its crash); return the exit code (-9 for SIGKILL)."""
     full_env = {**os.environ, "PYTHONHASHSEED": "0", **(env or {})}
-    args = [sys.executable, SCRIPT, "--run-dir", str(run_dir), "--no-progress", *extra]
+    args = [sys.executable, SCRIPT, "--run-dir", str(run_dir), "--no-progress", *CADENCE, *extra]
     return subprocess.run(args, env=full_env, capture_output=True, timeout=timeout).returncode
 
 
 def start_case_study(run_dir: Path, *extra: str) -> subprocess.Popen[bytes]:
-    args = [sys.executable, SCRIPT, "--run-dir", str(run_dir), "--no-progress", *extra]
+    args = [sys.executable, SCRIPT, "--run-dir", str(run_dir), "--no-progress", *CADENCE, *extra]
     return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 

@@ -22,6 +22,7 @@ def start(run_dir, *, resume=False, crash_at_iteration=None, max_epochs=10, pati
         objective=objective or Objective("loss", mode="min"),
         to_save={"model": s["model"], "optimizer": s["optimizer"]},
         patience=patience, log_every=1, resume=resume, restore_best=False,
+        checkpoint_every=Events.EPOCH_COMPLETED,  # the tests count on a checkpoint per epoch
     )
     with run:
         if crash_at_iteration is None:

@@ -2,9 +2,12 @@
 import json
 import random
 import signal
+import time
 
 import pytest
+import torch
 
+from monitor.layout import last_checkpoints
 from tests.crash_helpers import (
     assert_same_outcome,
     case_study,
@@ -50,6 +53,30 @@ def test_random_kills_then_resumes_give_the_uninterrupted_result(tmp_path, unint
         kill_at(process, rng.uniform(0.0, 0.6))
     assert case_study(run_dir, "--resume") == 0
     assert_same_outcome(outcome(run_dir), uninterrupted)
+
+
+LONG_EPOCH = ["--batch-size", "8", "--validate-every", "100", "--checkpoint-every", "iteration:50",
+              "--max-epochs", "2", "--patience", "1000", "--loader-seed", "7"]
+
+
+def test_random_kills_inside_long_epochs_resume_mid_epoch_to_the_uninterrupted_result(tmp_path):
+    # 438 iterations per epoch, a checkpoint every 50: each kill lands inside an epoch.
+    reference = tmp_path / "whole"
+    started = time.monotonic()
+    assert case_study(reference, *LONG_EPOCH) == 0
+    duration = time.monotonic() - started
+    run_dir = tmp_path / "run"
+    rng = random.Random(7)
+    resumed_from = []
+    for kill in range(3):
+        process = start_case_study(run_dir, *LONG_EPOCH, *(["--resume"] if kill else []))
+        wait_for_rows(run_dir, rows=kill + 1)  # past the first validations of this attempt
+        kill_at(process, rng.uniform(0.0, duration / 4))
+        newest = last_checkpoints(run_dir / "checkpoints")
+        resumed_from.append(int(torch.load(newest[0], weights_only=False)["trainer"]["iteration"]) if newest else 0)
+    assert any(i % 438 for i in resumed_from), f"no kill landed mid-epoch: {resumed_from}"
+    assert case_study(run_dir, *LONG_EPOCH, "--resume") == 0
+    assert_same_outcome(outcome(run_dir), outcome(reference))
 
 
 def test_sigterm_stops_cleanly_as_interrupted_and_resumes_to_the_same_result(tmp_path, uninterrupted):

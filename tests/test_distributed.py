@@ -135,3 +135,16 @@ def test_killing_the_launcher_stops_every_rank_promptly_and_frees_the_run(tmp_pa
     record = json.loads((run_dir / "run.json").read_text())
     assert (record["status"], record["stop_reason"]) == ("interrupted", "interrupted")
     assert (run_dir / ".lock").read_text() == ""  # released: a --resume may start at once
+
+
+def test_two_processes_killed_mid_epoch_resume_from_a_checkpoint_within_the_epoch(tmp_path, one_and_two):
+    _, two, _ = one_and_two
+    run_dir = tmp_path / "run"
+    every = ["--checkpoint-every", "iteration:37"]
+    killed = train(run_dir, 2, *every, "--fail-rank", "1", "--fail-at", "300", "--fail-kind", "kill", timeout=120)
+    assert killed.returncode != 0
+    assert "last_epoch=6_iteration=296.pt" in {p.name for p in (run_dir / "checkpoints").glob("last_*.pt")}
+    resumed = train(run_dir, 2, *every, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Resuming" in resumed.stderr and "last_epoch=6_iteration=296.pt" in resumed.stderr
+    pd.testing.assert_frame_equal(history(run_dir), history(two), check_exact=False, rtol=1e-6)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -26,6 +27,7 @@ __all__ = [
     "DurableDiskSaver",
     "attach_best_checkpoint",
     "attach_last_checkpoint",
+    "last_checkpointer",
     "attach_restore_best",
     "restore_best_weights",
     "BEST_PREFIX",
@@ -45,6 +47,12 @@ class DurableDiskSaver(DiskSaver):
     the new file is complete and durable, temp files carry a prefix cleaned at the next start, and
     the folder may hold the previous checkpoints.
 
+    With ``hold=True`` a save only takes a copy of the state (on the CPU) and keeps it until
+    :meth:`release`, which hands every kept save to the writer in order; a kept file that Ignite
+    rotates out before that is never written. Best checkpoints use this: they are written with the
+    next last checkpoint (which a resume regenerates everything after), not on every improvement.
+    ``last_cost_s`` is the time the last save took (copy, serialisation, write), for the budget.
+
     Examples:
         .. code-block:: python
 
@@ -52,9 +60,14 @@ class DurableDiskSaver(DiskSaver):
             Checkpoint({"model": model}, saver, n_saved=3, score_function=..., score_name="neg_val_loss")
     """
 
-    def __init__(self, dirname: str | Path, *, writer: OrderedWriter | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, dirname: str | Path, *, writer: OrderedWriter | None = None, hold: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(dirname, atomic=True, create_dir=True, require_empty=False, **kwargs)
         self.writer = writer if writer is not None else OrderedWriter(background=False)
+        self.hold = hold
+        self.held: dict[str, tuple[Callable[[], None], list[str]]] = {}  # filename -> (write, removals after it)
+        self.last_cost_s = 0.0
         self._to_remove: list[str] = []
         self.manifest = Manifest(self.dirname)
         removed = remove_stale_temp_files(self.dirname) if idist.get_rank() == self.save_on_rank else []
@@ -62,12 +75,39 @@ class DurableDiskSaver(DiskSaver):
             logger.warning("Removed %d temp file(s) left by an interrupted save in %s", len(removed), self.dirname)
 
     def _save_func(self, checkpoint: Mapping[str, Any], path: Path, func: Callable[..., Any]) -> None:
+        started = time.perf_counter()
         pending = [name for name in self._to_remove if name != path.name]
         self._to_remove = []
         # In the background, the training thread only copies the state as it is now (tensors cloned:
         # 15 ms for 200 MB, against 160 ms to serialise them); the writer serialises and writes it, in order.
-        state = _snapshot(checkpoint) if self.writer.background else checkpoint
-        self.writer.submit(lambda: self._write(state, path, func, pending))
+        # A held save is copied to the CPU: kept for a while, it should not hold device memory.
+        state = _snapshot(checkpoint, to_cpu=self.hold) if self.writer.background or self.hold else checkpoint
+        copy_s = time.perf_counter() - started
+
+        def job() -> None:
+            writing = time.perf_counter()
+            self._write(state, path, func, pending)
+            self.last_cost_s = copy_s + time.perf_counter() - writing
+
+        if self.hold:
+            self.held[path.name] = (job, pending)
+        else:
+            self.writer.submit(job)
+
+    def release(self) -> None:
+        """Hand every held save to the writer, in order, and the removals of files rotated out."""
+        held, self.held = list(self.held.values()), {}
+        for job, _ in held:
+            self.writer.submit(job)
+        if self._to_remove:  # files rotated out with no new file written since
+            pending, self._to_remove = self._to_remove, []
+            self.writer.submit(lambda: self._remove_files(pending))
+
+    def _remove_files(self, names: list[str]) -> None:
+        for name in names:
+            (self.dirname / name).unlink(missing_ok=True)
+        self.manifest.forget(names)
+        fsync_dir(self.dirname)
 
     def _write(self, checkpoint: Mapping[str, Any], path: Path, func: Callable[..., Any], pending: list[str]) -> None:
         def write(f: IO[bytes]) -> None:
@@ -92,28 +132,39 @@ class DurableDiskSaver(DiskSaver):
 
     def remove(self, filename: str) -> None:
         # Called by Checkpoint before the new file is saved: only remember it (see class docstring).
-        if idist.get_rank() == self.save_on_rank:
+        if idist.get_rank() != self.save_on_rank:
+            return
+        dropped = self.held.pop(filename, None)
+        if dropped is None:
             self._to_remove.append(filename)
+        else:  # a held file rotated out is never written; the removals it carried pass to the next save
+            self._to_remove.extend(dropped[1])
 
 
-def _snapshot(obj: Any, memo: dict[tuple[Any, ...], Any] | None = None) -> Any:
+def _snapshot(obj: Any, memo: dict[tuple[Any, ...], Any] | None = None, *, to_cpu: bool = False) -> Any:
     """A copy of a checkpoint's state that training can no longer change: tensors cloned (one clone
-    per view of the same memory, so tied weights stay tied), containers rebuilt, anything else deep-copied."""
+    per view of the same memory, so tied weights stay tied; on the CPU with ``to_cpu``), containers
+    rebuilt, anything else deep-copied."""
     memo = {} if memo is None else memo
+
+    def copy_tensor(tensor: torch.Tensor) -> torch.Tensor:
+        tensor = tensor.detach()
+        return tensor.to("cpu", copy=True) if to_cpu else tensor.clone()
+
     if isinstance(obj, torch.Tensor):
         if obj.layout is not torch.strided:  # sparse and the like: no storage to compare
-            return obj.detach().clone()
+            return copy_tensor(obj)
         view = (obj.untyped_storage().data_ptr(), obj.storage_offset(), obj.shape, obj.stride(), obj.dtype, obj.device)
         if view not in memo:
-            memo[view] = obj.detach().clone()
+            memo[view] = copy_tensor(obj)
         return memo[view]
     if type(obj) in (dict, OrderedDict):
-        copied = type(obj)((key, _snapshot(value, memo)) for key, value in obj.items())
+        copied = type(obj)((key, _snapshot(value, memo, to_cpu=to_cpu)) for key, value in obj.items())
         if getattr(obj, "__dict__", None):  # a module's state_dict carries _metadata (versions)
             copied.__dict__.update(copy.deepcopy(obj.__dict__))
         return copied
     if type(obj) in (list, tuple):
-        return type(obj)(_snapshot(value, memo) for value in obj)
+        return type(obj)(_snapshot(value, memo, to_cpu=to_cpu) for value in obj)
     return copy.deepcopy(obj)
 
 
@@ -127,6 +178,7 @@ def attach_best_checkpoint(
     n_saved: int = 1,
     writer: OrderedWriter | None = None,
     name_by_iteration: bool = False,
+    hold: bool = False,
 ) -> Checkpoint:
     """Keep the ``n_saved`` best checkpoints by the Objective; attached to ``evaluator`` on ``COMPLETED``.
 
@@ -145,7 +197,8 @@ def attach_best_checkpoint(
             ckpt.last_checkpoint      # Path of the best file so far
 
     With a background ``writer`` (:class:`~monitor.writer.OrderedWriter`), files reach the disk
-    shortly after; ``writer.flush()`` waits for them.
+    shortly after; ``writer.flush()`` waits for them. With ``hold``, they wait in memory (CPU) until
+    ``checkpoint.save_handler.release()`` (monitor releases them with each last checkpoint).
     """
     positive_int("n_saved", n_saved)
     objective = best.objective
@@ -156,7 +209,7 @@ def attach_best_checkpoint(
 
     checkpoint = Checkpoint(
         dict(to_save),
-        DurableDiskSaver(dirname, writer=writer),
+        DurableDiskSaver(dirname, writer=writer, hold=hold),
         filename_prefix=BEST_PREFIX,
         score_function=score,
         score_name=objective.score_name,
@@ -174,6 +227,34 @@ def attach_best_checkpoint(
     return checkpoint
 
 
+def last_checkpointer(
+    trainer: Engine, to_save: Mapping[str, Any], dirname: str | Path, *, writer: OrderedWriter | None = None
+) -> Checkpoint:
+    """Ignite's ``Checkpoint`` of everything needed to resume, not attached: call it with ``trainer``.
+
+    Files are ``last_epoch=N.pt`` at an epoch's end and ``last_epoch=N_iteration=I.pt`` within epoch N;
+    the two newest are kept (by iteration), so that a resume finding the newest damaged can fall back
+    to the other. ``to_save`` should hold every stateful object: model, optimizer, scheduler,
+    ``trainer`` and the handlers; the checkpoint's own bookkeeping is included (``include_self``).
+    """
+
+    def step(*_: Any) -> str:
+        state = trainer.state
+        mid_epoch = state.epoch_length is not None and state.iteration % state.epoch_length != 0
+        return best_step(state.epoch, state.iteration if mid_epoch else None)
+
+    return Checkpoint(
+        dict(to_save),
+        DurableDiskSaver(dirname, writer=writer),
+        filename_prefix=LAST_PREFIX,
+        n_saved=2,
+        score_function=lambda _: trainer.state.iteration,  # the newest is the most trained (not a name order)
+        global_step_transform=step,
+        filename_pattern=LAST_PATTERN,
+        include_self=True,
+    )
+
+
 def attach_last_checkpoint(
     trainer: Engine,
     to_save: Mapping[str, Any],
@@ -182,22 +263,8 @@ def attach_last_checkpoint(
     event: Any = Events.EPOCH_COMPLETED,
     writer: OrderedWriter | None = None,
 ) -> Checkpoint:
-    """Save everything needed to resume (``last_epoch=N.pt``) on ``trainer`` ``event``.
-
-    The two newest are kept, so that a resume finding the newest damaged can fall back to the other.
-
-    ``to_save`` should hold every stateful object: model, optimizer, scheduler, ``trainer`` and the
-    handlers; the checkpoint's own bookkeeping is included (``include_self``).
-    """
-    checkpoint = Checkpoint(
-        dict(to_save),
-        DurableDiskSaver(dirname, writer=writer),
-        filename_prefix=LAST_PREFIX,
-        n_saved=2,
-        global_step_transform=lambda *_: trainer.state.epoch,
-        filename_pattern=LAST_PATTERN,
-        include_self=True,
-    )
+    """Save everything needed to resume (:func:`last_checkpointer`) on ``trainer`` ``event``."""
+    checkpoint = last_checkpointer(trainer, to_save, dirname, writer=writer)
     trainer.add_event_handler(event, checkpoint)
     return checkpoint
 
@@ -205,6 +272,7 @@ def attach_last_checkpoint(
 def restore_best_weights(best_checkpoint: Checkpoint, model: torch.nn.Module) -> Path | None:
     """Load the best file of ``best_checkpoint`` into ``model``; return its path (``None``: no best yet)."""
     if isinstance(best_checkpoint.save_handler, DurableDiskSaver):
+        best_checkpoint.save_handler.release()  # a held best is written now
         best_checkpoint.save_handler.writer.flush()  # the file may still be on its way to the disk
     path = best_checkpoint.last_checkpoint
     if path is None:

@@ -14,6 +14,7 @@ from ignite.base.mixins import Serializable
 from ignite.engine import Engine, Events
 
 from monitor._checks import positive_int
+from monitor.distributed import gather_json
 from monitor.status import StopReason, parse_reason, reason_value
 
 __all__ = ["TrainLoss", "attach_train_loss", "loss_from_output"]
@@ -55,7 +56,7 @@ class TrainLoss(Serializable):
             train_loss.epoch_mean                                     # after EPOCH_COMPLETED
     """
 
-    _state_dict_all_req_keys = ("stop_reason",)
+    _state_dict_all_req_keys = ("stop_reason",)  # and, since mid-epoch checkpoints, "sum" and "count"
 
     def __init__(
         self, trainer: Engine, output_transform: Callable[[Any], torch.Tensor | float] = loss_from_output
@@ -68,7 +69,10 @@ class TrainLoss(Serializable):
         self._count = 0
 
     def started(self, _: Engine) -> None:
-        self._sum, self._count = 0.0, 0
+        """A new epoch: start summing again (not when a resume goes on mid-epoch with its saved sum)."""
+        state = self.trainer.state
+        if not state.epoch_length or state.iteration == (state.epoch - 1) * state.epoch_length:
+            self._sum, self._count = 0.0, 0
 
     def __call__(self, _: Engine) -> None:
         loss = self.output_transform(self.trainer.state.output)
@@ -93,11 +97,22 @@ class TrainLoss(Serializable):
             self.trainer.terminate()
 
     def state_dict(self) -> OrderedDict[str, Any]:
-        return OrderedDict(stop_reason=reason_value(self.stop_reason))
+        # The epoch's running sum, for a checkpoint mid-epoch (one host sync, at saving time only);
+        # every rank's, since each sums its own share of the batches.
+        state: OrderedDict[str, Any] = OrderedDict(
+            stop_reason=reason_value(self.stop_reason), sum=float(self._sum), count=self._count
+        )
+        if idist.get_world_size() > 1:
+            state["ranks"] = gather_json([state["sum"], state["count"]])
+        return state
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         super().load_state_dict(state_dict)
         self.stop_reason = parse_reason(state_dict["stop_reason"])
+        ranks = state_dict.get("ranks")
+        own = ranks[idist.get_rank()] if ranks is not None and len(ranks) == idist.get_world_size() else None
+        total, count = own if own is not None else (state_dict.get("sum", 0.0), state_dict.get("count", 0))
+        self._sum, self._count = float(total), int(count)
 
 
 def attach_train_loss(

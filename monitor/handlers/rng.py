@@ -11,10 +11,22 @@ import ignite.distributed as idist
 import numpy
 import torch
 from ignite.base.mixins import Serializable
+from ignite.engine import Engine, Events
+from ignite.engine.deterministic import DeterministicEngine
 
 from monitor.distributed import gather_json
 
-__all__ = ["RNGState"]
+__all__ = ["RNGState", "DeterministicEngineState", "capture_rng", "restore_rng", "engine_state"]
+
+
+def capture_rng() -> dict[str, Any]:
+    """This process's global RNG states (Python, NumPy, torch CPU and CUDA) as bytes and numbers."""
+    return RNGState._own_state()
+
+
+def restore_rng(state: Mapping[str, Any]) -> None:
+    """Set this process's global RNGs to ``state`` (from :func:`capture_rng`)."""
+    RNGState._restore(state)
 
 
 class RNGState(Serializable):
@@ -42,12 +54,14 @@ class RNGState(Serializable):
         super().load_state_dict(state_dict)
         ranks = state_dict.get("ranks")
         rank, world = idist.get_rank(), idist.get_world_size()
-        own = ranks[rank] if ranks is not None and len(ranks) == world else state_dict
-        version, internal, gauss = own["python"]
-        random.setstate((version, tuple(int(i) for i in numpy.frombuffer(internal, dtype=numpy.uint32)), gauss))
-        kind, keys, pos, has_gauss, cached = own["numpy"]
-        numpy.random.set_state((kind, numpy.frombuffer(keys, dtype=numpy.uint32).copy(), pos, has_gauss, cached))
-        torch.set_rng_state(torch.frombuffer(bytearray(own["torch"]), dtype=torch.uint8))
+        self._restore(ranks[rank] if ranks is not None and len(ranks) == world else state_dict)
+
+    @staticmethod
+    def _restore(own: Mapping[str, Any]) -> None:
+        python, torch_state, numpy_state = _as_objects(own)
+        random.setstate(python)
+        numpy.random.set_state(numpy_state)
+        torch.set_rng_state(torch_state)
         if "cuda" in own and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([torch.frombuffer(bytearray(s), dtype=torch.uint8) for s in own["cuda"]])
 
@@ -64,6 +78,66 @@ class RNGState(Serializable):
         if torch.cuda.is_available() and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
             state["cuda"] = [s.numpy().tobytes() for s in torch.cuda.get_rng_state_all()]
         return state
+
+
+def _as_objects(own: Mapping[str, Any]) -> list[Any]:
+    """Python's, torch's and NumPy's states from :func:`capture_rng`'s bytes, as their own objects (in
+    the order of Ignite's ``_get_rng_states``)."""
+    version, internal, gauss = own["python"]
+    kind, keys, pos, has_gauss, cached = own["numpy"]
+    return [
+        (version, tuple(int(i) for i in numpy.frombuffer(internal, dtype=numpy.uint32)), gauss),
+        torch.frombuffer(bytearray(own["torch"]), dtype=torch.uint8),
+        (kind, numpy.frombuffer(keys, dtype=numpy.uint32).copy(), pos, has_gauss, cached),
+    ]
+
+
+class DeterministicEngineState(Serializable):
+    """An Ignite ``DeterministicEngine`` in the last checkpoint: its ``rng_states`` as bytes, and its seed.
+
+    Ignite's ``DeterministicEngine`` replays the data order itself (it re-seeds the global RNGs from
+    ``state.seed`` at each epoch and skips done batches as indices), but what it saves falls short
+    of an exact resume here: its ``rng_states`` are Python, NumPy and torch objects, which
+    ``torch.load(weights_only=True)`` (how monitor loads checkpoints safely) refuses; and
+    ``state.seed`` is not saved at all but drawn anew from the global RNG at every ``STARTED``, so a
+    resumed run, whose RNG was restored, draws another seed and other epoch orders. This stores the
+    states as :func:`capture_rng` does (they are the global ones at saving time) and the seed, and
+    puts the seed back after the engine drew its own on ``STARTED``.
+
+    Examples:
+        .. code-block:: python
+
+            objects["trainer"] = engine_state(trainer)   # the trainer itself unless deterministic
+    """
+
+    def __init__(self, engine: DeterministicEngine) -> None:
+        self.engine = engine
+        self._seed: int | None = None  # loaded, to put back when the engine starts
+        engine.add_event_handler(Events.STARTED, self._put_back_seed)  # after Ignite's own _init_run
+
+    def _put_back_seed(self, _: Engine) -> None:
+        if self._seed is not None:
+            self.engine.state.seed, self._seed = self._seed, None
+
+    def state_dict(self) -> OrderedDict[str, Any]:
+        state = self.engine.state_dict()
+        state["rng_states"] = capture_rng()
+        seed = self._seed if self._seed is not None else getattr(self.engine.state, "seed", None)
+        state["seed"] = None if seed is None else int(seed)  # a loaded seed not yet put back is the one
+        return state
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        state = OrderedDict(state_dict)
+        self._seed = state.pop("seed", None)
+        if isinstance(state.get("rng_states"), Mapping):
+            state["rng_states"] = _as_objects(state["rng_states"])
+        self.engine.load_state_dict(state)
+
+
+def engine_state(trainer: Engine) -> Engine | DeterministicEngineState:
+    """What goes into the last checkpoint for ``trainer``: itself, or for an Ignite
+    ``DeterministicEngine`` a :class:`DeterministicEngineState` (which registers on its ``STARTED``)."""
+    return DeterministicEngineState(trainer) if isinstance(trainer, DeterministicEngine) else trainer
 
 
 def _to_json(state: dict[str, Any]) -> Any:

@@ -1,4 +1,4 @@
-"""GracefulStop: SIGTERM / SIGINT finish the current iteration and stop training cleanly."""
+"""GracefulStop: a stop request (SIGTERM, SIGINT, a time limit) ends training at the next safe point."""
 from __future__ import annotations
 
 import logging
@@ -7,41 +7,48 @@ import signal
 import threading
 import time
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 import ignite.distributed as idist
 from ignite.engine import Engine, Events
 
 from monitor._checks import positive_int
+from monitor.status import StopReason
 
-__all__ = ["GracefulStop", "attach_graceful_stop"]
+__all__ = ["GracefulStop", "attach_graceful_stop", "attach_time_limit"]
 
 logger = logging.getLogger(__name__)
 
+_CODES = {None: 0, StopReason.INTERRUPTED: 1, StopReason.TIME_LIMIT: 2}  # all-reduced with MAX
+_REASONS = {code: reason for reason, code in _CODES.items()}
+
 
 class GracefulStop:
-    """While ``trainer`` runs, the first SIGTERM or SIGINT (Ctrl-C) asks it to stop after the current
-    iteration (``trainer.terminate()``), so the files stay whole and the run is recorded as
-    interrupted; a second one stops at once (``KeyboardInterrupt``). Signals within ``same_within``
-    seconds of the first count as the same request: one event often sends several (Ctrl-C reaches a
-    launcher and its workers, which the launcher then also terminates; a dying launcher's workers get
-    a parent-death signal; a scheduler signals every process of a job).
+    """While ``trainer`` runs, the first SIGTERM or SIGINT (Ctrl-C), or :meth:`request` (a time limit),
+    stops training after the current iteration, so the files stay whole, a checkpoint is written at
+    that iteration, and the run is recorded as interrupted; a second signal stops at once
+    (``KeyboardInterrupt``). Signals within ``same_within`` seconds of the first count as the same
+    request: one event often sends several (Ctrl-C reaches a launcher and its workers, which the
+    launcher then also terminates; a dying launcher's workers get a parent-death signal; a scheduler
+    signals every process of a job).
+
+    The stop comes at a safe point: after an iteration, except the last of an epoch, where the
+    epoch's own work (validation, history row, checkpoint) runs first. Under ``ignite.distributed`` a
+    request may reach one process only, or each at another iteration (when the launcher dies,
+    torch's spawn sends each rank SIGINT); stopping one rank alone would leave the others waiting in
+    a collective. So there the ranks all-reduce the request every ``agree_every`` iterations and at
+    each epoch end (:meth:`honour`): all stop at the same iteration, at most ``agree_every``
+    iterations after the first request.
 
     The previous signal handlers are put back when training ends. Signals can only be caught in the
-    main thread; elsewhere this does nothing.
-
-    Under ``ignite.distributed`` a signal may reach one process only, or each at another iteration
-    (when the launcher dies, torch's spawn sends each rank SIGINT). Stopping one rank alone would
-    leave the others waiting in a collective. So the handler only notes the signal, and every
-    ``agree_every`` iterations and at each epoch end (:meth:`agree`) the ranks all-reduce it: all
-    stop at the same iteration, at most ``agree_every`` iterations after the first signal.
+    main thread; elsewhere only :meth:`request` works.
 
     Examples:
         .. code-block:: python
 
             stop = attach_graceful_stop(trainer)   # on the *trainer*: STARTED installs, COMPLETED removes
             trainer.run(loader, max_epochs=100)
-            stop.received                          # signal.SIGTERM, or None
+            stop.reason                            # StopReason.INTERRUPTED, or None
     """
 
     def __init__(
@@ -54,12 +61,14 @@ class GracefulStop:
         self.trainer = trainer
         self.signals = signals
         self.same_within = same_within
-        self.received: int | None = None  # on every rank once they agreed to stop
-        self._received_at = -math.inf  # monotonic time of the first signal
+        self.received: int | None = None  # the signal, on the rank that got it
+        self.reason: StopReason | None = None  # the request, on every rank once they agreed
+        self._requested: StopReason | None = None  # this rank's own request, not yet agreed
+        self._received_at = -math.inf
         self._previous: dict[int, Any] = {}
 
     def install(self, _: Engine | None = None) -> None:
-        self.received, self._received_at = None, -math.inf
+        self.received, self.reason, self._requested, self._received_at = None, None, None, -math.inf
         if threading.current_thread() is not threading.main_thread():
             return
         for signum in self.signals:
@@ -70,9 +79,14 @@ class GracefulStop:
             signal.signal(signum, handler)
         self._previous = {}
 
+    def request(self, reason: StopReason) -> None:
+        """Ask for a stop at the next safe point (the first request's reason is kept)."""
+        if self._requested is None:
+            self._requested = reason
+
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         now = time.monotonic()
-        if self._received_at > -math.inf and now - self._received_at < self.same_within:
+        if now - self._received_at < self.same_within:
             logger.info("Received %s again within %.1f s: the same stop request.", signal.Signals(signum).name,
                         self.same_within)
             return
@@ -85,30 +99,50 @@ class GracefulStop:
             "Received %s: finishing the current iteration%s, then stopping (send it again to stop at once).",
             signal.Signals(signum).name, " and agreeing on the stop with the other processes" if distributed else "",
         )
-        if not distributed:
-            self.trainer.terminate()
+        self.request(StopReason.INTERRUPTED)
 
-    def agree(self, _: Engine | None = None) -> None:
-        """Under ``ignite.distributed``: if any rank got a signal, every rank stops after this iteration.
-
-        One all-reduce of one number; call it at the same iterations on every rank.
-        """
-        if idist.get_world_size() == 1:
+    def honour(self, engine: Engine) -> None:
+        """Stop the trainer here if a stop was requested (on any rank) and this is a safe point."""
+        if idist.get_world_size() > 1:
+            code = int(idist.all_reduce(_CODES[self._requested], op="MAX"))
+            self._requested = self._requested or _REASONS[code]
+        if self._requested is None or engine.should_terminate:
             return
-        signum = int(idist.all_reduce(self.received or 0, op="MAX"))
-        if signum and not self.trainer.should_terminate:
-            self.received = self.received or signum
-            self.trainer.terminate()
+        state = engine.state
+        at_epoch_end = engine.last_event_name == Events.EPOCH_COMPLETED
+        last_of_epoch = state.epoch_length is not None and state.iteration % state.epoch_length == 0
+        if at_epoch_end or not last_of_epoch:
+            self.reason = self._requested
+            engine.terminate()
 
 
 def attach_graceful_stop(trainer: Engine, *, agree_every: int = 10) -> GracefulStop:
-    """Attach a :class:`GracefulStop` to ``trainer``: installed on ``STARTED``, removed on ``COMPLETED``;
-    under ``ignite.distributed`` the ranks agree every ``agree_every`` iterations and at each epoch end."""
+    """Attach a :class:`GracefulStop` to ``trainer``: installed on ``STARTED``, removed on ``COMPLETED``,
+    honoured after each iteration and epoch (attach it after the handlers that must run before a
+    stop); under ``ignite.distributed`` the ranks agree every ``agree_every`` iterations and at each
+    epoch end."""
     positive_int("agree_every", agree_every)
     stop = GracefulStop(trainer)
     trainer.add_event_handler(Events.STARTED, stop.install)
     trainer.add_event_handler(Events.COMPLETED, stop.uninstall)
-    if idist.get_world_size() > 1:
-        trainer.add_event_handler(Events.ITERATION_COMPLETED(every=agree_every), stop.agree)
-        trainer.add_event_handler(Events.EPOCH_COMPLETED, stop.agree)
+    every = agree_every if idist.get_world_size() > 1 else 1
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(every=every) | Events.EPOCH_COMPLETED, stop.honour)
     return stop
+
+
+class _Clock(Protocol):
+    @property
+    def elapsed_s(self) -> float: ...
+
+
+def attach_time_limit(trainer: Engine, stop: GracefulStop, *, clock: _Clock, max_time_s: float) -> None:
+    """Request a stop (``time_limit``) from ``stop`` once ``clock.elapsed_s`` (training time over all
+    segments, e.g. a :class:`~monitor.HistoryRecorder`) reaches ``max_time_s``; checked after each
+    iteration (a clock read). Unlike Ignite's ``TimeLimit`` the run is not finished: it is resumable.
+    """
+
+    def check(_: Engine) -> None:
+        if clock.elapsed_s >= max_time_s:
+            stop.request(StopReason.TIME_LIMIT)
+
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, check)

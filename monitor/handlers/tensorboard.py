@@ -48,6 +48,9 @@ def _durable_writer_classes() -> tuple[type, type]:
         def add_event(self, event: Any) -> None:
             if not self._closed:
                 self._writer.write_event(event)
+                # To the OS at once (no fsync: that is flush()): a killed process's points are kept,
+                # so TensorBoard shows how far it got. tensorboardX keeps its file object private.
+                self._writer._py_recordio_writer._writer.flush()
 
         def flush(self) -> None:
             if not self._closed:

@@ -16,13 +16,16 @@ import pytest
 import torch
 from ignite.base.mixins import Serializable
 from ignite.engine import Engine, Events
+from ignite.engine.deterministic import DeterministicEngine, _set_rng_states
+from torch.utils.data import DataLoader, TensorDataset
 
 import monitor.handlers
 from monitor import Objective
 from monitor.handlers.best import BestTracker
+from monitor.handlers.data import DataOrder, _ReplayableLoader
 from monitor.handlers.history import HistoryRecorder
 from monitor.handlers.loss import TrainLoss
-from monitor.handlers.rng import RNGState
+from monitor.handlers.rng import DeterministicEngineState, RNGState
 from monitor.handlers.stopping import EarlyStopping
 from monitor.history import History
 from tests.conftest import stub_engine
@@ -111,6 +114,41 @@ def rng_step(handler, trainer, i):
     return torch.rand(2).tolist(), random.random(), float(numpy.random.rand())
 
 
+def make_order(trainer, _):
+    loader = DataLoader(TensorDataset(torch.arange(12.0)), batch_size=4, shuffle=True,
+                        generator=torch.Generator().manual_seed(3))  # the loader's own generator
+    trainer.state.dataloader, trainer.state.epoch_length = loader, 3
+    return DataOrder(trainer)
+
+
+def order_step(order, trainer, i):
+    if not isinstance(trainer.state.dataloader, _ReplayableLoader):
+        order.started(trainer)  # the trainer's STARTED: after a resume's load_state_dict
+    trainer.state.epoch, trainer.state.iteration = i + 1, 3 * i
+    return [batch[0].tolist() for batch in trainer.state.dataloader]
+
+
+def make_deterministic(trainer, _):
+    engine = DeterministicEngine(lambda e, b: None)
+    engine.state.epoch_length, engine.state.max_epochs = 4, 10
+    return DeterministicEngineState(engine)
+
+
+_STARTED = set()
+
+
+def deterministic_step(handler, trainer, i):
+    engine = handler.engine
+    if id(handler) not in _STARTED:  # each instance's engine starts once: Ignite draws a seed, a loaded one is put back
+        _STARTED.add(id(handler))
+        engine.fire_event(Events.STARTED)
+    if engine.state.rng_states is not None:  # what Ignite does on a resume mid-epoch
+        _set_rng_states(engine.state.rng_states)
+        engine.state.rng_states = None
+    engine.state.iteration = i + 1
+    return engine.state.seed, torch.rand(2).tolist(), random.random(), float(numpy.random.rand())
+
+
 def make_history(trainer, tmp_path):
     best = BestTracker(Objective("loss", mode="min"), trainer)
     return HistoryRecorder(History(tmp_path / f"h{random.random()}.csv"), trainer, best)
@@ -122,9 +160,16 @@ SCENARIOS = {
         es_step, len(SCORES),
     ),
     BestTracker: Scenario(lambda trainer, _: BestTracker(Objective("loss", mode="min"), trainer), best_step, len(SCORES)),
-    TrainLoss: Scenario(lambda trainer, _: TrainLoss(trainer), loss_step, len(EPOCH_LOSSES)),
+    TrainLoss: Scenario(lambda trainer, _: TrainLoss(trainer), loss_step, len(EPOCH_LOSSES),
+                        lambda state: {**state, "sum": repr(state["sum"])}),  # nan == nan, as text
     HistoryRecorder: Scenario(make_history, history_step, len(SCORES), lambda state: {**state, "elapsed_s": None}),
     RNGState: Scenario(lambda trainer, _: RNGState(), rng_step, 6),
+    DeterministicEngineState: Scenario(make_deterministic, deterministic_step, 6,
+                                       lambda state: {k: v for k, v in state.items() if k != "rng_states"}),
+    # The global RNG in epoch_rng is RNGState's to restore; here the loader has its own generator.
+    DataOrder: Scenario(make_order, order_step, 5, lambda state: {
+        "generators": state["generators"], "epoch": (state["epoch_rng"] or {}).get("generators"),
+    }),
 }
 
 

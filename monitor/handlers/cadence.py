@@ -1,0 +1,145 @@
+"""CheckpointCadence: when the last (resume) checkpoint is written: an Ignite event, a wall-clock
+interval, or by default a budget of time and cost."""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import ignite.distributed as idist
+from ignite.engine import Engine, Events
+from ignite.engine.events import CallableEventWithFilter, EventsList
+
+__all__ = ["CheckpointCadence", "DEFAULT_INTERVAL_S", "DEFAULT_MAX_SHARE"]
+
+DEFAULT_INTERVAL_S = 600.0  # at least this much training between two saves, by default
+DEFAULT_MAX_SHARE = 0.01  # and never so often that saving takes more than this share of the time
+
+
+class CheckpointCadence:
+    """When the last checkpoint is due; the save itself is the caller's (``save(trainer)``).
+
+    ``every`` is an Ignite event with its filters (``Events.ITERATION_COMPLETED(every=500)``,
+    ``Events.EPOCH_COMPLETED(every=2)``), a wall-clock interval (``timedelta`` or seconds), or
+    ``None``: the budget, a save once ``interval_s`` of training has passed since the previous one
+    and never so often that saving takes more than ``max_share`` of the time (the cost of a save is
+    measured as the run goes, ``cost_s()``). A due save is made at the next iteration; at the last
+    iteration of an epoch it waits for that epoch's own work (validation, history row, early
+    stopping) and is made at the epoch's end, so a resume never skips it. Where the data cannot be
+    replayed mid-epoch (``mid_epoch()`` false) it waits for the epoch's end too.
+
+    The check that runs every iteration is a clock read. Under ``ignite.distributed`` every rank must
+    save at the same iteration: a time-based decision is rank 0's, broadcast every ``agree_every``
+    iterations.
+
+    Examples:
+        .. code-block:: python
+
+            cadence = CheckpointCadence(Events.ITERATION_COMPLETED(every=500))
+            cadence.attach(trainer, save=lambda engine: last_checkpoint(engine))
+    """
+
+    def __init__(
+        self,
+        every: Any = None,
+        *,
+        interval_s: float = DEFAULT_INTERVAL_S,
+        max_share: float = DEFAULT_MAX_SHARE,
+        agree_every: int = 10,
+    ) -> None:
+        self.event: CallableEventWithFilter | EventsList | None = None
+        self.interval_s: float | None = None  # a fixed interval; None with the budget or an event
+        if isinstance(every, (CallableEventWithFilter, EventsList)):
+            self.event = every
+        elif isinstance(every, timedelta):
+            self.interval_s = every.total_seconds()
+        elif isinstance(every, (int, float)) and not isinstance(every, bool):
+            self.interval_s = float(every)
+        elif every is not None:
+            raise TypeError(
+                "Argument checkpoint_every should be an ignite event (e.g. Events.ITERATION_COMPLETED(every=500)), "
+                f"a datetime.timedelta, a number of seconds or None (the budget), got {every!r}."
+            )
+        if self.interval_s is not None and not (math.isfinite(self.interval_s) and self.interval_s > 0):
+            raise ValueError(f"Argument checkpoint_every should be a positive time, got {every!r}.")
+        if not (isinstance(max_share, (int, float)) and 0 < max_share <= 1):
+            raise ValueError(f"Argument max_share should be a share in (0, 1], got {max_share!r}.")
+        self.budget_interval_s = interval_s
+        self.max_share = max_share
+        self.agree_every = agree_every
+        self.pending = False
+        self.saved_iteration: int | None = None  # the iteration of the newest last checkpoint
+        self.saves = 0
+        self.saving_s = 0.0  # training-thread time spent in saves (the copy and hand-over)
+        self._last_save = time.monotonic()
+        self.cost_s: Callable[[], float] = lambda: 0.0
+        self.mid_epoch: Callable[[], bool] = lambda: True
+
+    def interval(self) -> float:
+        """Seconds of training between two saves now."""
+        if self.interval_s is not None:
+            return self.interval_s
+        return max(self.budget_interval_s, self.cost_s() / self.max_share)
+
+    def attach(
+        self,
+        trainer: Engine,
+        save: Callable[[Engine], None],
+        *,
+        cost_s: Callable[[], float] | None = None,
+        mid_epoch: Callable[[], bool] | None = None,
+    ) -> None:
+        """Register on ``trainer``: a mark when a save is due, and the save at the next safe point."""
+        if cost_s is not None:
+            self.cost_s = cost_s
+        if mid_epoch is not None:
+            self.mid_epoch = mid_epoch
+        self._save = save
+        trainer.add_event_handler(Events.STARTED, self._started)
+        if self.event is not None:
+            trainer.add_event_handler(self.event, self._mark)
+        elif idist.get_world_size() > 1:
+            trainer.add_event_handler(Events.ITERATION_COMPLETED(every=self.agree_every), self._mark_by_rank_0)
+        else:
+            trainer.add_event_handler(Events.ITERATION_COMPLETED, self._mark_by_time)
+        trainer.add_event_handler(
+            Events.ITERATION_COMPLETED(event_filter=self._due_within_epoch)
+            | Events.EPOCH_COMPLETED(event_filter=lambda *_: self.pending),
+            self.save_now,
+        )
+
+    def _started(self, _: Engine) -> None:
+        self._last_save = time.monotonic()  # a segment's training starts: count from here
+
+    def _mark(self, _: Engine) -> None:
+        self.pending = True
+
+    def _time_is_up(self) -> bool:
+        return time.monotonic() - self._last_save >= self.interval()
+
+    def _mark_by_time(self, _: Engine) -> None:
+        if not self.pending and self._time_is_up():
+            self.pending = True
+
+    def _mark_by_rank_0(self, _: Engine) -> None:
+        due = self._time_is_up() if idist.get_rank() == 0 else False
+        if bool(idist.broadcast(int(due), src=0)):
+            self.pending = True
+
+    def _due_within_epoch(self, engine: Engine, _: int) -> bool:
+        state = engine.state
+        last_of_epoch = state.epoch_length is not None and state.iteration % state.epoch_length == 0
+        return self.pending and not last_of_epoch and self.mid_epoch()
+
+    def save_now(self, engine: Engine) -> None:
+        """Save at once (a due save, or the end of training); nothing if this iteration is saved."""
+        if self.saved_iteration != engine.state.iteration:
+            started = time.perf_counter()
+            self._save(engine)
+            self.saving_s += time.perf_counter() - started
+            self.saved_iteration = engine.state.iteration
+            self.saves += 1
+        self.pending = False
+        self._last_save = time.monotonic()

@@ -1,0 +1,276 @@
+"""DataOrder: replay the data order of an epoch, so that a resume mid-epoch sees the same batches.
+
+Ignite 0.5.5 resumes an iteration mid-epoch by counting on, with a fresh data iterator: the rest of
+the epoch then gets other batches than the uninterrupted run (and repeats or skips samples). Its
+``DeterministicEngine`` with ``ReproducibleBatchSampler`` replays the order, but it re-seeds the
+global RNGs itself at every epoch (the library would then decide the user's randomness), needs its
+own Engine class (not the user's), keeps every epoch's batch indices in a list, and knows nothing of
+a ``DataLoader``'s own ``generator`` nor of ``DistributedSampler.set_epoch``. So here, on the
+trainer's ``STARTED``, a ``DataLoader`` over a map-style dataset is swapped (Ignite's
+``update_dataloader``) for one whose batch sampler draws the epoch's order when the iterator is made
+and can skip the first batches as indices only (no data loaded), and the RNG states right before
+each epoch's iterator is made are kept (and saved in the last checkpoint). A resume mid-epoch makes
+the iterator from those states, skips the batches already trained, and goes on with the checkpoint's
+own RNG state. Other data (a list, a generator, an ``IterableDataset``) cannot be replayed: resume
+then continues from the last completed epoch, and this is said once when training starts.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import ignite.distributed as idist
+import torch
+from ignite.base.mixins import Serializable
+from ignite.engine import Engine, Events
+from ignite.engine.deterministic import DeterministicEngine, ReproducibleBatchSampler, update_dataloader
+from torch.utils.data import BatchSampler, DataLoader, IterableDataset
+from torch.utils.data.distributed import DistributedSampler
+
+from monitor.distributed import gather_json
+from monitor.handlers.rng import _from_json, _to_json, capture_rng, restore_rng
+
+__all__ = ["DataOrder", "attach_data_order"]
+
+logger = logging.getLogger(__name__)
+
+
+class _Batches:
+    """The batches of one epoch: the order is drawn at the first ``next`` or at :meth:`draw`, and the
+    first ``skip`` batches are passed over as indices (no data is loaded for them)."""
+
+    def __init__(self, batch_sampler: Iterable[list[int]], skip: int) -> None:
+        self._sampler, self._skip = batch_sampler, skip
+        self._batches: Iterator[list[int]] | None = None
+
+    def draw(self) -> None:
+        if self._batches is None:
+            batches = iter(self._sampler)
+            head = list(itertools.islice(batches, self._skip + 1))  # draws the order (the sampler's RNG)
+            self._batches = itertools.chain(head[self._skip:], batches)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return self
+
+    def __next__(self) -> list[int]:
+        self.draw()
+        assert self._batches is not None
+        return next(self._batches)
+
+
+class _SkippingBatchSampler:
+    """The user's batch sampler, whose epochs can start ``skip`` batches in. Iterating it draws nothing
+    yet: torch's multi-process loader makes one iterator in its ``__init__`` and another in ``_reset``,
+    and only the second is used; :class:`DataOrder` draws that one (``latest``) itself."""
+
+    def __init__(self, batch_sampler: Iterable[list[int]]) -> None:
+        self.batch_sampler = batch_sampler
+        self.skip = 0
+        self.latest: _Batches | None = None
+
+    def __len__(self) -> int:
+        return len(self.batch_sampler)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        self.latest = _Batches(self.batch_sampler, self.skip)
+        return self.latest
+
+
+class _EagerReproducibleBatchSampler(ReproducibleBatchSampler):
+    """Ignite's ``ReproducibleBatchSampler``, drawing the epoch's order when its iterator is made.
+
+    Ignite's draws it at the first batch. On a resume mid-epoch ``DeterministicEngine`` re-seeds,
+    makes the iterator, then puts back the checkpoint's RNG states, all before that first batch:
+    with ``num_workers=0`` the order was then drawn from the wrong state (another order than the
+    uninterrupted run's, measured). ``start_iteration`` is kept for the loader's second iterator
+    (the multi-process loader makes two) and cleared by :class:`DataOrder` when the next epoch starts.
+    """
+
+    def __iter__(self) -> Iterator[list[int]]:  # type: ignore[override]
+        return iter(list(self.batch_sampler)[self.start_iteration or 0:])
+
+
+class _ReplayableLoader:
+    """The user's ``DataLoader``, remade with a :class:`_SkippingBatchSampler`, whose iterator is made
+    from the RNG states :class:`DataOrder` keeps."""
+
+    def __init__(self, loader: DataLoader[Any], order: DataOrder) -> None:
+        self.original = loader
+        self.sampler = loader.batch_sampler
+        self.skipper = _SkippingBatchSampler(loader.batch_sampler)  # type: ignore[arg-type]
+        self.loader = update_dataloader(loader, self.skipper)  # type: ignore[arg-type]
+        self.order = order
+        self.generators = _generators(loader)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[Any]:
+        return self.order.make_iterator(self)
+
+
+def _generators(loader: DataLoader[Any]) -> list[torch.Generator]:
+    found = [loader.generator, getattr(loader.sampler, "generator", None),
+             getattr(getattr(loader.batch_sampler, "sampler", None), "generator", None)]
+    unique: list[torch.Generator] = []
+    for generator in found:
+        if isinstance(generator, torch.Generator) and all(generator is not g for g in unique):
+            unique.append(generator)
+    return unique
+
+
+def _distributed_sampler(loader: DataLoader[Any]) -> DistributedSampler[Any] | None:
+    for sampler in (loader.sampler, getattr(loader.batch_sampler, "sampler", None)):
+        if isinstance(sampler, DistributedSampler):
+            return sampler
+    return None
+
+
+def is_replayable(data: Any) -> bool:
+    """Whether ``data`` is a ``DataLoader`` over a map-style dataset, whose order can be replayed."""
+    return isinstance(data, DataLoader) and not isinstance(data.dataset, IterableDataset) and \
+        data.batch_sampler is not None
+
+
+class DataOrder(Serializable):
+    """The RNG states each epoch's data order was drawn from, and the loader's own generators.
+
+    Args:
+        trainer: the engine whose data is replayed; its ``epoch``/``iteration`` say where.
+
+    Examples:
+        .. code-block:: python
+
+            order = attach_data_order(trainer)   # on the *trainer*'s STARTED; into the last checkpoint
+            to_save["data_order"] = order
+    """
+
+    _state_dict_all_req_keys = ("epoch_rng", "generators")
+
+    def __init__(self, trainer: Engine) -> None:
+        if not isinstance(trainer, Engine):
+            raise TypeError(f"Argument trainer should be an ignite Engine, got {type(trainer).__name__}.")
+        self.trainer = trainer
+        self.replayable: bool | None = None  # known once training starts
+        self.epoch_rng: dict[str, Any] | None = None  # global RNG + generators before this epoch's iterator
+        self._loaded_generators: list[bytes] | None = None  # to put into the loader's generators at start
+        self._loader: _ReplayableLoader | None = None
+        self._generators: list[torch.Generator] = []  # the loader's own, whichever path replays it
+        self._warned = False
+
+    def started(self, trainer: Engine) -> None:
+        """Swap the trainer's data for a replayable one (or say once that it cannot be replayed)."""
+        data = trainer.state.dataloader
+        if isinstance(data, _ReplayableLoader):
+            data = data.original
+        self.replayable = is_replayable(data)
+        self._loader = None
+        self._generators = _generators(data) if isinstance(data, DataLoader) else []
+        if not isinstance(data, DataLoader) or not self.replayable:
+            if not self._warned:
+                logger.warning(
+                    "The training data (%s) cannot be replayed mid-epoch (only a DataLoader over a map-style "
+                    "dataset can): a resume continues from the last completed epoch.", type(data).__name__
+                )
+                self._warned = True
+            return
+        if isinstance(trainer, DeterministicEngine):  # Ignite replays the order; the generators are ours
+            saved = self._loaded_generators
+            state = trainer.state
+            mid_epoch = state.epoch_length is not None and state.iteration % state.epoch_length != 0
+            if mid_epoch and self.epoch_rng is not None:
+                saved = self.epoch_rng.get("generators", saved)
+            self._set_generators(saved)
+            sampler = data.batch_sampler
+            if isinstance(sampler, BatchSampler) and not isinstance(sampler, ReproducibleBatchSampler):
+                trainer.state.dataloader = update_dataloader(data, _EagerReproducibleBatchSampler(sampler))
+            return
+        self._loader = _ReplayableLoader(data, self)
+        self._set_generators(self._loaded_generators)  # resumed: the generators as they were when saved
+        trainer.state.dataloader = self._loader
+
+    def epoch_started(self, trainer: Engine) -> None:
+        """For a ``DeterministicEngine``: keep the generators' state before this epoch's iterator."""
+        if isinstance(trainer, DeterministicEngine) and self._done_in_epoch() == 0:
+            self.epoch_rng = {"generators": [g.get_state().numpy().tobytes() for g in self._generators]}
+            batch_sampler = getattr(trainer.state.dataloader, "batch_sampler", None)
+            if isinstance(batch_sampler, _EagerReproducibleBatchSampler):
+                batch_sampler.start_iteration = None  # a new epoch from its first batch
+            data = trainer.state.dataloader
+            sampler = _distributed_sampler(data) if isinstance(data, DataLoader) else None
+            if sampler is not None:
+                sampler.set_epoch(trainer.state.epoch)
+
+    def _done_in_epoch(self) -> int:
+        state = self.trainer.state
+        return 0 if not state.epoch_length else state.iteration - (state.epoch - 1) * state.epoch_length
+
+    def _set_generators(self, saved: list[bytes] | None) -> None:
+        for generator, state in zip(self._generators, saved or [], strict=False):
+            generator.set_state(torch.frombuffer(bytearray(state), dtype=torch.uint8))
+        self._loaded_generators = None
+
+    def make_iterator(self, loader: _ReplayableLoader) -> Iterator[Any]:
+        """The iterator of the current epoch, skipping the batches this epoch already trained."""
+        state = self.trainer.state
+        sampler = _distributed_sampler(loader.original)
+        if sampler is not None:
+            sampler.set_epoch(state.epoch)
+        done = self._done_in_epoch()
+        replay = done > 0 and self.epoch_rng is not None  # a resume mid-epoch: the same order, minus what is done
+        if replay:
+            current = capture_rng()
+            self._restore(self.epoch_rng or {}, loader.generators)
+            loader.skipper.skip = done
+        else:
+            self.epoch_rng = self._capture(loader.generators)
+        # The loader's seed for its workers, then the order: drawn now, in this RNG state, whatever
+        # Ignite or the user's handlers do before the first batch.
+        iterator = iter(loader.loader)
+        if loader.skipper.latest is not None:
+            loader.skipper.latest.draw()
+        loader.skipper.skip = 0
+        if replay:
+            restore_rng(current)  # training goes on with the checkpoint's own RNG state
+        return iterator
+
+    @staticmethod
+    def _capture(generators: list[torch.Generator]) -> dict[str, Any]:
+        state = capture_rng()
+        state["generators"] = [g.get_state().numpy().tobytes() for g in generators]
+        return state
+
+    @staticmethod
+    def _restore(state: Mapping[str, Any], generators: list[torch.Generator]) -> None:
+        restore_rng(state)
+        for generator, saved in zip(generators, state.get("generators", []), strict=False):
+            generator.set_state(torch.frombuffer(bytearray(saved), dtype=torch.uint8))
+
+    def state_dict(self) -> OrderedDict[str, Any]:
+        if self.replayable is not None:  # started
+            generators = [g.get_state().numpy().tobytes() for g in self._generators]
+        else:  # not started (yet): what was loaded, if anything
+            generators = list(self._loaded_generators or [])
+        own = {"epoch_rng": self.epoch_rng, "generators": generators}
+        state = OrderedDict(own)
+        if idist.get_world_size() > 1:  # every rank's (its global RNG differs)
+            state["ranks"] = [_from_json(s) for s in gather_json(_to_json(own))]
+        return state
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        ranks = state_dict.get("ranks")
+        own = ranks[idist.get_rank()] if ranks is not None and len(ranks) == idist.get_world_size() else state_dict
+        self.epoch_rng = own["epoch_rng"]
+        self._loaded_generators = list(own["generators"])
+
+
+def attach_data_order(trainer: Engine) -> DataOrder:
+    """A :class:`DataOrder` on ``trainer``'s ``STARTED`` (attach it before the checkpoint that saves it)."""
+    order = DataOrder(trainer)
+    trainer.add_event_handler(Events.STARTED, order.started)
+    trainer.add_event_handler(Events.EPOCH_STARTED, order.epoch_started)
+    return order

@@ -1,0 +1,217 @@
+"""Checkpoints on a cadence, exact resume at any iteration, time limits and preemption (issue #10)."""
+import json
+import logging
+import os
+import signal
+import time
+from datetime import timedelta
+
+import pandas as pd
+import pytest
+import torch
+from ignite.engine import Engine, Events
+from ignite.metrics import Accuracy, Loss
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import monitor
+from monitor import Objective, attach_monitoring, load_run
+from monitor.handlers.cadence import CheckpointCadence
+
+TIME_COLUMNS = ["elapsed_s", "epoch_s"]
+
+
+def long_setup(seed=0, *, own_generator=False, workers=0, plain_list=False, deterministic=False):
+    """40 iterations per epoch, dropout (the global RNG at every step), shuffled data."""
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(384, 8, generator=g)
+    y = ((x[:, 0] + 0.3 * torch.randn(384, generator=g)) > 0).long()
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 2))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    loss_fn = nn.CrossEntropyLoss()
+    train = TensorDataset(x[:320], y[:320])
+    generator = torch.Generator().manual_seed(seed + 1) if own_generator else None
+    train_loader = DataLoader(train, batch_size=8, shuffle=True, generator=generator, num_workers=workers)
+    if plain_list:
+        train_loader = [(x[i:i + 8], y[i:i + 8]) for i in range(0, 320, 8)]  # no order to replay
+    val_loader = DataLoader(TensorDataset(x[320:], y[320:]), batch_size=32)
+    trainer = monitor.build_trainer(model, optimizer, loss_fn, deterministic=deterministic)
+    evaluator = monitor.build_evaluator(model, {"accuracy": Accuracy(), "loss": Loss(loss_fn)})
+    return dict(model=model, optimizer=optimizer, trainer=trainer, evaluator=evaluator,
+                train_loader=train_loader, val_loader=val_loader)
+
+
+EVERY_7 = Events.ITERATION_COMPLETED(every=7)
+
+
+def long_run(run_dir, *, resume=False, crash_at=None, max_epochs=3, every=EVERY_7, setup=None, **kwargs):
+    s = setup or long_setup()
+    if crash_at is not None:
+        @s["trainer"].on(Events.ITERATION_COMPLETED(once=crash_at))
+        def crash(_):
+            raise RuntimeError("killed")
+    run = attach_monitoring(
+        s["trainer"], s["evaluator"], s["val_loader"], run_dir=run_dir, objective=Objective("loss", mode="min"),
+        to_save={"model": s["model"], "optimizer": s["optimizer"]}, patience=None, restore_best=False,
+        validate_on=Events.ITERATION_COMPLETED(every=10), checkpoint_every=every, log_every=5, resume=resume,
+        tqdm_kwargs={"disable": True}, **kwargs,
+    )
+    with run:
+        if crash_at is None:
+            s["trainer"].run(s["train_loader"], max_epochs=max_epochs)
+        else:
+            with pytest.raises(RuntimeError, match="killed"):
+                s["trainer"].run(s["train_loader"], max_epochs=max_epochs)
+    return run, s
+
+
+def outcome(run_dir):
+    record = json.loads((run_dir / "run.json").read_text())
+    scalars = load_run(run_dir).scalars
+    return {
+        "history": pd.read_csv(run_dir / "history.csv").drop(columns=TIME_COLUMNS),
+        "record": {k: record[k] for k in ("status", "stop_reason", "epochs_completed", "iterations_completed", "best")},
+        "best": {p.name: torch.load(p) for p in sorted((run_dir / "checkpoints").glob("best_*.pt"))},
+        "scalars": scalars.drop(columns="wall_time").reset_index(drop=True),
+    }
+
+
+def assert_same(resumed, whole):
+    pd.testing.assert_frame_equal(resumed["history"], whole["history"])
+    assert resumed["record"] == whole["record"]
+    assert list(resumed["best"]) == list(whole["best"])
+    for name, weights in resumed["best"].items():
+        assert all(torch.equal(weights[k], whole["best"][name][k]) for k in weights), name
+    pd.testing.assert_frame_equal(resumed["scalars"], whole["scalars"])
+
+
+DATA = {"global_rng": {}, "own_generator": {"own_generator": True}, "two_workers": {"workers": 2},
+        "ignite_deterministic_engine": {"deterministic": True}, "deterministic_own_generator": {
+            "deterministic": True, "own_generator": True}}
+
+
+@pytest.mark.parametrize("data", sorted(DATA))
+def test_a_crash_mid_epoch_resumes_exactly(tmp_path, data):
+    options = DATA[data]
+    long_run(tmp_path / "whole", setup=long_setup(**options))
+    whole = outcome(tmp_path / "whole")
+    run_dir = tmp_path / "resumed"
+    for i, crash in enumerate([23, 57, 81]):  # mid-epoch 1, mid-epoch 2, the first iteration of epoch 3
+        long_run(run_dir, resume=i > 0, crash_at=crash, setup=long_setup(**options))
+    run, _ = long_run(run_dir, resume=True, setup=long_setup(**options))
+    assert run.plan.from_iteration == 77  # the newest checkpoint before iteration 81 (every 7)
+    assert_same(outcome(run_dir), whole)
+
+
+def test_a_plain_list_cannot_be_replayed_so_it_resumes_from_the_epoch_boundary(tmp_path, caplog):
+    long_run(tmp_path / "whole", setup=long_setup(plain_list=True))
+    whole = outcome(tmp_path / "whole")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="monitor"):
+        long_run(tmp_path / "run", crash_at=57, setup=long_setup(plain_list=True))
+    assert caplog.text.count("cannot be replayed mid-epoch") == 1
+    last = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("last_*.pt"))
+    assert last == ["last_epoch=1.pt"]  # no checkpoint within an epoch it could not replay
+    long_run(tmp_path / "run", resume=True, setup=long_setup(plain_list=True))
+    assert_same(outcome(tmp_path / "run"), whole)
+
+
+def test_sigterm_mid_epoch_writes_a_checkpoint_there_and_the_resume_redoes_nothing(tmp_path):
+    long_run(tmp_path / "whole", every=None)
+    whole = outcome(tmp_path / "whole")
+    s = long_setup()
+    s["trainer"].add_event_handler(Events.ITERATION_COMPLETED(once=53), lambda _: os.kill(os.getpid(), signal.SIGTERM))
+    run, _ = long_run(tmp_path / "run", every=None, setup=s)  # the budget: no save before the signal
+    assert s["trainer"].state.iteration == 53
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert (record["status"], record["stop_reason"]) == ("interrupted", "interrupted")
+    assert [p.name for p in (tmp_path / "run" / "checkpoints").glob("last_*.pt")] == ["last_epoch=2_iteration=53.pt"]
+    resumed = long_setup()
+    trained = []
+    resumed["trainer"].add_event_handler(Events.ITERATION_STARTED, lambda e: trained.append(e.state.iteration))
+    long_run(tmp_path / "run", resume=True, every=None, setup=resumed)
+    assert trained[0] == 54  # nothing redone
+    assert_same(outcome(tmp_path / "run"), whole)
+
+
+def test_max_time_stops_resumably_and_a_resume_with_more_time_finishes_the_run(tmp_path):
+    long_run(tmp_path / "whole", every=None)
+    whole = outcome(tmp_path / "whole")
+    s = long_setup()
+    s["trainer"].add_event_handler(Events.ITERATION_COMPLETED, lambda _: time.sleep(0.005))
+    run, _ = long_run(tmp_path / "run", every=None, setup=s, max_time=0.25)
+    stopped_at = s["trainer"].state.iteration
+    assert 10 < stopped_at < 120
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert (record["status"], record["stop_reason"]) == ("interrupted", "time_limit")
+    assert run.status.is_finished is False
+    with pytest.raises(ValueError, match=r"max_time should be more than the .* s .* has trained already, got 0.25"):
+        long_run(tmp_path / "run", resume=True, every=None, max_time=0.25)
+    long_run(tmp_path / "run", resume=True, every=None, max_time=timedelta(hours=1))
+    assert_same(outcome(tmp_path / "run"), whole)
+
+
+def test_the_default_budget_saves_rarely_on_a_fast_run_and_by_the_clock_on_a_slow_one(tmp_path, monkeypatch):
+    run, _ = long_run(tmp_path / "fast", every=None)
+    assert run.cadence.saves == 1  # only at the end (120 iterations in about a second)
+
+    import monitor.handlers.cadence as cadence_module
+
+    clock = {"now": 0.0}
+    monkeypatch.setattr(cadence_module.time, "monotonic", lambda: clock["now"])
+    s = long_setup()
+    s["trainer"].add_event_handler(Events.ITERATION_COMPLETED, lambda _: clock.update(now=clock["now"] + 100.0))
+    run, _ = long_run(tmp_path / "slow", every=None, setup=s)  # 100 s per iteration: a save every 600 s
+    assert run.cadence.saves == 120 // 6
+    names = sorted(p.name for p in (tmp_path / "slow" / "checkpoints").glob("last_*.pt"))
+    assert names == ["last_epoch=3.pt", "last_epoch=3_iteration=114.pt"]
+
+
+def test_the_budget_keeps_saving_under_one_percent_of_the_time():
+    cadence = CheckpointCadence(None)
+    cadence.cost_s = lambda: 0.5
+    assert cadence.interval() == 600.0
+    cadence.cost_s = lambda: 9.0  # a save of 9 s: at most every 900 s
+    assert cadence.interval() == pytest.approx(900.0)
+    assert CheckpointCadence(timedelta(minutes=2)).interval() == 120.0
+
+
+@pytest.mark.parametrize("every, match", [
+    ("often", TypeError), (0, ValueError), (timedelta(seconds=-1), ValueError), (float("nan"), ValueError),
+])
+def test_bad_cadences_are_refused_at_attach(tmp_path, every, match):
+    with pytest.raises(match, match="checkpoint_every should be"):
+        long_run(tmp_path / "run", every=every)
+    assert not (tmp_path / "run").exists()
+
+
+def test_best_files_wait_for_the_next_checkpoint_and_hold_the_weights_of_their_validation(tmp_path):
+    s = long_setup()
+    weights = {}
+    s["evaluator"].add_event_handler(
+        Events.COMPLETED, lambda _: weights.setdefault(s["trainer"].state.iteration,
+                                                       {k: v.clone() for k, v in s["model"].state_dict().items()})
+    )
+    seen = []
+    s["trainer"].add_event_handler(Events.ITERATION_COMPLETED(once=30), lambda _: seen.append(
+        sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("best_*.pt"))))
+    long_run(tmp_path / "run", every=Events.EPOCH_COMPLETED, setup=s)
+    assert seen == [[]]  # bests of iterations 10, 20, 30 are held until the epoch's checkpoint
+    for path in (tmp_path / "run" / "checkpoints").glob("best_*.pt"):
+        iteration = monitor.layout.parse_checkpoint_name(path.name).iteration
+        saved = torch.load(path)
+        assert all(torch.equal(saved[k], weights[iteration][k]) for k in saved)
+
+
+def test_the_amp_grad_scaler_is_in_the_last_checkpoint(tmp_path):
+    s = long_setup()
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**7)
+    trainer = Engine(lambda e, b: {"loss": torch.tensor(0.5)})  # a user's engine, with Ignite's attribute
+    trainer.state.scaler = scaler
+    run = attach_monitoring(trainer, s["evaluator"], s["val_loader"], run_dir=tmp_path / "run",
+                            objective=Objective("loss", mode="min"), to_save={"model": s["model"]}, patience=None)
+    with run:
+        trainer.run(s["train_loader"], max_epochs=1)
+    (path,) = (tmp_path / "run" / "checkpoints").glob("last_*.pt")
+    assert torch.load(path, weights_only=False)["scaler"]["scale"] == scaler.state_dict()["scale"] == 2.0**7
