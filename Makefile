@@ -20,7 +20,7 @@ run: $(STAMP)
 	$(BIN)/python examples/binary_classification.py $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check monitor tests examples
+	$(BIN)/ruff check monitor tests examples scripts benchmarks
 	$(BIN)/mypy --strict monitor
 
 test: lint
@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_review.py
 	$(BIN)/python benchmarks/bench_import_memory.py
 	$(BIN)/python benchmarks/bench_cli.py
+	$(BIN)/python benchmarks/bench_cadence.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
