@@ -28,7 +28,7 @@ def test_compare_expands_globs_and_skips_plain_files(two_runs, capsys):
     assert main(["compare", str(two_runs / "*")]) == 0
     captured = capsys.readouterr()
     lines = captured.out.splitlines()
-    assert lines[0].split()[:4] == ["rank", "name", "status", "stop_reason"]
+    assert lines[0].split()[:5] == ["rank", "name", "seed", "status", "stop_reason"]
     assert sorted(line.split()[1] for line in lines[1:]) == ["a", "b"]
     assert "skipping" in captured.err and "README.md" in captured.err
 
@@ -41,7 +41,7 @@ def test_machine_formats(two_runs, capsys, fmt):
         rows = json.loads(out)
         assert {r["name"] for r in rows} == {"a", "b"} and all("best_value" in r for r in rows)
     elif fmt == "csv":
-        assert out.splitlines()[0].startswith("rank,name,status,stop_reason,epochs,best_epoch")
+        assert out.splitlines()[0].startswith("rank,name,seed,status,stop_reason,epochs,best_epoch")
         assert len(out.splitlines()) == 3
     else:
         assert out.splitlines()[1].startswith("|---|") and out.count("\n") == 4

@@ -19,6 +19,7 @@ def summary_record(run: Run) -> dict[str, Any]:
     best = run.best
     row: dict[str, Any] = {
         "name": run.name,
+        "seed": run.record.get("seed"),
         "status": run.status,
         "stop_reason": run.stop_reason,
         "epochs": run.epochs,
@@ -43,7 +44,9 @@ def compare(runs: Iterable[Run]) -> pandas.DataFrame:
     """One row per run, ranked by its objective (best first); runs with different objectives are
     ranked within their own objective.
 
-    Columns: ``rank, name, status, stop_reason, epochs, best_epoch, objective, best_value``, the other
+    Equal best values share a rank, and the next rank skips as many (``1, 2, 2, 4``).
+
+    Columns: ``rank, name, seed, status, stop_reason, epochs, best_epoch, objective, best_value``, the other
     validation metrics and train loss at the best epoch (``val_accuracy@best`` ...), ``wall_s``,
     ``s_per_epoch``, hyper-parameters (``hp_lr`` ...), ``path``.
 
@@ -67,5 +70,5 @@ def compare(runs: Iterable[Run]) -> pandas.DataFrame:
         for v, m in zip(frame["best_value"], modes, strict=True)
     ]
     frame = frame.sort_values(["objective", "_key"], ascending=[True, False], kind="stable")
-    frame.insert(0, "rank", frame.groupby("objective").cumcount() + 1)
+    frame.insert(0, "rank", frame.groupby("objective")["_key"].rank(method="min", ascending=False).astype(int))
     return frame.drop(columns="_key").reset_index(drop=True)

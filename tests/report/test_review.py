@@ -50,7 +50,8 @@ def test_summary_names_status_best_and_error(runs):
 
 def test_compare_ranks_runs_by_their_objective(runs):
     table = compare(load_run(p) for p in runs)
-    assert table["rank"].tolist() == [1, 2, 3, 4]
+    # "failed" trained as "fast" did (same setup) until its crash, so they tie: one rank for both.
+    assert table["rank"].tolist() == [1, 1, 3, 4]
     assert table["best_value"].is_monotonic_increasing  # min mode: lowest loss first
     assert set(table["name"]) == {"slow", "fast", "medium", "failed"}
     row = table.set_index("name").loc["fast"]
@@ -126,3 +127,19 @@ def test_a_running_run_reports_as_running(tmp_path):
     with run:
         s["trainer"].run(s["train_loader"], max_epochs=3)
     assert seen[0].status == "running" and len(seen[0].history) == 2
+
+
+def test_compare_shows_each_runs_seed_and_ranks_equal_results_equally(tmp_path, runs):
+    import shutil
+
+    twin = tmp_path / "twin"  # the same result as "fast", under another seed
+    shutil.copytree(runs[1], twin)
+    record = json.loads((twin / "run.json").read_text())
+    record["seed"], record["name"] = 7, "twin"
+    (twin / "run.json").write_text(json.dumps(record))
+    table = compare(load_run(p) for p in [*runs, twin]).set_index("name")
+    assert table.loc["twin", "seed"] == 7
+    assert table.loc["fast", "seed"] == json.loads((runs[1] / "run.json").read_text())["seed"]
+    assert table.loc["twin", "rank"] == table.loc["fast", "rank"]  # a tie: one rank, as in sports
+    worse = table[table["best_value"] > table.loc["fast", "best_value"]]
+    assert (worse["rank"] == table.loc["fast", "rank"] + 2).any()  # the next rank skips the tie ("1224")
