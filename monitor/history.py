@@ -17,7 +17,10 @@ from monitor._io import atomic_write_text
 if TYPE_CHECKING:
     import pandas
 
-__all__ = ["History", "complete_rows_text"]
+__all__ = ["History", "complete_rows_text", "TIMING_COLUMNS"]
+
+# Columns that measure time, not training: a resumed run equals an uninterrupted one in every other.
+TIMING_COLUMNS = ("elapsed_s", "epoch_s", "samples_per_s", "data_wait_frac")
 
 _LEADING = ("epoch", "iteration")
 

@@ -19,6 +19,7 @@ from monitor.handlers.data import attach_data_order
 from monitor.handlers.history import attach_history
 from monitor.handlers.loss import attach_train_loss
 from monitor.handlers.lr import LearningRates
+from monitor.handlers.outputs import attach_throughput, attach_train_outputs
 from monitor.handlers.progress import attach_epoch_log, attach_progress_bar
 from monitor.handlers.rng import RNGState, engine_state
 from monitor.handlers.signals import attach_graceful_stop, attach_time_limit
@@ -42,10 +43,10 @@ logger = logging.getLogger(__name__)
 # ``to_save`` may not use them.
 RESERVED_KEYS = (
     "trainer", "best", "early_stopping", "best_checkpoint", "train_loss", "history", "rng", "data_order",
-    "checkpointer",
+    "train_outputs", "checkpointer",
 )
 # Reserved keys a checkpoint written before they existed may lack; a resume then goes on without them.
-OPTIONAL_KEYS = ("data_order",)
+OPTIONAL_KEYS = ("data_order", "train_outputs")
 
 
 def _check_to_save(to_save: Mapping[str, Any]) -> None:
@@ -198,14 +199,16 @@ def attach_monitoring(
         evaluator.add_event_handler(Events.STARTED, lock.check)
         # In this order: the evaluator's COMPLETED handlers run as attached (see ARCHITECTURE.md).
         best.attach(evaluator)
-        history = attach_history(evaluator, trainer, best, paths.history, train_loss=train_loss, optimizer=rates)
+        train_outputs, throughput = attach_train_outputs(trainer), attach_throughput(trainer)
+        history = attach_history(evaluator, trainer, best, paths.history, train_loss=train_loss, optimizer=rates,
+                                 train_outputs=train_outputs, throughput=throughput)
         if main:
             attach_epoch_log(evaluator, trainer, history)
         tensorboard = None
         if main and not plan.is_finished:
             tensorboard = attach_tensorboard(
                 trainer, evaluator, paths.tensorboard, optimizer=rates, log_every=log_every,
-                purge_step=plan.purge_step,
+                purge_step=plan.purge_step, row=lambda: history.last_row,
             )
         best_checkpoint = attach_best_checkpoint(
             evaluator, trainer, best, {"model": model}, paths.checkpoints, n_saved=n_saved, writer=writer,
@@ -217,6 +220,7 @@ def attach_monitoring(
         objects: dict[str, Any] = {
             **to_save, "trainer": engine_state(trainer), "best": best, "best_checkpoint": best_checkpoint,
             "train_loss": train_loss, "history": history, "rng": RNGState(), "data_order": data_order,
+            "train_outputs": train_outputs,
         }
         if early_stopping is not None:
             objects["early_stopping"] = early_stopping

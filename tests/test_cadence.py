@@ -17,8 +17,9 @@ from torch.utils.data import DataLoader, TensorDataset
 import monitor
 from monitor import Objective, attach_monitoring, load_run
 from monitor.handlers.cadence import CheckpointCadence
+from monitor.history import TIMING_COLUMNS
 
-TIME_COLUMNS = ["elapsed_s", "epoch_s"]
+TIME_COLUMNS = list(TIMING_COLUMNS)  # timings differ between runs; nothing else may
 
 
 def long_setup(seed=0, *, own_generator=False, workers=0, plain_list=False, deterministic=False):
@@ -69,6 +70,7 @@ def long_run(run_dir, *, resume=False, crash_at=None, max_epochs=3, every=EVERY_
 def outcome(run_dir):
     record = json.loads((run_dir / "run.json").read_text())
     scalars = load_run(run_dir).scalars
+    scalars = scalars[~scalars["tag"].str.startswith("perf/")]  # timings (samples_per_s, data_wait_frac)
     return {
         "history": pd.read_csv(run_dir / "history.csv").drop(columns=TIME_COLUMNS),
         "record": {k: record[k] for k in ("status", "stop_reason", "epochs_completed", "iterations_completed", "best")},

@@ -16,6 +16,7 @@ from monitor.distributed import is_main_process
 from monitor.handlers.best import BestTracker
 from monitor.handlers.loss import TrainLoss
 from monitor.handlers.lr import LearningRates, learning_rates
+from monitor.handlers.outputs import Throughput, TrainOutputs
 from monitor.history import History
 
 __all__ = ["HistoryRecorder", "attach_history", "learning_rates"]  # learning_rates: moved to handlers.lr
@@ -40,8 +41,9 @@ def _cells(column: str, value: Any) -> dict[str, Any]:
 class HistoryRecorder(Serializable):
     """Append one row to ``history.csv`` after each validation run.
 
-    Row: ``epoch, iteration, elapsed_s, epoch_s, lr, train_loss, val_<metric>..., is_best``.
-    ``elapsed_s`` is the training wall time summed over every segment of a resumed run.
+    Row: ``epoch, iteration, elapsed_s, epoch_s, samples_per_s, data_wait_frac, lr, train_loss,
+    train_<output or trainer metric>..., val_<metric>..., is_best``. ``elapsed_s`` is the training
+    wall time summed over every segment of a resumed run.
 
     Args:
         history: the :class:`~monitor.History` to append to.
@@ -50,6 +52,10 @@ class HistoryRecorder(Serializable):
         train_loss: source of the epoch's mean training loss (optional).
         optimizer: source of the learning rate (optional): a :class:`~monitor.handlers.lr.LearningRates`
             (the rate each epoch trained with) or an optimizer (its rate when the row is written).
+        train_outputs: source of the other scalars of the trainer's output (optional).
+        throughput: source of ``samples_per_s`` and ``data_wait_frac`` (optional).
+
+    Metrics attached to the trainer (``trainer.state.metrics``) become ``train_<name>`` columns.
 
     Examples:
         .. code-block:: python
@@ -69,8 +75,12 @@ class HistoryRecorder(Serializable):
         *,
         train_loss: TrainLoss | None = None,
         optimizer: torch.optim.Optimizer | LearningRates | None = None,
+        train_outputs: TrainOutputs | None = None,
+        throughput: Throughput | None = None,
     ) -> None:
         self.history = history
+        self.train_outputs = train_outputs
+        self.throughput = throughput
         self.trainer = trainer
         self.best = best
         self.train_loss = train_loss
@@ -100,10 +110,16 @@ class HistoryRecorder(Serializable):
             "iteration": self.trainer.state.iteration,
             "elapsed_s": round(self.elapsed_s, 6),
             "epoch_s": None if self._epoch_start is None else round(now - self._epoch_start, 6),
+            **(self.throughput.values() if self.throughput is not None else {}),
             **learning_rates(self.optimizer),
         }
         if self.train_loss is not None:
             row["train_loss"] = self.train_loss.epoch_mean
+        if self.train_outputs is not None:
+            row.update(self.train_outputs.values())
+        for name, value in self.trainer.state.metrics.items():
+            for column, cell in _cells(f"train_{name}", value).items():
+                row.setdefault(column, cell)  # the step's own output and train_loss come first
         for name, value in evaluator.state.metrics.items():
             row.update(_cells(f"val_{name}", value))
         row["is_best"] = self.best.is_best
@@ -130,10 +146,13 @@ def attach_history(
     *,
     train_loss: TrainLoss | None = None,
     optimizer: torch.optim.Optimizer | LearningRates | None = None,
+    train_outputs: TrainOutputs | None = None,
+    throughput: Throughput | None = None,
 ) -> HistoryRecorder:
     """Attach a :class:`HistoryRecorder` writing ``path``: rows on ``evaluator`` ``COMPLETED``,
     clocks on ``trainer`` ``STARTED``/``EPOCH_STARTED``."""
-    recorder = HistoryRecorder(History(path), trainer, best, train_loss=train_loss, optimizer=optimizer)
+    recorder = HistoryRecorder(History(path), trainer, best, train_loss=train_loss, optimizer=optimizer,
+                               train_outputs=train_outputs, throughput=throughput)
     trainer.add_event_handler(Events.STARTED, recorder.segment_started)
     trainer.add_event_handler(Events.EPOCH_STARTED, recorder.epoch_started)
     evaluator.add_event_handler(Events.COMPLETED, recorder)

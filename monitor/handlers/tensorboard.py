@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,16 @@ class DurableTensorboardLogger(TensorboardLogger):
         )
 
 
+def _row_tag(column: str) -> str | None:
+    """The TensorBoard tag of a history column it does not log otherwise (``train/loss`` and
+    ``val/*`` come from Ignite's handlers, ``lr`` above)."""
+    if column in ("samples_per_s", "data_wait_frac"):
+        return f"perf/{column}"
+    if column.startswith("train_") and column != "train_loss":
+        return f"train/{column[len('train_'):]}"
+    return None
+
+
 def attach_tensorboard(
     trainer: Engine,
     evaluator: Engine,
@@ -113,6 +124,7 @@ def attach_tensorboard(
     optimizer: torch.optim.Optimizer | LearningRates | None = None,
     log_every: int = 10,
     purge_step: int | None = None,
+    row: Callable[[], Mapping[str, Any]] | None = None,
 ) -> DurableTensorboardLogger:
     """Write ``train/loss`` every ``log_every`` iterations and ``val/<metric>`` and ``lr`` after each
     validation run, all at step = the trainer's iteration (one step unit, so ``purge_step`` works).
@@ -126,6 +138,8 @@ def attach_tensorboard(
         log_every: iterations between training-loss points. Default 10.
         purge_step: on resume, the first step to write again; TensorBoard hides older points at and
             after it. Default None.
+        row: the history row of this validation (optional): its other training columns go to
+            ``train/<name>`` and ``samples_per_s``/``data_wait_frac`` to ``perf/<name>``.
 
     Examples:
         .. code-block:: python
@@ -156,6 +170,10 @@ def attach_tensorboard(
         # log at the evaluator's own epoch (always 1), so lr is written here at the trainer's step.
         for name, value in learning_rates(optimizer).items():
             tb_logger.writer.add_scalar(name, value, trainer_step())
+        for name, value in (row() if row is not None else {}).items():
+            tag = _row_tag(name)
+            if tag is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
+                tb_logger.writer.add_scalar(tag, value, trainer_step())
         tb_logger.writer.flush()  # durable before the last checkpoint of this epoch is written
 
     evaluator.add_event_handler(Events.COMPLETED, log_lr_and_flush)

@@ -25,6 +25,7 @@ from monitor.handlers.best import BestTracker
 from monitor.handlers.data import DataOrder, _ReplayableLoader
 from monitor.handlers.history import HistoryRecorder
 from monitor.handlers.loss import TrainLoss
+from monitor.handlers.outputs import TrainOutputs
 from monitor.handlers.rng import DeterministicEngineState, RNGState
 from monitor.handlers.stopping import EarlyStopping
 from monitor.history import History
@@ -149,6 +150,16 @@ def deterministic_step(handler, trainer, i):
     return engine.state.seed, torch.rand(2).tolist(), random.random(), float(numpy.random.rand())
 
 
+def outputs_step(handler, trainer, i):
+    trainer.state.epoch_length, trainer.state.epoch, trainer.state.iteration = 3, i // 3 + 1, i
+    handler.started(trainer)  # EPOCH_STARTED resets at an epoch's start only, not on a resume mid-epoch
+    trainer.state.iteration = i + 1
+    trainer.state.output = {"loss": torch.tensor(1.0), "grad_norm": torch.tensor(float(i) ** 2), "scale": 0.5 * i,
+                            "per_class": torch.ones(3), "note": "text"}
+    handler(trainer)
+    return handler.values()
+
+
 def make_history(trainer, tmp_path):
     best = BestTracker(Objective("loss", mode="min"), trainer)
     return HistoryRecorder(History(tmp_path / f"h{random.random()}.csv"), trainer, best)
@@ -164,6 +175,7 @@ SCENARIOS = {
                         lambda state: {**state, "sum": repr(state["sum"])}),  # nan == nan, as text
     HistoryRecorder: Scenario(make_history, history_step, len(SCORES), lambda state: {**state, "elapsed_s": None}),
     RNGState: Scenario(lambda trainer, _: RNGState(), rng_step, 6),
+    TrainOutputs: Scenario(lambda trainer, _: TrainOutputs(trainer), outputs_step, 8),
     DeterministicEngineState: Scenario(make_deterministic, deterministic_step, 6,
                                        lambda state: {k: v for k, v in state.items() if k != "rng_states"}),
     # The global RNG in epoch_rng is RNGState's to restore; here the loader has its own generator.

@@ -1,0 +1,172 @@
+"""TrainOutputs and Throughput: every scalar the training step returns, and how fast it gets its data."""
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
+
+import ignite.distributed as idist
+import torch
+from ignite.base.mixins import Serializable
+from ignite.engine import Engine, Events
+
+from monitor.distributed import gather_json
+
+__all__ = ["TrainOutputs", "Throughput", "attach_train_outputs", "attach_throughput"]
+
+
+def _epoch_starts_fresh(trainer: Engine) -> bool:
+    """Whether this ``EPOCH_STARTED`` begins the epoch (not a resume going on mid-epoch)."""
+    state = trainer.state
+    return not state.epoch_length or state.iteration == (state.epoch - 1) * state.epoch_length
+
+
+class TrainOutputs(Serializable):
+    """The epoch's mean of every scalar in the trainer's output mapping other than ``"loss"``
+    (which :class:`~monitor.handlers.loss.TrainLoss` has), e.g. ``{"loss": l, "grad_norm": g}`` gives
+    ``train_grad_norm``. Tensors are summed on their device: the one host sync is at :meth:`values`,
+    when a history row is written. A tensor of more than one element is left out.
+
+    Args:
+        trainer: the engine whose ``state.output`` is read after each iteration.
+
+    Examples:
+        .. code-block:: python
+
+            outputs = attach_train_outputs(trainer)      # on the *trainer*
+            outputs.values()                             # {"train_grad_norm": 1.7}
+    """
+
+    _state_dict_all_req_keys = ("sums", "counts")
+
+    def __init__(self, trainer: Engine) -> None:
+        if not isinstance(trainer, Engine):
+            raise TypeError(f"Argument trainer should be an ignite Engine, got {type(trainer).__name__}.")
+        self.trainer = trainer
+        self._sums: dict[str, torch.Tensor | float] = {}
+        self._counts: dict[str, int] = {}
+
+    def started(self, _: Engine) -> None:
+        if _epoch_starts_fresh(self.trainer):
+            self._sums, self._counts = {}, {}
+
+    def __call__(self, _: Engine) -> None:
+        output = self.trainer.state.output
+        if not isinstance(output, Mapping):
+            return
+        for name, value in output.items():
+            if name == "loss" or not isinstance(name, str):
+                continue
+            if isinstance(value, torch.Tensor):
+                if value.numel() != 1:
+                    continue
+                value = value.detach().reshape(())
+            elif isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            self._sums[name] = self._sums.get(name, 0.0) + value
+            self._counts[name] = self._counts.get(name, 0) + 1
+
+    def values(self) -> dict[str, float]:
+        """``{"train_<name>": mean over the epoch so far}`` (under idist: over every rank's steps)."""
+        names = sorted(self._sums)
+        totals = [float(self._sums[n]) for n in names]
+        counts = [self._counts[n] for n in names]
+        if idist.get_world_size() > 1 and names:
+            reduced = idist.all_reduce(torch.tensor([totals, counts], dtype=torch.float64))
+            assert isinstance(reduced, torch.Tensor)
+            totals, counts = reduced[0].tolist(), [int(c) for c in reduced[1].tolist()]
+        return {f"train_{n}": t / c for n, t, c in zip(names, totals, counts, strict=True) if c}
+
+    def state_dict(self) -> OrderedDict[str, Any]:
+        # Plain floats (a host sync at saving time only); every rank's, since each sums its own steps.
+        state: OrderedDict[str, Any] = OrderedDict(
+            sums={n: float(v) for n, v in self._sums.items()}, counts=dict(self._counts)
+        )
+        if idist.get_world_size() > 1:
+            state["ranks"] = gather_json([state["sums"], state["counts"]])
+        return state
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        ranks = state_dict.get("ranks")
+        own = ranks[idist.get_rank()] if ranks is not None and len(ranks) == idist.get_world_size() else None
+        sums, counts = own if own is not None else (state_dict["sums"], state_dict["counts"])
+        self._sums = {str(n): float(v) for n, v in sums.items()}
+        self._counts = {str(n): int(v) for n, v in counts.items()}
+
+
+def _batch_size(batch: Any) -> int | None:
+    """Samples in a batch: the first dimension of its first tensor (host metadata, no sync)."""
+    while isinstance(batch, (list, tuple, Mapping)) and len(batch):
+        batch = next(iter(batch.values())) if isinstance(batch, Mapping) else batch[0]
+    return int(batch.shape[0]) if isinstance(batch, torch.Tensor) and batch.dim() > 0 else None
+
+
+class Throughput:
+    """Samples per second of training and the share of that time spent waiting for the next batch,
+    over the epoch so far, from Ignite's ``GET_BATCH_STARTED`` / ``GET_BATCH_COMPLETED`` events.
+
+    The time counted runs from asking for a batch to the end of its iteration, so validation and
+    the end-of-epoch handlers are not in it. Three clock reads per iteration; no device sync (on a
+    GPU the queue of kernels makes the per-epoch sums right, not each step).
+
+    Examples:
+        .. code-block:: python
+
+            throughput = attach_throughput(trainer)  # on the *trainer*
+            throughput.values()                      # {"samples_per_s": 5120.0, "data_wait_frac": 0.04}
+    """
+
+    def __init__(self) -> None:
+        self._asked = self._waiting = self._busy = 0.0
+        self._samples = 0
+        self._counted = True  # every batch had a size
+
+    def started(self, trainer: Engine) -> None:
+        if _epoch_starts_fresh(trainer):
+            self._waiting = self._busy = 0.0
+            self._samples, self._counted = 0, True
+
+    def batch_asked(self, _: Engine) -> None:
+        self._asked = time.perf_counter()
+
+    def batch_got(self, trainer: Engine) -> None:
+        self._waiting += time.perf_counter() - self._asked
+        size = _batch_size(trainer.state.batch)
+        if size is None:
+            self._counted = False
+        else:
+            self._samples += size
+
+    def iteration_done(self, _: Engine) -> None:
+        self._busy += time.perf_counter() - self._asked
+
+    def values(self) -> dict[str, float | None]:
+        """``samples_per_s`` (``None`` where batches have no size) and ``data_wait_frac``."""
+        if not self._busy:
+            return {"samples_per_s": None, "data_wait_frac": None}
+        samples = self._samples * idist.get_world_size()  # every rank trains its own share
+        return {
+            "samples_per_s": round(samples / self._busy, 3) if self._counted else None,
+            "data_wait_frac": round(min(1.0, self._waiting / self._busy), 6) if math.isfinite(self._waiting) else None,
+        }
+
+
+def attach_train_outputs(trainer: Engine) -> TrainOutputs:
+    """A :class:`TrainOutputs` on ``trainer``: reset on ``EPOCH_STARTED``, summed on ``ITERATION_COMPLETED``."""
+    outputs = TrainOutputs(trainer)
+    trainer.add_event_handler(Events.EPOCH_STARTED, outputs.started)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, outputs)
+    return outputs
+
+
+def attach_throughput(trainer: Engine) -> Throughput:
+    """A :class:`Throughput` on ``trainer``'s ``EPOCH_STARTED``, ``GET_BATCH_*`` and ``ITERATION_COMPLETED``."""
+    throughput = Throughput()
+    trainer.add_event_handler(Events.EPOCH_STARTED, throughput.started)
+    trainer.add_event_handler(Events.GET_BATCH_STARTED, throughput.batch_asked)
+    trainer.add_event_handler(Events.GET_BATCH_COMPLETED, throughput.batch_got)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, throughput.iteration_done)
+    return throughput

@@ -1,0 +1,117 @@
+"""Every scalar of the training step and every trainer metric reaches the history and TensorBoard;
+throughput and data wait are columns of every run (issue #12, item 4)."""
+import time
+
+import pandas as pd
+import pytest
+import torch
+from ignite.engine import Engine, Events
+from ignite.metrics import RunningAverage
+from torch.utils.data import DataLoader, Dataset
+
+from monitor import Objective, attach_monitoring, load_run
+from tests.conftest import tiny_setup
+
+
+def own_trainer(s, grad_norms):
+    """A hand-built step that returns more than the loss, as users' steps do."""
+    model, optimizer, loss_fn = s["model"], s["optimizer"], torch.nn.CrossEntropyLoss()
+
+    def step(engine, batch):
+        x, y = batch
+        optimizer.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1e6)
+        grad_norms.append((engine.state.epoch, float(norm)))
+        optimizer.step()
+        return {"loss": loss.detach(), "grad_norm": norm.detach(), "batch_mean": float(x.mean()), "note": "text"}
+
+    return Engine(step)
+
+
+def monitored(run_dir, s, trainer, **kwargs):
+    return attach_monitoring(
+        trainer, s["evaluator"], s["val_loader"], run_dir=run_dir, objective=Objective("loss", mode="min"),
+        to_save={"model": s["model"], "optimizer": s["optimizer"]}, patience=None, **kwargs,
+    )
+
+
+def test_every_scalar_output_and_trainer_metric_is_a_train_column_and_a_tensorboard_tag(tmp_path):
+    s = tiny_setup()
+    norms = []
+    trainer = own_trainer(s, norms)
+    RunningAverage(output_transform=lambda out: out["grad_norm"]).attach(trainer, "smooth_grad_norm")
+    run = monitored(tmp_path / "run", s, trainer)
+    with run:
+        trainer.run(s["train_loader"], max_epochs=3)
+    history = pd.read_csv(tmp_path / "run" / "history.csv")
+    assert {"train_grad_norm", "train_batch_mean", "train_smooth_grad_norm"} <= set(history.columns)
+    assert "train_note" not in history.columns  # not a number
+    per_epoch = pd.DataFrame(norms, columns=["epoch", "norm"]).groupby("epoch")["norm"].mean()
+    assert history["train_grad_norm"].tolist() == pytest.approx(per_epoch.tolist())  # the epoch's mean
+    scalars = load_run(tmp_path / "run").scalars
+    tags = set(scalars["tag"])
+    assert {"train/grad_norm", "train/batch_mean", "train/smooth_grad_norm"} <= tags
+    logged = scalars[scalars["tag"] == "train/grad_norm"]["value"].tolist()
+    assert logged == pytest.approx(history["train_grad_norm"].tolist(), rel=1e-6)
+
+
+class SlowDataset(Dataset):
+    def __init__(self, data, delay_s):
+        self.data, self.delay_s = data, delay_s
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, i):
+        time.sleep(self.delay_s)
+        return self.data[i]
+
+
+@pytest.mark.parametrize("delay_s", [0.0, 0.004])
+def test_throughput_and_the_share_of_time_waiting_for_data_are_columns_of_every_run(tmp_path, delay_s):
+    s = tiny_setup()
+    loader = DataLoader(SlowDataset(s["train_loader"].dataset, delay_s), batch_size=16)
+    run = monitored(tmp_path / "run", s, s["trainer"])
+    with run:
+        s["trainer"].run(loader, max_epochs=2)
+    history = pd.read_csv(tmp_path / "run" / "history.csv")
+    assert history["samples_per_s"].gt(0).all()
+    if delay_s:  # 16 sleeps of 4 ms per batch against a step of well under 1 ms: the loop is data-bound
+        assert history["data_wait_frac"].gt(0.8).all()
+        assert history["samples_per_s"].lt(1 / delay_s).all()  # cannot beat the loader
+    else:
+        assert history["data_wait_frac"].lt(0.8).all()
+    assert {"perf/samples_per_s", "perf/data_wait_frac"} <= set(load_run(tmp_path / "run").scalars["tag"])
+
+
+def test_batches_without_a_size_leave_samples_per_s_empty(tmp_path):
+    s = tiny_setup()
+    trainer = Engine(lambda e, batch: {"loss": torch.tensor(0.5)})
+    run = monitored(tmp_path / "run", s, trainer)
+    with run:
+        trainer.run([{"text": "a"}, {"text": "b"}], max_epochs=1)
+    history = pd.read_csv(tmp_path / "run" / "history.csv")
+    assert history["samples_per_s"].isna().all() and history["data_wait_frac"].notna().all()
+
+
+def test_the_output_means_survive_a_resume_mid_epoch(tmp_path):
+    def run_once(run_dir, crash_at=None, resume=False):
+        s = tiny_setup()
+        trainer = own_trainer(s, [])
+        if crash_at:
+            trainer.add_event_handler(Events.ITERATION_COMPLETED(once=crash_at),
+                                      lambda _: (_ for _ in ()).throw(RuntimeError("killed")))
+        run = monitored(run_dir, s, trainer, checkpoint_every=Events.ITERATION_COMPLETED(every=2), resume=resume)
+        with run:
+            if crash_at:
+                with pytest.raises(RuntimeError):
+                    trainer.run(s["train_loader"], max_epochs=3)
+            else:
+                trainer.run(s["train_loader"], max_epochs=3)
+        return pd.read_csv(run_dir / "history.csv")[["epoch", "train_grad_norm", "train_batch_mean"]]
+
+    whole = run_once(tmp_path / "whole")
+    run_once(tmp_path / "run", crash_at=7)  # mid-epoch 2 (4 iterations per epoch), checkpoint at 6
+    pd.testing.assert_frame_equal(run_once(tmp_path / "run", resume=True), whole)
