@@ -70,7 +70,7 @@ def training(local_rank: int, args: argparse.Namespace, customize: Callable[[Eng
         objective=monitor.Objective("loss", mode="min"), to_save={"model": model, "optimizer": optimizer},
         patience=args.patience, resume=args.resume, overwrite=args.overwrite, seed=args.seed,
         hparams={"lr": 0.01, "momentum": 0.9, "batch_size": args.batch_size, "processes": idist.get_world_size()},
-        tqdm_kwargs={"disable": args.no_progress},
+        tqdm_kwargs={"disable": True} if args.no_progress else None,  # default: a bar on a terminal only
         checkpoint_every=None if args.checkpoint_every is None else checkpoint_every(args.checkpoint_every),
     )
     with run:

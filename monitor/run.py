@@ -202,8 +202,11 @@ def attach_monitoring(
         train_outputs, throughput = attach_train_outputs(trainer), attach_throughput(trainer)
         history = attach_history(evaluator, trainer, best, paths.history, train_loss=train_loss, optimizer=rates,
                                  train_outputs=train_outputs, throughput=throughput)
+        progress_bar = None
+        if main and not plan.is_finished:  # the epoch lines are written around it
+            progress_bar = attach_progress_bar(trainer, **dict(tqdm_kwargs or {}))
         if main:
-            attach_epoch_log(evaluator, trainer, history)
+            attach_epoch_log(evaluator, trainer, history, bar=progress_bar)
         tensorboard = None
         if main and not plan.is_finished:
             tensorboard = attach_tensorboard(
@@ -234,13 +237,11 @@ def attach_monitoring(
                 f"Argument max_time should be more than the {history.elapsed_s:.1f} s {str(paths.root)!r} has "
                 f"trained already, got {max_time!r}; pass a larger max_time to continue it."
             )
-        graceful_stop = progress_bar = None
+        graceful_stop = None
         if not plan.is_finished:
             graceful_stop = attach_graceful_stop(trainer, agree_every=log_every)
             if max_time_s is not None:
                 attach_time_limit(trainer, graceful_stop, clock=history, max_time_s=max_time_s)
-            if main:
-                progress_bar = attach_progress_bar(trainer, **dict(tqdm_kwargs or {}))
         run = Monitor(
             trainer, paths=paths, objective=objective, config=config, record=record, lock=lock, writer=writer,
             plan=plan, best=best, history=history, train_loss=train_loss, best_checkpoint=best_checkpoint,

@@ -222,7 +222,7 @@ def attach_best_checkpoint(
     evaluator.add_event_handler(Events.COMPLETED(event_filter=lambda *_: best.is_best), checkpoint)
     evaluator.add_event_handler(
         Events.COMPLETED(event_filter=lambda *_: best.is_best),
-        lambda _: logger.info("Best checkpoint %s", checkpoint.last_checkpoint),
+        lambda _: logger.debug("Best checkpoint %s", checkpoint.last_checkpoint),
     )
     return checkpoint
 

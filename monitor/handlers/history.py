@@ -114,7 +114,7 @@ class HistoryRecorder(Serializable):
             **learning_rates(self.optimizer),
         }
         if self.train_loss is not None:
-            row["train_loss"] = self.train_loss.epoch_mean
+            row["train_loss"] = self.train_loss.running_mean()  # the epoch so far (all of it at its end)
         if self.train_outputs is not None:
             row.update(self.train_outputs.values())
         for name, value in self.trainer.state.metrics.items():

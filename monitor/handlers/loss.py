@@ -81,6 +81,14 @@ class TrainLoss(Serializable):
         self._sum = self._sum + loss
         self._count += 1
 
+    def running_mean(self) -> float | None:
+        """The mean loss of the epoch so far (a host sync; under idist, over every rank's steps): what a
+        validation within the epoch shows; at the epoch's end, :attr:`epoch_mean`."""
+        total, count = float(self._sum), self._count
+        if idist.get_world_size() > 1:
+            total, count = float(idist.all_reduce(total)), int(idist.all_reduce(count))
+        return total / count if count else None
+
     def check(self, _: Engine) -> None:
         """Stop the trainer if the epoch's loss is not finite; the one host sync."""
         total, count = float(self._sum), self._count

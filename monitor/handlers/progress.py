@@ -1,9 +1,14 @@
-"""Progress: Ignite's ProgressBar with the running loss, and one log line per epoch."""
+"""What the console shows: Ignite's ProgressBar (on a terminal or in a notebook), and one aligned log
+line per validation."""
 from __future__ import annotations
 
 import logging
 import math
+import os
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ignite.engine import Engine, Events
@@ -14,7 +19,7 @@ from monitor.handlers.best import BestTracker
 from monitor.handlers.history import HistoryRecorder
 from monitor.handlers.loss import loss_from_output
 
-__all__ = ["attach_progress_bar", "attach_epoch_log"]
+__all__ = ["attach_progress_bar", "attach_epoch_log", "EpochTable", "console_is_terminal"]
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +29,10 @@ def attach_progress_bar(trainer: Engine, *, refresh_s: float = 0.5, **tqdm_kwarg
     seconds (by time, not per iteration: a redraw costs about 0.3 ms, and the loss leaves the device
     only then). ``tqdm_kwargs`` go to tqdm (``file=``, ``disable=``...).
 
+    The bar is drawn only where a person watches it: on a terminal, or in a notebook (Ignite's
+    ``tqdm.autonotebook`` then draws a notebook bar). Written to a file, a pipe or CI it is off
+    (tqdm's ``disable=None``), so a log holds lines, not ``\r`` fragments; ``disable=False`` forces it.
+
     Examples:
         .. code-block:: python
 
@@ -31,6 +40,8 @@ def attach_progress_bar(trainer: Engine, *, refresh_s: float = 0.5, **tqdm_kwarg
     """
     if not (isinstance(refresh_s, (int, float)) and refresh_s >= 0):
         raise ValueError(f"Argument refresh_s should be a number of seconds >= 0, got {refresh_s!r}.")
+    if "disable" not in tqdm_kwargs:
+        tqdm_kwargs["disable"] = False if _in_notebook() else None  # None: off unless the file is a terminal
     bar = ProgressBar(persist=False, **tqdm_kwargs)
     bar.attach(
         trainer,
@@ -38,6 +49,13 @@ def attach_progress_bar(trainer: Engine, *, refresh_s: float = 0.5, **tqdm_kwarg
         event_name=Events.ITERATION_COMPLETED(event_filter=_every_seconds(refresh_s)),
     )
     return bar
+
+
+def _in_notebook() -> bool:
+    """Whether ``tqdm.autonotebook`` (what Ignite's ProgressBar uses) picked the notebook bar."""
+    from tqdm.autonotebook import tqdm as auto_tqdm
+
+    return auto_tqdm.__module__.startswith("tqdm.notebook")
 
 
 def _every_seconds(seconds: float) -> Any:
@@ -54,28 +72,101 @@ def _every_seconds(seconds: float) -> Any:
     return due
 
 
-def _show(value: Any) -> str:
+_ANSI_GREEN, _ANSI_RESET = "\x1b[32m", "\x1b[0m"
+
+
+def _cell(column: str, value: Any) -> str:
+    if column == "epoch_s":
+        return "-" if value is None else f"{value:.2f}"
+    if isinstance(value, float) and math.isfinite(value) and value != 0 and 1e-3 <= abs(value) < 1e5:
+        return f"{value:.4f}"  # fixed decimals: the digits of a column line up
     return format_value(value, digits=4, nonfinite="nan")
 
 
-def format_epoch_line(row: dict[str, Any], best: BestTracker, max_epochs: int | None) -> str:
-    """``epoch 5/1000  train_loss 0.41  val_loss 0.38*  val_accuracy 0.91  lr 0.01  best val_loss 0.38 @5``."""
-    column = best.objective.column
-    parts = [f"epoch {row['epoch']}" + (f"/{max_epochs}" if max_epochs else "")]
-    for key, value in row.items():
-        if key in ("epoch", "iteration", "elapsed_s", "is_best") or value is None:
-            continue
-        mark = "*" if key == column and row.get("is_best") else ""
-        parts.append(f"{key} {_show(value)}{mark}")
-    if best.best_value is not None:
-        parts.append(f"best {column} {_show(best.best_value)} @{best.best_epoch}")
-    return "  ".join(parts)
+class EpochTable:
+    """The console's view of the history: one aligned line per validation, as skorch's ``PrintLog``.
+
+    Columns stay put from line to line (a header is printed first, and again when a column appears
+    or has to widen); the objective's value is marked ``*`` when it is a new best, and coloured
+    when ``color`` is true. Shown: ``epoch``, ``iter``, the ``train_*`` and ``val_*`` columns, the
+    learning rates, and the epoch's seconds (``time``).
+
+    Examples:
+        .. code-block:: python
+
+            table = EpochTable(best, color=False)
+            table.lines(row)   # ["epoch  iter  train_loss  val_loss ...", "    1    55      0.6931    0.6921* ..."]
+    """
+
+    _HEADERS = {"iteration": "iter", "epoch_s": "time"}
+
+    def __init__(self, best: BestTracker, *, color: bool = False) -> None:
+        self.best = best
+        self.color = color
+        self._widths: dict[str, int] = {}
+
+    def _columns(self, row: dict[str, Any]) -> list[str]:
+        picked = [k for k in row if k.startswith(("train_", "val_"))]
+        rates = [k for k in row if k == "lr" or k.startswith("lr_")]
+        return ["epoch", "iteration", *picked, *rates, "epoch_s"]
+
+    def lines(self, row: dict[str, Any]) -> list[str]:
+        """The header (when the columns changed) and the line of ``row``."""
+        columns = self._columns(row)
+        objective = self.best.objective.column
+        cells = {c: _cell(c, row.get(c)) for c in columns}
+        widths = {c: max(len(self._HEADERS.get(c, c)), len(cells[c]), self._widths.get(c, 0), 6) for c in columns}
+        out = []
+        if widths != self._widths:
+            self._widths = widths
+            out.append("  ".join(self._HEADERS.get(c, c).rjust(widths[c]) + (" " if c == objective else "")
+                                 for c in columns).rstrip())
+        parts = []
+        for c in columns:
+            text = cells[c].rjust(widths[c])
+            if c == objective:
+                is_best = bool(row.get("is_best"))
+                text = (f"{_ANSI_GREEN}{text}*{_ANSI_RESET}" if self.color else f"{text}*") if is_best else f"{text} "
+            parts.append(text)
+        out.append("  ".join(parts).rstrip())
+        return out
 
 
-def attach_epoch_log(evaluator: Engine, trainer: Engine, recorder: HistoryRecorder) -> None:
-    """Log the history row of each validation run at INFO (``*`` marks a new best); on ``evaluator``."""
+def console_is_terminal(log: logging.Logger = logger) -> bool:
+    """Whether ``log``'s records reach only terminals (and ``NO_COLOR`` is unset): colour is then safe."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    streams = []
+    current: logging.Logger | None = log
+    while current is not None:
+        streams += [h.stream for h in current.handlers if isinstance(h, logging.StreamHandler)]
+        current = current.parent if current.propagate else None
+    return bool(streams) and all(getattr(stream, "isatty", lambda: False)() for stream in streams)
+
+
+@contextmanager
+def _outside_bar(bar: ProgressBar | None) -> Iterator[None]:
+    """Clear ``bar`` while a line is written, and draw it again after (tqdm's ``external_write_mode``),
+    so that no half-drawn bar is left glued to the line."""
+    pbar = getattr(bar, "pbar", None)
+    if pbar is None or getattr(pbar, "disable", False) or getattr(pbar, "fp", None) is None:
+        yield  # no bar drawn (closed, or off where no terminal watches)
+        return
+    with type(pbar).external_write_mode(file=pbar.fp):
+        yield
+
+
+def attach_epoch_log(
+    evaluator: Engine, trainer: Engine, recorder: HistoryRecorder, *, bar: ProgressBar | None = None
+) -> EpochTable:
+    """Log the history row of each validation run at INFO as an aligned :class:`EpochTable` line,
+    written around ``bar`` (if any) so none of the bar is left on the line; on ``evaluator``."""
+    table = EpochTable(recorder.best, color=console_is_terminal())
 
     def log_line(_: Engine) -> None:
-        logger.info(format_epoch_line(recorder.last_row, recorder.best, trainer.state.max_epochs))
+        with _outside_bar(bar):
+            for line in table.lines(recorder.last_row):
+                logger.info(line)
 
     evaluator.add_event_handler(Events.COMPLETED, log_line)
+    return table

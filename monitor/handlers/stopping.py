@@ -100,18 +100,18 @@ class EarlyStopping(IgniteEarlyStopping):
                 StopReason.DIVERGED, f"{column}={value:.6g} is worse than divergence limit {self.divergence:g}"
             )
         if epoch <= self.objective.warmup:
-            logger.info("%s=%.6g at epoch %d: warm-up, patience not counted", column, value, epoch)
+            logger.debug("%s=%.6g at epoch %d: warm-up, patience not counted", column, value, epoch)
             return
         reference = self.best_score if self.best_score is not None else self.baseline
         if self.objective.is_improvement(value, reference, epoch=epoch):
             if reference is None:
-                logger.info("%s=%.6g: first best", column, value)
+                logger.debug("%s=%.6g: first best", column, value)
             else:
-                logger.info("%s improved %.6g -> %.6g", column, reference, value)
+                logger.debug("%s improved %.6g -> %.6g", column, reference, value)
             self.best_score, self.counter = value, 0
             return
         self.counter += 1
-        logger.info(
+        logger.debug(
             "%s=%.6g: no improvement on %.6g (%d/%d)", column, value, reference, self.counter, self.patience
         )
         if self.counter >= self.patience:

@@ -69,21 +69,24 @@ class SlowDataset(Dataset):
         return self.data[i]
 
 
-@pytest.mark.parametrize("delay_s", [0.0, 0.004])
-def test_throughput_and_the_share_of_time_waiting_for_data_are_columns_of_every_run(tmp_path, delay_s):
-    s = tiny_setup()
-    loader = DataLoader(SlowDataset(s["train_loader"].dataset, delay_s), batch_size=16)
-    run = monitored(tmp_path / "run", s, s["trainer"])
-    with run:
-        s["trainer"].run(loader, max_epochs=2)
-    history = pd.read_csv(tmp_path / "run" / "history.csv")
-    assert history["samples_per_s"].gt(0).all()
-    if delay_s:  # 16 sleeps of 4 ms per batch against a step of well under 1 ms: the loop is data-bound
-        assert history["data_wait_frac"].gt(0.8).all()
-        assert history["samples_per_s"].lt(1 / delay_s).all()  # cannot beat the loader
-    else:
-        assert history["data_wait_frac"].lt(0.8).all()
-    assert {"perf/samples_per_s", "perf/data_wait_frac"} <= set(load_run(tmp_path / "run").scalars["tag"])
+def test_throughput_and_the_share_of_time_waiting_for_data_are_columns_of_every_run(tmp_path):
+    def history(name, trainer, loader, s):
+        run = monitored(tmp_path / name, s, trainer)
+        with run:
+            trainer.run(loader, max_epochs=2)
+        assert {"perf/samples_per_s", "perf/data_wait_frac"} <= set(load_run(tmp_path / name).scalars["tag"])
+        return pd.read_csv(tmp_path / name / "history.csv")
+
+    s = tiny_setup()  # data-bound: 16 sleeps of 4 ms per batch, a step of about a millisecond
+    slow_data = DataLoader(SlowDataset(s["train_loader"].dataset, 0.004), batch_size=16)
+    data_bound = history("data_bound", s["trainer"], slow_data, s)
+    s = tiny_setup()  # compute-bound: ready batches, a step of 8 ms
+    batches = [(torch.randn(16, 8), torch.zeros(16, dtype=torch.long)) for _ in range(4)]
+    slow_step = Engine(lambda e, b: (time.sleep(0.008), {"loss": torch.tensor(0.5)})[1])
+    compute_bound = history("compute_bound", slow_step, batches, s)
+    assert data_bound["data_wait_frac"].gt(0.5).all() and compute_bound["data_wait_frac"].lt(0.5).all()
+    assert data_bound["samples_per_s"].lt(16 / 0.064).all()  # cannot beat its loader (64 ms a batch)
+    assert compute_bound["samples_per_s"].between(0, 16 / 0.008).all()  # nor its step (8 ms a batch)
 
 
 def test_batches_without_a_size_leave_samples_per_s_empty(tmp_path):
