@@ -1,7 +1,9 @@
 """RunLock: one writer per run directory (``fcntl.flock`` on ``run_dir/.lock``).
 
 The OS drops the lock when its process dies, so a killed run's successor takes over at once; a
-second live process fails at once, naming the holder.
+second live process fails at once, naming the holder. A process forked while the lock is held (a
+``DataLoader`` worker with ``num_workers > 0``) closes its copy of the descriptor at once: an flock
+belongs to the open file, so a worker outliving a killed run would otherwise hold it for that run.
 """
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import fcntl
 import json
 import os
 import socket
+import weakref
 from pathlib import Path
 from typing import IO
 
@@ -63,7 +66,23 @@ class RunLock:
         self._file = f
         stat = os.fstat(f.fileno())
         self._identity = (stat.st_dev, stat.st_ino)
+        # The fork hook is process-wide by nature (os has no per-object one, nor a way to remove one);
+        # it holds only a weak reference, and does nothing once the lock is released.
+        held = weakref.ref(self)
+
+        def forget_in_child() -> None:
+            lock = held()
+            if lock is not None:
+                lock._forget_in_child()
+
+        os.register_at_fork(after_in_child=forget_in_child)
         return self
+
+    def _forget_in_child(self) -> None:
+        """In a forked child: close the inherited descriptor without unlocking (the parent holds it)."""
+        if self._file is not None:
+            self._file.close()  # not LOCK_UN: that would release the parent's lock too
+            self._file, self._identity = None, None
 
     def is_lost(self) -> bool:
         """Whether the lock file we hold is no longer the one at its path (the folder was removed,

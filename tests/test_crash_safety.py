@@ -161,3 +161,35 @@ def test_killed_at_max_epochs_before_recording_it_does_not_train_again(tmp_path)
     assert_same_outcome(outcome(run_dir), outcome(whole))
     record = json.loads((run_dir / "run.json").read_text())
     assert (record["status"], record["stop_reason"], record["iterations_completed"]) == ("completed", "max_epochs", 220)
+
+
+HOLD_AND_FORK = """
+import os, signal, sys, time  # hold-and-fork-marker
+from monitor.lock import RunLock
+lock = RunLock(sys.argv[1]).acquire()
+if os.fork() == 0:   # a child that outlives its parent, as a DataLoader worker (num_workers > 0) does
+    time.sleep(20)
+    os._exit(0)
+time.sleep(0.3)
+print(os.getpid(), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_killed_run_whose_forked_children_live_on_frees_its_folder_at_once(tmp_path):
+    # Found by the long-epoch kill test with num_workers=2: after kill -9 of the main process its
+    # DataLoader workers, forked with the lock's descriptor, held the flock, and --resume failed
+    # with RunDirectoryBusy until they noticed their parent was gone.
+    import subprocess
+    import sys
+
+    from monitor.lock import RunLock
+
+    subprocess.run([sys.executable, "-c", HOLD_AND_FORK, str(tmp_path)], timeout=30)
+    children = subprocess.run(["pgrep", "-f", "hold-and-fork-marker"], capture_output=True, text=True).stdout.split()
+    try:
+        assert children, "the forked child should still be alive for this test to mean anything"
+        RunLock(tmp_path).acquire().release()  # RunDirectoryBusy before the fix
+    finally:
+        for pid in children:
+            subprocess.run(["kill", "-9", pid])
