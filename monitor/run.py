@@ -211,7 +211,8 @@ def attach_monitoring(
         if main and not plan.is_finished:
             tensorboard = attach_tensorboard(
                 trainer, evaluator, paths.tensorboard, optimizer=rates, log_every=log_every,
-                purge_step=plan.purge_step, row=lambda: history.last_row,
+                purge_step=plan.purge_step, row=lambda: history.last_row, best=best,
+                hparams={**dict(hparams or {}), **({} if seed is None else {"seed": seed})},
             )
         best_checkpoint = attach_best_checkpoint(
             evaluator, trainer, best, {"model": model}, paths.checkpoints, n_saved=n_saved, writer=writer,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ from ignite.handlers import TensorboardLogger
 from ignite.handlers.tensorboard_logger import OutputHandler
 
 from monitor._checks import positive_int
+from monitor.handlers.best import BestTracker
 from monitor.handlers.loss import loss_from_output
 from monitor.handlers.lr import LearningRates, learning_rates
 
@@ -125,6 +126,8 @@ def attach_tensorboard(
     log_every: int = 10,
     purge_step: int | None = None,
     row: Callable[[], Mapping[str, Any]] | None = None,
+    hparams: Mapping[str, Any] | None = None,
+    best: BestTracker | None = None,
 ) -> DurableTensorboardLogger:
     """Write ``train/loss`` every ``log_every`` iterations and ``val/<metric>`` and ``lr`` after each
     validation run, all at step = the trainer's iteration (one step unit, so ``purge_step`` works).
@@ -140,6 +143,9 @@ def attach_tensorboard(
             after it. Default None.
         row: the history row of this validation (optional): its other training columns go to
             ``train/<name>`` and ``samples_per_s``/``data_wait_frac`` to ``perf/<name>``.
+        hparams: the run's hyper-parameters (optional), written with ``best``'s objective in the
+            form TensorBoard's HParams dashboard reads (see :func:`write_hparams`).
+        best: the tracker whose new best values go to ``hparams/best_<column>`` (optional).
 
     Examples:
         .. code-block:: python
@@ -170,6 +176,8 @@ def attach_tensorboard(
         # log at the evaluator's own epoch (always 1), so lr is written here at the trainer's step.
         for name, value in learning_rates(optimizer).items():
             tb_logger.writer.add_scalar(name, value, trainer_step())
+        if best is not None and best.is_best and best.best_value is not None:
+            tb_logger.writer.add_scalar(_best_tag(best), best.best_value, trainer_step())
         for name, value in (row() if row is not None else {}).items():
             tag = _row_tag(name)
             if tag is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -177,4 +185,35 @@ def attach_tensorboard(
         tb_logger.writer.flush()  # durable before the last checkpoint of this epoch is written
 
     evaluator.add_event_handler(Events.COMPLETED, log_lr_and_flush)
+    if hparams is not None:
+        write_hparams(tb_logger, hparams, [] if best is None else [_best_tag(best)])
     return tb_logger
+
+
+def _best_tag(best: BestTracker) -> str:
+    return f"hparams/best_{best.objective.column}"
+
+
+def _hparam_value(value: Any) -> int | float | str | bool:
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    return "None" if value is None else str(value)  # lists, dicts...: as text, one choice each
+
+
+def write_hparams(tb_logger: TensorboardLogger, hparams: Mapping[str, Any], metrics: Sequence[str]) -> None:
+    """Write ``hparams`` and the names of their ``metrics`` (scalar tags of this run) as TensorBoard's
+    HParams plugin reads them, into this run's own event file (tensorboardX's ``add_hparams`` would
+    make a sub-run of its own, apart from the scalars, with a queued writer).
+
+    Examples:
+        .. code-block:: python
+
+            write_hparams(tb, {"lr": 0.01, "hidden": [100, 100]}, ["hparams/best_val_loss"])
+    """
+    from tensorboardX.summary import hparams as hparams_summaries
+
+    values = {str(k): _hparam_value(v) for k, v in hparams.items()}
+    experiment, session_start, session_end = hparams_summaries(values, {tag: 0.0 for tag in metrics})
+    file_writer = tb_logger.writer._get_file_writer()  # tensorboardX's own way to its FileWriter
+    for summary in (experiment, session_start, session_end):
+        file_writer.add_summary(summary)

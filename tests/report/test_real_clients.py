@@ -90,3 +90,61 @@ def test_the_html_report_shows_the_table_and_its_images_in_a_browser(resumed_run
     subprocess.run([*args, f"--screenshot={shot}", "--window-size=1200,900", Path(path).as_uri()],
                    capture_output=True, timeout=120)
     assert shot.read_bytes()[:4] == b"\x89PNG"
+
+
+def post_json(url, body, deadline):
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={
+        "Content-Type": "application/json", "X-XSRF-Protected": "1"})
+    while True:
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return json.loads(response.read())
+        except (OSError, ValueError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+def test_tensorboard_hparams_dashboard_compares_runs_by_their_hyper_parameters(tmp_path):
+    from monitor import Objective, attach_monitoring
+    from tests.conftest import tiny_setup
+
+    for name, lr in (("slow", 0.01), ("fast", 0.3)):
+        s = tiny_setup(lr=lr)
+        run = attach_monitoring(
+            s["trainer"], s["evaluator"], s["val_loader"], run_dir=tmp_path / name,
+            objective=Objective("loss", mode="min"), to_save={"model": s["model"], "optimizer": s["optimizer"]},
+            patience=None, hparams={"lr": lr, "hidden": [16]}, seed=3,
+        )
+        with run:
+            s["trainer"].run(s["train_loader"], max_epochs=4)
+    port = free_port()
+    app = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(tmp_path), "--host", "127.0.0.1",
+         "--port", str(port), "--load_fast", "false", "--reload_interval", "0"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        base = f"http://127.0.0.1:{port}/data/plugin/hparams"
+        while True:
+            experiment = post_json(f"{base}/experiment", {"experimentName": ""}, deadline)
+            if len((experiment.get("hparamInfos") or [])) >= 3 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        hparams = {h["name"] for h in experiment["hparamInfos"]}
+        assert {"lr", "hidden", "seed"} <= hparams
+        assert [m["name"]["tag"] for m in experiment["metricInfos"]] == ["hparams/best_val_loss"]
+        groups = post_json(f"{base}/session_groups", {
+            "experimentName": "", "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE",
+                                                      "STATUS_RUNNING"],
+            "colParams": [{"hparam": "lr"}, {"metric": {"tag": "hparams/best_val_loss"}}],
+            "startIndex": 0, "sliceSize": 10,
+        }, deadline)["sessionGroups"]
+        by_lr = {g["hparams"]["lr"]: g["metricValues"][0]["value"] for g in groups}
+        for name, lr in (("slow", 0.01), ("fast", 0.3)):
+            best = json.loads((tmp_path / name / "run.json").read_text())["best"]["value"]
+            assert by_lr[lr] == pytest.approx(best, rel=1e-6)  # the best objective, by hyper-parameter
+    finally:
+        app.terminate()
+        app.wait(timeout=30)

@@ -38,7 +38,7 @@ def test_load_run_gives_the_history_and_the_record(runs):
     assert run.best["epoch"] == record["best"]["epoch"] and run.best["checkpoint"].exists()
     assert run.best_row()["val_loss"] == record["best"]["value"]
     assert set(run.scalars["tag"]) == {"train/loss", "val/loss", "val/accuracy", "lr", "perf/samples_per_s",
-                                       "perf/data_wait_frac"}
+                                       "perf/data_wait_frac", "hparams/best_val_loss"}
 
 
 def test_summary_names_status_best_and_error(runs):
