@@ -129,7 +129,7 @@ def test_tensorboard_hparams_dashboard_compares_runs_by_their_hyper_parameters(t
         base = f"http://127.0.0.1:{port}/data/plugin/hparams"
         while True:
             experiment = post_json(f"{base}/experiment", {"experimentName": ""}, deadline)
-            if len((experiment.get("hparamInfos") or [])) >= 3 or time.monotonic() > deadline:
+            if len(experiment.get("hparamInfos") or []) >= 3 or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
         hparams = {h["name"] for h in experiment["hparamInfos"]}
