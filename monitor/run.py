@@ -20,6 +20,7 @@ from monitor.handlers.history import attach_history
 from monitor.handlers.loss import attach_train_loss
 from monitor.handlers.lr import LearningRates
 from monitor.handlers.outputs import attach_throughput, attach_train_outputs
+from monitor.handlers.plateau import LROnPlateau, attach_lr_on_plateau
 from monitor.handlers.progress import attach_epoch_log, attach_progress_bar
 from monitor.handlers.rng import RNGState, engine_state
 from monitor.handlers.signals import attach_graceful_stop, attach_time_limit
@@ -43,10 +44,10 @@ logger = logging.getLogger(__name__)
 # ``to_save`` may not use them.
 RESERVED_KEYS = (
     "trainer", "best", "early_stopping", "best_checkpoint", "train_loss", "history", "rng", "data_order",
-    "train_outputs", "checkpointer",
+    "train_outputs", "lr_on_plateau", "checkpointer",
 )
 # Reserved keys a checkpoint written before they existed may lack; a resume then goes on without them.
-OPTIONAL_KEYS = ("data_order", "train_outputs")
+OPTIONAL_KEYS = ("data_order", "train_outputs", "lr_on_plateau")
 
 
 def _check_to_save(to_save: Mapping[str, Any]) -> None:
@@ -91,6 +92,7 @@ def attach_monitoring(
     background_writes: bool = True,
     checkpoint_every: Any = None,
     max_time: timedelta | float | None = None,
+    lr_on_plateau: LROnPlateau | None = None,
 ) -> Monitor:
     """Wire validation, early stopping, best and last checkpoints, history, TensorBoard and progress.
 
@@ -130,6 +132,9 @@ def attach_monitoring(
         max_time: training time (``timedelta`` or seconds, summed over resumed segments) after which
             the run stops with a checkpoint, status ``interrupted``, stop reason ``time_limit``;
             ``resume=True`` with a larger ``max_time`` continues it. Default None.
+        lr_on_plateau: an :class:`~monitor.LROnPlateau` (patience, factor, cooldown, min_lr) to cut the
+            first optimizer's rates when the objective stops improving, by the same rule as early
+            stopping and the best checkpoints; its state is in the last checkpoint. Default None.
 
     Returns:
         The :class:`Monitor` holding the attached handlers.
@@ -158,6 +163,8 @@ def attach_monitoring(
     positive_int("log_every", log_every)
     cadence = CheckpointCadence(checkpoint_every, agree_every=log_every)
     max_time_s = _seconds("max_time", max_time)
+    if lr_on_plateau is not None and not isinstance(lr_on_plateau, LROnPlateau):
+        raise TypeError(f"Argument lr_on_plateau should be a monitor.LROnPlateau or None, got {lr_on_plateau!r}.")
     early_stopping = None if patience is None else EarlyStopping(
         objective, trainer, patience, baseline=baseline, target=target, divergence=divergence
     )
@@ -170,12 +177,20 @@ def attach_monitoring(
     writer = OrderedWriter(background=background_writes, guard=lock.check)  # never into a folder taken over
     model = to_save["model"]
     first_optimizer = next((o for o in to_save.values() if isinstance(o, torch.optim.Optimizer)), None)
+    if lr_on_plateau is not None and first_optimizer is None:
+        raise ValueError(
+            f"Argument lr_on_plateau needs an optimizer in to_save (its rates are the ones cut); got to_save keys "
+            f"{sorted(to_save)}."
+        )
     state_types = {key: type(obj).__name__ for key, obj in to_save.items()}
     config = {
         "objective": objective.to_dict(),
         "early_stopping": None if patience is None else
         {"patience": patience, "baseline": baseline, "target": target, "divergence": divergence},
         "n_saved": n_saved,
+        "lr_on_plateau": None if lr_on_plateau is None else {
+            "patience": lr_on_plateau.patience, "factor": lr_on_plateau.factor, "cooldown": lr_on_plateau.cooldown,
+            "min_lr": lr_on_plateau.min_lr},
         "hparams": dict(hparams or {}),
         "seed": seed,
         "to_save": state_types,
@@ -220,6 +235,8 @@ def attach_monitoring(
         )
         if early_stopping is not None:
             early_stopping.attach(evaluator)
+        if lr_on_plateau is not None and first_optimizer is not None:
+            attach_lr_on_plateau(evaluator, best, first_optimizer, lr_on_plateau)
         data_order = attach_data_order(trainer)
         objects: dict[str, Any] = {
             **to_save, "trainer": engine_state(trainer), "best": best, "best_checkpoint": best_checkpoint,
@@ -228,6 +245,8 @@ def attach_monitoring(
         }
         if early_stopping is not None:
             objects["early_stopping"] = early_stopping
+        if lr_on_plateau is not None:
+            objects["lr_on_plateau"] = lr_on_plateau
         scaler = getattr(trainer.state, "scaler", None)  # Ignite's AMP GradScaler (create_supervised_trainer)
         if scaler is not None and hasattr(scaler, "state_dict") and "scaler" not in to_save:
             objects["scaler"] = scaler

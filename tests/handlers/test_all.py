@@ -9,6 +9,7 @@ import pkgutil
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import numpy
@@ -26,6 +27,7 @@ from monitor.handlers.data import DataOrder, _ReplayableLoader
 from monitor.handlers.history import HistoryRecorder
 from monitor.handlers.loss import TrainLoss
 from monitor.handlers.outputs import TrainOutputs
+from monitor.handlers.plateau import LROnPlateau
 from monitor.handlers.rng import DeterministicEngineState, RNGState
 from monitor.handlers.stopping import EarlyStopping
 from monitor.history import History
@@ -160,6 +162,25 @@ def outputs_step(handler, trainer, i):
     return handler.values()
 
 
+VERDICTS = [True, False, False, False, True, False, False, False, False, True, False, False]  # improvement or not
+
+
+def make_plateau(trainer, _):
+    # The tracker's verdicts are scripted: the plateau is judged on its own state alone.
+    best = SimpleNamespace(is_best=False, trainer=trainer, objective=Objective("loss", mode="min"))
+    optimizer = torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=1.0)
+    return LROnPlateau(patience=2, factor=0.5, cooldown=1).bind(best, optimizer)
+
+
+def plateau_step(handler, trainer, i):
+    trainer.state.epoch = i + 1
+    handler.best.is_best = VERDICTS[i]
+    before = handler.scheduler.optimizer.param_groups[0]["lr"]
+    handler(stub_engine())
+    cut = handler.scheduler.optimizer.param_groups[0]["lr"] < before  # the optimizer's own lr is its state
+    return cut, handler.improvements, handler.scheduler.num_bad_epochs, handler.scheduler.cooldown_counter
+
+
 def make_history(trainer, tmp_path):
     best = BestTracker(Objective("loss", mode="min"), trainer)
     return HistoryRecorder(History(tmp_path / f"h{random.random()}.csv"), trainer, best)
@@ -175,6 +196,9 @@ SCENARIOS = {
                         lambda state: {**state, "sum": repr(state["sum"])}),  # nan == nan, as text
     HistoryRecorder: Scenario(make_history, history_step, len(SCORES), lambda state: {**state, "elapsed_s": None}),
     RNGState: Scenario(lambda trainer, _: RNGState(), rng_step, 6),
+    LROnPlateau: Scenario(make_plateau, plateau_step, len(VERDICTS),
+                          lambda state: {**state, "scheduler": {k: v for k, v in state["scheduler"].items()
+                                                                if k != "_last_lr"}}),
     TrainOutputs: Scenario(lambda trainer, _: TrainOutputs(trainer), outputs_step, 8),
     DeterministicEngineState: Scenario(make_deterministic, deterministic_step, 6,
                                        lambda state: {k: v for k, v in state.items() if k != "rng_states"}),
