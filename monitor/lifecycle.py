@@ -310,6 +310,7 @@ class Monitor:
             name=self.run_dir.name,
             epochs_completed=self.history.history.last_epoch,
             iterations_completed=self.history.history.last_iteration,
+            epoch_length=self.trainer.state.epoch_length,
             max_epochs=self.trainer.state.max_epochs,
             best={
                 "metric": self.objective.column,

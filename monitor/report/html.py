@@ -3,22 +3,37 @@ from __future__ import annotations
 
 import base64
 import html
-from collections.abc import Sequence
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from monitor.report.load import Run
 from monitor.report.plots import figure_png, plot_runs
 from monitor.report.summary import compare
+from monitor.report.text import format_value, stop_reason_text
 
-__all__ = ["to_html"]
+__all__ = ["to_html", "run_section"]
 
+# The page stays within 1400 px: wide tables scroll inside their own box, long names wrap.
 _STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
-table { border-collapse: collapse; font-size: 0.9em; }
-th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }
+body { font-family: system-ui, sans-serif; margin: 1.5em auto; padding: 0 1em; max-width: 1400px; color: #222; }
+h1 { margin-bottom: 0.2em; }
+h2 { margin-top: 1.6em; border-bottom: 1px solid #ddd; padding-bottom: 0.2em; }
+.scroll { overflow-x: auto; max-width: 100%; }
+table { border-collapse: collapse; font-size: 0.85em; }
+th, td { border: 1px solid #ddd; padding: 0.25em 0.5em; text-align: right; vertical-align: top; }
 th { background: #f3f3f3; }
-td:nth-child(2), td:nth-child(3) { text-align: left; }
-pre { background: #f7f7f7; padding: 0.8em; }
-img { max-width: 100%; }
+.runs th { max-width: 7em; }
+td.text, th.text { text-align: left; }
+.runs td:nth-child(2), .runs td:nth-child(4), .runs td:nth-child(5) { text-align: left; }
+.grid { display: grid; grid-template-columns: minmax(0, 1fr) minmax(0, 1fr); gap: 1.2em; }
+@media (max-width: 900px) { .grid { grid-template-columns: minmax(0, 1fr); } }
+.why { font-size: 1.05em; margin: 0.4em 0 0.8em; }
+.status { font-weight: 600; padding: 0.05em 0.4em; border-radius: 0.3em; background: #eee; }
+.status.completed, .status.early_stopped { background: #dff0d8; }
+.status.failed, .status.diverged, .status.crashed { background: #f8d7da; }
+.status.interrupted, .status.running { background: #fff3cd; }
+img { max-width: 100%; height: auto; }
 """
 
 
@@ -26,8 +41,82 @@ def _img(png: bytes, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
+def _text(value: Any) -> str:
+    if isinstance(value, dict):  # "patience 10, target 0.9": the settings that are set
+        return ", ".join(f"{k} {_text(v)}" for k, v in value.items() if v is not None) or "-"
+    if isinstance(value, list):
+        return json.dumps(value)
+    return format_value(value)
+
+
+def _key_values(title: str, rows: Iterable[tuple[str, Any]]) -> str:
+    cells = "".join(
+        f'<tr><th class="text">{html.escape(k)}</th><td class="text">{html.escape(_text(v))}</td></tr>'
+        for k, v in rows
+    )
+    return f'<div><h3>{html.escape(title)}</h3><div class="scroll"><table>{cells}</table></div></div>'
+
+
+def _configuration(record: dict[str, Any]) -> list[tuple[str, Any]]:
+    rows: list[tuple[str, Any]] = []
+    objective = record.get("objective") or {}
+    if objective:
+        rows.append(("objective", f"{objective.get('metric')} ({objective.get('mode')}), threshold "
+                                  f"{objective.get('threshold')} {objective.get('threshold_mode')}, warm-up "
+                                  f"{objective.get('warmup')}"))
+    for key in ("early_stopping", "lr_on_plateau", "n_saved", "max_epochs", "epoch_length", "seed"):
+        if record.get(key) is not None:
+            rows.append((key.replace("_", " "), record[key]))
+    rows += [(f"hparam {k}", v) for k, v in (record.get("hparams") or {}).items()]
+    rows += [(f"to_save {k}", v) for k, v in (record.get("to_save") or {}).items()]
+    rows += [(f"version {k}", v) for k, v in (record.get("versions") or {}).items()]
+    return rows
+
+
+def _segments(record: dict[str, Any]) -> str:
+    segments = record.get("segments") or []
+    head = "".join(f"<th>{h}</th>" for h in ("#", "started", "from epoch", "ended", "status"))
+    body = "".join(
+        f"<tr><td>{i}</td><td class='text'>{html.escape(str(s.get('started', '-')))}</td>"
+        f"<td>{html.escape(str(s.get('from_epoch', '-')))}</td>"
+        f"<td class='text'>{html.escape(str(s.get('ended') or '-'))}</td>"
+        f"<td class='text'>{html.escape(str(s.get('status', '-')))}</td></tr>"
+        for i, s in enumerate(segments, start=1)
+    )
+    note = "one per start or resume"
+    return (f'<div><h3>Segments ({len(segments)}, {note})</h3><div class="scroll"><table><tr>{head}</tr>'
+            f"{body}</table></div></div>")
+
+
+def _breakable_headers(table: str) -> str:
+    """Let long column names wrap at ``_`` and ``@`` only (``val_accuracy@best``), not inside words."""
+    head, sep, body = table.partition("</thead>")
+    return head.replace("_", "_<wbr>").replace("@", "<wbr>@") + sep + body
+
+
+def run_section(run: Run, *, curves: bool = True) -> str:
+    """One run: its status and why it stopped, in words; its summary; its configuration and segments;
+    its curves. (The part of :func:`to_html` for one run; ``Run._repr_html_`` shows it in notebooks.)"""
+    status = html.escape(run.status)
+    parts = [
+        f"<section><h2>{html.escape(run.name)} <span class='status {status}'>{status}</span></h2>",
+        f"<p class='why'>Stopped because {html.escape(stop_reason_text(run.record, run.status))}.</p>",
+        f"<div class='scroll'><pre>{html.escape(run.summary())}</pre></div>",
+        "<div class='grid'>",
+        _key_values("Configuration", _configuration(run.record)),
+        _segments(run.record),
+        "</div>",
+    ]
+    if curves:
+        parts.append(_img(figure_png(plot_runs([run], title=run.name)), f"learning curves of {run.name}"))
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
 def to_html(runs: Sequence[Run], *, title: str = "monitor report") -> str:
-    """The comparison table, the runs' curves overlaid, then each run's summary and curves.
+    """The comparison table, the runs' curves overlaid, then a section per run: why it stopped, its
+    summary, configuration, segments and curves. One self-contained file (images embedded), within
+    1400 px (wide tables scroll in their own box).
 
     Examples:
         .. code-block:: python
@@ -38,19 +127,19 @@ def to_html(runs: Sequence[Run], *, title: str = "monitor report") -> str:
     table = compare(runs).drop(columns="path")
     parts = [
         "<!DOCTYPE html>",
-        f'<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>',
-        f"<style>{_STYLE}</style></head><body>",
+        f'<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">'
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
+        f"<p>{len(runs)} run{'s' if len(runs) != 1 else ''}, ranked by objective (ties share a rank).</p>",
         "<h2>Runs</h2>",
-        table.to_html(index=False, na_rep="-", float_format=lambda v: f"{v:.6g}", classes="runs", border=0),
+        '<div class="scroll">',
+        _breakable_headers(
+            table.to_html(index=False, na_rep="-", float_format=lambda v: f"{v:.6g}", classes="runs", border=0)
+        ),
+        "</div>",
     ]
     if len(runs) > 1:
         parts += ["<h2>All runs</h2>", _img(figure_png(plot_runs(runs)), "learning curves of all runs")]
-    for run in runs:
-        parts += [
-            f"<h2>{html.escape(run.name)}</h2>",
-            f"<pre>{html.escape(run.summary())}</pre>",
-            _img(figure_png(plot_runs([run], title=run.name)), f"learning curves of {run.name}"),
-        ]
+    parts += [run_section(run) for run in runs]
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -117,6 +117,8 @@ class Run:
         """The history row of the best epoch (empty if there is none yet)."""
         epoch = self.best.get("epoch")
         rows = self.history[self.history["epoch"] == epoch] if epoch is not None else self.history.iloc[0:0]
+        if "is_best" in rows and rows["is_best"].astype(bool).any():  # validated more than once an epoch
+            rows = rows[rows["is_best"].astype(bool)]
         return {} if rows.empty else {str(k): v for k, v in rows.iloc[-1].to_dict().items()}
 
     def summary(self) -> str:

@@ -5,7 +5,7 @@ import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from monitor.report.load import Run
 
@@ -27,6 +27,22 @@ def _panels(runs: Sequence[Run]) -> list[str]:
     if "lr" in columns:
         panels.append("lr")
     return panels
+
+
+def _x_axis(run: Run) -> tuple[Any, str, Any]:
+    """The x of each history row, its label, and the x of the best row: epochs when a run validates
+    once per epoch, else fractional epochs (iteration / epoch length), or iterations where the epoch
+    length is unknown. A run validated every N iterations is then a curve, not a staircase."""
+    history = run.history
+    best = run.best_row()
+    if not len(history) or not history["epoch"].duplicated().any():
+        return history["epoch"], "epoch", run.best.get("epoch")
+    length = run.record.get("epoch_length")
+    best_iteration = best.get("iteration")
+    if length:
+        return (history["iteration"] / length, "epoch (by iteration)",
+                None if best_iteration is None else best_iteration / length)
+    return history["iteration"], "iteration", best_iteration
 
 
 def plot_runs(runs: Sequence[Run], path: str | Path | None = None, *, title: str | None = None) -> Figure:
@@ -53,21 +69,24 @@ def plot_runs(runs: Sequence[Run], path: str | Path | None = None, *, title: str
     axes = figure.subplots(rows, cols, squeeze=False).ravel()
     colours = [f"C{i % 10}" for i in range(len(runs))]
     for ax, panel in zip(axes, panels, strict=False):
+        labels = set()
         for run, colour in zip(runs, colours, strict=True):
             history = run.history
+            x, x_label, best_x = _x_axis(run)
+            labels.add(x_label)
             label = run.name if len(runs) > 1 else None
             if panel == "loss":
                 if "train_loss" in history:
-                    ax.plot(history["epoch"], history["train_loss"], "--", color=colour, alpha=0.7,
+                    ax.plot(x, history["train_loss"], "--", color=colour, alpha=0.7,
                             label=f"{label} train" if label else "train")
                 if "val_loss" in history:
-                    ax.plot(history["epoch"], history["val_loss"], "-", color=colour,
+                    ax.plot(x, history["val_loss"], "-", color=colour,
                             label=f"{label} val" if label else "val")
             elif panel in history:
-                ax.plot(history["epoch"], history[panel], "-", color=colour, label=label)
-            _mark_epochs(ax, run, panel, colour)
+                ax.plot(x, history[panel], "-", color=colour, label=label)
+            _mark_epochs(ax, run, panel, colour, best_x, x.iloc[-1] if len(x) else None)
         ax.set_title(panel)
-        ax.set_xlabel("epoch")
+        ax.set_xlabel(labels.pop() if len(labels) == 1 else "epoch (by iteration where validated within epochs)")
         if panel == "lr" and all((r.history["lr"] > 0).all() for r in runs if "lr" in r.history):
             ax.set_yscale("log")
         if ax.get_legend_handles_labels()[0]:
@@ -90,16 +109,15 @@ def plot_runs(runs: Sequence[Run], path: str | Path | None = None, *, title: str
     return figure
 
 
-def _mark_epochs(ax: object, run: Run, panel: str, colour: str) -> None:
+def _mark_epochs(ax: object, run: Run, panel: str, colour: str, best_x: Any, last_x: Any) -> None:
     best = run.best
-    epoch = best.get("epoch")
     column = best.get("metric")
-    if epoch is not None:
-        ax.axvline(epoch, color=colour, linestyle="--", linewidth=0.8, alpha=0.6)  # type: ignore[attr-defined]
+    if best_x is not None:
+        ax.axvline(best_x, color=colour, linestyle="--", linewidth=0.8, alpha=0.6)  # type: ignore[attr-defined]
         if column in run.history and (panel == column or (panel == "loss" and column == "val_loss")):
-            ax.plot([epoch], [best.get("value")], "o", color=colour, markersize=6)  # type: ignore[attr-defined]
-    if run.status in _STOPPED and len(run.history):
-        ax.axvline(run.history["epoch"].iloc[-1], color=colour, linestyle=":", linewidth=1.0)  # type: ignore[attr-defined]
+            ax.plot([best_x], [best.get("value")], "o", color=colour, markersize=6)  # type: ignore[attr-defined]
+    if run.status in _STOPPED and last_x is not None:
+        ax.axvline(last_x, color=colour, linestyle=":", linewidth=1.0)  # type: ignore[attr-defined]
 
 
 def figure_png(figure: Figure) -> bytes:

@@ -6,7 +6,7 @@ from typing import Any, Protocol
 
 from monitor._format import format_value
 
-__all__ = ["summary_text", "format_value"]
+__all__ = ["summary_text", "format_value", "stop_reason_text"]
 
 
 class _RunView(Protocol):
@@ -29,6 +29,39 @@ class _RunView(Protocol):
     def best_row(self) -> dict[str, Any]: ...
 
 
+def stop_reason_text(record: dict[str, Any], status: str | None = None) -> str:
+    """Why the run stopped, in words, from its ``run.json`` (``status``: the review's, e.g. ``crashed``).
+
+    Examples:
+        .. code-block:: python
+
+            stop_reason_text({"stop_reason": "patience_exhausted", "early_stopping": {"patience": 10},
+                              "best": {"metric": "val_loss"}})
+            # 'no improvement of val_loss in 10 validations (early stopping)'
+    """
+    metric = (record.get("best") or {}).get("metric") or "the objective"
+    stopping = record.get("early_stopping") or {}
+    status = status or record.get("status")
+    texts = {
+        "patience_exhausted": f"no improvement of {metric} in {stopping.get('patience')} validations (early stopping)",
+        "target_reached": f"{metric} reached the target {stopping.get('target')}",
+        "diverged": f"{metric} got worse than the divergence limit {stopping.get('divergence')}",
+        "nonfinite_metric": f"{metric} was NaN or infinite",
+        "nonfinite_loss": "the training loss was NaN or infinite",
+        "max_epochs": f"it trained all {record.get('max_epochs')} epochs",
+        "interrupted": "it was interrupted (SIGTERM or Ctrl-C); resume it to continue",
+        "time_limit": "it reached its time limit (max_time); resume it with a larger one to continue",
+        "failed": f"it failed: {record.get('error') or 'an error'}",
+        "terminated": "a handler outside monitor called trainer.terminate()",
+    }
+    reason = record.get("stop_reason")
+    if reason in texts:
+        return texts[reason]
+    if status == "crashed":
+        return "its process is gone (killed, or its machine lost) while running; resume it to continue"
+    return "it is still running" if status == "running" else "-"
+
+
 def summary_text(run: _RunView) -> str:
     """The run in a few aligned lines (what ``monitor report`` prints)."""
     best = run.best
@@ -37,6 +70,7 @@ def summary_text(run: _RunView) -> str:
     lines = [
         ("run", f"{run.name}  ({run.path})"),
         ("status", f"{run.status}  stop reason: {run.stop_reason or '-'}"),
+        ("why", stop_reason_text(run.record, run.status)),
         ("epochs", f"{run.epochs}  ({run.record.get('elapsed_s') or 0:.1f} s)"),
         ("best", f"{best.get('metric')}={value} ({best.get('mode')}) at epoch {best.get('epoch')}"),
         ("checkpoint", str(checkpoint.relative_to(run.path)) if checkpoint else "-"),

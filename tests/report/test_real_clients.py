@@ -76,18 +76,21 @@ def test_the_html_report_shows_the_table_and_its_images_in_a_browser(resumed_run
     # After load, the page reports in its title whether every image decoded.
     probe = ("<script>window.addEventListener('load', () => { const imgs = [...document.images];"
              " document.title = imgs.every(i => i.complete && i.naturalWidth > 0)"
-             " ? 'IMAGES-OK ' + imgs.length + ' ROWS ' + document.querySelectorAll('table tbody tr').length"
+             " ? 'IMAGES-OK ' + imgs.length + ' ROWS ' + document.querySelectorAll('table.runs tbody tr').length"
+             " + (document.documentElement.scrollWidth <= window.innerWidth ? ' FITS' : ' TOO-WIDE')"
              " : 'IMAGES-BROKEN'; });</script></body>")
     path = tmp_path / "report.html"
     path.write_text(page.replace("</body>", probe))
     profile = tmp_path / "profile"
     args = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            f"--user-data-dir={profile}", "--virtual-time-budget=10000"]
+            f"--user-data-dir={profile}", "--virtual-time-budget=10000", "--window-size=1400,900"]
     dom = subprocess.run([*args, "--dump-dom", Path(path).as_uri()], capture_output=True, text=True, timeout=120)
-    assert "<title>IMAGES-OK 1 ROWS 1</title>" in dom.stdout, dom.stderr[-2000:]  # one run: its curves, one row
+    # One run: its curves, one row; the page fits a 1400 px window (no horizontal scroll of the page).
+    assert "<title>IMAGES-OK 1 ROWS 1 FITS</title>" in dom.stdout, dom.stderr[-2000:]
+    assert "Stopped because" in dom.stdout and "Configuration" in dom.stdout and "Segments (2" in dom.stdout
     shot = tmp_path / "shot.png"
-    subprocess.run([*args, f"--screenshot={shot}", "--window-size=1200,900", Path(path).as_uri()],
+    subprocess.run([*args, f"--screenshot={shot}", Path(path).as_uri()],
                    capture_output=True, timeout=120)
     assert shot.read_bytes()[:4] == b"\x89PNG"
 
