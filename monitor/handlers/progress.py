@@ -40,7 +40,10 @@ def attach_progress_bar(trainer: Engine, *, refresh_s: float = 0.5, **tqdm_kwarg
     if not (isinstance(refresh_s, (int, float)) and refresh_s >= 0):
         raise ValueError(f"Argument refresh_s should be a number of seconds >= 0, got {refresh_s!r}.")
     if "disable" not in tqdm_kwargs:
-        tqdm_kwargs["disable"] = False if _in_notebook() else None  # None: off unless the file is a terminal
+        notebook = _in_notebook()
+        # In a notebook: the widget bar; elsewhere None, tqdm's "off unless the file is a terminal"
+        # (and a notebook without ipywidgets gets none: its stdout is no terminal either).
+        tqdm_kwargs["disable"] = False if notebook else None
     bar = ProgressBar(persist=False, **tqdm_kwargs)
     bar.attach(
         trainer,
@@ -51,10 +54,18 @@ def attach_progress_bar(trainer: Engine, *, refresh_s: float = 0.5, **tqdm_kwarg
 
 
 def _in_notebook() -> bool:
-    """Whether ``tqdm.autonotebook`` (what Ignite's ProgressBar uses) picked the notebook bar."""
+    """Whether ``tqdm.autonotebook`` (what Ignite's ProgressBar uses) picked the notebook bar, which
+    draws with ipywidgets (without them it would fail at the first iteration: no bar then)."""
     from tqdm.autonotebook import tqdm as auto_tqdm
 
-    return auto_tqdm.__module__.startswith("tqdm.notebook")
+    if not auto_tqdm.__module__.startswith("tqdm.notebook"):
+        return False
+    try:
+        import ipywidgets  # noqa: F401
+    except ImportError:
+        logger.info("No progress bar in this notebook: pip install ipywidgets to have one.")
+        return False
+    return True
 
 
 def _every_seconds(seconds: float) -> Any:

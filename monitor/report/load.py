@@ -128,6 +128,13 @@ class Run:
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r}, status={self.status!r}, epochs={len(self.history)})"
 
+    def _repr_html_(self) -> str:
+        """How a notebook shows a run: why it stopped, its summary, configuration and curves inline."""
+        # Imported here: the page is built from this module's Run (html.py imports load.py).
+        from monitor.report.html import run_section
+
+        return run_section(self)
+
 
 def holder_is_alive(run_dir: str | Path) -> bool:
     """Whether the run's lock names a holder that is alive on this host, or one on another host
