@@ -47,6 +47,7 @@ _EXPORTS = {
     "attach_train_loss": "monitor.handlers.loss",
     "attach_validation": "monitor.handlers.validation",
     "LROnPlateau": "monitor.handlers.plateau",
+    "attach_grad_norm": "monitor.handlers.outputs",
     "attach_lr_on_plateau": "monitor.handlers.plateau",
 }
 # Submodules reachable as attributes (``monitor.manifest.Manifest``) without importing them first.
@@ -93,6 +94,7 @@ __all__ = [
     "attach_validation",
     "LROnPlateau",
     "attach_lr_on_plateau",
+    "attach_grad_norm",
 ]
 
 
@@ -119,6 +121,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
     from monitor.handlers.checkpoint import DurableDiskSaver, attach_best_checkpoint, attach_last_checkpoint
     from monitor.handlers.history import HistoryRecorder, attach_history
     from monitor.handlers.loss import TrainLoss, attach_train_loss
+    from monitor.handlers.outputs import attach_grad_norm
     from monitor.handlers.plateau import LROnPlateau, attach_lr_on_plateau
     from monitor.handlers.progress import attach_progress_bar
     from monitor.handlers.stopping import EarlyStopping, attach_early_stopping

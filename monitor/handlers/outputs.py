@@ -14,7 +14,7 @@ from ignite.engine import Engine, Events
 
 from monitor.distributed import gather_json
 
-__all__ = ["TrainOutputs", "Throughput", "attach_train_outputs", "attach_throughput"]
+__all__ = ["TrainOutputs", "Throughput", "attach_train_outputs", "attach_throughput", "attach_grad_norm"]
 
 
 def _epoch_starts_fresh(trainer: Engine) -> bool:
@@ -152,6 +152,36 @@ class Throughput:
             "samples_per_s": round(samples / self._busy, 3) if self._counted else None,
             "data_wait_frac": round(min(1.0, self._waiting / self._busy), 6) if math.isfinite(self._waiting) else None,
         }
+
+
+def attach_grad_norm(trainer: Engine, model: torch.nn.Module) -> None:
+    """Add ``"grad_norm"`` (the L2 norm of all of ``model``'s gradients after the step) to the
+    trainer's output mapping, so that it becomes the ``train_grad_norm`` column (its epoch mean).
+
+    Computed on the device (``torch.linalg.vector_norm`` of the per-tensor norms), with no host sync;
+    it costs one pass over the gradients per iteration, so it is off unless attached. Attach it
+    before :func:`~monitor.attach_monitoring`, so the output has it when the history reads it.
+    Ignite's ``create_supervised_trainer`` (and ``build_trainer``) clears gradients at the start of
+    a step, so after ``ITERATION_COMPLETED``'s first handlers they are this step's.
+
+    Examples:
+        .. code-block:: python
+
+            attach_grad_norm(trainer, model)          # on the *trainer*, before attach_monitoring
+            run = attach_monitoring(trainer, ...)     # history gets train_grad_norm
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"Argument model should be a torch.nn.Module, got {type(model).__name__}.")
+    parameters = [p for p in model.parameters() if p.requires_grad]
+
+    def add_norm(engine: Engine) -> None:
+        grads = [p.grad.detach() for p in parameters if p.grad is not None]
+        if not grads or not isinstance(engine.state.output, Mapping):
+            return
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        engine.state.output = {**engine.state.output, "grad_norm": norm}
+
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, add_norm)
 
 
 def attach_train_outputs(trainer: Engine) -> TrainOutputs:

@@ -118,3 +118,20 @@ def test_the_output_means_survive_a_resume_mid_epoch(tmp_path):
     whole = run_once(tmp_path / "whole")
     run_once(tmp_path / "run", crash_at=7)  # mid-epoch 2 (4 iterations per epoch), checkpoint at 6
     pd.testing.assert_frame_equal(run_once(tmp_path / "run", resume=True), whole)
+
+
+def test_attach_grad_norm_gives_the_epoch_mean_of_the_true_gradient_norm(tmp_path):
+    from monitor import attach_grad_norm
+
+    s = tiny_setup()
+    norms = []  # the norm as torch computes it, after each step's backward
+    s["trainer"].add_event_handler(Events.ITERATION_COMPLETED, lambda e: norms.append((e.state.epoch, float(
+        torch.nn.utils.get_total_norm([p.grad for p in s["model"].parameters()])))))
+    attach_grad_norm(s["trainer"], s["model"])
+    run = monitored(tmp_path / "run", s, s["trainer"])
+    with run:
+        s["trainer"].run(s["train_loader"], max_epochs=3)
+    history = pd.read_csv(tmp_path / "run" / "history.csv")
+    expected = pd.DataFrame(norms, columns=["epoch", "norm"]).groupby("epoch")["norm"].mean()
+    assert history["train_grad_norm"].tolist() == pytest.approx(expected.tolist(), rel=1e-5)
+    assert "train/grad_norm" in set(load_run(tmp_path / "run").scalars["tag"])
