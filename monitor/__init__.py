@@ -28,6 +28,8 @@ _EXPORTS = {
     "Run": "monitor.report.load",
     "RunDirectoryError": "monitor.report.load",
     "load_run": "monitor.report.load",
+    "diagnose": "monitor.report.load",
+    "Finding": "monitor.diagnosis",
     "compare": "monitor.report.summary",
     "plot_runs": "monitor.report.plots",
     "read_scalars": "monitor.report.events",
@@ -52,7 +54,7 @@ _EXPORTS = {
 }
 # Submodules reachable as attributes (``monitor.manifest.Manifest``) without importing them first.
 _SUBMODULES = (
-    "checkpoint_io", "distributed", "engines", "handlers", "history", "layout", "lifecycle", "lock",
+    "checkpoint_io", "diagnosis", "distributed", "engines", "handlers", "history", "layout", "lifecycle", "lock",
     "manifest", "objective", "record", "report", "resume", "run", "rundir", "status", "writer",
 )
 
@@ -74,6 +76,8 @@ __all__ = [
     "Run",
     "RunDirectoryError",
     "load_run",
+    "diagnose",
+    "Finding",
     "compare",
     "plot_runs",
     "read_scalars",
@@ -115,6 +119,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported eagerly
     from monitor.checkpoint_io import CheckpointError
+    from monitor.diagnosis import Finding
     from monitor.distributed import UnpaddedDistributedSampler, validation_loader
     from monitor.engines import build_evaluator, build_trainer
     from monitor.handlers.best import BestTracker, attach_best_tracker
@@ -133,7 +138,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
     from monitor.objective import Objective
     from monitor.report.events import read_scalars
     from monitor.report.html import to_html
-    from monitor.report.load import Run, RunDirectoryError, load_run
+    from monitor.report.load import Run, RunDirectoryError, diagnose, load_run
     from monitor.report.plots import plot_runs
     from monitor.report.summary import compare
     from monitor.run import attach_monitoring

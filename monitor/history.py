@@ -17,7 +17,7 @@ from monitor._io import atomic_write_text
 if TYPE_CHECKING:
     import pandas
 
-__all__ = ["History", "complete_rows_text", "TIMING_COLUMNS"]
+__all__ = ["History", "complete_rows_text", "read_history_rows", "TIMING_COLUMNS"]
 
 # Columns that measure time, not training: a resumed run equals an uninterrupted one in every other.
 TIMING_COLUMNS = ("elapsed_s", "epoch_s", "samples_per_s", "data_wait_frac")
@@ -63,6 +63,28 @@ def _parse(cell: str) -> Any:
     return cell
 
 
+def _rows(text: str) -> tuple[list[str], list[dict[str, Any]]]:
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    if header is None:
+        return [], []
+    return list(header), [
+        {k: _parse(v) for k, v in zip(header, line, strict=True)} for line in reader if len(line) == len(header)
+    ]
+
+
+def read_history_rows(path: Path | str) -> list[dict[str, Any]]:
+    """The whole rows of a ``history.csv``, parsed as :meth:`History.read_rows` does (an empty cell is
+    ``None``, a NaN is ``nan``), without repairing the file. For readers, e.g. the review.
+
+    Examples:
+        .. code-block:: python
+
+            rows = read_history_rows(run_dir / "history.csv")   # [{"epoch": 1, "val_loss": 0.69, ...}, ...]
+    """
+    return _rows(complete_rows_text(path)[0])[1]
+
+
 class History:
     """Rows of per-epoch values, kept in a CSV file that is whole after any crash.
 
@@ -97,14 +119,10 @@ class History:
     def read_rows(self) -> list[dict[str, Any]]:
         """All complete rows in the file, values parsed (int, float, bool, str or ``None``)."""
         text, self._torn = complete_rows_text(self.path)
-        reader = csv.reader(io.StringIO(text))
-        header = next(reader, None)
-        if header is None:
-            return []
-        self.columns = list(header)
-        return [
-            {k: _parse(v) for k, v in zip(header, line, strict=True)} for line in reader if len(line) == len(header)
-        ]
+        header, rows = _rows(text)
+        if header:
+            self.columns = header
+        return rows
 
     def append(self, row: Mapping[str, Any]) -> None:
         """Add one row, durable on disk when this returns."""

@@ -14,6 +14,7 @@ import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, ProgressBar, TensorboardLogger
 
+from monitor.diagnosis import diagnose
 from monitor.distributed import is_main_process, leave_together
 from monitor.handlers.best import BestTracker
 from monitor.handlers.cadence import CheckpointCadence
@@ -261,6 +262,8 @@ class Monitor:
         self.writer.flush(raise_error=not after_error)
         self.status = status
         self.record.end_segment(status, self.stop_reason, self.error)
+        if is_main_process():
+            self.record.update(findings=self._findings())
         if self.lock.is_lost():
             logger.error("Run %s %s, but its folder was removed or replaced: nothing more is written there.",
                          self.run_dir, status.value)
@@ -284,6 +287,17 @@ class Monitor:
             self.run_dir, status.value, self.stop_reason.value if self.stop_reason else "-",
             self.history.history.last_epoch, self.objective.column, best, self.best.best_epoch,
         )
+
+    def _findings(self) -> list[dict[str, Any]]:
+        """What :func:`monitor.diagnosis.diagnose` finds in the whole history, for ``run.json``."""
+        try:
+            rows = self.history.history.read_rows()
+        except OSError as e:  # the history is unreadable (the disk): the end is recorded without them
+            logger.error("Could not read %s to diagnose the run: %s", self.history.history.path, e)
+            return []
+        findings = diagnose(rows, objective_column=self.objective.column, mode=self.objective.mode,
+                            stop_reason=reason_value(self.stop_reason))
+        return [f.to_dict() for f in findings]
 
     def _restore_best_weights(self, after_error: bool) -> None:
         if self.restore_best is None:

@@ -16,6 +16,7 @@ from monitor.handlers.best import BestTracker
 from monitor.handlers.cadence import CheckpointCadence
 from monitor.handlers.checkpoint import attach_best_checkpoint, last_checkpointer
 from monitor.handlers.data import attach_data_order
+from monitor.handlers.diagnosis import attach_live_diagnosis
 from monitor.handlers.history import attach_history
 from monitor.handlers.loss import attach_train_loss
 from monitor.handlers.lr import LearningRates
@@ -222,6 +223,7 @@ def attach_monitoring(
             progress_bar = attach_progress_bar(trainer, **dict(tqdm_kwargs or {}))
         if main:
             attach_epoch_log(evaluator, trainer, history, bar=progress_bar)
+            attach_live_diagnosis(evaluator, history)
         tensorboard = None
         if main and not plan.is_finished:
             tensorboard = attach_tensorboard(

@@ -34,6 +34,8 @@ td.text, th.text { text-align: left; }
 .status.failed, .status.diverged, .status.crashed { background: #f8d7da; }
 .status.interrupted, .status.running { background: #fff3cd; }
 img { max-width: 100%; height: auto; }
+.findings { background: #fff8e1; border-left: 4px solid #f0ad4e; padding: 0.2em 1em; }
+.findings.ok { background: #eef7ee; border-left-color: #5cb85c; }
 """
 
 
@@ -94,6 +96,18 @@ def _breakable_headers(table: str) -> str:
     return head.replace("_", "_<wbr>").replace("@", "<wbr>@") + sep + body
 
 
+def _findings(run: Run) -> str:
+    findings = run.findings
+    if not findings:
+        return "<p class='findings ok'>No training problem found.</p>"
+    items = "".join(
+        f"<li><b>{html.escape(f.kind)}</b> from epoch {f.epoch}: "
+        f"{html.escape(', '.join(f'{k} {_text(v)}' for k, v in f.evidence.items()))}. "
+        f"<i>{html.escape(f.advice)}</i></li>" for f in findings
+    )
+    return f"<div class='findings'><h3>What went wrong</h3><ul>{items}</ul></div>"
+
+
 def run_section(run: Run, *, curves: bool = True) -> str:
     """One run: its status and why it stopped, in words; its summary; its configuration and segments;
     its curves. (The part of :func:`to_html` for one run; ``Run._repr_html_`` shows it in notebooks.)"""
@@ -101,6 +115,7 @@ def run_section(run: Run, *, curves: bool = True) -> str:
     parts = [
         f"<section><h2>{html.escape(run.name)} <span class='status {status}'>{status}</span></h2>",
         f"<p class='why'>Stopped because {html.escape(stop_reason_text(run.record, run.status))}.</p>",
+        _findings(run),
         f"<div class='scroll'><pre>{html.escape(run.summary())}</pre></div>",
         "<div class='grid'>",
         _key_values("Configuration", _configuration(run.record)),

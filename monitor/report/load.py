@@ -9,7 +9,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from monitor.history import complete_rows_text
+from monitor.diagnosis import Finding
+from monitor.diagnosis import diagnose as diagnose_rows
+from monitor.history import complete_rows_text, read_history_rows
 from monitor.layout import BEST_PREFIX, HISTORY_NAME, TENSORBOARD_DIR, RunPaths, checkpoint_files, parse_checkpoint_name
 from monitor.record import FORMAT_VERSION
 from monitor.report.events import read_scalars
@@ -18,7 +20,7 @@ from monitor.report.text import summary_text
 if TYPE_CHECKING:
     import pandas
 
-__all__ = ["Run", "RunDirectoryError", "load_run"]
+__all__ = ["diagnose", "Run", "RunDirectoryError", "load_run"]
 
 
 class RunDirectoryError(ValueError):
@@ -121,6 +123,14 @@ class Run:
             rows = rows[rows["is_best"].astype(bool)]
         return {} if rows.empty else {str(k): v for k, v in rows.iloc[-1].to_dict().items()}
 
+    @property
+    def findings(self) -> list[Finding]:
+        """What went wrong in training, from the history (see :mod:`monitor.diagnosis`)."""
+        return diagnose_rows(
+            read_history_rows(RunPaths(self.path).history), objective_column=str(self.best.get("metric")),
+            mode=str(self.best.get("mode") or "min"), stop_reason=self.stop_reason,
+        )
+
     def summary(self) -> str:
         """A few aligned lines: status, epochs, best, and the metrics at the best epoch."""
         return summary_text(self)
@@ -134,6 +144,19 @@ class Run:
         from monitor.report.html import run_section
 
         return run_section(self)
+
+
+def diagnose(run: Run | str | Path) -> list[Finding]:
+    """The training problems found in a run (a :class:`Run` or its folder): each with its ``kind``, the
+    epoch and iteration where it started, the evidence in numbers, and one sentence of advice.
+
+    Examples:
+        .. code-block:: python
+
+            for finding in monitor.diagnose("reports/mlp"):
+                print(finding.message())   # "overfitting from epoch 12, iteration 660: best_val 0.41, ..."
+    """
+    return (run if isinstance(run, Run) else load_run(run)).findings
 
 
 def holder_is_alive(run_dir: str | Path) -> bool:

@@ -31,6 +31,7 @@ def summary_record(run: Run) -> dict[str, Any]:
     for key, value in at_best.items():
         if (key.startswith("val_") and key != best.get("metric")) or key == "train_loss":
             row[f"{key}@best"] = value
+    row["findings"] = ", ".join(f.kind for f in run.findings) or "-"
     row["wall_s"] = run.record.get("elapsed_s")
     if "epoch_s" in run.history.columns and len(run.history):
         row["s_per_epoch"] = float(run.history["epoch_s"].median())
@@ -47,7 +48,8 @@ def compare(runs: Iterable[Run]) -> pandas.DataFrame:
     Equal best values share a rank, and the next rank skips as many (``1, 2, 2, 4``).
 
     Columns: ``rank, name, seed, status, stop_reason, epochs, best_epoch, objective, best_value``, the other
-    validation metrics and train loss at the best epoch (``val_accuracy@best`` ...), ``wall_s``,
+    validation metrics and train loss at the best epoch (``val_accuracy@best`` ...), ``findings``
+    (the kinds :func:`~monitor.diagnose` found), ``wall_s``,
     ``s_per_epoch``, hyper-parameters (``hp_lr`` ...), ``path``.
 
     Examples:

@@ -27,6 +27,8 @@ class _RunView(Protocol):
     @property
     def best(self) -> dict[str, Any]: ...
     def best_row(self) -> dict[str, Any]: ...
+    @property
+    def findings(self) -> list[Any]: ...
 
 
 def stop_reason_text(record: dict[str, Any], status: str | None = None) -> str:
@@ -82,4 +84,7 @@ def summary_text(run: _RunView) -> str:
     at_best = {k: v for k, v in run.best_row().items() if k.startswith("val_") or k == "train_loss"}
     if at_best:
         lines.append(("at best", "  ".join(f"{k}={format_value(v)}" for k, v in at_best.items())))
+    findings = run.findings
+    lines.append(("findings", "none" if not findings else findings[0].message()))
+    lines += [("", finding.message()) for finding in findings[1:]]
     return "\n".join(f"{label:<11} {text}" for label, text in lines)
