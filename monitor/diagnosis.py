@@ -22,13 +22,20 @@ plateau                in the first 10 validations (at least 5): the training lo
                        1% below its first value. The loss did not move: the rate is likely far
                        too low, or the model cannot learn from the data (labels, inputs, loss).
 oscillation            in a window of 8 validations: the training loss changed direction at
-                       least 5 times, by a swing of at least 20% of its median, and ended no
-                       lower than 95% of where the window began: steps too large to settle.
-data_bound             the median ``data_wait_frac`` of at least 3 validations is 0.5 or more:
-                       the loop waits for data more than it trains.
+                       least 5 times, by a swing of at least 20% of its median and 5% of the
+                       run's first training loss (the swings of a loss already near 0, when a
+                       model memorises, are not this), and ended no lower than 95% of where the
+                       window began: steps too large to settle.
+data_bound             over at least 3 validations, the median ``data_wait_frac`` is 0.5 or more
+                       and the loader delivers under 50,000 samples/s (the median wait is 20 us a
+                       sample or more): the loop waits for data more than it trains, and the data
+                       is slow (a tiny model on in-memory tensors waits "most" of a short step:
+                       no problem worth a change).
 exploding_gradients    ``train_grad_norm`` at least 100x the median of its first 3 values.
-vanishing_gradients    ``train_grad_norm`` below 1e-4 for 3 validations in a row while the training
-                       loss is above 0.01: the first layers learn nothing.
+vanishing_gradients    ``train_grad_norm_first`` (the first layer's, from :func:`~monitor.attach_grad_norm`)
+                       under 1/1000 of ``train_grad_norm`` for 3 validations in a row, or the whole
+                       norm under 1e-4 while the training loss is above 0.01: the first layers
+                       learn (almost) nothing.
 =====================  ======================================================================
 
 Examples:
@@ -116,7 +123,7 @@ def _series(rows: Sequence[Mapping[str, Any]], column: str) -> list[tuple[int, f
 
 
 def _finding(kind: str, rows: Sequence[Mapping[str, Any]], i: int, **evidence: Any) -> Finding:
-    row = rows[i]
+    row = rows[i] if 0 <= i < len(rows) else {}  # a stop before the first validation has no row
     epoch, iteration = row.get("epoch"), row.get("iteration")
     return Finding(kind, None if epoch is None else int(epoch), None if iteration is None else int(iteration),
                    {k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v) for k, v in evidence.items()},
@@ -129,7 +136,7 @@ def _nonfinite(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], stop_r
         for i, value in values:
             if not math.isfinite(value):
                 return _finding("nonfinite", rows, i, column=column, value=str(value))
-    if stop_reason in ("nonfinite_loss", "nonfinite_metric") and rows:
+    if stop_reason in ("nonfinite_loss", "nonfinite_metric"):  # perhaps before the first validation
         return _finding("nonfinite", rows, len(rows) - 1, stop_reason=stop_reason)
     return None
 
@@ -142,7 +149,7 @@ def _divergence(rows: Sequence[Mapping[str, Any]], column: str, stop_reason: str
         if value > 0 and lowest < math.inf and value >= 10 * lowest:
             return _finding("divergence", rows, i, column=column, lowest=lowest, value=value, ratio=value / lowest)
         lowest = min(lowest, value) if value > 0 else lowest
-    if stop_reason == "diverged" and rows:
+    if stop_reason == "diverged":
         return _finding("divergence", rows, len(rows) - 1, stop_reason=stop_reason)
     return None
 
@@ -180,6 +187,7 @@ def _plateau(rows: Sequence[Mapping[str, Any]], train: str) -> Finding | None:
 
 def _oscillation(rows: Sequence[Mapping[str, Any]], train: str) -> Finding | None:
     values = [(i, v) for i, v in _series(rows, train) if math.isfinite(v)]
+    first_loss = values[0][1] if values else 0.0
     for start in range(0, max(0, len(values) - 7)):
         window = values[start:start + 8]
         numbers = [v for _, v in window]
@@ -187,7 +195,8 @@ def _oscillation(rows: Sequence[Mapping[str, Any]], train: str) -> Finding | Non
         turns = sum(1 for a, b in zip(steps, steps[1:], strict=False) if a * b < 0)
         median = statistics.median(numbers)
         swing = (max(numbers) - min(numbers)) / median if median > 0 else 0.0
-        if turns >= 5 and swing >= 0.2 and numbers[-1] >= 0.95 * numbers[0]:
+        wide = max(numbers) - min(numbers) >= 0.05 * first_loss
+        if turns >= 5 and swing >= 0.2 and wide and numbers[-1] >= 0.95 * numbers[0]:
             return _finding("oscillation", rows, window[0][0], turns=turns, swing=swing, first=numbers[0],
                             last=numbers[-1], validations=len(window))
     return None
@@ -198,9 +207,15 @@ def _data_bound(rows: Sequence[Mapping[str, Any]]) -> Finding | None:
     if len(values) < 3:
         return None
     median = statistics.median(v for _, v in values)
-    if median >= 0.5:
+    speeds = dict(_series(rows, "samples_per_s"))
+    waits = [v / speeds[i] for i, v in values if speeds.get(i)]  # seconds of waiting per sample
+    wait = statistics.median(waits) if waits else math.inf  # no sizes: the share alone decides
+    if median >= 0.5 and wait >= 20e-6:
         first = next(i for i, v in values if v >= 0.5)
-        return _finding("data_bound", rows, first, median_data_wait_frac=median)
+        evidence: dict[str, Any] = {"median_data_wait_frac": median}
+        if waits:
+            evidence["wait_per_sample_ms"] = wait * 1e3
+        return _finding("data_bound", rows, first, **evidence)
     return None
 
 
@@ -214,13 +229,20 @@ def _gradients(rows: Sequence[Mapping[str, Any]], train: str) -> list[Finding]:
                 found.append(_finding("exploding_gradients", rows, i, early_median=early, value=v, ratio=v / early))
                 break
     losses = dict(_series(rows, train))
-    run = 0
+    firsts = dict(_series(rows, "train_grad_norm_first"))
+    run, started = 0, 0
     for i, v in norms:
         loss = losses.get(i)
-        run = run + 1 if v < 1e-4 and (loss is None or loss > 0.01) else 0
+        first = firsts.get(i)
+        tiny = (first is not None and math.isfinite(first) and first < 1e-3 * v) or (
+            v < 1e-4 and (loss is None or loss > 0.01))
+        started = i if run == 0 else started
+        run = run + 1 if tiny else 0
         if run == 3:
-            found.append(_finding("vanishing_gradients", rows, i - 2 if i >= 2 else i, grad_norm=v,
-                                  train_loss=loss if loss is not None else "-"))
+            evidence: dict[str, Any] = {"grad_norm": v}
+            if first is not None:
+                evidence.update(first_layer_grad_norm=first, first_layer_share=first / v if v else 0.0)
+            found.append(_finding("vanishing_gradients", rows, started, **evidence))
             break
     return found
 

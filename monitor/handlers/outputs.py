@@ -155,8 +155,10 @@ class Throughput:
 
 
 def attach_grad_norm(trainer: Engine, model: torch.nn.Module) -> None:
-    """Add ``"grad_norm"`` (the L2 norm of all of ``model``'s gradients after the step) to the
-    trainer's output mapping, so that it becomes the ``train_grad_norm`` column (its epoch mean).
+    """Add ``"grad_norm"`` (the L2 norm of all of ``model``'s gradients after the step) and
+    ``"grad_norm_first"`` (that of the first parameter tensor, the input layer's: where gradients
+    vanish first) to the trainer's output mapping, so that they become the ``train_grad_norm`` and
+    ``train_grad_norm_first`` columns (their epoch means).
 
     Computed on the device (``torch.linalg.vector_norm`` of the per-tensor norms), with no host sync;
     it costs one pass over the gradients per iteration, so it is off unless attached. Attach it
@@ -178,8 +180,9 @@ def attach_grad_norm(trainer: Engine, model: torch.nn.Module) -> None:
         grads = [p.grad.detach() for p in parameters if p.grad is not None]
         if not grads or not isinstance(engine.state.output, Mapping):
             return
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-        engine.state.output = {**engine.state.output, "grad_norm": norm}
+        norms = torch.stack([torch.linalg.vector_norm(g) for g in grads])
+        engine.state.output = {**engine.state.output, "grad_norm": torch.linalg.vector_norm(norms),
+                               "grad_norm_first": norms[0]}
 
     trainer.add_event_handler(Events.ITERATION_COMPLETED, add_norm)
 
