@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_import_memory.py
 	$(BIN)/python benchmarks/bench_cli.py
 	$(BIN)/python benchmarks/bench_cadence.py
+	$(BIN)/python benchmarks/bench_diagnosis.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
