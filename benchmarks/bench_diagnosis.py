@@ -161,7 +161,7 @@ CASES = [
 def run_case(case: Case, workdir: Path) -> list[str]:
     s = case.make()
     run = monitor.attach_monitoring(
-        s["trainer"], s["evaluator"], s["val"], run_dir=workdir / case.name.replace(" ", "_"),
+        s["trainer"], s["evaluator"], s["val"], run_dir=workdir / case.name.replace(" ", "_").replace("/", "_per_"),
         objective=monitor.Objective("loss", mode="min"), to_save={"model": s["model"], "optimizer": s["optimizer"]},
         patience=s["patience"], overwrite=True, tqdm_kwargs={"disable": True}, restore_best=False,
     )
