@@ -54,8 +54,8 @@ class TrainOutputs(Serializable):
 
     def __call__(self, _: Engine) -> None:
         output = self.trainer.state.output
-        if not isinstance(output, Mapping):
-            return
+        if not isinstance(output, Mapping) or (len(output) == 1 and "loss" in output):
+            return  # nothing but the loss (build_trainer's output): the common case, first
         for name, value in output.items():
             if name == "loss" or not isinstance(name, str):
                 continue
