@@ -99,6 +99,8 @@ class TrainOutputs(Serializable):
 
 def _batch_size(batch: Any) -> int | None:
     """Samples in a batch: the first dimension of its first tensor (host metadata, no sync)."""
+    if type(batch) in (tuple, list) and batch and isinstance(batch[0], torch.Tensor):  # (x, y): the usual
+        return int(batch[0].shape[0]) if batch[0].dim() > 0 else None
     while isinstance(batch, (list, tuple, Mapping)) and len(batch):
         batch = next(iter(batch.values())) if isinstance(batch, Mapping) else batch[0]
     return int(batch.shape[0]) if isinstance(batch, torch.Tensor) and batch.dim() > 0 else None
