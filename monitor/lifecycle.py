@@ -18,7 +18,7 @@ from monitor.diagnosis import diagnose
 from monitor.distributed import is_main_process, leave_together
 from monitor.handlers.best import BestTracker
 from monitor.handlers.cadence import CheckpointCadence
-from monitor.handlers.checkpoint import DurableDiskSaver, restore_best_weights
+from monitor.handlers.checkpoint import release_held, restore_best_weights
 from monitor.handlers.data import DataOrder
 from monitor.handlers.history import HistoryRecorder
 from monitor.handlers.loss import TrainLoss
@@ -169,8 +169,7 @@ class Monitor:
     def save_checkpoint(self, engine: Engine) -> None:
         """Write the held best files, the last checkpoint at ``engine``'s iteration, then ``run.json``
         (in this order, through the writer: each names only files written before it)."""
-        if isinstance(self.best_checkpoint.save_handler, DurableDiskSaver):
-            self.best_checkpoint.save_handler.release()
+        release_held(self.best_checkpoint)
         if self.tensorboard is not None:
             self.tensorboard.writer.flush()  # its points up to here are durable before the checkpoint
         self.last_checkpoint(engine)
@@ -249,13 +248,11 @@ class Monitor:
         if not after_error and not self.lock.is_lost():
             # The state as it ends is saved, so a resume (of an interruption, a time limit) loses nothing;
             # mid-epoch only where the data can be replayed.
-            state = self.trainer.state
-            at_epoch_end = not state.epoch_length or state.iteration % state.epoch_length == 0
-            if at_epoch_end or self.data_order is None or self.data_order.replayable:
+            if self.cadence.can_save_at(self.trainer):
                 self.cadence.save_now(self.trainer)
-        elif isinstance(self.best_checkpoint.save_handler, DurableDiskSaver) and not self.lock.is_lost():
+        elif not self.lock.is_lost():
             try:  # a failure still keeps the best weights found so far
-                self.best_checkpoint.save_handler.release()
+                release_held(self.best_checkpoint)
             except Exception as e:  # the writer's own earlier error: the one that is raised
                 logger.error("Could not write the held best checkpoints: %s", e)
         # Every queued write lands first; a write error raised here fails the run (recorded below).

@@ -12,6 +12,8 @@ import ignite.distributed as idist
 from ignite.engine import Engine, Events
 from ignite.engine.events import CallableEventWithFilter, EventsList
 
+from monitor._position import is_last_of_epoch, is_mid_epoch
+
 __all__ = ["CheckpointCadence", "DEFAULT_INTERVAL_S", "DEFAULT_MAX_SHARE"]
 
 DEFAULT_INTERVAL_S = 600.0  # at least this much training between two saves, by default
@@ -128,10 +130,13 @@ class CheckpointCadence:
         if bool(idist.broadcast(int(due), src=0)):
             self.pending = True
 
+    def can_save_at(self, engine: Engine) -> bool:
+        """Whether a checkpoint may be made at ``engine``'s iteration: at an epoch's end always;
+        within an epoch only where the data can be replayed from there (``mid_epoch()``)."""
+        return not is_mid_epoch(engine.state) or self.mid_epoch()
+
     def _due_within_epoch(self, engine: Engine, _: int) -> bool:
-        state = engine.state
-        last_of_epoch = state.epoch_length is not None and state.iteration % state.epoch_length == 0
-        return self.pending and not last_of_epoch and self.mid_epoch()
+        return self.pending and not is_last_of_epoch(engine.state) and self.mid_epoch()
 
     def save_now(self, engine: Engine) -> None:
         """Save at once (a due save, or the end of training); nothing if this iteration is saved."""

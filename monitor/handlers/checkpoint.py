@@ -17,6 +17,7 @@ from ignite.handlers import Checkpoint, DiskSaver
 from monitor._checks import positive_int
 from monitor._crash import crash_point
 from monitor._io import atomic_write, fsync_dir, remove_stale_temp_files
+from monitor._position import is_mid_epoch
 from monitor.checkpoint_io import load_checkpoint
 from monitor.handlers.best import BestTracker
 from monitor.layout import BEST_PATTERN, BEST_PREFIX, LAST_PATTERN, LAST_PREFIX, best_step
@@ -240,8 +241,7 @@ def last_checkpointer(
 
     def step(*_: Any) -> str:
         state = trainer.state
-        mid_epoch = state.epoch_length is not None and state.iteration % state.epoch_length != 0
-        return best_step(state.epoch, state.iteration if mid_epoch else None)
+        return best_step(state.epoch, state.iteration if is_mid_epoch(state) else None)
 
     return Checkpoint(
         dict(to_save),
@@ -269,10 +269,16 @@ def attach_last_checkpoint(
     return checkpoint
 
 
+def release_held(checkpoint: Checkpoint) -> None:
+    """Hand the saves ``checkpoint`` holds (a :class:`DurableDiskSaver` with ``hold=True``) to its writer."""
+    if isinstance(checkpoint.save_handler, DurableDiskSaver):
+        checkpoint.save_handler.release()
+
+
 def restore_best_weights(best_checkpoint: Checkpoint, model: torch.nn.Module) -> Path | None:
     """Load the best file of ``best_checkpoint`` into ``model``; return its path (``None``: no best yet)."""
+    release_held(best_checkpoint)  # a held best is written now
     if isinstance(best_checkpoint.save_handler, DurableDiskSaver):
-        best_checkpoint.save_handler.release()  # a held best is written now
         best_checkpoint.save_handler.writer.flush()  # the file may still be on its way to the disk
     path = best_checkpoint.last_checkpoint
     if path is None:

@@ -30,6 +30,7 @@ from ignite.engine.deterministic import DeterministicEngine, ReproducibleBatchSa
 from torch.utils.data import BatchSampler, DataLoader, IterableDataset
 from torch.utils.data.distributed import DistributedSampler
 
+from monitor._position import done_in_epoch, is_mid_epoch
 from monitor.distributed import gather_json
 from monitor.handlers.rng import _from_json, _to_json, capture_rng, restore_rng
 
@@ -179,9 +180,7 @@ class DataOrder(Serializable):
             return
         if isinstance(trainer, DeterministicEngine):  # Ignite replays the order; the generators are ours
             saved = self._loaded_generators
-            state = trainer.state
-            mid_epoch = state.epoch_length is not None and state.iteration % state.epoch_length != 0
-            if mid_epoch and self.epoch_rng is not None:
+            if is_mid_epoch(trainer.state) and self.epoch_rng is not None:
                 saved = self.epoch_rng.get("generators", saved)
             self._set_generators(saved)
             sampler = data.batch_sampler
@@ -194,7 +193,7 @@ class DataOrder(Serializable):
 
     def epoch_started(self, trainer: Engine) -> None:
         """For a ``DeterministicEngine``: keep the generators' state before this epoch's iterator."""
-        if isinstance(trainer, DeterministicEngine) and self._done_in_epoch() == 0:
+        if isinstance(trainer, DeterministicEngine) and done_in_epoch(trainer.state) == 0:
             self.epoch_rng = {"generators": [g.get_state().numpy().tobytes() for g in self._generators]}
             batch_sampler = getattr(trainer.state.dataloader, "batch_sampler", None)
             if isinstance(batch_sampler, _EagerReproducibleBatchSampler):
@@ -203,10 +202,6 @@ class DataOrder(Serializable):
             sampler = _distributed_sampler(data) if isinstance(data, DataLoader) else None
             if sampler is not None:
                 sampler.set_epoch(trainer.state.epoch)
-
-    def _done_in_epoch(self) -> int:
-        state = self.trainer.state
-        return 0 if not state.epoch_length else state.iteration - (state.epoch - 1) * state.epoch_length
 
     def _set_generators(self, saved: list[bytes] | None) -> None:
         for generator, state in zip(self._generators, saved or [], strict=False):
@@ -219,7 +214,7 @@ class DataOrder(Serializable):
         sampler = _distributed_sampler(loader.original)
         if sampler is not None:
             sampler.set_epoch(state.epoch)
-        done = self._done_in_epoch()
+        done = done_in_epoch(state)
         replay = done > 0 and self.epoch_rng is not None  # a resume mid-epoch: the same order, minus what is done
         if replay:
             current = capture_rng()

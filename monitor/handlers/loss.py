@@ -14,6 +14,7 @@ from ignite.base.mixins import Serializable
 from ignite.engine import Engine, Events
 
 from monitor._checks import positive_int
+from monitor._position import done_in_epoch
 from monitor.distributed import gather_json
 from monitor.status import StopReason, parse_reason, reason_value
 
@@ -70,8 +71,7 @@ class TrainLoss(Serializable):
 
     def started(self, _: Engine) -> None:
         """A new epoch: start summing again (not when a resume goes on mid-epoch with its saved sum)."""
-        state = self.trainer.state
-        if not state.epoch_length or state.iteration == (state.epoch - 1) * state.epoch_length:
+        if done_in_epoch(self.trainer.state) == 0:
             self._sum, self._count = 0.0, 0
 
     def __call__(self, _: Engine) -> None:

@@ -12,15 +12,10 @@ import torch
 from ignite.base.mixins import Serializable
 from ignite.engine import Engine, Events
 
+from monitor._position import done_in_epoch
 from monitor.distributed import gather_json
 
 __all__ = ["TrainOutputs", "Throughput", "attach_train_outputs", "attach_throughput", "attach_grad_norm"]
-
-
-def _epoch_starts_fresh(trainer: Engine) -> bool:
-    """Whether this ``EPOCH_STARTED`` begins the epoch (not a resume going on mid-epoch)."""
-    state = trainer.state
-    return not state.epoch_length or state.iteration == (state.epoch - 1) * state.epoch_length
 
 
 class TrainOutputs(Serializable):
@@ -49,7 +44,7 @@ class TrainOutputs(Serializable):
         self._counts: dict[str, int] = {}
 
     def started(self, _: Engine) -> None:
-        if _epoch_starts_fresh(self.trainer):
+        if done_in_epoch(self.trainer.state) == 0:  # not a resume going on mid-epoch
             self._sums, self._counts = {}, {}
 
     def __call__(self, _: Engine) -> None:
@@ -127,7 +122,7 @@ class Throughput:
         self._counted = True  # every batch had a size
 
     def started(self, trainer: Engine) -> None:
-        if _epoch_starts_fresh(trainer):
+        if done_in_epoch(trainer.state) == 0:
             self._waiting = self._busy = 0.0
             self._samples, self._counted = 0, True
 

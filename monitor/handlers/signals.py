@@ -13,6 +13,7 @@ import ignite.distributed as idist
 from ignite.engine import Engine, Events
 
 from monitor._checks import positive_int
+from monitor._position import is_last_of_epoch
 from monitor.status import StopReason
 
 __all__ = ["GracefulStop", "attach_graceful_stop", "attach_time_limit"]
@@ -108,10 +109,8 @@ class GracefulStop:
             self._requested = self._requested or _REASONS[code]
         if self._requested is None or engine.should_terminate:
             return
-        state = engine.state
         at_epoch_end = engine.last_event_name == Events.EPOCH_COMPLETED
-        last_of_epoch = state.epoch_length is not None and state.iteration % state.epoch_length == 0
-        if at_epoch_end or not last_of_epoch:
+        if at_epoch_end or not is_last_of_epoch(engine.state):
             self.reason = self._requested
             engine.terminate()
 
