@@ -140,7 +140,7 @@ class Run:
 
     def _repr_html_(self) -> str:
         """How a notebook shows a run: why it stopped, its summary, configuration and curves inline."""
-        # Imported here: the page is built from this module's Run (html.py imports load.py).
+        # Imported when shown: loading a run needs none of the page (html.py knows Run for its annotations only).
         from monitor.report.html import run_section
 
         return run_section(self)

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from monitor.report.load import Run
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # Run for annotations only: load.py imports the HTML page for Run._repr_html_
     from matplotlib.figure import Figure
+
+    from monitor.report.load import Run
 
 __all__ = ["plot_runs", "figure_png"]
 
