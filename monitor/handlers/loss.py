@@ -68,11 +68,12 @@ class TrainLoss(Serializable):
         self.epoch_mean: float | None = None
         self._sum: torch.Tensor | float = 0.0
         self._count = 0
+        self._mean: tuple[float | None] | None = None  # the running mean, read since the last loss was summed
 
     def started(self, _: Engine) -> None:
         """A new epoch: start summing again (not when a resume goes on mid-epoch with its saved sum)."""
         if done_in_epoch(self.trainer.state) == 0:
-            self._sum, self._count = 0.0, 0
+            self._sum, self._count, self._mean = 0.0, 0, None
 
     def __call__(self, _: Engine) -> None:
         loss = self.output_transform(self.trainer.state.output)
@@ -80,22 +81,23 @@ class TrainLoss(Serializable):
             loss = loss.detach()
         self._sum = self._sum + loss
         self._count += 1
+        self._mean = None
 
     def running_mean(self) -> float | None:
-        """The mean loss of the epoch so far (a host sync; under idist, over every rank's steps): what a
-        validation within the epoch shows; at the epoch's end, :attr:`epoch_mean`."""
-        total, count = float(self._sum), self._count
-        if idist.get_world_size() > 1:
-            total, count = float(idist.all_reduce(total)), int(idist.all_reduce(count))
-        return total / count if count else None
+        """The mean loss of the epoch so far (a host sync; under idist, over every rank's steps, the
+        same on each): what a validation within the epoch shows; at the epoch's end, :attr:`epoch_mean`.
+        Read once per step summed: the check and the history row at an epoch's end share it."""
+        if self._mean is None:
+            total, count = float(self._sum), self._count
+            if idist.get_world_size() > 1:
+                total, count = float(idist.all_reduce(total)), int(idist.all_reduce(count))
+            self._mean = (total / count if count else None,)
+        return self._mean[0]
 
     def check(self, _: Engine) -> None:
         """Stop the trainer if the epoch's loss is not finite; the one host sync."""
-        total, count = float(self._sum), self._count
-        if idist.get_world_size() > 1:  # the same verdict on every rank, or one would stop alone
-            total, count = float(idist.all_reduce(total)), int(idist.all_reduce(count))
-        self.epoch_mean = total / count if count else None
-        if not math.isfinite(total) and self.stop_reason is None:
+        self.epoch_mean = self.running_mean()  # non-finite exactly when the sum is (there is a step in it)
+        if self.epoch_mean is not None and not math.isfinite(self.epoch_mean) and self.stop_reason is None:
             self.stop_reason = StopReason.NONFINITE_LOSS
             logger.warning(
                 "Training loss is not finite (epoch %d, iteration %d); stopping.",
@@ -120,7 +122,7 @@ class TrainLoss(Serializable):
         ranks = state_dict.get("ranks")
         own = ranks[idist.get_rank()] if ranks is not None and len(ranks) == idist.get_world_size() else None
         total, count = own if own is not None else (state_dict.get("sum", 0.0), state_dict.get("count", 0))
-        self._sum, self._count = float(total), int(count)
+        self._sum, self._count, self._mean = float(total), int(count), None
 
 
 def attach_train_loss(
