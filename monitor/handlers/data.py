@@ -104,7 +104,6 @@ class _ReplayableLoader:
         self.skipper = _SkippingBatchSampler(loader.batch_sampler)  # type: ignore[arg-type]
         self.loader = update_dataloader(loader, self.skipper)  # type: ignore[arg-type]
         self.order = order
-        self.generators = _generators(loader)
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -121,6 +120,15 @@ def _generators(loader: DataLoader[Any]) -> list[torch.Generator]:
         if isinstance(generator, torch.Generator) and all(generator is not g for g in unique):
             unique.append(generator)
     return unique
+
+
+def _generator_states(generators: list[torch.Generator]) -> list[bytes]:
+    return [g.get_state().numpy().tobytes() for g in generators]
+
+
+def _set_generator_states(generators: list[torch.Generator], states: list[bytes]) -> None:
+    for generator, state in zip(generators, states, strict=False):
+        generator.set_state(torch.frombuffer(bytearray(state), dtype=torch.uint8))
 
 
 def _distributed_sampler(loader: DataLoader[Any]) -> DistributedSampler[Any] | None:
@@ -194,7 +202,7 @@ class DataOrder(Serializable):
     def epoch_started(self, trainer: Engine) -> None:
         """For a ``DeterministicEngine``: keep the generators' state before this epoch's iterator."""
         if isinstance(trainer, DeterministicEngine) and done_in_epoch(trainer.state) == 0:
-            self.epoch_rng = {"generators": [g.get_state().numpy().tobytes() for g in self._generators]}
+            self.epoch_rng = {"generators": _generator_states(self._generators)}
             batch_sampler = getattr(trainer.state.dataloader, "batch_sampler", None)
             if isinstance(batch_sampler, _EagerReproducibleBatchSampler):
                 batch_sampler.start_iteration = None  # a new epoch from its first batch
@@ -204,8 +212,7 @@ class DataOrder(Serializable):
                 sampler.set_epoch(trainer.state.epoch)
 
     def _set_generators(self, saved: list[bytes] | None) -> None:
-        for generator, state in zip(self._generators, saved or [], strict=False):
-            generator.set_state(torch.frombuffer(bytearray(state), dtype=torch.uint8))
+        _set_generator_states(self._generators, saved or [])
         self._loaded_generators = None
 
     def make_iterator(self, loader: _ReplayableLoader) -> Iterator[Any]:
@@ -218,10 +225,11 @@ class DataOrder(Serializable):
         replay = done > 0 and self.epoch_rng is not None  # a resume mid-epoch: the same order, minus what is done
         if replay:
             current = capture_rng()
-            self._restore(self.epoch_rng or {}, loader.generators)
+            restore_rng(self.epoch_rng or {})
+            _set_generator_states(self._generators, (self.epoch_rng or {}).get("generators", []))
             loader.skipper.skip = done
         else:
-            self.epoch_rng = self._capture(loader.generators)
+            self.epoch_rng = {**capture_rng(), "generators": _generator_states(self._generators)}
         # The loader's seed for its workers, then the order: drawn now, in this RNG state, whatever
         # Ignite or the user's handlers do before the first batch.
         iterator = iter(loader.loader)
@@ -232,21 +240,9 @@ class DataOrder(Serializable):
             restore_rng(current)  # training goes on with the checkpoint's own RNG state
         return iterator
 
-    @staticmethod
-    def _capture(generators: list[torch.Generator]) -> dict[str, Any]:
-        state = capture_rng()
-        state["generators"] = [g.get_state().numpy().tobytes() for g in generators]
-        return state
-
-    @staticmethod
-    def _restore(state: Mapping[str, Any], generators: list[torch.Generator]) -> None:
-        restore_rng(state)
-        for generator, saved in zip(generators, state.get("generators", []), strict=False):
-            generator.set_state(torch.frombuffer(bytearray(saved), dtype=torch.uint8))
-
     def state_dict(self) -> OrderedDict[str, Any]:
         if self.replayable is not None:  # started
-            generators = [g.get_state().numpy().tobytes() for g in self._generators]
+            generators = _generator_states(self._generators)
         else:  # not started (yet): what was loaded, if anything
             generators = list(self._loaded_generators or [])
         own = {"epoch_rng": self.epoch_rng, "generators": generators}
