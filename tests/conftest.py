@@ -56,6 +56,18 @@ class ScriptedMetric(Metric):
         return self.values[min(self.calls, len(self.values)) - 1]
 
 
+class EpochMetric(ScriptedMetric):
+    """A metric whose value is ``values[trainer epoch - 1]``: the same in a resumed process, where a
+    :class:`ScriptedMetric` would count its calls from 1 again."""
+
+    def __init__(self, values: Sequence[float], trainer: Engine) -> None:
+        self.trainer = trainer
+        super().__init__(values)
+
+    def compute(self) -> float:
+        return self.values[self.trainer.state.epoch - 1]
+
+
 def tiny_problem(seed: int = 0, n: int = 96) -> tuple[DataLoader, DataLoader]:
     """A small noisy two-class problem; 4 train batches, 2 val batches."""
     g = torch.Generator().manual_seed(seed)

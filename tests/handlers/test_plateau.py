@@ -6,14 +6,13 @@ import pandas as pd
 import pytest
 import torch
 from ignite.engine import Events
-from ignite.metrics import Metric
 
 import monitor
 from monitor import LROnPlateau, Objective, attach_monitoring
 from monitor.handlers.best import BestTracker
 from monitor.handlers.plateau import attach_lr_on_plateau
 from monitor.handlers.stopping import EarlyStopping
-from tests.conftest import stub_engine, tiny_setup
+from tests.conftest import EpochMetric, stub_engine, tiny_setup
 
 # 0.88 after 0.90 is below the threshold of 0.05: no improvement, for early stopping and the LR alike.
 SCORES = [1.0, 0.9, 0.88, 0.95, 0.5, 0.52, 0.51, 0.53, 0.3, 0.31]
@@ -70,27 +69,10 @@ def test_bad_settings_are_refused_when_built(kwargs, match):
         LROnPlateau(**kwargs)
 
 
-class ByEpoch(Metric):
-    """A metric whose value is ``values[trainer epoch - 1]``: the same in a resumed process."""
-
-    def __init__(self, values, trainer):
-        self.values, self.trainer = values, trainer
-        super().__init__()
-
-    def reset(self):
-        pass
-
-    def update(self, output):
-        pass
-
-    def compute(self):
-        return self.values[self.trainer.state.epoch - 1]
-
-
 def plateau_run(run_dir, *, crash_at_epoch=None, resume=False):
     s = tiny_setup()
     values = [0.9, 0.8, 0.85, 0.86, 0.87, 0.7, 0.75, 0.76, 0.77, 0.78]
-    evaluator = monitor.build_evaluator(s["model"], {"loss": ByEpoch(values, s["trainer"])})
+    evaluator = monitor.build_evaluator(s["model"], {"loss": EpochMetric(values, s["trainer"])})
     s["evaluator"] = evaluator
     if crash_at_epoch:  # before that epoch's validation and checkpoint
         s["trainer"].add_event_handler(Events.EPOCH_COMPLETED(once=crash_at_epoch),

@@ -22,10 +22,13 @@ def free_port():
         return s.getsockname()[1]
 
 
-def get_json(url, deadline):
+def get_json(url, deadline, body=None):
+    """GET ``url`` (or POST ``body`` as JSON), retried until the app answers or ``deadline`` passes."""
+    request = url if body is None else urllib.request.Request(url, data=json.dumps(body).encode(), headers={
+        "Content-Type": "application/json", "X-XSRF-Protected": "1"})
     while True:
         try:
-            with urllib.request.urlopen(url, timeout=5) as response:
+            with urllib.request.urlopen(request, timeout=5) as response:
                 return json.loads(response.read())
         except (OSError, ValueError):
             if time.monotonic() > deadline:
@@ -95,19 +98,6 @@ def test_the_html_report_shows_the_table_and_its_images_in_a_browser(resumed_run
     assert shot.read_bytes()[:4] == b"\x89PNG"
 
 
-def post_json(url, body, deadline):
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={
-        "Content-Type": "application/json", "X-XSRF-Protected": "1"})
-    while True:
-        try:
-            with urllib.request.urlopen(request, timeout=5) as response:
-                return json.loads(response.read())
-        except (OSError, ValueError):
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.3)
-
-
 def test_tensorboard_hparams_dashboard_compares_runs_by_their_hyper_parameters(tmp_path):
     from monitor import Objective, attach_monitoring
     from tests.conftest import tiny_setup
@@ -131,19 +121,19 @@ def test_tensorboard_hparams_dashboard_compares_runs_by_their_hyper_parameters(t
         deadline = time.monotonic() + 90
         base = f"http://127.0.0.1:{port}/data/plugin/hparams"
         while True:
-            experiment = post_json(f"{base}/experiment", {"experimentName": ""}, deadline)
+            experiment = get_json(f"{base}/experiment", deadline, {"experimentName": ""})
             if len(experiment.get("hparamInfos") or []) >= 3 or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
         hparams = {h["name"] for h in experiment["hparamInfos"]}
         assert {"lr", "hidden", "seed"} <= hparams
         assert [m["name"]["tag"] for m in experiment["metricInfos"]] == ["hparams/best_val_loss"]
-        groups = post_json(f"{base}/session_groups", {
+        groups = get_json(f"{base}/session_groups", deadline, {
             "experimentName": "", "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE",
                                                       "STATUS_RUNNING"],
             "colParams": [{"hparam": "lr"}, {"metric": {"tag": "hparams/best_val_loss"}}],
             "startIndex": 0, "sliceSize": 10,
-        }, deadline)["sessionGroups"]
+        })["sessionGroups"]
         by_lr = {g["hparams"]["lr"]: g["metricValues"][0]["value"] for g in groups}
         for name, lr in (("slow", 0.01), ("fast", 0.3)):
             best = json.loads((tmp_path / name / "run.json").read_text())["best"]["value"]
