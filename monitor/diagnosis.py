@@ -4,7 +4,15 @@ to do. Pure Python (the review and a live run both use it; no torch, no pandas).
 Every rule reads only the history's columns (one row per validation) and is documented here, with
 its thresholds and the reasoning behind them. The thresholds are set so that a healthy run gives no
 finding (the case study, which early stopping ends 26% above its best validation loss, among them)
-and checked on a labelled suite of runs in ``benchmarks/bench_diagnosis.py``.
+and checked on a labelled suite of runs in ``benchmarks/bench_diagnosis.py``. A run that stopped
+between two validations (a NaN mid-epoch) also has the training columns of its last steps
+(``run.json``'s ``after_last_row``), which the rules of a broken run read: that is where a loss or
+a gradient blew up.
+
+Two columns see inside an epoch, at no extra host sync per step: ``train_loss_spike``, the epoch's
+highest step loss over the run's first, and ``train_grad_norm_max``, the epoch's highest gradient
+norm (with :func:`~monitor.attach_grad_norm`). An epoch's mean hides a loss that blows up for a few
+steps and then settles (often dead, at the loss of a constant prediction).
 
 =====================  ======================================================================
 kind                   rule (``n`` = validations so far)
@@ -12,8 +20,10 @@ kind                   rule (``n`` = validations so far)
 nonfinite              the first row where ``train_loss``, the objective or ``train_grad_norm``
                        is NaN or infinite, or a stop reason ``nonfinite_loss``/``nonfinite_metric``.
 divergence             the training loss (or a loss objective) reaches 10x its lowest value so
-                       far (an order of magnitude: noise does not do that), or stop reason
-                       ``diverged``.
+                       far (an order of magnitude: noise does not do that), or a step's loss 5x
+                       the run's first (``train_loss_spike`` >= 5: an untrained network's loss
+                       is about the same on every batch, and healthy runs in the suite, batches
+                       of 4 included, stay at 2 or below), or stop reason ``diverged``.
 overfitting            after the objective's best, for at least 5 validations: validation loss
                        at least 1.5x its best while the training loss fell to at most 0.7x its
                        value at the best. (Early stopping's usual tail, a few validations 10-30%
@@ -21,17 +31,23 @@ overfitting            after the objective's best, for at least 5 validations: v
 plateau                in the first 10 validations (at least 5): the training loss never got
                        1% below its first value. The loss did not move: the rate is likely far
                        too low, or the model cannot learn from the data (labels, inputs, loss).
-oscillation            in a window of 8 validations: the training loss changed direction at
-                       least 5 times, by a swing of at least 20% of its median and 5% of the
-                       run's first training loss (the swings of a loss already near 0, when a
-                       model memorises, are not this), and ended no lower than 95% of where the
+oscillation            the training loss, which steps of the right size keep bringing down, goes
+                       back up: an epoch's mean at least 1.5x the lowest before it, and above it
+                       by 5% of the first (a loss near 0 going from 0.001 to 0.002 is noise);
+                       not within 2 validations of a rise of the learning rate (a warm restart
+                       or a warm-up does that on purpose). Or, in a window of 8 validations: the
+                       loss changed direction at least 5 times, by a swing of at least 20% of its
+                       median and 5% of the run's first, and ended no lower than 95% of where the
                        window began: steps too large to settle.
 data_bound             over at least 3 validations, the median ``data_wait_frac`` is 0.5 or more
                        and the loader delivers under 50,000 samples/s (the median wait is 20 us a
                        sample or more): the loop waits for data more than it trains, and the data
                        is slow (a tiny model on in-memory tensors waits "most" of a short step:
                        no problem worth a change).
-exploding_gradients    ``train_grad_norm`` at least 100x the median of its first 3 values.
+exploding_gradients    ``train_grad_norm`` (from the 4th validation) or ``train_grad_norm_max``
+                       (a single step's norm, an infinite one included) at least 100x the median
+                       of the first 3 validations' ``train_grad_norm``: two orders of magnitude,
+                       where a healthy run's norms change by a few times.
 vanishing_gradients    ``train_grad_norm_first`` (the first layer's, from :func:`~monitor.attach_grad_norm`)
                        under 1/1000 of ``train_grad_norm`` for 3 validations in a row, or the whole
                        norm under 1e-4 while the training loss is above 0.01: the first layers
@@ -141,16 +157,26 @@ def _nonfinite(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], stop_r
     return None
 
 
-def _divergence(rows: Sequence[Mapping[str, Any]], column: str, stop_reason: str | None) -> Finding | None:
-    lowest = math.inf
+def _divergence(
+    rows: Sequence[Mapping[str, Any]], column: str, stop_reason: str | None
+) -> tuple[Finding, int] | None:
+    """The divergence, and the row its rise began at (the lowest before it): from there on, what the
+    other rules would see (a rising loss, a gap) is the divergence's doing."""
+    lowest, lowest_at = math.inf, 0
+    spikes = dict(_series(rows, f"{column}_spike"))
     for i, value in _series(rows, column):
+        spike = spikes.get(i)
+        if spike is not None and spike >= 5:  # within the epoch, before its mean shows it (or is NaN)
+            return _finding("divergence", rows, i, column=f"{column}_spike", spike=spike), i
         if not math.isfinite(value):
             break
         if value > 0 and lowest < math.inf and value >= 10 * lowest:
-            return _finding("divergence", rows, i, column=column, lowest=lowest, value=value, ratio=value / lowest)
-        lowest = min(lowest, value) if value > 0 else lowest
+            return _finding("divergence", rows, i, column=column, lowest=lowest, value=value,
+                            ratio=value / lowest), lowest_at + 1
+        if 0 < value < lowest:
+            lowest, lowest_at = value, i
     if stop_reason == "diverged":
-        return _finding("divergence", rows, len(rows) - 1, stop_reason=stop_reason)
+        return _finding("divergence", rows, len(rows) - 1, stop_reason=stop_reason), len(rows) - 1
     return None
 
 
@@ -182,6 +208,38 @@ def _plateau(rows: Sequence[Mapping[str, Any]], train: str) -> Finding | None:
     if first > 0 and lowest > 0.99 * first:
         return _finding("plateau", rows, values[0][0], first=first, lowest=lowest,
                         change=(lowest - first) / first, validations=len(values))
+    return None
+
+
+def _epoch_ends(rows: Sequence[Mapping[str, Any]]) -> list[int]:
+    """The index of each epoch's last row (a row within an epoch has the mean of fewer steps)."""
+    return [i for i, row in enumerate(rows) if i + 1 == len(rows) or rows[i + 1].get("epoch") != row.get("epoch")]
+
+
+def _rates_rose(rows: Sequence[Mapping[str, Any]], i: int) -> bool:
+    """Whether a learning rate rose at row ``i`` or in the 2 rows before (a warm restart, a warm-up)."""
+    for k in range(max(1, i - 2), i + 1):
+        for column, value in rows[k].items():
+            before = _number(rows[k - 1].get(column))
+            now = _number(value)
+            if column.startswith("lr") and now is not None and before is not None and now > before:
+                return True
+    return False
+
+
+def _rise(rows: Sequence[Mapping[str, Any]], train: str) -> Finding | None:
+    """The training loss back at 1.5x its lowest or more (and by 5% of its first value)."""
+    ends = set(_epoch_ends(rows))
+    values = [(i, v) for i, v in _series(rows, train) if math.isfinite(v) and i in ends]
+    if not values:
+        return None
+    first, lowest, lowest_at = values[0][1], values[0][1], values[0][0]
+    for i, v in values[1:]:
+        if lowest > 0 and v >= 1.5 * lowest and v - lowest >= 0.05 * first and not _rates_rose(rows, i):
+            return _finding("oscillation", rows, i, lowest=lowest, lowest_epoch=rows[lowest_at].get("epoch"),
+                            value=v, ratio=v / lowest)
+        if v < lowest:
+            lowest, lowest_at = v, i
     return None
 
 
@@ -219,15 +277,24 @@ def _data_bound(rows: Sequence[Mapping[str, Any]]) -> Finding | None:
     return None
 
 
+def _exploding(rows: Sequence[Mapping[str, Any]]) -> Finding | None:
+    norms = [(i, v) for i, v in _series(rows, "train_grad_norm") if math.isfinite(v)]
+    if len(norms) < 2:
+        return None
+    early = statistics.median(v for _, v in norms[:3])
+    highest = dict(_series(rows, "train_grad_norm_max"))  # a step's norm (inf counts; NaN steps are left out)
+    means = dict(norms[3:])
+    for i in range(len(rows)):
+        for column, v in (("train_grad_norm_max", highest.get(i)), ("train_grad_norm", means.get(i))):
+            if early > 0 and v is not None and not math.isnan(v) and v >= 100 * early:
+                return _finding("exploding_gradients", rows, i, column=column, early_median=early, value=v,
+                                ratio=v / early)
+    return None
+
+
 def _gradients(rows: Sequence[Mapping[str, Any]], train: str) -> list[Finding]:
     norms = [(i, v) for i, v in _series(rows, "train_grad_norm") if math.isfinite(v)]
-    found = []
-    if len(norms) >= 4:
-        early = statistics.median(v for _, v in norms[:3])
-        for i, v in norms[3:]:
-            if early > 0 and v >= 100 * early:
-                found.append(_finding("exploding_gradients", rows, i, early_median=early, value=v, ratio=v / early))
-                break
+    found = [f for f in [_exploding(rows)] if f is not None]
     losses = dict(_series(rows, train))
     firsts = dict(_series(rows, "train_grad_norm_first"))
     run, started = 0, 0
@@ -255,7 +322,8 @@ def _row_index(rows: Sequence[Mapping[str, Any]], finding: Finding) -> int:
 
 
 def diagnose(
-    rows: Sequence[Mapping[str, Any]], *, objective_column: str, mode: str, stop_reason: str | None = None
+    rows: Sequence[Mapping[str, Any]], *, objective_column: str, mode: str, stop_reason: str | None = None,
+    after_last_row: Mapping[str, Any] | None = None,
 ) -> list[Finding]:
     """The findings in a history (``rows``: one mapping per validation, as ``history.csv``'s), in
     the order they started; empty for a healthy run. See the table in this module's docstring.
@@ -265,24 +333,31 @@ def diagnose(
         objective_column: the Objective's column, e.g. ``"val_loss"``.
         mode: ``"min"`` or ``"max"``.
         stop_reason: ``run.json``'s stop reason, if the run ended.
+        after_last_row: the training columns of the steps after the last row (``run.json``'s
+            ``after_last_row``: a run stopped between validations, by a NaN mid-epoch), read by
+            the rules of a broken run (nonfinite, divergence, exploding gradients) only.
     """
     train = "train_loss"
     val_loss = objective_column if mode == "min" else "val_loss"
-    broken = [
-        _nonfinite(rows, [train, objective_column, "train_grad_norm"], stop_reason),
-        _divergence(rows, train, stop_reason) or (_divergence(rows, objective_column, None) if mode == "min" else None),
-    ]
+    last = int(_number(rows[-1].get("iteration")) or 0) if rows else 0
+    tail = _number(after_last_row.get("iteration")) if after_last_row else None
+    with_tail = [*rows, after_last_row] if after_last_row and tail is not None and tail > last else rows
+    nonfinite = _nonfinite(with_tail, [train, objective_column, "train_grad_norm"], stop_reason)
+    divergence = _divergence(with_tail, train, stop_reason) or (
+        _divergence(rows, objective_column, None) if mode == "min" else None)
     # What follows a divergence or a NaN is its consequence (swings, a growing gap): the other rules
-    # read only the rows before the first of them.
-    starts = [_row_index(rows, f) for f in broken if f is not None]
+    # read only the rows before the first of them (before the divergence's rise began).
+    starts = [_row_index(rows, nonfinite)] if nonfinite is not None else []
+    starts += [divergence[1]] if divergence is not None else []
     healthy = rows[: min(starts)] if starts else rows
     found = [
-        *broken,
+        nonfinite,
+        divergence[0] if divergence is not None else None,
         _overfitting(healthy, val_loss, train),
         _plateau(healthy, train),
-        _oscillation(healthy, train),
+        _oscillation(healthy, train) or _rise(healthy, train),
         _data_bound(rows),
-        *_gradients(rows, train),
+        *_gradients(with_tail, train),
     ]
     findings = [f for f in found if f is not None]
     return sorted(findings, key=lambda f: (f.iteration if f.iteration is not None else -1, KINDS.index(f.kind)))

@@ -17,12 +17,18 @@ from monitor._io import atomic_write_text
 if TYPE_CHECKING:
     import pandas
 
-__all__ = ["History", "complete_rows_text", "read_history_rows", "TIMING_COLUMNS"]
+__all__ = ["History", "complete_rows_text", "read_history_rows", "TIMING_COLUMNS", "is_evidence_column"]
 
 # Columns that measure time, not training: a resumed run equals an uninterrupted one in every other.
 TIMING_COLUMNS = ("elapsed_s", "epoch_s", "samples_per_s", "data_wait_frac")
 
 _LEADING = ("epoch", "iteration")
+
+
+def is_evidence_column(column: str) -> bool:
+    """Whether ``column`` is kept as evidence for the diagnosis (``train_loss_spike``, an epoch's
+    highest ``train_<name>_max``) rather than shown with the curves: the console line leaves it out."""
+    return column.startswith("train_") and column.endswith(("_spike", "_max"))
 
 
 def complete_rows_text(path: Path | str) -> tuple[str, bool]:

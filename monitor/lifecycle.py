@@ -20,6 +20,7 @@ from monitor.handlers.best import BestTracker
 from monitor.handlers.cadence import CheckpointCadence
 from monitor.handlers.checkpoint import release_held, restore_best_weights
 from monitor.handlers.data import DataOrder
+from monitor.handlers.diagnosis import LiveDiagnosis
 from monitor.handlers.history import HistoryRecorder
 from monitor.handlers.loss import TrainLoss
 from monitor.handlers.lr import LearningRates
@@ -91,6 +92,7 @@ class Monitor:
         learning_rates: LearningRates | None = None,
         cadence: CheckpointCadence | None = None,
         data_order: DataOrder | None = None,
+        live_diagnosis: LiveDiagnosis | None = None,
     ) -> None:
         self.trainer = trainer
         self.paths = paths
@@ -113,6 +115,7 @@ class Monitor:
         self.learning_rates = learning_rates  # its optimizer hook is removed at close
         self.cadence = cadence or CheckpointCadence(Events.EPOCH_COMPLETED)
         self.data_order = data_order
+        self.live_diagnosis = live_diagnosis  # what it said during the run is not said again at the end
         if plan.state is not None:
             self.cadence.saved_iteration = plan.from_iteration  # that checkpoint is on disk already
         self.status = RunStatus.RUNNING
@@ -257,10 +260,13 @@ class Monitor:
                 logger.error("Could not write the held best checkpoints: %s", e)
         # Every queued write lands first; a write error raised here fails the run (recorded below).
         self.writer.flush(raise_error=not after_error)
+        # The steps after the last validation (a NaN mid-epoch): read on every rank (it may all-reduce),
+        # except after a failure, when the ranks are not known to be here together.
+        tail = self._after_last_row() if not after_error or idist.get_world_size() == 1 else None
         self.status = status
         self.record.end_segment(status, self.stop_reason, self.error)
         if is_main_process():
-            self.record.update(findings=self._findings())
+            self._record_findings(tail)
         if self.lock.is_lost():
             logger.error("Run %s %s, but its folder was removed or replaced: nothing more is written there.",
                          self.run_dir, status.value)
@@ -285,16 +291,33 @@ class Monitor:
             self.history.history.last_epoch, self.objective.column, best, self.best.best_epoch,
         )
 
-    def _findings(self) -> list[dict[str, Any]]:
-        """What :func:`monitor.diagnosis.diagnose` finds in the whole history, for ``run.json``."""
+    def _after_last_row(self) -> dict[str, Any] | None:
+        """The training columns of the steps since the last history row, if some were trained."""
+        state = self.trainer.state
+        if state.iteration <= int(self.history.last_row.get("iteration") or 0):
+            return None
+        try:
+            return {"epoch": state.epoch, "iteration": state.iteration, **self.history.train_columns()}
+        except Exception as e:  # the device is gone (a failure): the end is recorded without them
+            logger.error("Could not read the training columns after the last validation: %s", e)
+            return None
+
+    def _record_findings(self, tail: dict[str, Any] | None) -> None:
+        """What :func:`monitor.diagnosis.diagnose` finds in the whole history, into ``run.json``, with
+        the steps after the last row (``after_last_row``), which a review diagnoses too."""
         try:
             rows = self.history.history.read_rows()
         except OSError as e:  # the history is unreadable (the disk): the end is recorded without them
             logger.error("Could not read %s to diagnose the run: %s", self.history.history.path, e)
-            return []
+            rows = []
+        if tail is not None and rows and int(rows[-1].get("iteration") or 0) >= tail["iteration"]:
+            tail = None  # a row of a resumed segment's (last_row is this segment's only)
         findings = diagnose(rows, objective_column=self.objective.column, mode=self.objective.mode,
-                            stop_reason=reason_value(self.stop_reason))
-        return [f.to_dict() for f in findings]
+                            stop_reason=reason_value(self.stop_reason), after_last_row=tail)
+        self.record.update(findings=[f.to_dict() for f in findings], after_last_row=tail)
+        if self.live_diagnosis is not None:  # seen only now: in the steps after the last validation
+            for finding in findings:
+                self.live_diagnosis.report(finding)
 
     def _restore_best_weights(self, after_error: bool) -> None:
         if self.restore_best is None:

@@ -221,9 +221,10 @@ def attach_monitoring(
         progress_bar = None
         if main and not plan.is_finished:  # the epoch lines are written around it
             progress_bar = attach_progress_bar(trainer, **dict(tqdm_kwargs or {}))
+        live_diagnosis = None
         if main:
             attach_epoch_log(evaluator, trainer, history, bar=progress_bar)
-            attach_live_diagnosis(evaluator, history)
+            live_diagnosis = attach_live_diagnosis(evaluator, history)
         tensorboard = None
         if main and not plan.is_finished:
             tensorboard = attach_tensorboard(
@@ -269,7 +270,7 @@ def attach_monitoring(
             plan=plan, best=best, history=history, train_loss=train_loss, best_checkpoint=best_checkpoint,
             last_checkpoint=last_checkpoint, early_stopping=early_stopping, tensorboard=tensorboard,
             progress_bar=progress_bar, graceful_stop=graceful_stop, restore_best=model if restore_best else None,
-            learning_rates=rates, cadence=cadence, data_order=data_order,
+            learning_rates=rates, cadence=cadence, data_order=data_order, live_diagnosis=live_diagnosis,
         )
         run.attach(trainer)  # after the last checkpoint's handler: run.json follows the file it names
         return run

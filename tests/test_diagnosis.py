@@ -61,7 +61,9 @@ def test_divergence_is_an_order_of_magnitude_above_the_lowest_loss():
     train = [0.7, 0.5, 0.4, 0.6, 1.5, 4.5, 40.0, 300.0]
     (finding,) = diagnose(history(train), objective_column="val_loss", mode="min")
     assert (finding.kind, finding.epoch) == ("divergence", 6) and finding.evidence["ratio"] == pytest.approx(11.25)
-    assert kinds(history([0.7, 0.5, 0.4, 0.6, 1.5, 3.9, 2.0, 1.0])) == []  # < 10x: not a divergence
+    # < 10x is no divergence; the loss back at 1.5 from 0.4 (epoch 3) is an instability (oscillation)
+    (finding,) = diagnose(history([0.7, 0.5, 0.4, 0.6, 1.5, 3.9, 2.0, 1.0]), objective_column="val_loss", mode="min")
+    assert (finding.kind, finding.epoch, finding.evidence["lowest_epoch"]) == ("oscillation", 5, 3)
 
 
 def test_nonfinite_names_the_first_nan_and_its_column():
@@ -139,3 +141,77 @@ def test_a_live_run_warns_once_per_kind_and_records_the_findings(tmp_path, caplo
     assert "findings    overfitting from epoch 4" in review.summary()
     assert monitor.compare([review])["findings"].tolist() == ["overfitting"]
     assert "What went wrong" in monitor.to_html([review])
+
+
+def test_a_blow_up_within_an_epoch_is_a_divergence_even_when_the_epochs_mean_hides_it():
+    train = [1.4, 0.78, 0.73, 0.73, 0.78, 0.74, 0.77, 0.75]  # then stuck at chance: no 10x in the means
+    spikes = [8.4, 1.7, 1.2, 1.3, 1.7, 1.3, 1.5, 1.4]
+    (finding,) = diagnose(history(train, train_loss_spike=spikes), objective_column="val_loss", mode="min")
+    assert (finding.kind, finding.epoch, finding.evidence) == ("divergence", 1, {"column": "train_loss_spike",
+                                                                                 "spike": 8.4})
+    noisy = [1.1, 1.3, 2.0, 1.6, 1.8, 1.9, 1.5, 1.7]  # small batches: a step at twice the first loss
+    assert kinds(history([0.7 * math.exp(-i / 4) + 0.1 for i in range(8)], train_loss_spike=noisy)) == []
+
+
+def test_the_training_loss_going_back_up_is_an_oscillation_unless_the_rate_was_raised():
+    train = [0.5, 0.26, 0.19, 0.17, 0.15, 0.12, 0.11, 0.135, 0.10, 0.07, 0.06, 0.10, 0.126, 0.09]
+    (finding,) = diagnose(history(train), objective_column="val_loss", mode="min")
+    assert (finding.kind, finding.epoch, finding.evidence["lowest_epoch"]) == ("oscillation", 12, 11)
+    # The same curve under warm restarts: the rate jumps back up at epoch 12, and the loss with it.
+    rates = [0.05] * 11 + [0.5, 0.4, 0.3]
+    assert kinds(history(train, lr=rates)) == []
+    assert kinds(history([0.5, 0.3, 0.2, 0.1, 0.01, 0.0012, 0.0011, 0.003, 0.002])) == []  # near 0: noise
+
+
+def test_a_single_steps_gradient_norm_two_orders_above_the_start_is_exploding():
+    grads = [1.0, 1.1, 0.9, 1.0, 1.2]
+    rows = history([0.7 - 0.05 * i for i in range(5)], train_grad_norm=grads,
+                   train_grad_norm_max=[3.0, 2.5, 2.0, 2.2, 250.0])
+    (finding,) = diagnose(rows, objective_column="val_loss", mode="min")
+    assert (finding.kind, finding.epoch, finding.evidence["column"]) == ("exploding_gradients", 5, "train_grad_norm_max")
+    rows = history([0.7, 0.6], train_grad_norm=[1.0, 1.0], train_grad_norm_max=[2.0, float("inf")])
+    assert kinds(rows) == ["exploding_gradients"]  # an infinite step counts
+    rows = history([0.7, 0.6, 0.5], train_grad_norm=[1.0, 1.0, 1.0], train_grad_norm_max=[2.0, 40.0, 9.0])
+    assert kinds(rows) == []  # 40x: a healthy run's norms vary that much from step to step
+
+
+def test_the_steps_after_the_last_row_of_a_run_stopped_by_a_nan_are_read_by_the_rules_of_a_broken_run():
+    rows = history([0.69, 0.5, 0.3, 0.26], train_grad_norm=[0.1, 0.12, 0.15, 0.4], train_loss_spike=[1.0] * 4)
+    tail = {"epoch": 5, "iteration": 480, "train_loss": float("nan"), "train_loss_spike": 3e15,
+            "train_grad_norm": float("nan"), "train_grad_norm_max": 8e12}
+    findings = diagnose(rows, objective_column="val_loss", mode="min", stop_reason="nonfinite_loss",
+                        after_last_row=tail)
+    assert [(f.kind, f.epoch, f.iteration) for f in findings] == [
+        ("nonfinite", 5, 480), ("divergence", 5, 480), ("exploding_gradients", 5, 480)]
+    stale = {**tail, "iteration": 400}  # a tail older than the last row: a resumed run's past
+    assert kinds(rows, stop_reason="nonfinite_loss", after_last_row=stale) == ["nonfinite"]
+
+
+def test_a_gradient_that_blows_up_into_a_nan_mid_epoch_is_found_live_and_in_the_review(tmp_path, caplog):
+    import torch
+    from ignite.engine import Events
+
+    import monitor
+    from tests.conftest import tiny_setup
+
+    s = tiny_setup()
+    monitor.attach_grad_norm(s["trainer"], s["model"])
+
+    def blow_up(engine):  # from the start of epoch 3, the weights grow 1e19x a step: inf, then NaN mid-epoch
+        if engine.state.iteration >= 9:
+            with torch.no_grad():
+                for p in s["model"].parameters():
+                    p.mul_(1e19)
+    s["trainer"].add_event_handler(Events.ITERATION_COMPLETED, blow_up)
+    run = monitor.attach_monitoring(
+        s["trainer"], s["evaluator"], s["val_loader"], run_dir=tmp_path / "run",
+        objective=monitor.Objective("loss", mode="min"), to_save={"model": s["model"]}, log_every=1)
+    with caplog.at_level(logging.WARNING, logger="monitor"), run:
+        s["trainer"].run(s["train_loader"], max_epochs=5)
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["stop_reason"] == "nonfinite_loss"
+    assert record["after_last_row"]["iteration"] > 8  # past the last row (epoch 2 ends at iteration 8)
+    found = [f["kind"] for f in record["findings"]]
+    assert {"nonfinite", "divergence", "exploding_gradients"} <= set(found), found
+    assert caplog.text.count("Training problem: exploding_gradients") == 1  # said once, at the end
+    assert [f.kind for f in monitor.diagnose(tmp_path / "run")] == found

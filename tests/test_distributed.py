@@ -39,6 +39,9 @@ def test_two_processes_give_the_one_process_history(one_and_two):
     one, two, _ = one_and_two
     h1, h2 = history(one), history(two)
     assert h2["epoch"].tolist() == h1["epoch"].tolist()  # both stopped at the same epoch
+    # The highest step loss of two processes is that of a rank's half batch: at least the whole batch's.
+    spike1, spike2 = h1.pop("train_loss_spike"), h2.pop("train_loss_spike")
+    assert (spike2 >= spike1 * (1 - 1e-4)).all() and (spike2 < 2 * spike1).all()
     pd.testing.assert_frame_equal(h2, h1, check_exact=False, rtol=1e-4)
     r1, r2 = (json.loads((p / "run.json").read_text()) for p in (one, two))
     assert (r2["status"], r2["stop_reason"], r2["best"]["epoch"]) == (r1["status"], r1["stop_reason"], r1["best"]["epoch"])

@@ -50,9 +50,13 @@ class LiveDiagnosis:
         findings = diagnose(list(self.rows), objective_column=objective.column, mode=objective.mode)
         self._cost_s = time.perf_counter() - now
         for finding in findings:
-            if finding.kind not in self.reported:
-                self.reported[finding.kind] = finding
-                logger.warning("Training problem: %s", finding.message())
+            self.report(finding)
+
+    def report(self, finding: Finding) -> None:
+        """Log ``finding`` at WARNING, unless a finding of its kind was logged already."""
+        if finding.kind not in self.reported:
+            self.reported[finding.kind] = finding
+            logger.warning("Training problem: %s", finding.message())
 
 
 def attach_live_diagnosis(evaluator: Engine, recorder: HistoryRecorder, *, window: int = 200) -> LiveDiagnosis:

@@ -41,7 +41,7 @@ def _cells(column: str, value: Any) -> dict[str, Any]:
 class HistoryRecorder(Serializable):
     """Append one row to ``history.csv`` after each validation run.
 
-    Row: ``epoch, iteration, elapsed_s, epoch_s, samples_per_s, data_wait_frac, lr, train_loss,
+    Row: ``epoch, iteration, elapsed_s, epoch_s, samples_per_s, data_wait_frac, lr, train_loss, train_loss_spike,
     train_<output or trainer metric>..., val_<metric>..., is_best``. ``elapsed_s`` is the training
     wall time summed over every segment of a resumed run.
 
@@ -113,13 +113,7 @@ class HistoryRecorder(Serializable):
             **(self.throughput.values() if self.throughput is not None else {}),
             **learning_rates(self.optimizer),
         }
-        if self.train_loss is not None:
-            row["train_loss"] = self.train_loss.running_mean()  # the epoch so far (all of it at its end)
-        if self.train_outputs is not None:
-            row.update(self.train_outputs.values())
-        for name, value in self.trainer.state.metrics.items():
-            for column, cell in _cells(f"train_{name}", value).items():
-                row.setdefault(column, cell)  # the step's own output and train_loss come first
+        row.update(self.train_columns())
         for name, value in evaluator.state.metrics.items():
             row.update(_cells(f"val_{name}", value))
         row["is_best"] = self.best.is_best
@@ -127,6 +121,20 @@ class HistoryRecorder(Serializable):
             self.history.append(row)
         self.last_row = row
         crash_point("after_history_row")
+
+    def train_columns(self) -> dict[str, Any]:
+        """The training columns of the epoch so far: ``train_loss`` (and its ``train_loss_spike``),
+        the step's other outputs and the trainer's metrics, as ``train_<name>``."""
+        row: dict[str, Any] = {}
+        if self.train_loss is not None:
+            row["train_loss"] = self.train_loss.running_mean()  # the epoch so far (all of it at its end)
+            row["train_loss_spike"] = self.train_loss.spike
+        if self.train_outputs is not None:
+            row.update(self.train_outputs.values())
+        for name, value in self.trainer.state.metrics.items():
+            for column, cell in _cells(f"train_{name}", value).items():
+                row.setdefault(column, cell)  # the step's own output and train_loss come first
+        return row
 
     def state_dict(self) -> OrderedDict[str, Any]:
         return OrderedDict(elapsed_s=self.elapsed_s)

@@ -46,6 +46,14 @@ class TrainLoss(Serializable):
     Here the loss is summed on its device and checked only on the iterations where it is looked at
     anyway (``check_every``) and at the end of each epoch: a NaN/inf anywhere makes the sum non-finite.
 
+    The epoch's highest step loss is kept on the device too (one ``torch.fmax`` per step; NaN steps
+    left out), and :attr:`spike` is it as a multiple of the run's first step loss (read once): how
+    far above its start the loss went. (Under idist a step's loss is each rank's share's, so the
+    highest is that of a share: at least the one-process run's.) An untrained network's loss hardly depends on the batch
+    (about ``log(classes)`` for a classifier), so a healthy run stays at or below 1-2; a loss that
+    blows up for a few steps shows there even when the epoch's mean hides it (see
+    :mod:`monitor.diagnosis`).
+
     Args:
         trainer: the engine whose output holds the loss (see :func:`loss_from_output`).
         output_transform: picks the loss out of ``trainer.state.output``.
@@ -68,12 +76,15 @@ class TrainLoss(Serializable):
         self.epoch_mean: float | None = None
         self._sum: torch.Tensor | float = 0.0
         self._count = 0
-        self._mean: tuple[float | None] | None = None  # the running mean, read since the last loss was summed
+        self._read: tuple[float, int] | None = None  # the running total and count, as read since the last sum
+        self._max: torch.Tensor | float | None = None  # the epoch's highest step loss, on its device
+        self._first: float | None = None  # the run's first step loss
 
     def started(self, _: Engine) -> None:
         """A new epoch: start summing again (not when a resume goes on mid-epoch with its saved sum)."""
         if done_in_epoch(self.trainer.state) == 0:
-            self._sum, self._count, self._mean = 0.0, 0, None
+            self._sum, self._count, self._read = 0.0, 0, None
+            self._max = None
 
     def __call__(self, _: Engine) -> None:
         loss = self.output_transform(self.trainer.state.output)
@@ -81,18 +92,44 @@ class TrainLoss(Serializable):
             loss = loss.detach()
         self._sum = self._sum + loss
         self._count += 1
-        self._mean = None
+        self._read = None
+        if self._max is None:
+            self._max = loss
+        elif isinstance(loss, torch.Tensor) and isinstance(self._max, torch.Tensor):  # the usual: one op
+            self._max = torch.fmax(self._max, loss)
+        elif isinstance(loss, torch.Tensor) or isinstance(self._max, torch.Tensor):
+            self._max = torch.fmax(torch.as_tensor(self._max), torch.as_tensor(loss))
+        elif loss > self._max or math.isnan(self._max):
+            self._max = loss
+        if self._first is None:  # the loss the run started from: one host read, once (every rank's mean)
+            self._first = float(loss) if idist.get_world_size() == 1 else float(idist.all_reduce(float(loss))) / (
+                idist.get_world_size())
 
     def running_mean(self) -> float | None:
         """The mean loss of the epoch so far (a host sync; under idist, over every rank's steps, the
         same on each): what a validation within the epoch shows; at the epoch's end, :attr:`epoch_mean`.
         Read once per step summed: the check and the history row at an epoch's end share it."""
-        if self._mean is None:
+        total, count = self._totals()
+        return total / count if count else None
+
+    def _totals(self) -> tuple[float, int]:
+        if self._read is None:
             total, count = float(self._sum), self._count
             if idist.get_world_size() > 1:
                 total, count = float(idist.all_reduce(total)), int(idist.all_reduce(count))
-            self._mean = (total / count if count else None,)
-        return self._mean[0]
+            self._read = (total, count)
+        return self._read
+
+    @property
+    def spike(self) -> float | None:
+        """The epoch's highest step loss over the run's first (a host sync; under idist, the highest
+        of every rank's steps): ``None`` before a step, or where the first loss was not above 0."""
+        if self._max is None or self._first is None or not self._first > 0:
+            return None
+        highest = float(self._max)
+        if idist.get_world_size() > 1:
+            highest = float(idist.all_reduce(highest, op="MAX"))
+        return highest / self._first
 
     def check(self, _: Engine) -> None:
         """Stop the trainer if the epoch's loss is not finite; the one host sync."""
@@ -110,10 +147,11 @@ class TrainLoss(Serializable):
         # The epoch's running sum, for a checkpoint mid-epoch (one host sync, at saving time only);
         # every rank's, since each sums its own share of the batches.
         state: OrderedDict[str, Any] = OrderedDict(
-            stop_reason=reason_value(self.stop_reason), sum=float(self._sum), count=self._count
+            stop_reason=reason_value(self.stop_reason), sum=float(self._sum), count=self._count,
+            highest=None if self._max is None else float(self._max), first=self._first,
         )
         if idist.get_world_size() > 1:
-            state["ranks"] = gather_json([state["sum"], state["count"]])
+            state["ranks"] = gather_json([state["sum"], state["count"], state["highest"], state["first"]])
         return state
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
@@ -121,8 +159,12 @@ class TrainLoss(Serializable):
         self.stop_reason = parse_reason(state_dict["stop_reason"])
         ranks = state_dict.get("ranks")
         own = ranks[idist.get_rank()] if ranks is not None and len(ranks) == idist.get_world_size() else None
-        total, count = own if own is not None else (state_dict.get("sum", 0.0), state_dict.get("count", 0))
-        self._sum, self._count, self._mean = float(total), int(count), None
+        total, count, highest, first = [*own, None, None][:4] if own is not None else (
+            state_dict.get("sum", 0.0), state_dict.get("count", 0), state_dict.get("highest"), state_dict.get("first"))
+        self._sum, self._count, self._read = float(total), int(count), None
+        # (checkpoints from before the spike have neither: the first loss is then read again)
+        self._max = None if highest is None else float(highest)
+        self._first = None if first is None else float(first)
 
 
 def attach_train_loss(

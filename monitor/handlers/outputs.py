@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import ignite.distributed as idist
@@ -24,8 +24,14 @@ class TrainOutputs(Serializable):
     ``train_grad_norm``. Tensors are summed on their device: the one host sync is at :meth:`values`,
     when a history row is written. A tensor of more than one element is left out.
 
+    For the names in ``peaks`` the epoch's highest value is kept too (``train_<name>_max``; NaN
+    steps left out, an infinite one kept): a gradient norm that blows up for a few steps shows there
+    when the mean hides it. That is one ``torch.fmax`` on the device per step and name.
+
     Args:
         trainer: the engine whose ``state.output`` is read after each iteration.
+        peaks: the output names whose maximum is kept. Default ``("grad_norm",)`` (from
+            :func:`attach_grad_norm`).
 
     Examples:
         .. code-block:: python
@@ -36,16 +42,20 @@ class TrainOutputs(Serializable):
 
     _state_dict_all_req_keys = ("sums", "counts")
 
-    def __init__(self, trainer: Engine) -> None:
+    def __init__(self, trainer: Engine, *, peaks: Collection[str] = ("grad_norm",)) -> None:
         if not isinstance(trainer, Engine):
             raise TypeError(f"Argument trainer should be an ignite Engine, got {type(trainer).__name__}.")
+        if isinstance(peaks, str) or not all(isinstance(name, str) for name in peaks):
+            raise TypeError(f"Argument peaks should be a collection of output names (str), got {peaks!r}.")
         self.trainer = trainer
+        self.peaks = frozenset(peaks)
         self._sums: dict[str, torch.Tensor | float] = {}
         self._counts: dict[str, int] = {}
+        self._maxes: dict[str, torch.Tensor | float] = {}
 
     def started(self, _: Engine) -> None:
         if done_in_epoch(self.trainer.state) == 0:  # not a resume going on mid-epoch
-            self._sums, self._counts = {}, {}
+            self._sums, self._counts, self._maxes = {}, {}, {}
 
     def __call__(self, _: Engine) -> None:
         output = self.trainer.state.output
@@ -62,6 +72,8 @@ class TrainOutputs(Serializable):
                 continue
             self._sums[name] = self._sums.get(name, 0.0) + value
             self._counts[name] = self._counts.get(name, 0) + 1
+            if name in self.peaks:
+                self._maxes[name] = _fmax(self._maxes.get(name), value)
 
     def values(self) -> dict[str, float]:
         """``{"train_<name>": mean over the epoch so far}`` (under idist: over every rank's steps)."""
@@ -72,24 +84,45 @@ class TrainOutputs(Serializable):
             reduced = idist.all_reduce(torch.tensor([totals, counts], dtype=torch.float64))
             assert isinstance(reduced, torch.Tensor)
             totals, counts = reduced[0].tolist(), [int(c) for c in reduced[1].tolist()]
-        return {f"train_{n}": t / c for n, t, c in zip(names, totals, counts, strict=True) if c}
+        values = {f"train_{n}": t / c for n, t, c in zip(names, totals, counts, strict=True) if c}
+        peaks = sorted(self._maxes)
+        highest = [float(self._maxes[n]) for n in peaks]
+        if idist.get_world_size() > 1 and peaks:
+            reduced = idist.all_reduce(torch.tensor(highest, dtype=torch.float64).nan_to_num(-math.inf), op="MAX")
+            assert isinstance(reduced, torch.Tensor)
+            highest = reduced.tolist()
+        values.update((f"train_{n}_max", v) for n, v in zip(peaks, highest, strict=True) if v != -math.inf)
+        return values
 
     def state_dict(self) -> OrderedDict[str, Any]:
         # Plain floats (a host sync at saving time only); every rank's, since each sums its own steps.
         state: OrderedDict[str, Any] = OrderedDict(
-            sums={n: float(v) for n, v in self._sums.items()}, counts=dict(self._counts)
+            sums={n: float(v) for n, v in self._sums.items()}, counts=dict(self._counts),
+            maxes={n: float(v) for n, v in self._maxes.items()},
         )
         if idist.get_world_size() > 1:
-            state["ranks"] = gather_json([state["sums"], state["counts"]])
+            state["ranks"] = gather_json([state["sums"], state["counts"], state["maxes"]])
         return state
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         super().load_state_dict(state_dict)
         ranks = state_dict.get("ranks")
         own = ranks[idist.get_rank()] if ranks is not None and len(ranks) == idist.get_world_size() else None
-        sums, counts = own if own is not None else (state_dict["sums"], state_dict["counts"])
+        sums, counts, *maxes = own if own is not None else (
+            state_dict["sums"], state_dict["counts"], state_dict.get("maxes", {}))
         self._sums = {str(n): float(v) for n, v in sums.items()}
         self._counts = {str(n): int(v) for n, v in counts.items()}
+        self._maxes = {str(n): float(v) for n, v in (maxes[0] if maxes else {}).items()}
+
+
+def _fmax(highest: torch.Tensor | float | None, value: torch.Tensor | float) -> torch.Tensor | float:
+    """The larger of the two, a NaN left out (``torch.fmax``), on the value's device."""
+    if highest is None:
+        return value
+    if isinstance(value, torch.Tensor) or isinstance(highest, torch.Tensor):
+        value = torch.as_tensor(value)
+        return torch.fmax(torch.as_tensor(highest, dtype=value.dtype, device=value.device), value)
+    return value if math.isnan(highest) or value > highest else highest
 
 
 def _batch_size(batch: Any) -> int | None:
@@ -155,7 +188,8 @@ def attach_grad_norm(trainer: Engine, model: torch.nn.Module) -> None:
     """Add ``"grad_norm"`` (the L2 norm of all of ``model``'s gradients after the step) and
     ``"grad_norm_first"`` (that of the first parameter tensor, the input layer's: where gradients
     vanish first) to the trainer's output mapping, so that they become the ``train_grad_norm`` and
-    ``train_grad_norm_first`` columns (their epoch means).
+    ``train_grad_norm_first`` columns (their epoch means), and ``train_grad_norm_max`` (the epoch's
+    highest step: where a norm blows up for a few steps).
 
     Computed on the device (``torch.linalg.vector_norm`` of the per-tensor norms), with no host sync;
     it costs one pass over the gradients per iteration, so it is off unless attached. Attach it

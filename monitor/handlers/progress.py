@@ -17,6 +17,7 @@ from monitor._format import format_value
 from monitor.handlers.best import BestTracker
 from monitor.handlers.history import HistoryRecorder
 from monitor.handlers.loss import loss_from_output
+from monitor.history import is_evidence_column
 
 __all__ = ["attach_progress_bar", "attach_epoch_log", "EpochTable", "console_is_terminal"]
 
@@ -116,7 +117,7 @@ class EpochTable:
         self._widths: dict[str, int] = {}
 
     def _columns(self, row: dict[str, Any]) -> list[str]:
-        picked = [k for k in row if k.startswith(("train_", "val_"))]
+        picked = [k for k in row if k.startswith(("train_", "val_")) and not is_evidence_column(k)]
         rates = [k for k in row if k == "lr" or k.startswith("lr_")]
         return ["epoch", "iteration", *picked, *rates, "epoch_s"]
 

@@ -16,6 +16,7 @@ from monitor._checks import positive_int
 from monitor.handlers.best import BestTracker
 from monitor.handlers.loss import loss_from_output
 from monitor.handlers.lr import LearningRates, learning_rates
+from monitor.history import is_evidence_column
 
 __all__ = ["DurableTensorboardLogger", "attach_tensorboard"]
 
@@ -112,8 +113,8 @@ def _row_tag(column: str) -> str | None:
     ``val/*`` come from Ignite's handlers, ``lr`` above)."""
     if column in ("samples_per_s", "data_wait_frac"):
         return f"perf/{column}"
-    if column.startswith("train_") and column != "train_loss":
-        return f"train/{column[len('train_'):]}"
+    if column.startswith("train_") and column != "train_loss" and not is_evidence_column(column):
+        return f"train/{column[len('train_'):]}"  # (the diagnosis's evidence stays in history.csv)
     return None
 
 

@@ -135,3 +135,29 @@ def test_attach_grad_norm_gives_the_epoch_mean_of_the_true_gradient_norm(tmp_pat
     expected = pd.DataFrame(norms, columns=["epoch", "norm"]).groupby("epoch")["norm"].mean()
     assert history["train_grad_norm"].tolist() == pytest.approx(expected.tolist(), rel=1e-5)
     assert "train/grad_norm" in set(load_run(tmp_path / "run").scalars["tag"])
+
+
+def test_the_epochs_highest_gradient_norm_leaves_nan_steps_out_and_survives_a_resume(tmp_path):
+    from monitor.handlers.outputs import TrainOutputs
+
+    norms = iter([1.0, 50.0, float("nan"), 2.0, 3.0, float("inf"), 1.0, 1.0])
+    trainer = Engine(lambda e, b: {"loss": torch.tensor(0.5), "grad_norm": torch.tensor(next(norms))})
+    outputs = TrainOutputs(trainer)
+    trainer.add_event_handler(Events.EPOCH_STARTED, outputs.started)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, outputs)
+    highest = []
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: highest.append(outputs.values()["train_grad_norm_max"]))
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(once=3), lambda e: e.terminate())
+    trainer.run(range(4), max_epochs=2)
+    saved, state = outputs.state_dict(), trainer.state_dict()
+    trainer = Engine(lambda e, b: {"loss": torch.tensor(0.5), "grad_norm": torch.tensor(next(norms))})
+    resumed = TrainOutputs(trainer)
+    resumed.load_state_dict(saved)
+    trainer.add_event_handler(Events.EPOCH_STARTED, resumed.started)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, resumed)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: highest.append(resumed.values()["train_grad_norm_max"]))
+    trainer.load_state_dict({**state, "epoch_length": 4})
+    trainer.run(range(4), max_epochs=2)
+    assert highest == [50.0, float("inf")]  # an infinite step counts: it is the blow-up
+    with pytest.raises(TypeError, match="peaks"):
+        TrainOutputs(trainer, peaks="grad_norm")
