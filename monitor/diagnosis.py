@@ -68,7 +68,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["Finding", "diagnose", "KINDS", "ADVICE"]
+__all__ = ["Finding", "diagnose", "steps_after", "KINDS", "ADVICE"]
 
 KINDS = (
     "nonfinite", "divergence", "overfitting", "plateau", "oscillation", "data_bound",
@@ -321,6 +321,16 @@ def _row_index(rows: Sequence[Mapping[str, Any]], finding: Finding) -> int:
     return len(rows)
 
 
+def steps_after(
+    rows: Sequence[Mapping[str, Any]], after_last_row: Mapping[str, Any] | None
+) -> Mapping[str, Any] | None:
+    """``after_last_row`` if its steps come after the last of ``rows`` (else it is a past segment's, or
+    has no steps of its own: ``None``)."""
+    last = int(_number(rows[-1].get("iteration")) or 0) if rows else 0
+    tail = _number(after_last_row.get("iteration")) if after_last_row else None
+    return after_last_row if tail is not None and tail > last else None
+
+
 def diagnose(
     rows: Sequence[Mapping[str, Any]], *, objective_column: str, mode: str, stop_reason: str | None = None,
     after_last_row: Mapping[str, Any] | None = None,
@@ -339,9 +349,8 @@ def diagnose(
     """
     train = "train_loss"
     val_loss = objective_column if mode == "min" else "val_loss"
-    last = int(_number(rows[-1].get("iteration")) or 0) if rows else 0
-    tail = _number(after_last_row.get("iteration")) if after_last_row else None
-    with_tail = [*rows, after_last_row] if after_last_row and tail is not None and tail > last else rows
+    tail = steps_after(rows, after_last_row)
+    with_tail = [*rows, tail] if tail is not None else rows
     nonfinite = _nonfinite(with_tail, [train, objective_column, "train_grad_norm"], stop_reason)
     divergence = _divergence(with_tail, train, stop_reason) or (
         _divergence(rows, objective_column, None) if mode == "min" else None)

@@ -14,7 +14,7 @@ import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, ProgressBar, TensorboardLogger
 
-from monitor.diagnosis import diagnose
+from monitor.diagnosis import diagnose, steps_after
 from monitor.distributed import is_main_process, leave_together
 from monitor.handlers.best import BestTracker
 from monitor.handlers.cadence import CheckpointCadence
@@ -310,11 +310,10 @@ class Monitor:
         except OSError as e:  # the history is unreadable (the disk): the end is recorded without them
             logger.error("Could not read %s to diagnose the run: %s", self.history.history.path, e)
             rows = []
-        if tail is not None and rows and int(rows[-1].get("iteration") or 0) >= tail["iteration"]:
-            tail = None  # a row of a resumed segment's (last_row is this segment's only)
+        steps = steps_after(rows, tail)  # not a row of an earlier segment's (last_row is this segment's only)
         findings = diagnose(rows, objective_column=self.objective.column, mode=self.objective.mode,
-                            stop_reason=reason_value(self.stop_reason), after_last_row=tail)
-        self.record.update(findings=[f.to_dict() for f in findings], after_last_row=tail)
+                            stop_reason=reason_value(self.stop_reason), after_last_row=steps)
+        self.record.update(findings=[f.to_dict() for f in findings], after_last_row=steps)
         if self.live_diagnosis is not None:  # seen only now: in the steps after the last validation
             for finding in findings:
                 self.live_diagnosis.report(finding)

@@ -18,7 +18,7 @@ from monitor._position import done_in_epoch
 from monitor.distributed import gather_json
 from monitor.status import StopReason, parse_reason, reason_value
 
-__all__ = ["TrainLoss", "attach_train_loss", "loss_from_output"]
+__all__ = ["TrainLoss", "attach_train_loss", "loss_from_output", "highest_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,19 @@ def loss_from_output(output: Any) -> torch.Tensor | float:
     return loss if isinstance(loss, torch.Tensor) else float(loss)  # type: ignore[arg-type]
 
 
+def highest_of(highest: torch.Tensor | float | None, value: torch.Tensor | float) -> torch.Tensor | float:
+    """The larger of a running maximum and a step's value, a NaN left out (``torch.fmax``), on the
+    value's device: no host sync. ``highest`` is ``None`` before the first step."""
+    if highest is None:
+        return value
+    if isinstance(value, torch.Tensor) and isinstance(highest, torch.Tensor):  # the usual: one op
+        return torch.fmax(highest, value)
+    if isinstance(value, torch.Tensor) or isinstance(highest, torch.Tensor):
+        value = torch.as_tensor(value)
+        return torch.fmax(torch.as_tensor(highest, dtype=value.dtype, device=value.device), value)
+    return value if math.isnan(highest) or value > highest else highest
+
+
 class TrainLoss(Serializable):
     """Sum of the training losses of the current epoch, accumulated on their device.
 
@@ -48,11 +61,11 @@ class TrainLoss(Serializable):
 
     The epoch's highest step loss is kept on the device too (one ``torch.fmax`` per step; NaN steps
     left out), and :attr:`spike` is it as a multiple of the run's first step loss (read once): how
-    far above its start the loss went. (Under idist a step's loss is each rank's share's, so the
-    highest is that of a share: at least the one-process run's.) An untrained network's loss hardly depends on the batch
+    far above its start the loss went. An untrained network's loss hardly depends on the batch
     (about ``log(classes)`` for a classifier), so a healthy run stays at or below 1-2; a loss that
     blows up for a few steps shows there even when the epoch's mean hides it (see
-    :mod:`monitor.diagnosis`).
+    :mod:`monitor.diagnosis`). Under idist a step's loss is each rank's share's, so the highest is
+    that of a share: at least the one-process run's.
 
     Args:
         trainer: the engine whose output holds the loss (see :func:`loss_from_output`).
@@ -93,14 +106,7 @@ class TrainLoss(Serializable):
         self._sum = self._sum + loss
         self._count += 1
         self._read = None
-        if self._max is None:
-            self._max = loss
-        elif isinstance(loss, torch.Tensor) and isinstance(self._max, torch.Tensor):  # the usual: one op
-            self._max = torch.fmax(self._max, loss)
-        elif isinstance(loss, torch.Tensor) or isinstance(self._max, torch.Tensor):
-            self._max = torch.fmax(torch.as_tensor(self._max), torch.as_tensor(loss))
-        elif loss > self._max or math.isnan(self._max):
-            self._max = loss
+        self._max = highest_of(self._max, loss)
         if self._first is None:  # the loss the run started from: one host read, once (every rank's mean)
             self._first = float(loss) if idist.get_world_size() == 1 else float(idist.all_reduce(float(loss))) / (
                 idist.get_world_size())
@@ -151,7 +157,7 @@ class TrainLoss(Serializable):
             highest=None if self._max is None else float(self._max), first=self._first,
         )
         if idist.get_world_size() > 1:
-            state["ranks"] = gather_json([state["sum"], state["count"], state["highest"], state["first"]])
+            state["ranks"] = gather_json([state["sum"], state["count"], state["highest"]])  # first: the same on each
         return state
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
@@ -159,8 +165,9 @@ class TrainLoss(Serializable):
         self.stop_reason = parse_reason(state_dict["stop_reason"])
         ranks = state_dict.get("ranks")
         own = ranks[idist.get_rank()] if ranks is not None and len(ranks) == idist.get_world_size() else None
-        total, count, highest, first = [*own, None, None][:4] if own is not None else (
-            state_dict.get("sum", 0.0), state_dict.get("count", 0), state_dict.get("highest"), state_dict.get("first"))
+        total, count, highest = [*own, None][:3] if own is not None else (
+            state_dict.get("sum", 0.0), state_dict.get("count", 0), state_dict.get("highest"))
+        first = state_dict.get("first")
         self._sum, self._count, self._read = float(total), int(count), None
         # (checkpoints from before the spike have neither: the first loss is then read again)
         self._max = None if highest is None else float(highest)

@@ -14,6 +14,7 @@ from ignite.engine import Engine, Events
 
 from monitor._position import done_in_epoch
 from monitor.distributed import gather_json
+from monitor.handlers.loss import highest_of
 
 __all__ = ["TrainOutputs", "Throughput", "attach_train_outputs", "attach_throughput", "attach_grad_norm"]
 
@@ -73,7 +74,7 @@ class TrainOutputs(Serializable):
             self._sums[name] = self._sums.get(name, 0.0) + value
             self._counts[name] = self._counts.get(name, 0) + 1
             if name in self.peaks:
-                self._maxes[name] = _fmax(self._maxes.get(name), value)
+                self._maxes[name] = highest_of(self._maxes.get(name), value)
 
     def values(self) -> dict[str, float]:
         """``{"train_<name>": mean over the epoch so far}`` (under idist: over every rank's steps)."""
@@ -113,16 +114,6 @@ class TrainOutputs(Serializable):
         self._sums = {str(n): float(v) for n, v in sums.items()}
         self._counts = {str(n): int(v) for n, v in counts.items()}
         self._maxes = {str(n): float(v) for n, v in (maxes[0] if maxes else {}).items()}
-
-
-def _fmax(highest: torch.Tensor | float | None, value: torch.Tensor | float) -> torch.Tensor | float:
-    """The larger of the two, a NaN left out (``torch.fmax``), on the value's device."""
-    if highest is None:
-        return value
-    if isinstance(value, torch.Tensor) or isinstance(highest, torch.Tensor):
-        value = torch.as_tensor(value)
-        return torch.fmax(torch.as_tensor(highest, dtype=value.dtype, device=value.device), value)
-    return value if math.isnan(highest) or value > highest else highest
 
 
 def _batch_size(batch: Any) -> int | None:
