@@ -73,8 +73,9 @@ def long_epoch_run(workdir: Path, variant: str, interval_s: float, results: dict
     run = monitor.attach_monitoring(
         trainer, evaluator, val, run_dir=Path(tempfile.mkdtemp(dir=workdir)) / "run",
         objective=monitor.Objective("loss", mode="min"), to_save={"model": model, "optimizer": optimizer},
-        patience=None, restore_best=False, validate_on=Events.ITERATION_COMPLETED(every=100),
-        checkpoint_every=every, tqdm_kwargs={"file": open(os.devnull, "w")},
+        validate_on=Events.ITERATION_COMPLETED(every=100), early_stopping=None,
+        checkpoints=monitor.Checkpoints(restore_best=False, every=every),
+        console=monitor.Console(tqdm_kwargs={"file": open(os.devnull, "w")}),
     )
     if every is None:
         run.cadence.budget_interval_s = interval_s  # the default budget, its 10 minutes scaled down

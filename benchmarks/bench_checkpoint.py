@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import interleaved, ratio_table  # noqa: E402
 
 from monitor import DurableDiskSaver  # noqa: E402
-from monitor.writer import OrderedWriter  # noqa: E402
+from monitor.store.writer import OrderedWriter  # noqa: E402
 
 
 def models() -> dict[str, nn.Module]:

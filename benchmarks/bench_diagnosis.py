@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 from binary_classification import make_data, make_model  # noqa: E402
 
 import monitor  # noqa: E402
-from monitor.diagnosis import KINDS  # noqa: E402
+from monitor.diagnosis.rules import KINDS  # noqa: E402
 
 
 @dataclass
@@ -195,7 +195,8 @@ def run_case(case: Case, workdir: Path) -> tuple[list[str], float | None]:
     run = monitor.attach_monitoring(
         s["trainer"], s["evaluator"], s["val"], run_dir=workdir / case.name.replace(" ", "_").replace("/", "_per_"),
         objective=monitor.Objective("loss", mode="min"), to_save={"model": s["model"], "optimizer": s["optimizer"]},
-        patience=s["patience"], overwrite=True, tqdm_kwargs={"disable": True}, restore_best=False,
+        overwrite=True, early_stopping=None if s["patience"] is None else monitor.EarlyStopping(patience=s["patience"]),
+        checkpoints=monitor.Checkpoints(restore_best=False), console=monitor.Console(tqdm_kwargs={"disable": True}),
     )
     with run:
         s["trainer"].run(s["train"], max_epochs=s["epochs"])

@@ -164,9 +164,9 @@ def monitored(features: int, epochs: int, tb_every_iteration: bool, workdir: Pat
     run = monitor.attach_monitoring(
         trainer, evaluator, val_loader, run_dir=Path(tempfile.mkdtemp(dir=workdir)) / "run",
         objective=monitor.Objective("loss", mode="min"), to_save={"model": model, "optimizer": optimizer},
-        patience=1000, log_every=1 if tb_every_iteration else 10, restore_best=False,
-        tqdm_kwargs={"file": open(os.devnull, "w")},
-        checkpoint_every=Events.EPOCH_COMPLETED if every_epoch else None,  # None: the default budget
+        early_stopping=monitor.EarlyStopping(patience=1000),
+        checkpoints=monitor.Checkpoints(restore_best=False, every=Events.EPOCH_COMPLETED if every_epoch else None),
+        console=monitor.Console(log_every=1 if tb_every_iteration else 10, tqdm_kwargs={"file": open(os.devnull, "w")}),
     )
     times = {}
     trainer.add_event_handler(Events.EPOCH_STARTED(once=2), lambda _: times.setdefault("start", time.perf_counter()))

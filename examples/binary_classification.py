@@ -99,16 +99,18 @@ def main(argv: list[str] | None = None) -> monitor.Monitor:
         run_dir=args.run_dir,
         objective=monitor.Objective("loss", mode="min"),
         to_save={"model": model, "optimizer": optimizer},
-        patience=args.patience,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        hparams={"lr": 0.01, "momentum": 0.9, "batch_size": args.batch_size, "hidden": [100, 100]},
-        seed=args.seed,
-        tqdm_kwargs={"disable": True} if args.no_progress else None,  # default: a bar on a terminal only
-        checkpoint_every=args.checkpoint_every,
-        max_time=args.max_time,
+        early_stopping=monitor.EarlyStopping(patience=args.patience),
+        checkpoints=monitor.Checkpoints(every=args.checkpoint_every),
+        # default: a bar on a terminal only
+        console=monitor.Console(tqdm_kwargs={"disable": True} if args.no_progress else None),
+        record=monitor.Record(
+            hparams={"lr": 0.01, "momentum": 0.9, "batch_size": args.batch_size, "hidden": [100, 100]}, seed=args.seed
+        ),
         validate_on=Events.EPOCH_COMPLETED if args.validate_every is None
         else Events.ITERATION_COMPLETED(every=args.validate_every),
+        max_time=args.max_time,
+        resume=args.resume,
+        overwrite=args.overwrite,
     )
     with run:
         trainer.run(train_loader, max_epochs=args.max_epochs)

@@ -66,12 +66,16 @@ def training(local_rank: int, args: argparse.Namespace, customize: Callable[[Eng
     if customize is not None:
         customize(trainer)
     run = monitor.attach_monitoring(
-        trainer, evaluator, val_loader, run_dir=args.run_dir,
-        objective=monitor.Objective("loss", mode="min"), to_save={"model": model, "optimizer": optimizer},
-        patience=args.patience, resume=args.resume, overwrite=args.overwrite, seed=args.seed,
-        hparams={"lr": 0.01, "momentum": 0.9, "batch_size": args.batch_size, "processes": idist.get_world_size()},
-        tqdm_kwargs={"disable": True} if args.no_progress else None,  # default: a bar on a terminal only
-        checkpoint_every=None if args.checkpoint_every is None else checkpoint_every(args.checkpoint_every),
+        trainer, evaluator, val_loader, run_dir=args.run_dir, objective=monitor.Objective("loss", mode="min"),
+        to_save={"model": model, "optimizer": optimizer}, resume=args.resume, overwrite=args.overwrite,
+        early_stopping=monitor.EarlyStopping(patience=args.patience),
+        checkpoints=monitor.Checkpoints(
+            every=None if args.checkpoint_every is None else checkpoint_every(args.checkpoint_every)
+        ),
+        # default: a bar on a terminal only
+        console=monitor.Console(tqdm_kwargs={"disable": True} if args.no_progress else None),
+        record=monitor.Record(seed=args.seed, hparams={
+            "lr": 0.01, "momentum": 0.9, "batch_size": args.batch_size, "processes": idist.get_world_size()}),
     )
     with run:
         trainer.run(train_loader, max_epochs=args.max_epochs)

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> monitor.Monitor:
         trainer, evaluator, val_loader, run_dir=args.run_dir, overwrite=True,
         objective=monitor.Objective("accuracy", mode="max", threshold=0.005),
         to_save={"model": model, "optimizer": optimizer, "scheduler": scheduler},
-        patience=5, tqdm_kwargs={"disable": True},
+        early_stopping=monitor.EarlyStopping(patience=5), console=monitor.Console(tqdm_kwargs={"disable": True}),
     )
     with run:
         trainer.run(train_loader, max_epochs=args.max_epochs)

@@ -1,7 +1,7 @@
 """monitor: an event-driven training-monitoring engine on PyTorch-Ignite.
 
 The public names are imported on first use, from the table below, so that reviewing runs
-(``monitor.report``, the ``monitor`` command) loads neither torch nor Ignite.
+(``monitor.review``, the ``monitor`` command) loads neither torch nor Ignite.
 """
 from __future__ import annotations
 
@@ -12,31 +12,38 @@ __version__ = "0.1.0"
 
 # Public name -> the module that defines it. Static: nothing is discovered at run time.
 _EXPORTS = {
-    "build_trainer": "monitor.engines",
-    "build_evaluator": "monitor.engines",
-    "validation_loader": "monitor.distributed",
-    "UnpaddedDistributedSampler": "monitor.distributed",
-    "Objective": "monitor.objective",
-    "History": "monitor.history",
-    "Monitor": "monitor.lifecycle",
-    "attach_monitoring": "monitor.run",
-    "RunStatus": "monitor.status",
-    "StopReason": "monitor.status",
-    "CheckpointError": "monitor.checkpoint_io",
-    "RunDirectoryBusy": "monitor.lock",
-    "RunDirectoryLost": "monitor.lock",
-    "Run": "monitor.report.load",
-    "RunDirectoryError": "monitor.report.load",
-    "load_run": "monitor.report.load",
-    "diagnose": "monitor.report.load",
+    "build_trainer": "monitor.runtime.engines",
+    "build_evaluator": "monitor.runtime.engines",
+    "validation_loader": "monitor.runtime.distributed",
+    "UnpaddedDistributedSampler": "monitor.runtime.distributed",
+    "Objective": "monitor.core.objective",
+    "History": "monitor.store.history",
+    "Monitor": "monitor.compose.monitor",
+    "attach_monitoring": "monitor.compose.attach",
+    "RunStatus": "monitor.core.status",
+    "StopReason": "monitor.core.status",
+    "CheckpointError": "monitor.runtime.checkpoint_io",
+    "RunDirectoryBusy": "monitor.store.lock",
+    "RunDirectoryLost": "monitor.store.lock",
+    "Run": "monitor.review.load",
+    "RunDirectoryError": "monitor.review.load",
+    "load_run": "monitor.review.load",
+    "diagnose": "monitor.review.load",
     "Finding": "monitor.diagnosis",
-    "compare": "monitor.report.summary",
-    "plot_runs": "monitor.report.plots",
-    "read_scalars": "monitor.report.events",
-    "to_html": "monitor.report.html",
+    "compare": "monitor.review.summary",
+    "plot_runs": "monitor.review.plots",
+    "read_scalars": "monitor.review.events",
+    "to_html": "monitor.review.html",
     "BestTracker": "monitor.handlers.best",
     "DurableDiskSaver": "monitor.handlers.checkpoint",
-    "EarlyStopping": "monitor.handlers.stopping",
+    "EarlyStopping": "monitor.compose.settings",
+    "Checkpoints": "monitor.compose.settings",
+    "Console": "monitor.compose.settings",
+    "Record": "monitor.compose.settings",
+    "Part": "monitor.handlers.part",
+    "PartContext": "monitor.handlers.part",
+    "GradNorm": "monitor.handlers.outputs",
+    "EarlyStoppingHandler": "monitor.handlers.stopping",
     "HistoryRecorder": "monitor.handlers.history",
     "TrainLoss": "monitor.handlers.loss",
     "attach_best_checkpoint": "monitor.handlers.checkpoint",
@@ -52,11 +59,8 @@ _EXPORTS = {
     "attach_grad_norm": "monitor.handlers.outputs",
     "attach_lr_on_plateau": "monitor.handlers.plateau",
 }
-# Submodules reachable as attributes (``monitor.manifest.Manifest``) without importing them first.
-_SUBMODULES = (
-    "checkpoint_io", "diagnosis", "distributed", "engines", "handlers", "history", "layout", "lifecycle", "lock",
-    "manifest", "objective", "record", "report", "resume", "run", "rundir", "status", "writer",
-)
+# Submodules reachable as attributes (``monitor.store.manifest.Manifest``) without importing them first.
+_SUBMODULES = ("compose", "core", "diagnosis", "handlers", "review", "runtime", "store")
 
 __all__ = [
     "__version__",
@@ -85,6 +89,13 @@ __all__ = [
     "BestTracker",
     "DurableDiskSaver",
     "EarlyStopping",
+    "Checkpoints",
+    "Console",
+    "Record",
+    "Part",
+    "PartContext",
+    "GradNorm",
+    "EarlyStoppingHandler",
     "HistoryRecorder",
     "TrainLoss",
     "attach_best_checkpoint",
@@ -118,28 +129,30 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported eagerly
-    from monitor.checkpoint_io import CheckpointError
+    from monitor.compose.attach import attach_monitoring
+    from monitor.compose.monitor import Monitor
+    from monitor.compose.settings import Checkpoints, Console, EarlyStopping, Record
+    from monitor.core.objective import Objective
+    from monitor.core.status import RunStatus, StopReason
     from monitor.diagnosis import Finding
-    from monitor.distributed import UnpaddedDistributedSampler, validation_loader
-    from monitor.engines import build_evaluator, build_trainer
     from monitor.handlers.best import BestTracker, attach_best_tracker
     from monitor.handlers.checkpoint import DurableDiskSaver, attach_best_checkpoint, attach_last_checkpoint
     from monitor.handlers.history import HistoryRecorder, attach_history
     from monitor.handlers.loss import TrainLoss, attach_train_loss
-    from monitor.handlers.outputs import attach_grad_norm
+    from monitor.handlers.outputs import GradNorm, attach_grad_norm
+    from monitor.handlers.part import Part, PartContext
     from monitor.handlers.plateau import LROnPlateau, attach_lr_on_plateau
     from monitor.handlers.progress import attach_progress_bar
-    from monitor.handlers.stopping import EarlyStopping, attach_early_stopping
+    from monitor.handlers.stopping import EarlyStoppingHandler, attach_early_stopping
     from monitor.handlers.tensorboard import attach_tensorboard
     from monitor.handlers.validation import attach_validation
-    from monitor.history import History
-    from monitor.lifecycle import Monitor
-    from monitor.lock import RunDirectoryBusy, RunDirectoryLost
-    from monitor.objective import Objective
-    from monitor.report.events import read_scalars
-    from monitor.report.html import to_html
-    from monitor.report.load import Run, RunDirectoryError, diagnose, load_run
-    from monitor.report.plots import plot_runs
-    from monitor.report.summary import compare
-    from monitor.run import attach_monitoring
-    from monitor.status import RunStatus, StopReason
+    from monitor.review.events import read_scalars
+    from monitor.review.html import to_html
+    from monitor.review.load import Run, RunDirectoryError, diagnose, load_run
+    from monitor.review.plots import plot_runs
+    from monitor.review.summary import compare
+    from monitor.runtime.checkpoint_io import CheckpointError
+    from monitor.runtime.distributed import UnpaddedDistributedSampler, validation_loader
+    from monitor.runtime.engines import build_evaluator, build_trainer
+    from monitor.store.history import History
+    from monitor.store.lock import RunDirectoryBusy, RunDirectoryLost

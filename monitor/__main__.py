@@ -1,6 +1,6 @@
 """``python -m monitor``: the same as the ``monitor`` command."""
 import sys
 
-from monitor.cli import main
+from monitor.review.cli import main
 
 sys.exit(main())

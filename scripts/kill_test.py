@@ -30,9 +30,9 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from monitor.layout import last_checkpoints  # noqa: E402
-from monitor.report.events import read_scalars  # noqa: E402
-from monitor.rundir import CheckpointError, load_checkpoint  # noqa: E402
+from monitor.compose.rundir import CheckpointError, load_checkpoint  # noqa: E402
+from monitor.review.events import read_scalars  # noqa: E402
+from monitor.store.layout import last_checkpoints  # noqa: E402
 from tests.crash_helpers import assert_same_outcome, case_study, outcome, start_case_study  # noqa: E402
 
 LONG_EPOCH = ["--batch-size", "8", "--validate-every", "100", "--checkpoint-every", "iteration:50",

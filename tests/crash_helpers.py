@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from monitor.history import TIMING_COLUMNS
+from monitor.store.history import TIMING_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = str(ROOT / "examples" / "binary_classification.py")

@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 import distributed as example  # noqa: E402
 
 import monitor  # noqa: E402
+import monitor.runtime.distributed  # noqa: E402
 
 
 class FailOnRank:
@@ -105,7 +106,7 @@ def leave(local_rank: int, out: str) -> None:
             idist.broadcast(tensor, src=0)
             held.append(weakref.ref(tensor))
             del tensor
-        monitor.distributed.leave_together()
+        monitor.runtime.distributed.leave_together()
         alive += sum(ref() is not None for ref in held)
     Path(out).with_suffix(f".{idist.get_rank()}").write_text(str(alive))
 

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 from ignite.engine import Events
 
-from monitor import Objective, attach_monitoring
-from monitor.history import TIMING_COLUMNS
+from monitor import Checkpoints, Console, EarlyStopping, Objective, attach_monitoring
+from monitor.store.history import TIMING_COLUMNS
 from tests.conftest import tiny_setup
 
 TIME_COLUMNS = list(TIMING_COLUMNS)  # timings differ between runs; nothing else may
@@ -21,9 +21,10 @@ def start(run_dir, *, resume=False, crash_at_iteration=None, max_epochs=10, pati
     run = attach_monitoring(
         s["trainer"], s["evaluator"], s["val_loader"], run_dir=run_dir,
         objective=objective or Objective("loss", mode="min"),
-        to_save={"model": s["model"], "optimizer": s["optimizer"]},
-        patience=patience, log_every=1, resume=resume, restore_best=False,
-        checkpoint_every=Events.EPOCH_COMPLETED,  # the tests count on a checkpoint per epoch
+        to_save={"model": s["model"], "optimizer": s["optimizer"]}, resume=resume,
+        early_stopping=None if patience is None else EarlyStopping(patience=patience),
+        # the tests count on a checkpoint per epoch
+        checkpoints=Checkpoints(restore_best=False, every=Events.EPOCH_COMPLETED), console=Console(log_every=1),
     )
     with run:
         if crash_at_iteration is None:

@@ -15,9 +15,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import monitor
-from monitor import Objective, attach_monitoring, load_run
+from monitor import Checkpoints, Console, Objective, attach_monitoring, load_run
 from monitor.handlers.cadence import CheckpointCadence
-from monitor.history import TIMING_COLUMNS
+from monitor.store.history import TIMING_COLUMNS
 
 TIME_COLUMNS = list(TIMING_COLUMNS)  # timings differ between runs; nothing else may
 
@@ -54,9 +54,10 @@ def long_run(run_dir, *, resume=False, crash_at=None, max_epochs=3, every=EVERY_
             raise RuntimeError("killed")
     run = attach_monitoring(
         s["trainer"], s["evaluator"], s["val_loader"], run_dir=run_dir, objective=Objective("loss", mode="min"),
-        to_save={"model": s["model"], "optimizer": s["optimizer"]}, patience=None, restore_best=False,
-        validate_on=Events.ITERATION_COMPLETED(every=10), checkpoint_every=every, log_every=5, resume=resume,
-        tqdm_kwargs={"disable": True}, **kwargs,
+        to_save={"model": s["model"], "optimizer": s["optimizer"]},
+        validate_on=Events.ITERATION_COMPLETED(every=10), resume=resume, early_stopping=None,
+        checkpoints=Checkpoints(restore_best=False, every=every),
+        console=Console(log_every=5, tqdm_kwargs={"disable": True}), **kwargs,
     )
     with run:
         if crash_at is None:
@@ -201,7 +202,7 @@ def test_best_files_wait_for_the_next_checkpoint_and_hold_the_weights_of_their_v
     long_run(tmp_path / "run", every=Events.EPOCH_COMPLETED, setup=s)
     assert seen == [[]]  # bests of iterations 10, 20, 30 are held until the epoch's checkpoint
     for path in (tmp_path / "run" / "checkpoints").glob("best_*.pt"):
-        iteration = monitor.layout.parse_checkpoint_name(path.name).iteration
+        iteration = monitor.store.layout.parse_checkpoint_name(path.name).iteration
         saved = torch.load(path)
         assert all(torch.equal(saved[k], weights[iteration][k]) for k in saved)
 
@@ -211,8 +212,10 @@ def test_the_amp_grad_scaler_is_in_the_last_checkpoint(tmp_path):
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**7)
     trainer = Engine(lambda e, b: {"loss": torch.tensor(0.5)})  # a user's engine, with Ignite's attribute
     trainer.state.scaler = scaler
-    run = attach_monitoring(trainer, s["evaluator"], s["val_loader"], run_dir=tmp_path / "run",
-                            objective=Objective("loss", mode="min"), to_save={"model": s["model"]}, patience=None)
+    run = attach_monitoring(
+        trainer, s["evaluator"], s["val_loader"], run_dir=tmp_path / "run", objective=Objective("loss", mode="min"),
+        to_save={"model": s["model"]}, early_stopping=None,
+    )
     with run:
         trainer.run(s["train_loader"], max_epochs=1)
     (path,) = (tmp_path / "run" / "checkpoints").glob("last_*.pt")

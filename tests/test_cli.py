@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from monitor.cli import main
+from monitor.review.cli import main
 from tests.runs import start
 
 

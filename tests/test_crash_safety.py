@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from monitor.layout import last_checkpoints
+from monitor.store.layout import last_checkpoints
 from tests.crash_helpers import (
     assert_same_outcome,
     case_study,
@@ -133,7 +133,7 @@ def test_a_really_full_disk_fails_cleanly_and_the_run_resumes_once_there_is_spac
     assert "[Errno 28] No space left on device: " in record["error"] and str(run_dir) in record["error"]
     checkpoints = run_dir / "checkpoints"
     assert not [p.name for p in checkpoints.iterdir() if p.name.startswith(".tmp")]
-    from monitor.rundir import load_checkpoint
+    from monitor.compose.rundir import load_checkpoint
 
     for path in checkpoints.glob("*.pt"):
         load_checkpoint(path)
@@ -165,7 +165,7 @@ def test_killed_at_max_epochs_before_recording_it_does_not_train_again(tmp_path)
 
 HOLD_AND_FORK = """
 import os, signal, sys, time  # hold-and-fork-marker
-from monitor.lock import RunLock
+from monitor.store.lock import RunLock
 lock = RunLock(sys.argv[1]).acquire()
 if os.fork() == 0:   # a child that outlives its parent, as a DataLoader worker (num_workers > 0) does
     time.sleep(20)
@@ -183,7 +183,7 @@ def test_a_killed_run_whose_forked_children_live_on_frees_its_folder_at_once(tmp
     import subprocess
     import sys
 
-    from monitor.lock import RunLock
+    from monitor.store.lock import RunLock
 
     subprocess.run([sys.executable, "-c", HOLD_AND_FORK, str(tmp_path)], timeout=30)
     children = subprocess.run(["pgrep", "-f", "hold-and-fork-marker"], capture_output=True, text=True).stdout.split()

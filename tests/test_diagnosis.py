@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from monitor.diagnosis import ADVICE, KINDS, diagnose
+from monitor.diagnosis.rules import ADVICE, KINDS, diagnose
 
 
 def history(train, val=None, *, per_epoch=1, **columns):
@@ -129,8 +129,10 @@ def test_a_live_run_warns_once_per_kind_and_records_the_findings(tmp_path, caplo
     # A step that computes for 2 ms (an instant one would be data-bound, and rightly found so).
     trainer = Engine(lambda e, b: (time.sleep(0.002), {"loss": torch.tensor(current["loss"])})[1])
     trainer.add_event_handler(Events.EPOCH_STARTED, lambda _: current.update(loss=next(losses)))
-    run = attach_monitoring(trainer, evaluator, s["val_loader"], run_dir=tmp_path / "run",
-                            objective=Objective("loss", mode="min"), to_save={"model": s["model"]}, patience=None)
+    run = attach_monitoring(
+        trainer, evaluator, s["val_loader"], run_dir=tmp_path / "run", objective=Objective("loss", mode="min"),
+        to_save={"model": s["model"]}, early_stopping=None,
+    )
     with caplog.at_level(logging.WARNING, logger="monitor"), run:
         trainer.run(s["train_loader"], max_epochs=12)
     assert caplog.text.count("Training problem: overfitting from epoch 4") == 1  # once, as soon as seen
@@ -205,7 +207,7 @@ def test_a_gradient_that_blows_up_into_a_nan_mid_epoch_is_found_live_and_in_the_
     s["trainer"].add_event_handler(Events.ITERATION_COMPLETED, blow_up)
     run = monitor.attach_monitoring(
         s["trainer"], s["evaluator"], s["val_loader"], run_dir=tmp_path / "run",
-        objective=monitor.Objective("loss", mode="min"), to_save={"model": s["model"]}, log_every=1)
+        objective=monitor.Objective("loss", mode="min"), to_save={"model": s["model"]}, console=monitor.Console(log_every=1))
     with caplog.at_level(logging.WARNING, logger="monitor"), run:
         s["trainer"].run(s["train_loader"], max_epochs=5)
     record = json.loads((tmp_path / "run" / "run.json").read_text())

@@ -10,7 +10,7 @@ import torch
 
 import monitor
 from monitor import CheckpointError
-from monitor.rundir import load_checkpoint
+from monitor.compose.rundir import load_checkpoint
 from tests.runs import final_state, start
 
 
@@ -43,7 +43,7 @@ def whole(tmp_path_factory):
     [
         ("last_epoch=", 3, "last_epoch=3.pt"),  # the temp file of a last checkpoint
         ("best_epoch=", 2, "best_epoch="),  # the temp file of a best checkpoint
-        ("history.csv", 4, "history.csv"),  # an appended row
+        ("history.csv", 4, "history.csv"),  # the rows' fsync before a last checkpoint
         ("manifest.json", 5, "manifest.json"),
         ("run.json", 3, "run.json"),
     ],
@@ -86,7 +86,7 @@ def test_a_damaged_last_checkpoint_falls_back_to_the_previous_one(tmp_path, whol
         newest.write_bytes(bytes(flipped))
     else:
         torch.save({"model": {}}, newest)
-        monitor.manifest.Manifest(newest.parent).forget([newest.name])  # whole, but not a resume checkpoint
+        monitor.store.manifest.Manifest(newest.parent).forget([newest.name])  # whole, but not a resume checkpoint
 
     with caplog.at_level(logging.WARNING, logger="monitor"):
         _, s = start(tmp_path, resume=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from monitor.cli import main as cli_main
+from monitor.review.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
 

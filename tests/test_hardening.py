@@ -15,7 +15,7 @@ from ignite.metrics import Accuracy, Metric
 from torch.utils.data import DataLoader, TensorDataset
 
 import monitor
-from monitor import Objective, attach_monitoring, load_run
+from monitor import Checkpoints, EarlyStopping, Objective, attach_monitoring, load_run
 from tests.conftest import ScriptedMetric, tiny_setup
 from tests.crash_helpers import case_study
 from tests.runs import final_state, start
@@ -58,7 +58,7 @@ def test_a_flipped_byte_is_caught_even_without_the_manifest(tmp_path, whole, cap
 
 
 def test_every_checkpoint_carries_its_checksum_and_torch_load_still_reads_it(tmp_path):
-    from monitor.manifest import read_trailer
+    from monitor.store.manifest import read_trailer
 
     start(tmp_path, max_epochs=2, patience=None)
     for path in (tmp_path / "checkpoints").glob("*.pt"):
@@ -71,7 +71,7 @@ def test_an_unverifiable_checkpoint_is_loaded_only_with_a_warning_naming_it(tmp_
     path = tmp_path / "best_epoch=1_neg_val_loss=-0.5000.pt"
     torch.save({"w": torch.ones(2)}, path)  # another tool's file: no checksum, no manifest
     with caplog.at_level(logging.WARNING, logger="monitor"):
-        monitor.rundir.load_checkpoint(path)
+        monitor.compose.rundir.load_checkpoint(path)
     assert f"'{path}'" in caplog.text and "cannot be verified" in caplog.text
 
 
@@ -80,7 +80,7 @@ def test_an_unverifiable_checkpoint_is_loaded_only_with_a_warning_naming_it(tmp_
 def test_a_run_whose_folder_is_deleted_stops_and_writes_nothing_into_a_new_one(tmp_path):
     s = tiny_setup()
     run_dir = tmp_path / "run"
-    run = attach(s, run_dir, patience=None)
+    run = attach(s, run_dir, early_stopping=None)
 
     @s["trainer"].on(Events.EPOCH_COMPLETED(once=2))
     def delete_and_reuse(_):
@@ -111,7 +111,7 @@ def test_a_killed_run_is_reported_as_crashed_and_report_and_compare_agree(tmp_pa
 def test_a_failure_that_cannot_be_recorded_is_said_clearly_in_the_log(tmp_path, monkeypatch, caplog):
     s = tiny_setup()
     run_dir = tmp_path / "run"
-    run = attach(s, run_dir, patience=None, background_writes=False)
+    run = attach(s, run_dir, early_stopping=None, checkpoints=Checkpoints(background_writes=False))
     replace = os.replace
 
     def read_only(src, dst):
@@ -133,9 +133,11 @@ def test_a_failure_that_cannot_be_recorded_is_said_clearly_in_the_log(tmp_path, 
 def test_a_value_that_does_not_beat_the_baseline_is_never_best(tmp_path):
     s = tiny_setup()
     evaluator = monitor.build_evaluator(s["model"], {"score": ScriptedMetric([0.4, 0.45, 0.6, 0.55])})
-    run = attach_monitoring(s["trainer"], evaluator, s["val_loader"], run_dir=tmp_path / "run",
-                            objective=Objective("score", mode="max"), to_save={"model": s["model"]},
-                            patience=5, baseline=0.5)
+    run = attach_monitoring(
+        s["trainer"], evaluator, s["val_loader"], run_dir=tmp_path / "run",
+        objective=Objective("score", mode="max"), to_save={"model": s["model"]},
+        early_stopping=EarlyStopping(patience=5, baseline=0.5),
+    )
     with run:
         s["trainer"].run(s["train_loader"], max_epochs=4)
     history = pd.read_csv(tmp_path / "run" / "history.csv")
@@ -150,8 +152,12 @@ def test_lr_is_the_one_the_epoch_trained_with_whatever_the_handler_order(tmp_pat
     s = tiny_setup()
     scheduler = torch.optim.lr_scheduler.StepLR(s["optimizer"], step_size=1, gamma=0.5)
     s["trainer"].add_event_handler(Events.EPOCH_COMPLETED, lambda _: scheduler.step())  # before attach, as users do
-    run = attach(s, tmp_path / "run", patience=None, to_save={"model": s["model"], "optimizer": s["optimizer"],
-                                                               "scheduler": scheduler})
+    run = attach(
+        s, tmp_path / "run",
+        to_save={"model": s["model"], "optimizer": s["optimizer"],
+                                                               "scheduler": scheduler},
+        early_stopping=None,
+    )
     with run:
         s["trainer"].run(s["train_loader"], max_epochs=3)
     assert pd.read_csv(tmp_path / "run" / "history.csv")["lr"].tolist() == [0.1, 0.05, 0.025]
@@ -236,8 +242,9 @@ def test_resume_with_fewer_best_files_applies_the_new_n_saved(tmp_path, caplog):
     start(tmp_path, crash_at_iteration=30, patience=None)
     assert len(list((tmp_path / "checkpoints").glob("best_*.pt"))) >= 2
     s = tiny_setup(lr=0.5)
-    with caplog.at_level(logging.INFO, logger="monitor"), attach(s, tmp_path, n_saved=1, resume=True, patience=None,
-                                                                  restore_best=False):
+    with caplog.at_level(logging.INFO, logger="monitor"), attach(
+        s, tmp_path, resume=True, early_stopping=None, checkpoints=Checkpoints(n_saved=1, restore_best=False),
+    ):
         s["trainer"].run(s["train_loader"], max_epochs=10)
     assert "n_saved changed from 3 to 1" in caplog.text
     best = list((tmp_path / "checkpoints").glob("best_*.pt"))
@@ -248,7 +255,9 @@ def test_resume_with_fewer_best_files_applies_the_new_n_saved(tmp_path, caplog):
 def test_resume_with_another_patience_applies_it_and_says_so(tmp_path, caplog):
     start(tmp_path, crash_at_iteration=10, patience=4)
     s = tiny_setup(lr=0.5)
-    with caplog.at_level(logging.INFO, logger="monitor"), attach(s, tmp_path, patience=2, resume=True):
+    with caplog.at_level(logging.INFO, logger="monitor"), attach(
+        s, tmp_path, resume=True, early_stopping=EarlyStopping(patience=2),
+    ):
         s["trainer"].run(s["train_loader"], max_epochs=30)
     assert "patience changed from 4 to 2" in caplog.text
     assert json.loads((tmp_path / "run.json").read_text())["early_stopping"]["patience"] == 2
@@ -281,9 +290,11 @@ def test_validations_within_an_epoch_keep_n_saved_distinct_best_files(tmp_path):
     s = tiny_setup()
     values = [0.50004, 0.50003, 0.50002, 0.50001]  # improvements that round to the same 4 decimals
     evaluator = monitor.build_evaluator(s["model"], {"loss": ScriptedMetric(values), "accuracy": Accuracy()})
-    run = attach_monitoring(s["trainer"], evaluator, s["val_loader"], run_dir=tmp_path / "run",
-                            objective=Objective("loss", mode="min"), to_save={"model": s["model"]}, n_saved=3,
-                            validate_on=Events.ITERATION_COMPLETED(every=1), patience=None)
+    run = attach_monitoring(
+        s["trainer"], evaluator, s["val_loader"], run_dir=tmp_path / "run", objective=Objective("loss", mode="min"),
+        to_save={"model": s["model"]}, validate_on=Events.ITERATION_COMPLETED(every=1), early_stopping=None,
+        checkpoints=Checkpoints(n_saved=3),
+    )
     with run:
         s["trainer"].run(s["train_loader"], max_epochs=1)  # 4 iterations, 4 validations, all in epoch 1
     names = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("best_*.pt"))

@@ -4,7 +4,7 @@ from ignite.handlers import Checkpoint
 from torch import nn
 
 from monitor.handlers.checkpoint import DurableDiskSaver
-from monitor.layout import (
+from monitor.store.layout import (
     BEST_PATTERN,
     LAST_PATTERN,
     CheckpointName,

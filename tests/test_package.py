@@ -7,20 +7,29 @@ from pathlib import Path
 import monitor
 
 PACKAGE = Path(monitor.__file__).parent
-# Modules of the bottom layer: the standard library and each other only (the review stands on them).
-BOTTOM = {"layout", "objective", "status", "history", "record", "_io", "_crash", "_checks", "_format", "manifest",
-          "lock", "writer", "_position", "diagnosis"}
+# Each folder is a layer; a module imports from its own folder and from the folders listed here only
+# (imports point down). The first three need nothing but the standard library: the review stands on them.
+LAYERS = {
+    "core": set(),
+    "store": {"core"},
+    "diagnosis": {"core", "store"},
+    "runtime": {"core", "store"},
+    "handlers": {"core", "store", "diagnosis", "runtime"},
+    "compose": {"core", "store", "diagnosis", "runtime", "handlers"},
+    "review": {"core", "store", "diagnosis"},
+}
+STDLIB_ONLY = {"core", "store", "diagnosis"}
 
 
 def test_every_public_name_resolves_from_the_static_table():
     assert monitor.__all__[0] == "__version__" and set(monitor.__all__[1:]) == set(monitor._EXPORTS)
     for name in monitor.__all__:
         assert getattr(monitor, name) is not None
-    assert monitor.attach_monitoring.__module__ == "monitor.run"
+    assert monitor.attach_monitoring.__module__ == "monitor.compose.attach"
 
 
 def test_reviewing_runs_imports_neither_torch_nor_ignite():
-    code = ("import sys, monitor, monitor.report, monitor.cli; from monitor import load_run, compare; "
+    code = ("import sys, monitor, monitor.review, monitor.review.cli; from monitor import load_run, compare; "
             "print(sorted(m for m in ('torch', 'ignite', 'tensorboardX') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
@@ -43,14 +52,22 @@ def module_imports(path, *, type_checking=True):
     return names
 
 
-def test_bottom_layer_needs_only_the_standard_library():
-    for name in BOTTOM:
-        for imported in module_imports(PACKAGE / f"{name}.py", type_checking=False):
-            root = imported.split(".")[0]
-            if root == "monitor":
-                assert imported.split(".")[1] in BOTTOM, f"{name} imports {imported}"
-            else:
-                assert root in sys.stdlib_module_names or root == "__future__", f"{name} imports {imported}"
+def test_every_module_lives_in_a_layer_folder():
+    loose = sorted(p.name for p in PACKAGE.glob("*.py") if p.name not in ("__init__.py", "__main__.py"))
+    assert loose == [], f"modules outside the layer folders: {loose}"
+    assert sorted(p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__") == sorted(LAYERS)
+
+
+def test_imports_point_down_the_layers():
+    for layer, below in LAYERS.items():
+        for path in (PACKAGE / layer).rglob("*.py"):
+            for imported in module_imports(path, type_checking=False):
+                root, _, rest = imported.partition(".")
+                if root == "monitor":
+                    folder = rest.split(".")[0]
+                    assert folder == layer or folder in below, f"{layer}/{path.name} imports {imported}"
+                elif layer in STDLIB_ONLY:
+                    assert root in sys.stdlib_module_names or root == "__future__", f"{layer}/{path.name} imports {imported}"
 
 
 def test_no_import_cycles():

@@ -95,9 +95,9 @@ def test_resume_with_a_model_that_does_not_fit_names_the_difference_and_loads_no
 
 
 def plan_for(run_dir, objective=None, required=("model", "trainer")):
-    from monitor.layout import RunPaths
-    from monitor.record import RunRecord
-    from monitor.resume import plan_resume
+    from monitor.compose.resume import plan_resume
+    from monitor.store.layout import RunPaths
+    from monitor.store.record import RunRecord
 
     return plan_resume(RunPaths(run_dir), objective=objective or Objective("loss", mode="min"),
                        record=RunRecord.read(run_dir), required=set(required))
@@ -121,7 +121,7 @@ def test_the_plan_of_an_empty_folder_starts_over_and_hides_every_point(tmp_path)
 
 
 def test_the_plan_knows_a_stop_the_checkpoint_decided_and_a_finished_run(tmp_path):
-    from monitor.status import StopReason
+    from monitor.core.status import StopReason
 
     start(tmp_path, max_epochs=3, patience=None)
     assert plan_for(tmp_path).is_finished

@@ -14,7 +14,7 @@ from ignite.metrics import Accuracy
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import monitor
-from monitor import Objective, RunStatus, StopReason, attach_monitoring
+from monitor import Checkpoints, Console, EarlyStopping, Objective, RunStatus, StopReason, attach_monitoring
 from tests.conftest import ScriptedMetric, tiny_setup
 
 SCRIPT = [0.9, 0.7, 0.8, 0.6, 0.65, 0.7, 0.75, 0.5, 0.4]  # best at 4; patience 3 stops at 7
@@ -26,7 +26,8 @@ def scripted_run(tmp_path, values=SCRIPT, patience=3, max_epochs=20, **kwargs):
     run = attach_monitoring(
         s["trainer"], evaluator, s["val_loader"], run_dir=tmp_path / "run",
         objective=Objective("score", mode="min"), to_save={"model": s["model"], "optimizer": s["optimizer"]},
-        patience=patience, log_every=2, **kwargs,
+        early_stopping=kwargs.pop("early_stopping", None if patience is None else EarlyStopping(patience=patience)),
+        console=Console(log_every=2), **kwargs,
     )
     with run:
         s["trainer"].run(s["train_loader"], max_epochs=max_epochs)
@@ -68,7 +69,8 @@ def test_best_checkpoint_reproduces_the_best_row_and_tensorboard_matches_the_csv
     run = attach_monitoring(
         s["trainer"], s["evaluator"], s["val_loader"], run_dir=tmp_path / "run",
         objective=Objective("loss", mode="min"), to_save={"model": s["model"], "optimizer": s["optimizer"]},
-        patience=3, log_every=3, restore_best=False,
+        early_stopping=EarlyStopping(patience=3), checkpoints=Checkpoints(restore_best=False),
+        console=Console(log_every=3),
     )
     with run:
         s["trainer"].run(s["train_loader"], max_epochs=25)
@@ -103,7 +105,7 @@ def test_restore_best_leaves_the_model_with_the_best_weights(tmp_path):
 
 
 def test_target_and_max_epochs_are_recorded_as_stop_reasons(tmp_path):
-    run, s = scripted_run(tmp_path, target=0.65)
+    run, s = scripted_run(tmp_path, early_stopping=EarlyStopping(patience=3, target=0.65))
     assert run.stop_reason is StopReason.TARGET_REACHED and s["trainer"].state.epoch == 4
     run, s = scripted_run(tmp_path / "b", patience=None, max_epochs=3)
     assert run.stop_reason is StopReason.MAX_EPOCHS
@@ -121,8 +123,8 @@ def test_nan_loss_stops_with_status_diverged(tmp_path):
 
     trainer = monitor.build_trainer(s["model"], s["optimizer"], loss_fn)
     run = attach_monitoring(
-        trainer, s["evaluator"], s["val_loader"], run_dir=tmp_path / "run",
-        objective=Objective("loss", mode="min"), to_save={"model": s["model"]}, log_every=1,
+        trainer, s["evaluator"], s["val_loader"], run_dir=tmp_path / "run", objective=Objective("loss", mode="min"),
+        to_save={"model": s["model"]}, console=Console(log_every=1),
     )
     with run:
         trainer.run(s["train_loader"], max_epochs=10)
@@ -194,9 +196,10 @@ def test_checkpoints_are_written_off_the_training_thread_yet_hold_the_state_of_t
     s = tiny_setup()
     evaluator = monitor.build_evaluator(s["model"], {"score": ScriptedMetric(SCRIPT)})
     run = attach_monitoring(
-        s["trainer"], evaluator, s["val_loader"], run_dir=tmp_path / "run", objective=Objective("score", mode="min"),
-        to_save={"model": s["model"], "optimizer": s["optimizer"]}, patience=3, restore_best=False,
-        background_writes=background,
+        s["trainer"], evaluator, s["val_loader"], run_dir=tmp_path / "run",
+        objective=Objective("score", mode="min"), to_save={"model": s["model"], "optimizer": s["optimizer"]},
+        early_stopping=EarlyStopping(patience=3),
+        checkpoints=Checkpoints(restore_best=False, background_writes=background),
     )
     weights = {}
     s["trainer"].add_event_handler(

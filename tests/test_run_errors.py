@@ -2,7 +2,7 @@
 import pytest
 from torch import nn
 
-from monitor import Objective, attach_monitoring
+from monitor import Checkpoints, Console, EarlyStopping, LROnPlateau, Objective, Record, attach_monitoring
 from tests.conftest import tiny_setup
 
 
@@ -48,12 +48,12 @@ def test_run_dir_that_is_a_file_is_refused(tmp_path):
 
 def test_unwritable_run_dir_is_refused_at_attach(tmp_path, monkeypatch):
     # CI runs as root, where chmod proves nothing: inject the error the OS would give.
-    import monitor.rundir
+    import monitor.compose.rundir
 
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(monitor.rundir.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(monitor.compose.rundir.tempfile, "mkstemp", refuse)
     with pytest.raises(PermissionError, match="cannot be written: .*Permission denied"):
         attach(tmp_path)
 
@@ -61,20 +61,50 @@ def test_unwritable_run_dir_is_refused_at_attach(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "overrides, error, match",
     [
-        (dict(patience=0), ValueError, "patience should be a positive integer or None, got 0"),
-        (dict(n_saved=0), ValueError, "n_saved should be a positive integer, got 0"),
-        (dict(to_save={"optimizer": None}), ValueError, "to_save should be a mapping with at least a 'model' entry"),
-        (dict(to_save={"model": "weights.pt"}), TypeError, r"to_save\['model'\] should be a torch.nn.Module, got str"),
-        (dict(to_save={"model": nn.Linear(1, 1), "trainer": nn.Linear(1, 1)}), ValueError, "should not use the key 'trainer'"),
-        (dict(objective="loss"), TypeError, "objective should be a monitor.Objective, got 'loss'"),
-        (dict(log_every=0), ValueError, "log_every should be a positive integer, got 0"),
-        (dict(target="high"), ValueError, "target should be a number or None, got .high."),
-        (dict(resume=True, overwrite=True), ValueError, "resume and overwrite should not both be True"),
+        (lambda: dict(early_stopping=EarlyStopping(patience=0)), ValueError,
+         "patience should be a positive integer or None, got 0"),
+        (lambda: dict(checkpoints=Checkpoints(n_saved=0)), ValueError, "n_saved should be a positive integer, got 0"),
+        (lambda: dict(to_save={"optimizer": None}), ValueError,
+         "to_save should be a mapping with at least a 'model' entry"),
+        (lambda: dict(to_save={"model": "weights.pt"}), TypeError,
+         r"to_save\['model'\] should be a torch.nn.Module, got str"),
+        (lambda: dict(to_save={"model": nn.Linear(1, 1), "trainer": nn.Linear(1, 1)}), ValueError,
+         "should not use the key 'trainer'"),
+        (lambda: dict(objective="loss"), TypeError, "objective should be a monitor.Objective, got 'loss'"),
+        (lambda: dict(console=Console(log_every=0)), ValueError, "log_every should be a positive integer, got 0"),
+        (lambda: dict(early_stopping=EarlyStopping(target="high")), ValueError,
+         "target should be a number or None, got .high."),
+        (lambda: dict(resume=True, overwrite=True), ValueError, "resume and overwrite should not both be True"),
+        (lambda: dict(checkpoints=Checkpoints(every="hourly")), TypeError,
+         "checkpoint_every should be an ignite event .* got 'hourly'"),
+        (lambda: dict(record=Record(hparams=[("lr", 0.1)])), TypeError,
+         r"hparams should be a mapping of names to values, got \[\('lr', 0.1\)\]"),
+        (lambda: dict(early_stopping=10), TypeError, "early_stopping should be a monitor.EarlyStopping or None, got 10"),
+        (lambda: dict(parts=[object()]), TypeError, "parts should hold parts .*got <object object"),
+        (lambda: dict(parts=[LROnPlateau(), LROnPlateau()]), ValueError, "key 'lr_on_plateau' is taken"),
     ],
 )
 def test_bad_arguments(tmp_path, overrides, error, match):
+    # (each setting checks itself where it is made, so the bad value fails on the line that wrote it)
     with pytest.raises(error, match=match):
-        attach(tmp_path, **overrides)
+        attach(tmp_path, **overrides())
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("keyword, replacement", [
+    ("patience", r"early_stopping=EarlyStopping\(patience=...\)"),
+    ("n_saved", r"checkpoints=Checkpoints\(n_saved=...\)"),
+    ("checkpoint_every", r"checkpoints=Checkpoints\(every=...\)"),
+    ("log_every", r"console=Console\(log_every=...\)"),
+    ("seed", r"record=Record\(seed=...\)"),
+    ("lr_on_plateau", r"parts=\[LROnPlateau\(...\)\]"),
+])
+def test_a_keyword_of_the_flat_api_names_its_replacement(tmp_path, keyword, replacement):
+    with pytest.raises(TypeError, match=rf"no longer takes {keyword}=; pass {replacement} instead"):
+        attach(tmp_path, **{keyword: 3})
+    with pytest.raises(TypeError, match="unexpected keyword argument 'patiense'"):
+        attach(tmp_path, patiense=3)
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_folder_an_unprivileged_user_cannot_write_is_refused_at_start(tmp_path):
@@ -93,7 +123,7 @@ def test_a_folder_an_unprivileged_user_cannot_write_is_refused_at_start(tmp_path
 import os, sys
 sys.path.insert(0, {os.path.dirname(os.path.dirname(os.path.abspath(__file__)))!r})
 from tests.conftest import tiny_setup
-from monitor import Objective, attach_monitoring
+from monitor import Checkpoints, Console, EarlyStopping, LROnPlateau, Objective, Record, attach_monitoring
 s = tiny_setup()
 os.setgroups([]); os.setgid(65534); os.setuid(65534)
 attach_monitoring(s["trainer"], s["evaluator"], s["val_loader"], run_dir={str(folder / "run")!r},

@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from monitor.writer import OrderedWriter
+from monitor.store.writer import OrderedWriter
 
 
 def test_jobs_run_in_order_off_the_callers_thread_and_flush_waits_for_them():

@@ -12,14 +12,14 @@ from monitor.handlers.lr import LearningRates
 from monitor.handlers.plateau import LROnPlateau, attach_lr_on_plateau
 from monitor.handlers.progress import attach_epoch_log, attach_progress_bar
 from monitor.handlers.rng import RNGState
-from monitor.handlers.stopping import EarlyStopping, attach_early_stopping
+from monitor.handlers.stopping import EarlyStoppingHandler, attach_early_stopping
 from monitor.handlers.tensorboard import attach_tensorboard
 from monitor.handlers.validation import attach_validation
 
 __all__ = [
     "BestTracker",
     "DurableDiskSaver",
-    "EarlyStopping",
+    "EarlyStoppingHandler",
     "HistoryRecorder",
     "LROnPlateau",
     "LearningRates",

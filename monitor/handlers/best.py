@@ -10,8 +10,8 @@ from ignite.base.mixins import Serializable
 from ignite.engine import Engine, Events
 from ignite.metrics import Metric
 
-from monitor._checks import optional_number
-from monitor.objective import Objective
+from monitor.core._checks import optional_number
+from monitor.core.objective import Objective
 
 __all__ = ["BestTracker", "attach_best_tracker", "attached_metric_names"]
 

@@ -12,7 +12,8 @@ import ignite.distributed as idist
 from ignite.engine import Engine, Events
 from ignite.engine.events import CallableEventWithFilter, EventsList
 
-from monitor._position import is_last_of_epoch, is_mid_epoch
+from monitor.core._position import is_last_of_epoch, is_mid_epoch
+from monitor.handlers.step import StepWork
 
 __all__ = ["CheckpointCadence", "DEFAULT_INTERVAL_S", "DEFAULT_MAX_SHARE"]
 
@@ -92,25 +93,39 @@ class CheckpointCadence:
         *,
         cost_s: Callable[[], float] | None = None,
         mid_epoch: Callable[[], bool] | None = None,
+        step: StepWork | None = None,
     ) -> None:
-        """Register on ``trainer``: a mark when a save is due, and the save at the next safe point."""
+        """Register on ``trainer``: a mark when a save is due, and the save at the next safe point.
+        With ``step`` (whose ``log_every`` is then ``agree_every``), what runs after each iteration is
+        part of its one handler; a user's event stays a handler of its own."""
         if cost_s is not None:
             self.cost_s = cost_s
         if mid_epoch is not None:
             self.mid_epoch = mid_epoch
         self._save = save
         trainer.add_event_handler(Events.STARTED, self._started)
+        distributed = idist.get_world_size() > 1
         if self.event is not None:
+            # the user's event marks; the save follows it at the same iteration (so after the mark,
+            # as a handler of its own: the step handler ran before the mark)
+            step = None
             trainer.add_event_handler(self.event, self._mark)
-        elif idist.get_world_size() > 1:
+        elif step is not None:
+            (step.every_log if distributed else step.last).append(self._mark_by_rank_0 if distributed
+                                                                  else self._mark_by_time)
+        elif distributed:
             trainer.add_event_handler(Events.ITERATION_COMPLETED(every=self.agree_every), self._mark_by_rank_0)
         else:
             trainer.add_event_handler(Events.ITERATION_COMPLETED, self._mark_by_time)
-        trainer.add_event_handler(
-            Events.ITERATION_COMPLETED(event_filter=self._due_within_epoch)
-            | Events.EPOCH_COMPLETED(event_filter=lambda *_: self.pending),
-            self.save_now,
-        )
+        if step is not None:
+            step.last.append(self._save_if_due)
+            trainer.add_event_handler(Events.EPOCH_COMPLETED(event_filter=lambda *_: self.pending), self.save_now)
+        else:
+            trainer.add_event_handler(
+                Events.ITERATION_COMPLETED(event_filter=self._due_within_epoch)
+                | Events.EPOCH_COMPLETED(event_filter=lambda *_: self.pending),
+                self.save_now,
+            )
 
     def _started(self, _: Engine) -> None:
         self._last_save = time.monotonic()  # a segment's training starts: count from here
@@ -119,7 +134,10 @@ class CheckpointCadence:
         self.pending = True
 
     def _time_is_up(self) -> bool:
-        return time.monotonic() - self._last_save >= self.interval()
+        elapsed = time.monotonic() - self._last_save
+        # interval() is never below the fixed or budget interval: only past it is the cost asked for
+        floor = self.interval_s if self.interval_s is not None else self.budget_interval_s
+        return elapsed >= floor and elapsed >= self.interval()
 
     def _mark_by_time(self, _: Engine) -> None:
         if not self.pending and self._time_is_up():
@@ -137,6 +155,10 @@ class CheckpointCadence:
 
     def _due_within_epoch(self, engine: Engine, _: int) -> bool:
         return self.pending and not is_last_of_epoch(engine.state) and self.mid_epoch()
+
+    def _save_if_due(self, engine: Engine) -> None:
+        if self.pending and self._due_within_epoch(engine, 0):
+            self.save_now(engine)
 
     def save_now(self, engine: Engine) -> None:
         """Save at once (a due save, or the end of training); nothing if this iteration is saved."""

@@ -14,15 +14,15 @@ import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver
 
-from monitor._checks import positive_int
-from monitor._crash import crash_point
-from monitor._io import atomic_write, fsync_dir, remove_stale_temp_files
-from monitor._position import is_mid_epoch
-from monitor.checkpoint_io import load_checkpoint
+from monitor.core._checks import positive_int
+from monitor.core._position import is_mid_epoch
 from monitor.handlers.best import BestTracker
-from monitor.layout import BEST_PATTERN, BEST_PREFIX, LAST_PATTERN, LAST_PREFIX, best_step
-from monitor.manifest import ChecksumWriter, Manifest, trailer
-from monitor.writer import OrderedWriter
+from monitor.runtime.checkpoint_io import load_checkpoint
+from monitor.store._crash import crash_point
+from monitor.store._io import atomic_write, fsync_dir, remove_stale_temp_files
+from monitor.store.layout import BEST_PATTERN, BEST_PREFIX, LAST_PATTERN, LAST_PREFIX, best_step
+from monitor.store.manifest import ChecksumWriter, Manifest, trailer
+from monitor.store.writer import OrderedWriter
 
 __all__ = [
     "DurableDiskSaver",
@@ -197,7 +197,7 @@ def attach_best_checkpoint(
             ckpt = attach_best_checkpoint(evaluator, trainer, best, {"model": model}, run_dir / "checkpoints")
             ckpt.last_checkpoint      # Path of the best file so far
 
-    With a background ``writer`` (:class:`~monitor.writer.OrderedWriter`), files reach the disk
+    With a background ``writer`` (:class:`~monitor.store.writer.OrderedWriter`), files reach the disk
     shortly after; ``writer.flush()`` waits for them. With ``hold``, they wait in memory (CPU) until
     ``checkpoint.save_handler.release()`` (monitor releases them with each last checkpoint).
     """

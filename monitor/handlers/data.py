@@ -30,9 +30,9 @@ from ignite.engine.deterministic import DeterministicEngine, ReproducibleBatchSa
 from torch.utils.data import BatchSampler, DataLoader, IterableDataset
 from torch.utils.data.distributed import DistributedSampler
 
-from monitor._position import done_in_epoch, is_mid_epoch
-from monitor.distributed import gather_json
+from monitor.core._position import done_in_epoch, is_mid_epoch
 from monitor.handlers.rng import _from_json, _to_json, capture_rng, restore_rng
+from monitor.runtime.distributed import gather_json
 
 __all__ = ["DataOrder", "attach_data_order"]
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,13 +11,13 @@ import torch
 from ignite.base.mixins import Serializable
 from ignite.engine import Engine, Events
 
-from monitor._crash import crash_point
-from monitor.distributed import is_main_process
 from monitor.handlers.best import BestTracker
 from monitor.handlers.loss import TrainLoss
 from monitor.handlers.lr import LearningRates, learning_rates
 from monitor.handlers.outputs import Throughput, TrainOutputs
-from monitor.history import History
+from monitor.runtime.distributed import is_main_process
+from monitor.store._crash import crash_point
+from monitor.store.history import History
 
 __all__ = ["HistoryRecorder", "attach_history", "learning_rates"]  # learning_rates: moved to handlers.lr
 
@@ -54,6 +54,7 @@ class HistoryRecorder(Serializable):
             (the rate each epoch trained with) or an optimizer (its rate when the row is written).
         train_outputs: source of the other scalars of the trainer's output (optional).
         throughput: source of ``samples_per_s`` and ``data_wait_frac`` (optional).
+        columns: more sources of columns (the parts' ``columns``), merged in before ``is_best``.
 
     Metrics attached to the trainer (``trainer.state.metrics``) become ``train_<name>`` columns.
 
@@ -77,8 +78,10 @@ class HistoryRecorder(Serializable):
         optimizer: torch.optim.Optimizer | LearningRates | None = None,
         train_outputs: TrainOutputs | None = None,
         throughput: Throughput | None = None,
+        columns: Sequence[Callable[[], Mapping[str, Any]]] = (),
     ) -> None:
         self.history = history
+        self.columns = list(columns)
         self.train_outputs = train_outputs
         self.throughput = throughput
         self.trainer = trainer
@@ -116,6 +119,8 @@ class HistoryRecorder(Serializable):
         row.update(self.train_columns())
         for name, value in evaluator.state.metrics.items():
             row.update(_cells(f"val_{name}", value))
+        for columns in self.columns:
+            row.update(columns())
         row["is_best"] = self.best.is_best
         if is_main_process():  # one writer: rank 0
             self.history.append(row)
@@ -156,11 +161,12 @@ def attach_history(
     optimizer: torch.optim.Optimizer | LearningRates | None = None,
     train_outputs: TrainOutputs | None = None,
     throughput: Throughput | None = None,
+    columns: Sequence[Callable[[], Mapping[str, Any]]] = (),
 ) -> HistoryRecorder:
     """Attach a :class:`HistoryRecorder` writing ``path``: rows on ``evaluator`` ``COMPLETED``,
     clocks on ``trainer`` ``STARTED``/``EPOCH_STARTED``."""
     recorder = HistoryRecorder(History(path), trainer, best, train_loss=train_loss, optimizer=optimizer,
-                               train_outputs=train_outputs, throughput=throughput)
+                               train_outputs=train_outputs, throughput=throughput, columns=columns)
     trainer.add_event_handler(Events.STARTED, recorder.segment_started)
     trainer.add_event_handler(Events.EPOCH_STARTED, recorder.epoch_started)
     evaluator.add_event_handler(Events.COMPLETED, recorder)

@@ -11,8 +11,9 @@ import torch
 from ignite.base.mixins import Serializable
 from ignite.engine import Engine, Events
 
-from monitor._checks import positive_int
+from monitor.core._checks import positive_int
 from monitor.handlers.best import BestTracker
+from monitor.handlers.part import PartContext
 
 __all__ = ["LROnPlateau", "attach_lr_on_plateau"]
 
@@ -39,12 +40,13 @@ class LROnPlateau(Serializable):
     Examples:
         .. code-block:: python
 
-            run = attach_monitoring(..., lr_on_plateau=LROnPlateau(patience=3, factor=0.5))
+            run = attach_monitoring(..., parts=[LROnPlateau(patience=3, factor=0.5)])
             # or by hand, on the *evaluator*, after the BestTracker:
             plateau = attach_lr_on_plateau(evaluator, best, optimizer, LROnPlateau(patience=3))
     """
 
     _state_dict_all_req_keys = ("improvements", "scheduler")
+    key = "lr_on_plateau"  # a part of attach_monitoring (see monitor.handlers.part)
 
     def __init__(
         self, patience: int = 3, *, factor: float = 0.1, cooldown: int = 0, min_lr: float | list[float] = 0.0
@@ -78,6 +80,21 @@ class LROnPlateau(Serializable):
             self._load_scheduler(self._loaded_scheduler)
             self._loaded_scheduler = None
         return self
+
+    def attach(self, context: PartContext) -> None:
+        """As a part: cut the first optimizer's rates by ``context.best``'s verdicts, on the evaluator."""
+        if context.optimizer is None:
+            raise ValueError(
+                "Argument lr_on_plateau (LROnPlateau in parts) needs an optimizer in to_save (its rates are the "
+                "ones cut)."
+            )
+        attach_lr_on_plateau(context.evaluator, context.best, context.optimizer, self)
+
+    def config(self) -> dict[str, Any]:
+        return {"patience": self.patience, "factor": self.factor, "cooldown": self.cooldown, "min_lr": self.min_lr}
+
+    def columns(self) -> dict[str, Any]:
+        return {}  # the cuts show in the lr column
 
     def __call__(self, _: Engine) -> None:
         if self.best is None or self.scheduler is None:

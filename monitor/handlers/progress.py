@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,11 +14,11 @@ from typing import Any
 from ignite.engine import Engine, Events
 from ignite.handlers import ProgressBar
 
-from monitor._format import format_value
+from monitor.core._format import format_value
 from monitor.handlers.best import BestTracker
 from monitor.handlers.history import HistoryRecorder
 from monitor.handlers.loss import loss_from_output
-from monitor.history import is_evidence_column
+from monitor.store.history import is_evidence_column
 
 __all__ = ["attach_progress_bar", "attach_epoch_log", "EpochTable", "console_is_terminal"]
 
@@ -46,12 +47,18 @@ def attach_progress_bar(trainer: Engine, *, refresh_s: float = 0.5, **tqdm_kwarg
         # (and a notebook without ipywidgets gets none: its stdout is no terminal either).
         tqdm_kwargs["disable"] = False if notebook else None
     bar = ProgressBar(persist=False, **tqdm_kwargs)
+    if tqdm_kwargs["disable"] is None and not _is_terminal(tqdm_kwargs.get("file", sys.stderr)):
+        return bar  # tqdm would draw nothing: no handler at all (not one whose filter runs every step)
     bar.attach(
         trainer,
         output_transform=lambda out: {"loss": loss_from_output(out)},
         event_name=Events.ITERATION_COMPLETED(event_filter=_every_seconds(refresh_s)),
     )
     return bar
+
+
+def _is_terminal(stream: Any) -> bool:
+    return bool(getattr(stream, "isatty", lambda: False)())
 
 
 def _in_notebook() -> bool:

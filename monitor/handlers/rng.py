@@ -14,7 +14,7 @@ from ignite.base.mixins import Serializable
 from ignite.engine import Engine, Events
 from ignite.engine.deterministic import DeterministicEngine
 
-from monitor.distributed import gather_json
+from monitor.runtime.distributed import gather_json
 
 __all__ = ["RNGState", "DeterministicEngineState", "capture_rng", "restore_rng", "engine_state"]
 

@@ -12,9 +12,10 @@ from typing import Any, Protocol
 import ignite.distributed as idist
 from ignite.engine import Engine, Events
 
-from monitor._checks import positive_int
-from monitor._position import is_last_of_epoch
-from monitor.status import StopReason
+from monitor.core._checks import positive_int
+from monitor.core._position import is_last_of_epoch
+from monitor.core.status import StopReason
+from monitor.handlers.step import StepWork
 
 __all__ = ["GracefulStop", "attach_graceful_stop", "attach_time_limit"]
 
@@ -67,9 +68,11 @@ class GracefulStop:
         self._requested: StopReason | None = None  # this rank's own request, not yet agreed
         self._received_at = -math.inf
         self._previous: dict[int, Any] = {}
+        self._distributed = idist.get_world_size() > 1  # read once: it is not free (about 1 us)
 
     def install(self, _: Engine | None = None) -> None:
         self.received, self.reason, self._requested, self._received_at = None, None, None, -math.inf
+        self._distributed = idist.get_world_size() > 1
         if threading.current_thread() is not threading.main_thread():
             return
         for signum in self.signals:
@@ -104,7 +107,7 @@ class GracefulStop:
 
     def honour(self, engine: Engine) -> None:
         """Stop the trainer here if a stop was requested (on any rank) and this is a safe point."""
-        if idist.get_world_size() > 1:
+        if self._distributed:
             code = int(idist.all_reduce(_CODES[self._requested], op="MAX"))
             self._requested = self._requested or _REASONS[code]
         if self._requested is None or engine.should_terminate:
@@ -115,17 +118,23 @@ class GracefulStop:
             engine.terminate()
 
 
-def attach_graceful_stop(trainer: Engine, *, agree_every: int = 10) -> GracefulStop:
+def attach_graceful_stop(trainer: Engine, *, agree_every: int = 10, step: StepWork | None = None) -> GracefulStop:
     """Attach a :class:`GracefulStop` to ``trainer``: installed on ``STARTED``, removed on ``COMPLETED``,
     honoured after each iteration and epoch (attach it after the handlers that must run before a
     stop); under ``ignite.distributed`` the ranks agree every ``agree_every`` iterations and at each
-    epoch end."""
+    epoch end. With ``step`` (whose ``log_every`` is then ``agree_every``) the check after each
+    iteration is part of its one handler."""
     positive_int("agree_every", agree_every)
     stop = GracefulStop(trainer)
     trainer.add_event_handler(Events.STARTED, stop.install)
     trainer.add_event_handler(Events.COMPLETED, stop.uninstall)
-    every = agree_every if idist.get_world_size() > 1 else 1
-    trainer.add_event_handler(Events.ITERATION_COMPLETED(every=every) | Events.EPOCH_COMPLETED, stop.honour)
+    distributed = idist.get_world_size() > 1
+    if step is not None:
+        (step.every_log if distributed else step.last).append(stop.honour)
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, stop.honour)
+    else:
+        every = agree_every if distributed else 1
+        trainer.add_event_handler(Events.ITERATION_COMPLETED(every=every) | Events.EPOCH_COMPLETED, stop.honour)
     return stop
 
 
@@ -134,7 +143,9 @@ class _Clock(Protocol):
     def elapsed_s(self) -> float: ...
 
 
-def attach_time_limit(trainer: Engine, stop: GracefulStop, *, clock: _Clock, max_time_s: float) -> None:
+def attach_time_limit(
+    trainer: Engine, stop: GracefulStop, *, clock: _Clock, max_time_s: float, step: StepWork | None = None
+) -> None:
     """Request a stop (``time_limit``) from ``stop`` once ``clock.elapsed_s`` (training time over all
     segments, e.g. a :class:`~monitor.HistoryRecorder`) reaches ``max_time_s``; checked after each
     iteration (a clock read). Unlike Ignite's ``TimeLimit`` the run is not finished: it is resumable.
@@ -144,4 +155,7 @@ def attach_time_limit(trainer: Engine, stop: GracefulStop, *, clock: _Clock, max
         if clock.elapsed_s >= max_time_s:
             stop.request(StopReason.TIME_LIMIT)
 
-    trainer.add_event_handler(Events.ITERATION_COMPLETED, check)
+    if step is not None:
+        step.last.append(check)
+    else:
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, check)

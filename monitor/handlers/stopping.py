@@ -10,17 +10,17 @@ from typing import Any
 from ignite.engine import Engine, Events
 from ignite.handlers import EarlyStopping as IgniteEarlyStopping
 
-from monitor._checks import optional_number, positive_int
-from monitor._crash import crash_point
-from monitor.objective import Objective
-from monitor.status import StopReason, parse_reason, reason_value
+from monitor.core._checks import optional_number, positive_int
+from monitor.core.objective import Objective
+from monitor.core.status import StopReason, parse_reason, reason_value
+from monitor.store._crash import crash_point
 
-__all__ = ["EarlyStopping", "attach_early_stopping"]
+__all__ = ["EarlyStoppingHandler", "attach_early_stopping"]
 
 logger = logging.getLogger(__name__)
 
 
-class EarlyStopping(IgniteEarlyStopping):
+class EarlyStoppingHandler(IgniteEarlyStopping):
     """Ignite's ``EarlyStopping`` deciding "better" with an :class:`~monitor.Objective`.
 
     Kept from Ignite: ``patience``, ``counter``, ``best_score``, ``state_dict`` and stopping through
@@ -34,7 +34,8 @@ class EarlyStopping(IgniteEarlyStopping):
     Args:
         objective: the metric, mode, threshold and warm-up (shared with best checkpoints).
         trainer: the engine to stop.
-        patience: validation runs without improvement before stopping (>= 1).
+        patience: validation runs without improvement before stopping (>= 1), or ``None``: no stop
+            for that (``target`` and ``divergence`` still stop).
         baseline: a value the metric must beat before anything counts as an improvement. Default None.
         target: stop as soon as the metric is at least this good. Default None.
         divergence: stop as soon as the metric is worse than this. Default None.
@@ -42,7 +43,7 @@ class EarlyStopping(IgniteEarlyStopping):
     Examples:
         .. code-block:: python
 
-            es = EarlyStopping(Objective("loss", mode="min"), trainer, patience=10)
+            es = EarlyStoppingHandler(Objective("loss", mode="min"), trainer, patience=10)
             evaluator.add_event_handler(Events.COMPLETED, es)   # attached to the *evaluator*
             es.stop_reason                                     # StopReason.PATIENCE_EXHAUSTED
     """
@@ -53,7 +54,7 @@ class EarlyStopping(IgniteEarlyStopping):
         self,
         objective: Objective,
         trainer: Engine,
-        patience: int,
+        patience: int | None,
         *,
         baseline: float | None = None,
         target: float | None = None,
@@ -61,7 +62,8 @@ class EarlyStopping(IgniteEarlyStopping):
     ) -> None:
         if not isinstance(objective, Objective):
             raise TypeError(f"Argument objective should be a monitor.Objective, got {objective!r}.")
-        positive_int("patience", patience)
+        if patience is not None:
+            positive_int("patience", patience)
         for name, value in (("baseline", baseline), ("target", target), ("divergence", divergence)):
             optional_number(name, value)
         if target is not None and divergence is not None and not objective.is_better_or_equal(target, divergence):
@@ -70,7 +72,7 @@ class EarlyStopping(IgniteEarlyStopping):
                 f"for mode {objective.mode!r}."
             )
         super().__init__(
-            patience=patience,
+            patience=patience or 1,  # (Ignite's needs one; None is set below)
             score_function=lambda engine: objective.value(engine.state.metrics),
             trainer=trainer,
             threshold=objective.threshold,
@@ -78,6 +80,7 @@ class EarlyStopping(IgniteEarlyStopping):
             threshold_mode=objective.threshold_mode,
             mode=objective.mode,
         )
+        self.patience: int | None = patience  # type: ignore[assignment]
         self.logger = logger
         self.objective = objective
         self.baseline = baseline
@@ -114,7 +117,7 @@ class EarlyStopping(IgniteEarlyStopping):
         logger.debug(
             "%s=%.6g: no improvement on %.6g (%d/%d)", column, value, reference, self.counter, self.patience
         )
-        if self.counter >= self.patience:
+        if self.patience is not None and self.counter >= self.patience:
             self._stop(StopReason.PATIENCE_EXHAUSTED, f"no improvement in {self.patience} validations")
 
     def _stop(self, reason: StopReason, message: str) -> None:
@@ -150,7 +153,7 @@ class EarlyStopping(IgniteEarlyStopping):
         """
         if args or kwargs:
             raise TypeError(
-                f"EarlyStopping.attach takes only an engine and an event; got also {args!r} {kwargs!r} "
+                f"EarlyStoppingHandler.attach takes only an engine and an event; got also {args!r} {kwargs!r} "
                 "(there is no reset_engine: nothing resets the counter, see the docstring)."
             )
         engine.add_event_handler(event, self)
@@ -165,13 +168,15 @@ def attach_early_stopping(
     baseline: float | None = None,
     target: float | None = None,
     divergence: float | None = None,
-) -> EarlyStopping:
-    """Attach :class:`EarlyStopping` to ``evaluator`` on ``COMPLETED``; it stops ``trainer``.
+) -> EarlyStoppingHandler:
+    """Attach :class:`EarlyStoppingHandler` to ``evaluator`` on ``COMPLETED``; it stops ``trainer``.
 
     Unlike Ignite's ``EarlyStopping.attach(evaluator)``, nothing resets the counter at the start of
     each validation run (which makes Ignite's never stop) nor at the trainer's ``STARTED`` (which
     fires again on resume and would wipe the restored state).
     """
-    handler = EarlyStopping(objective, trainer, patience, baseline=baseline, target=target, divergence=divergence)
+    handler = EarlyStoppingHandler(
+        objective, trainer, patience, baseline=baseline, target=target, divergence=divergence
+    )
     handler.attach(evaluator)
     return handler

@@ -29,8 +29,8 @@ from monitor.handlers.loss import TrainLoss
 from monitor.handlers.outputs import TrainOutputs
 from monitor.handlers.plateau import LROnPlateau
 from monitor.handlers.rng import DeterministicEngineState, RNGState
-from monitor.handlers.stopping import EarlyStopping
-from monitor.history import History
+from monitor.handlers.stopping import EarlyStoppingHandler
+from monitor.store.history import History
 from tests.conftest import stub_engine
 
 
@@ -187,8 +187,8 @@ def make_history(trainer, tmp_path):
 
 
 SCENARIOS = {
-    EarlyStopping: Scenario(
-        lambda trainer, _: EarlyStopping(Objective("loss", mode="min", on_nonfinite="ignore"), trainer, patience=3),
+    EarlyStoppingHandler: Scenario(
+        lambda trainer, _: EarlyStoppingHandler(Objective("loss", mode="min", on_nonfinite="ignore"), trainer, patience=3),
         es_step, len(SCORES),
     ),
     BestTracker: Scenario(lambda trainer, _: BestTracker(Objective("loss", mode="min"), trainer), best_step, len(SCORES)),
@@ -251,13 +251,13 @@ def test_round_trip_at_any_point_gives_the_same_decisions_and_stop(cls, tmp_path
 
 def test_the_scenarios_do_stop_where_a_stop_is_expected():
     # The round trips above compare stops: make sure there are stops to compare.
-    for cls, epoch in ((EarlyStopping, 5), (TrainLoss, 4)):
+    for cls, epoch in ((EarlyStoppingHandler, 5), (TrainLoss, 4)):
         trainer = stub_engine()
         _, stop = drive(SCENARIOS[cls], SCENARIOS[cls].make(trainer, None), trainer, range(SCENARIOS[cls].steps))
         assert stop == epoch, cls.__name__
 
 
-@pytest.mark.parametrize("cls", [EarlyStopping, BestTracker], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", [EarlyStoppingHandler, BestTracker], ids=lambda c: c.__name__)
 def test_evaluator_handlers_run_on_an_engine_event(cls):
     trainer, evaluator = stub_engine(), stub_engine()
     handler = SCENARIOS[cls].make(trainer, None)
@@ -265,7 +265,7 @@ def test_evaluator_handlers_run_on_an_engine_event(cls):
     evaluator.state.metrics = {"loss": 0.5}
     trainer.state.epoch = 1
     evaluator.fire_event(Events.COMPLETED)
-    assert handler.state_dict()["best_" + ("score" if cls is EarlyStopping else "value")] == 0.5
+    assert handler.state_dict()["best_" + ("score" if cls is EarlyStoppingHandler else "value")] == 0.5
 
 
 def test_a_handler_reading_is_best_before_the_tracker_judged_the_run_is_an_error():

@@ -6,8 +6,8 @@ from ignite.handlers import Checkpoint
 from torch import nn
 
 from monitor import BestTracker, DurableDiskSaver, Objective, attach_best_checkpoint
+from monitor.compose.rundir import load_checkpoint
 from monitor.handlers.checkpoint import restore_best_weights
-from monitor.rundir import load_checkpoint
 from tests.conftest import stub_engine
 
 
@@ -107,7 +107,7 @@ def test_attach_restore_best_loads_the_best_weights_when_training_completes(tmp_
 
 
 def test_a_background_save_keeps_tied_weights_tied_and_the_state_dict_metadata(tmp_path):
-    from monitor.writer import OrderedWriter
+    from monitor.store.writer import OrderedWriter
 
     class Tied(nn.Module):
         def __init__(self):

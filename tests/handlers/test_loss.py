@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 from ignite.engine import Engine, Events
 
@@ -80,3 +81,25 @@ def test_the_spike_survives_a_resume_mid_epoch():
     trainer.run(range(4), max_epochs=2)
     assert resumed == whole  # the blow-up before the checkpoint is in epoch 1's spike
 
+
+
+def test_losses_kept_on_their_device_give_what_losses_read_at_once_give(monkeypatch):
+    # On a GPU the losses stay on the device and are summed in folds (no host sync per step); on the
+    # CPU they are read at once. Both must give the same mean, spike, NaN stop and resumed state.
+    losses = [0.7, 0.6, 0.5, 6.3, 2.1, 0.5, math.nan] + [0.4] * 70 + [0.3, 0.2]
+
+    def observe():
+        trainer, tracker, spikes, data = scripted(losses[:6] + losses[7:], epochs=1, check_every=4)
+        means = []
+        trainer.add_event_handler(Events.ITERATION_COMPLETED(every=5), lambda _: means.append(tracker.running_mean()))
+        trainer.run(data, max_epochs=1)
+        nan_trainer, nan_tracker = run_losses(losses, epochs=2, check_every=10)
+        return means, spikes, tracker.state_dict(), nan_tracker.stop_reason, nan_trainer.state.iteration
+
+    read_at_once = observe()
+    monkeypatch.setattr("monitor.handlers.loss.TrainLoss.host_devices", ())
+    kept_on_device = observe()
+    assert kept_on_device[0] == pytest.approx(read_at_once[0], rel=1e-6)  # float32 sums against float64
+    assert kept_on_device[1] == pytest.approx(read_at_once[1], rel=1e-6)
+    assert kept_on_device[2]["count"] == read_at_once[2]["count"] == 78
+    assert kept_on_device[3:] == read_at_once[3:] == (StopReason.NONFINITE_LOSS, 10)

@@ -9,7 +9,7 @@ from ignite.engine import Engine, Events
 from ignite.metrics import RunningAverage
 from torch.utils.data import DataLoader, Dataset
 
-from monitor import Objective, attach_monitoring, load_run
+from monitor import Checkpoints, Objective, attach_monitoring, load_run
 from tests.conftest import tiny_setup
 
 
@@ -33,7 +33,7 @@ def own_trainer(s, grad_norms):
 def monitored(run_dir, s, trainer, **kwargs):
     return attach_monitoring(
         trainer, s["evaluator"], s["val_loader"], run_dir=run_dir, objective=Objective("loss", mode="min"),
-        to_save={"model": s["model"], "optimizer": s["optimizer"]}, patience=None, **kwargs,
+        to_save={"model": s["model"], "optimizer": s["optimizer"]}, early_stopping=None, **kwargs,
     )
 
 
@@ -106,7 +106,9 @@ def test_the_output_means_survive_a_resume_mid_epoch(tmp_path):
         if crash_at:
             trainer.add_event_handler(Events.ITERATION_COMPLETED(once=crash_at),
                                       lambda _: (_ for _ in ()).throw(RuntimeError("killed")))
-        run = monitored(run_dir, s, trainer, checkpoint_every=Events.ITERATION_COMPLETED(every=2), resume=resume)
+        run = monitored(
+            run_dir, s, trainer, resume=resume, checkpoints=Checkpoints(every=Events.ITERATION_COMPLETED(every=2)),
+        )
         with run:
             if crash_at:
                 with pytest.raises(RuntimeError):

@@ -8,10 +8,10 @@ import torch
 from ignite.engine import Events
 
 import monitor
-from monitor import LROnPlateau, Objective, attach_monitoring
+from monitor import Checkpoints, LROnPlateau, Objective, attach_monitoring
 from monitor.handlers.best import BestTracker
 from monitor.handlers.plateau import attach_lr_on_plateau
-from monitor.handlers.stopping import EarlyStopping
+from monitor.handlers.stopping import EarlyStoppingHandler
 from tests.conftest import EpochMetric, stub_engine, tiny_setup
 
 # 0.88 after 0.90 is below the threshold of 0.05: no improvement, for early stopping and the LR alike.
@@ -22,7 +22,7 @@ def test_the_rate_is_cut_exactly_when_early_stopping_counts_patience_validations
     trainer, evaluator = stub_engine(), stub_engine()
     objective = Objective("loss", mode="min", threshold=0.05)
     best = BestTracker(objective, trainer).attach(evaluator)
-    stopping = EarlyStopping(objective, trainer, patience=100)
+    stopping = EarlyStoppingHandler(objective, trainer, patience=100)
     evaluator.add_event_handler(Events.COMPLETED, stopping)
     optimizer = torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=1.0)
     attach_lr_on_plateau(evaluator, best, optimizer, LROnPlateau(patience=2, factor=0.5))
@@ -79,8 +79,8 @@ def plateau_run(run_dir, *, crash_at_epoch=None, resume=False):
                                        lambda _: (_ for _ in ()).throw(RuntimeError("killed")))
     run = attach_monitoring(
         s["trainer"], evaluator, s["val_loader"], run_dir=run_dir, objective=Objective("loss", mode="min"),
-        to_save={"model": s["model"], "optimizer": s["optimizer"]}, patience=None, resume=resume,
-        lr_on_plateau=LROnPlateau(patience=2, factor=0.5), checkpoint_every=Events.EPOCH_COMPLETED,
+        to_save={"model": s["model"], "optimizer": s["optimizer"]}, resume=resume, early_stopping=None,
+        checkpoints=Checkpoints(every=Events.EPOCH_COMPLETED), parts=[LROnPlateau(patience=2, factor=0.5)],
     )
     return run, s
 

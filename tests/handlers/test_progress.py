@@ -7,7 +7,7 @@ import pytest
 import torch
 from ignite.engine import Engine, Events
 
-from monitor import attach_progress_bar
+from monitor import Console, EarlyStopping, attach_progress_bar
 
 
 def redraws(refresh_s, iterations=200):
@@ -51,7 +51,7 @@ def console_run(tmp_path, stream, *, max_epochs=4, bar_file=None, level=logging.
         run = attach_monitoring(
             s["trainer"], s["evaluator"], s["val_loader"], run_dir=tmp_path / "run",
             objective=Objective("loss", mode="min"), to_save={"model": s["model"], "optimizer": s["optimizer"]},
-            patience=2, tqdm_kwargs=tqdm_kwargs, **kwargs,
+            early_stopping=EarlyStopping(patience=2), console=Console(tqdm_kwargs=tqdm_kwargs), **kwargs,
         )
         with run:
             s["trainer"].run(s["train_loader"], max_epochs=max_epochs)

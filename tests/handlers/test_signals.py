@@ -15,8 +15,8 @@ def monitored(tmp_path, step):
     s = tiny_setup()
     trainer = Engine(step)
     run = attach_monitoring(
-        trainer, s["evaluator"], s["val_loader"], run_dir=tmp_path / "run",
-        objective=Objective("loss", mode="min"), to_save={"model": s["model"]}, patience=None,
+        trainer, s["evaluator"], s["val_loader"], run_dir=tmp_path / "run", objective=Objective("loss", mode="min"),
+        to_save={"model": s["model"]}, early_stopping=None,
     )
     return run, trainer, s["train_loader"]
 

@@ -3,13 +3,13 @@ import math
 import pytest
 from ignite.handlers import EarlyStopping as IgniteEarlyStopping
 
-from monitor import EarlyStopping, Objective, StopReason
+from monitor import EarlyStoppingHandler, Objective, StopReason
 from tests.conftest import drive, stub_engine
 
 
 def es(patience=3, mode="min", **kwargs):
     objective_kwargs = {k: kwargs.pop(k) for k in ("threshold", "threshold_mode", "warmup", "on_nonfinite") if k in kwargs}
-    return EarlyStopping(Objective("loss", mode=mode, **objective_kwargs), stub_engine(), patience, **kwargs)
+    return EarlyStoppingHandler(Objective("loss", mode=mode, **objective_kwargs), stub_engine(), patience, **kwargs)
 
 
 def test_is_an_ignite_early_stopping():
@@ -134,7 +134,7 @@ def test_attach_on_the_evaluator_stops_training_where_ignites_would_never_stop()
     from ignite.engine import Engine, Events
 
     trainer, evaluator = Engine(lambda e, b: None), Engine(lambda e, b: None)
-    handler = EarlyStopping(Objective("loss", mode="min"), trainer, patience=2)
+    handler = EarlyStoppingHandler(Objective("loss", mode="min"), trainer, patience=2)
     handler.attach(evaluator)
     evaluator.add_event_handler(Events.EPOCH_COMPLETED, lambda e: e.state.metrics.update(loss=1.0))
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: evaluator.run([0]))

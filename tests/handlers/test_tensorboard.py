@@ -3,7 +3,7 @@ import shutil
 from ignite.engine import Events
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from monitor import Objective, attach_monitoring
+from monitor import Console, Objective, attach_monitoring
 from tests.conftest import tiny_setup
 
 
@@ -17,7 +17,8 @@ def test_each_epoch_is_on_disk_before_its_last_checkpoint_while_the_writer_is_op
     s = tiny_setup()
     run = attach_monitoring(
         s["trainer"], s["evaluator"], s["val_loader"], run_dir=tmp_path / "run",
-        objective=Objective("loss", mode="min"), to_save={"model": s["model"]}, log_every=1, patience=None,
+        objective=Objective("loss", mode="min"), to_save={"model": s["model"]}, early_stopping=None,
+        console=Console(log_every=1),
     )
     seen = []
 

@@ -1,5 +1,5 @@
 """Resume as a plan: :func:`plan_resume` reads the run folder and says what to do; :func:`apply_resume`
-does it. Neither knows :class:`~monitor.run.Monitor`.
+does it. Neither knows :class:`~monitor.compose.attach.Monitor`.
 
 Examples:
     .. code-block:: python
@@ -19,7 +19,9 @@ from typing import Any
 
 from ignite.handlers import Checkpoint
 
-from monitor.checkpoint_io import (
+from monitor.core.objective import Objective
+from monitor.core.status import StopReason, parse_reason
+from monitor.runtime.checkpoint_io import (
     CheckpointError,
     check_model_fits,
     find_resume_checkpoint,
@@ -27,12 +29,10 @@ from monitor.checkpoint_io import (
     remove_unlisted_checkpoints,
     set_aside_damaged,
 )
-from monitor.distributed import is_main_process, on_main_process
-from monitor.history import History
-from monitor.layout import BEST_PREFIX, LAST_PREFIX, RunPaths
-from monitor.objective import Objective
-from monitor.record import RunRecord
-from monitor.status import StopReason, parse_reason
+from monitor.runtime.distributed import is_main_process, on_main_process
+from monitor.store.history import History
+from monitor.store.layout import BEST_PREFIX, LAST_PREFIX, RunPaths
+from monitor.store.record import RunRecord
 
 __all__ = ["ResumePlan", "plan_resume", "apply_resume", "tidy_for_resume", "check_model_fits"]
 

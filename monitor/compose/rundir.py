@@ -1,6 +1,6 @@
 """The checks before a run writes into its folder (``prepare_run_dir``).
 
-The layout itself is :mod:`monitor.layout`'s; reading checkpoints is :mod:`monitor.checkpoint_io`'s.
+The layout itself is :mod:`monitor.store.layout`'s; reading checkpoints is :mod:`monitor.runtime.checkpoint_io`'s.
 Their names are re-exported here, where they used to live.
 """
 from __future__ import annotations
@@ -12,17 +12,17 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-from monitor._io import remove_stale_temp_files
-from monitor.checkpoint_io import (
+from monitor.runtime.checkpoint_io import (
     CheckpointError,
     find_resume_checkpoint,
     load_checkpoint,
     remove_unlisted_checkpoints,
     set_aside_damaged,
 )
-from monitor.layout import RunPaths, last_checkpoints
-from monitor.lock import RunLock
-from monitor.record import read_record
+from monitor.store._io import remove_stale_temp_files
+from monitor.store.layout import RunPaths, last_checkpoints
+from monitor.store.lock import RunLock
+from monitor.store.record import read_record
 
 __all__ = [
     "RunPaths",
@@ -77,7 +77,7 @@ def prepare_run_dir(run_dir: str | Path, *, resume: bool, overwrite: bool, lock:
 
 def load_resume_checkpoint(checkpoints: Path, required: Collection[str]) -> tuple[Path, dict[str, Any]] | None:
     """The newest usable last checkpoint and its content (``None``: there is none); damaged newer ones
-    are renamed ``<name>.damaged``. Kept for scripts; a resume uses :func:`monitor.resume.plan_resume`.
+    are renamed ``<name>.damaged``. Kept for scripts; a resume uses :func:`monitor.compose.resume.plan_resume`.
 
     Raises:
         CheckpointError: there are last checkpoints but none is usable (lists each problem).

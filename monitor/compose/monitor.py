@@ -4,7 +4,8 @@ from __future__ import annotations
 import logging
 import re
 import traceback
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -14,8 +15,10 @@ import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, ProgressBar, TensorboardLogger
 
+from monitor.compose.resume import ResumePlan, tidy_for_resume
+from monitor.core.objective import Objective
+from monitor.core.status import RunStatus, StopReason, reason_value
 from monitor.diagnosis import diagnose, steps_after
-from monitor.distributed import is_main_process, leave_together
 from monitor.handlers.best import BestTracker
 from monitor.handlers.cadence import CheckpointCadence
 from monitor.handlers.checkpoint import release_held, restore_best_weights
@@ -25,22 +28,55 @@ from monitor.handlers.history import HistoryRecorder
 from monitor.handlers.loss import TrainLoss
 from monitor.handlers.lr import LearningRates
 from monitor.handlers.signals import GracefulStop
-from monitor.handlers.stopping import EarlyStopping
-from monitor.layout import RunPaths
-from monitor.lock import RunLock
-from monitor.objective import Objective
-from monitor.record import RunRecord, write_record
-from monitor.resume import ResumePlan, tidy_for_resume
-from monitor.status import RunStatus, StopReason, reason_value
-from monitor.writer import OrderedWriter
+from monitor.handlers.step import StepWork
+from monitor.handlers.stopping import EarlyStoppingHandler
+from monitor.runtime.distributed import is_main_process, leave_together
+from monitor.store.layout import RunPaths
+from monitor.store.lock import RunLock
+from monitor.store.record import RunRecord, write_record
+from monitor.store.writer import OrderedWriter
 
-__all__ = ["Monitor"]
+__all__ = ["Monitor", "RunFiles", "Handlers"]
 
 logger = logging.getLogger(__name__)
 
 # Ignite 0.5.5's error when trainer.run(max_epochs=N) is below the epoch a resume restored (raised
 # before any event, so before this run recorded or changed anything).
 _MAX_EPOCHS_TOO_SMALL = re.compile(r"max_epochs should be greater than or equal to the start epoch .*: (\d+) vs")
+
+
+@dataclass
+class RunFiles:
+    """The run's folder and what writes into it: its names, ``run.json``, the lock, the writer, and the
+    configuration recorded in each segment."""
+
+    paths: RunPaths
+    record: RunRecord
+    lock: RunLock
+    writer: OrderedWriter
+    config: Mapping[str, Any]
+
+
+@dataclass
+class Handlers:
+    """The handlers :func:`~monitor.attach_monitoring` attached that the run's start and end use: the
+    ones every run has, then the ones a setting may leave out (``None``)."""
+
+    objective: Objective
+    best: BestTracker
+    history: HistoryRecorder
+    train_loss: TrainLoss
+    best_checkpoint: Checkpoint
+    last_checkpoint: Checkpoint
+    cadence: CheckpointCadence | None = None
+    step: StepWork | None = None
+    early_stopping: EarlyStoppingHandler | None = None
+    tensorboard: TensorboardLogger | None = None
+    progress_bar: ProgressBar | None = None
+    graceful_stop: GracefulStop | None = None
+    learning_rates: LearningRates | None = None
+    data_order: DataOrder | None = None
+    live_diagnosis: LiveDiagnosis | None = None
 
 
 class Monitor:
@@ -53,7 +89,7 @@ class Monitor:
     Attributes: ``best`` (:class:`BestTracker`), ``early_stopping``, ``best_checkpoint`` and
     ``last_checkpoint`` (Ignite ``Checkpoint``), ``history`` (:class:`HistoryRecorder`),
     ``train_loss``, ``tensorboard`` (Ignite ``TensorboardLogger``), ``progress_bar``,
-    ``graceful_stop``, ``plan`` (:class:`~monitor.resume.ResumePlan`); ``status``, ``stop_reason``
+    ``graceful_stop``, ``plan`` (:class:`~monitor.compose.resume.ResumePlan`); ``status``, ``stop_reason``
     and ``error`` once training ended.
 
     Use it as a context manager around ``trainer.run`` so that files are closed and a failure
@@ -72,50 +108,33 @@ class Monitor:
         self,
         trainer: Engine,
         *,
-        paths: RunPaths,
-        objective: Objective,
-        config: Mapping[str, Any],
-        record: RunRecord,
-        lock: RunLock,
-        writer: OrderedWriter,
+        files: RunFiles,
         plan: ResumePlan,
-        best: BestTracker,
-        history: HistoryRecorder,
-        train_loss: TrainLoss,
-        best_checkpoint: Checkpoint,
-        last_checkpoint: Checkpoint,
-        early_stopping: EarlyStopping | None = None,
-        tensorboard: TensorboardLogger | None = None,
-        progress_bar: ProgressBar | None = None,
-        graceful_stop: GracefulStop | None = None,
+        handlers: Handlers,
+        parts: Sequence[Any] = (),
         restore_best: torch.nn.Module | None = None,
-        learning_rates: LearningRates | None = None,
-        cadence: CheckpointCadence | None = None,
-        data_order: DataOrder | None = None,
-        live_diagnosis: LiveDiagnosis | None = None,
     ) -> None:
         self.trainer = trainer
-        self.paths = paths
-        self.objective = objective
-        self.config = dict(config)
-        self.record = record
-        self.lock = lock
-        self.writer = writer
         self.plan = plan
-        self.best = best
-        self.history = history
-        self.train_loss = train_loss
-        self.best_checkpoint = best_checkpoint
-        self.last_checkpoint = last_checkpoint
-        self.early_stopping = early_stopping
-        self.tensorboard = tensorboard
-        self.progress_bar = progress_bar
-        self.graceful_stop = graceful_stop
+        self.parts = list(parts)  # the optional parts (attach_monitoring(parts=...)), in the last checkpoint
         self.restore_best = restore_best  # the model that gets the best weights at the end, or None
-        self.learning_rates = learning_rates  # its optimizer hook is removed at close
-        self.cadence = cadence or CheckpointCadence(Events.EPOCH_COMPLETED)
-        self.data_order = data_order
-        self.live_diagnosis = live_diagnosis  # what it said during the run is not said again at the end
+        self.paths, self.record, self.lock, self.writer = files.paths, files.record, files.lock, files.writer
+        self.config = dict(files.config)
+        self.objective = handlers.objective
+        self.best = handlers.best
+        self.history = handlers.history
+        self.train_loss = handlers.train_loss
+        self.best_checkpoint = handlers.best_checkpoint
+        self.last_checkpoint = handlers.last_checkpoint
+        self.cadence = handlers.cadence or CheckpointCadence(Events.EPOCH_COMPLETED)
+        self.step = handlers.step
+        self.early_stopping = handlers.early_stopping
+        self.tensorboard = handlers.tensorboard
+        self.progress_bar = handlers.progress_bar
+        self.graceful_stop = handlers.graceful_stop
+        self.learning_rates = handlers.learning_rates  # its optimizer hook is removed at close
+        self.data_order = handlers.data_order
+        self.live_diagnosis = handlers.live_diagnosis  # what it said during the run is not said again at the end
         if plan.state is not None:
             self.cadence.saved_iteration = plan.from_iteration  # that checkpoint is on disk already
         self.status = RunStatus.RUNNING
@@ -167,6 +186,7 @@ class Monitor:
             trainer, self.save_checkpoint,
             cost_s=lambda: float(getattr(saver, "last_cost_s", 0.0)),
             mid_epoch=lambda: self.data_order is None or bool(self.data_order.replayable),
+            step=self.step,
         )
 
     def save_checkpoint(self, engine: Engine) -> None:
@@ -175,6 +195,8 @@ class Monitor:
         release_held(self.best_checkpoint)
         if self.tensorboard is not None:
             self.tensorboard.writer.flush()  # its points up to here are durable before the checkpoint
+        if is_main_process():  # the history rows too: the one fsync of history.csv, per checkpoint
+            self.writer.submit(self.history.history.sync)
         self.last_checkpoint(engine)
         self._write_record()
 
@@ -260,6 +282,11 @@ class Monitor:
                 logger.error("Could not write the held best checkpoints: %s", e)
         # Every queued write lands first; a write error raised here fails the run (recorded below).
         self.writer.flush(raise_error=not after_error)
+        if after_error and is_main_process() and not self.lock.is_lost():
+            try:  # the rows of this segment, on disk whatever comes next
+                self.history.history.sync()
+            except OSError as e:
+                logger.error("Could not fsync %s: %s", self.history.history.path, e)
         # The steps after the last validation (a NaN mid-epoch): read on every rank (it may all-reduce),
         # except after a failure, when the ranks are not known to be here together.
         tail = self._after_last_row() if not after_error or idist.get_world_size() == 1 else None

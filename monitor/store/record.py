@@ -12,9 +12,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from monitor._io import atomic_write_text, json_text
-from monitor.layout import RECORD_NAME
-from monitor.status import RunStatus, StopReason, parse_reason, reason_value
+from monitor.core.status import RunStatus, StopReason, parse_reason, reason_value
+from monitor.store._io import atomic_write_text, json_text
+from monitor.store.layout import RECORD_NAME
 
 __all__ = [
     "RECORD_NAME",

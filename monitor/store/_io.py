@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from monitor._crash import crash_point
-from monitor.layout import TEMP_PREFIX
+from monitor.store._crash import crash_point
+from monitor.store.layout import TEMP_PREFIX
 
 
 def fsync_dir(path: Path) -> None:

@@ -15,8 +15,8 @@ import weakref
 from pathlib import Path
 from typing import IO
 
-from monitor.layout import LOCK_NAME
-from monitor.record import now_iso
+from monitor.store.layout import LOCK_NAME
+from monitor.store.record import now_iso
 
 __all__ = ["RunLock", "RunDirectoryBusy", "RunDirectoryLost"]
 

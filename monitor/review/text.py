@@ -4,13 +4,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol
 
-from monitor._format import format_value
+from monitor.core._format import format_value
 
 __all__ = ["summary_text", "format_value", "stop_reason_text"]
 
 
 class _RunView(Protocol):
-    """What :func:`summary_text` reads of a :class:`~monitor.report.Run`."""
+    """What :func:`summary_text` reads of a :class:`~monitor.review.Run`."""
 
     path: Path
     record: dict[str, Any]

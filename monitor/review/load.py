@@ -11,11 +11,18 @@ from typing import TYPE_CHECKING, Any
 
 from monitor.diagnosis import Finding
 from monitor.diagnosis import diagnose as diagnose_rows
-from monitor.history import complete_rows_text, read_history_rows
-from monitor.layout import BEST_PREFIX, HISTORY_NAME, TENSORBOARD_DIR, RunPaths, checkpoint_files, parse_checkpoint_name
-from monitor.record import FORMAT_VERSION
-from monitor.report.events import read_scalars
-from monitor.report.text import summary_text
+from monitor.review.events import read_scalars
+from monitor.review.text import summary_text
+from monitor.store.history import complete_rows_text, read_history_rows
+from monitor.store.layout import (
+    BEST_PREFIX,
+    HISTORY_NAME,
+    TENSORBOARD_DIR,
+    RunPaths,
+    checkpoint_files,
+    parse_checkpoint_name,
+)
+from monitor.store.record import FORMAT_VERSION
 
 if TYPE_CHECKING:
     import pandas
@@ -142,7 +149,7 @@ class Run:
     def _repr_html_(self) -> str:
         """How a notebook shows a run: why it stopped, its summary, configuration and curves inline."""
         # Imported when shown: loading a run needs none of the page (html.py knows Run for its annotations only).
-        from monitor.report.html import run_section
+        from monitor.review.html import run_section
 
         return run_section(self)
 

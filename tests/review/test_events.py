@@ -3,7 +3,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboardX import SummaryWriter
 
-from monitor.report import read_scalars
+from monitor.review import read_scalars
 from tests.runs import start
 
 

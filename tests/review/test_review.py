@@ -4,7 +4,8 @@ import json
 import pandas as pd
 import pytest
 
-from monitor.report import RunDirectoryError, compare, load_run, plot_runs, to_html
+from monitor import EarlyStopping, Record
+from monitor.review import RunDirectoryError, compare, load_run, plot_runs, to_html
 from tests.runs import start
 
 
@@ -20,7 +21,8 @@ def runs(tmp_path_factory):
         s = tiny_setup(lr=lr)
         run = attach_monitoring(
             s["trainer"], s["evaluator"], s["val_loader"], run_dir=path, objective=Objective("loss", mode="min"),
-            to_save={"model": s["model"], "optimizer": s["optimizer"]}, patience=3, hparams={"lr": lr},
+            to_save={"model": s["model"], "optimizer": s["optimizer"]}, early_stopping=EarlyStopping(patience=3),
+            record=Record(hparams={"lr": lr}),
         )
         with run:
             s["trainer"].run(s["train_loader"], max_epochs=12)

@@ -12,7 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from monitor.report import load_run, to_html
+from monitor import Record
+from monitor.review import load_run, to_html
 from tests.runs import start
 
 
@@ -107,7 +108,7 @@ def test_tensorboard_hparams_dashboard_compares_runs_by_their_hyper_parameters(t
         run = attach_monitoring(
             s["trainer"], s["evaluator"], s["val_loader"], run_dir=tmp_path / name,
             objective=Objective("loss", mode="min"), to_save={"model": s["model"], "optimizer": s["optimizer"]},
-            patience=None, hparams={"lr": lr, "hidden": [16]}, seed=3,
+            early_stopping=None, record=Record(hparams={"lr": lr, "hidden": [16]}, seed=3),
         )
         with run:
             s["trainer"].run(s["train_loader"], max_epochs=4)

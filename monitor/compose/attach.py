@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -10,10 +10,12 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 
-from monitor._checks import positive_int
-from monitor.distributed import is_main_process, on_main_process
+from monitor.compose.monitor import Handlers, Monitor, RunFiles
+from monitor.compose.resume import ResumePlan, apply_resume, plan_resume
+from monitor.compose.rundir import prepare_run_dir
+from monitor.compose.settings import LEGACY_KEYWORDS, Checkpoints, Console, EarlyStopping, Record
+from monitor.core.objective import Objective
 from monitor.handlers.best import BestTracker
-from monitor.handlers.cadence import CheckpointCadence
 from monitor.handlers.checkpoint import attach_best_checkpoint, last_checkpointer
 from monitor.handlers.data import attach_data_order
 from monitor.handlers.diagnosis import attach_live_diagnosis
@@ -21,21 +23,20 @@ from monitor.handlers.history import attach_history
 from monitor.handlers.loss import attach_train_loss
 from monitor.handlers.lr import LearningRates
 from monitor.handlers.outputs import attach_throughput, attach_train_outputs
-from monitor.handlers.plateau import LROnPlateau, attach_lr_on_plateau
+from monitor.handlers.part import Part, PartContext
+from monitor.handlers.plateau import LROnPlateau
 from monitor.handlers.progress import attach_epoch_log, attach_progress_bar
 from monitor.handlers.rng import RNGState, engine_state
 from monitor.handlers.signals import attach_graceful_stop, attach_time_limit
-from monitor.handlers.stopping import EarlyStopping
+from monitor.handlers.step import StepWork
+from monitor.handlers.stopping import EarlyStoppingHandler
 from monitor.handlers.tensorboard import attach_tensorboard
 from monitor.handlers.validation import attach_validation
-from monitor.layout import RunPaths
-from monitor.lifecycle import Monitor
-from monitor.lock import RunLock
-from monitor.objective import Objective
-from monitor.record import RunRecord, read_record
-from monitor.resume import ResumePlan, apply_resume, plan_resume
-from monitor.rundir import prepare_run_dir
-from monitor.writer import OrderedWriter
+from monitor.runtime.distributed import is_main_process, on_main_process
+from monitor.store.layout import RunPaths
+from monitor.store.lock import RunLock
+from monitor.store.record import RunRecord, read_record
+from monitor.store.writer import OrderedWriter
 
 __all__ = ["Monitor", "attach_monitoring", "RESERVED_KEYS"]
 
@@ -45,10 +46,16 @@ logger = logging.getLogger(__name__)
 # ``to_save`` may not use them.
 RESERVED_KEYS = (
     "trainer", "best", "early_stopping", "best_checkpoint", "train_loss", "history", "rng", "data_order",
-    "train_outputs", "lr_on_plateau", "checkpointer",
+    "train_outputs", "checkpointer",
 )
 # Reserved keys a checkpoint written before they existed may lack; a resume then goes on without them.
-OPTIONAL_KEYS = ("data_order", "train_outputs", "lr_on_plateau")
+# (A part's key is never required: a part new at a resume starts from its defaults.)
+OPTIONAL_KEYS = ("data_order", "train_outputs")
+
+_DEFAULT_EARLY_STOPPING = EarlyStopping()
+_DEFAULT_CHECKPOINTS = Checkpoints()
+_DEFAULT_CONSOLE = Console()
+_DEFAULT_RECORD = Record()
 
 
 def _check_to_save(to_save: Mapping[str, Any]) -> None:
@@ -77,29 +84,23 @@ def attach_monitoring(
     run_dir: str | Path,
     objective: Objective,
     to_save: Mapping[str, Any],
-    patience: int | None = 10,
-    baseline: float | None = None,
-    target: float | None = None,
-    divergence: float | None = None,
-    n_saved: int = 3,
-    restore_best: bool = True,
-    log_every: int = 10,
+    early_stopping: EarlyStopping | None = _DEFAULT_EARLY_STOPPING,
+    checkpoints: Checkpoints = _DEFAULT_CHECKPOINTS,
+    console: Console = _DEFAULT_CONSOLE,
+    record: Record = _DEFAULT_RECORD,
+    parts: Sequence[Part] = (),
     validate_on: Any = Events.EPOCH_COMPLETED,
+    max_time: timedelta | float | None = None,
     resume: bool = False,
     overwrite: bool = False,
-    hparams: Mapping[str, Any] | None = None,
-    seed: int | None = None,
-    tqdm_kwargs: Mapping[str, Any] | None = None,
-    background_writes: bool = True,
-    checkpoint_every: Any = None,
-    max_time: timedelta | float | None = None,
-    lr_on_plateau: LROnPlateau | None = None,
+    **removed: Any,
 ) -> Monitor:
     """Wire validation, early stopping, best and last checkpoints, history, TensorBoard and progress.
 
     On ``evaluator`` ``COMPLETED``, in this order: best tracking, the ``history.csv`` row, the epoch
-    log line, TensorBoard, the best checkpoint, early stopping. On ``trainer`` ``EPOCH_COMPLETED``, after
-    validation: the last (resume) checkpoint and ``run.json``. Everything stays plain Ignite.
+    log line, TensorBoard, the best checkpoint, early stopping, then the parts' handlers. After each
+    training step, one handler runs the per-step work of every part (see
+    :class:`~monitor.handlers.step.StepWork`). Everything stays plain Ignite.
 
     Args:
         trainer, evaluator: the engines (e.g. from :func:`build_trainer` / :func:`build_evaluator`).
@@ -108,47 +109,38 @@ def attach_monitoring(
         objective: the metric and mode that define "better" everywhere.
         to_save: stateful objects for checkpoints; ``"model"`` is required; add ``"optimizer"``,
             ``"scheduler"``... The first optimizer found gives the ``lr`` column.
-        patience: validations without improvement before stopping; ``None`` disables early stopping.
-        baseline, target, divergence: see :class:`EarlyStopping`.
-        n_saved: best checkpoints kept. Default 3.
-        restore_best: load the best weights into the model when training ends. Default True.
-        log_every: iterations between training-loss points (TensorBoard, NaN check); the progress bar
-            redraws by time (at most every 0.5 s).
+        early_stopping: an :class:`~monitor.EarlyStopping` (patience, baseline, target, divergence), or
+            ``None`` to train to ``max_epochs``. Default ``EarlyStopping(patience=10)``.
+        checkpoints: a :class:`~monitor.Checkpoints` (best kept, when the last is written, restore
+            the best weights at the end, background writes). Default ``Checkpoints()``.
+        console: a :class:`~monitor.Console` (``log_every``, the progress bar's ``tqdm_kwargs``).
+        record: a :class:`~monitor.Record` (``hparams``, ``seed``) for ``run.json``; the library never seeds.
+        parts: optional parts (:class:`~monitor.LROnPlateau`, :class:`~monitor.GradNorm`, your own:
+            see :mod:`monitor.handlers.part`); each is in the last checkpoint under its ``key``.
         validate_on: trainer event running validation. Default ``Events.EPOCH_COMPLETED``.
-        resume: continue the run in ``run_dir`` from its last checkpoint (a new run if there is none).
-        overwrite: replace a run already in ``run_dir``.
-        hparams, seed: recorded in ``run.json``; the library never seeds.
-        tqdm_kwargs: passed to the progress bar (``file=``, ``disable=``...).
-        background_writes: write checkpoints and ``run.json`` on a background thread, in order
-            (default). Training then waits only for a copy of the state (a 50M-parameter save
-            blocks 0.49x a plain ``torch.save``), but that thread's Python work competes for the
-            GIL: on epochs of a few tens of ms with a tiny model, ``False`` is 2-3 ms per epoch faster.
-
-        checkpoint_every: when the last (resume) checkpoint is written: an Ignite event with its
-            filters (``Events.ITERATION_COMPLETED(every=500)``, ``Events.EPOCH_COMPLETED``), a
-            wall-clock interval (``timedelta`` or seconds), or ``None`` (default): a budget, every
-            10 minutes of training and never more than 1% of the time spent saving. Best checkpoints
-            are kept in memory and written with it. A run also saves when it ends, on SIGTERM/SIGINT
-            and at ``max_time``. A resume continues exactly from the newest one, mid-epoch included.
         max_time: training time (``timedelta`` or seconds, summed over resumed segments) after which
             the run stops with a checkpoint, status ``interrupted``, stop reason ``time_limit``;
             ``resume=True`` with a larger ``max_time`` continues it. Default None.
-        lr_on_plateau: an :class:`~monitor.LROnPlateau` (patience, factor, cooldown, min_lr) to cut the
-            first optimizer's rates when the objective stops improving, by the same rule as early
-            stopping and the best checkpoints; its state is in the last checkpoint. Default None.
+        resume: continue the run in ``run_dir`` from its last checkpoint (a new run if there is none).
+        overwrite: replace a run already in ``run_dir``.
 
     Returns:
         The :class:`Monitor` holding the attached handlers.
+
+    Raises:
+        TypeError: a keyword of before 0.2 (``patience=``...): the message names its replacement.
 
     Examples:
         .. code-block:: python
 
             run = attach_monitoring(trainer, evaluator, val_loader, run_dir="reports/mlp",
                                     objective=Objective("loss", mode="min"),
-                                    to_save={"model": model, "optimizer": optimizer})
+                                    to_save={"model": model, "optimizer": optimizer},
+                                    early_stopping=EarlyStopping(patience=10))
             with run:
                 trainer.run(train_loader, max_epochs=1000)
     """
+    _refuse_removed(removed)
     if not isinstance(trainer, Engine) or not isinstance(evaluator, Engine):
         raise TypeError(
             f"Arguments trainer and evaluator should be ignite Engines, got {type(trainer).__name__} "
@@ -157,56 +149,60 @@ def attach_monitoring(
     if not isinstance(objective, Objective):
         raise TypeError(f"Argument objective should be a monitor.Objective, got {objective!r}.")
     _check_to_save(to_save)
-    # Each argument is checked once, before anything touches the disk: by the constructors of the
-    # handlers that need no disk (built here), or here when only disk-bound handlers take it.
-    positive_int("patience", patience, none_ok=True)
-    positive_int("n_saved", n_saved)
-    positive_int("log_every", log_every)
-    cadence = CheckpointCadence(checkpoint_every, agree_every=log_every)
+    # Each setting checked itself when it was made; here only that each is of its kind, and the
+    # checks that need the objective or to_save. All before anything touches the disk.
+    settings = (("early_stopping", early_stopping, EarlyStopping), ("checkpoints", checkpoints, Checkpoints),
+                ("console", console, Console), ("record", record, Record))
+    for name, value, kind in settings:
+        if not isinstance(value, kind) and not (name == "early_stopping" and value is None):
+            extra = " or None" if name == "early_stopping" else ""
+            raise TypeError(f"Argument {name} should be a monitor.{kind.__name__}{extra}, got {value!r}.")
+    parts = _check_parts(parts, to_save)
+    log_every = console.log_every
+    cadence = checkpoints.cadence(agree_every=log_every)
     max_time_s = _seconds("max_time", max_time)
-    if lr_on_plateau is not None and not isinstance(lr_on_plateau, LROnPlateau):
-        raise TypeError(f"Argument lr_on_plateau should be a monitor.LROnPlateau or None, got {lr_on_plateau!r}.")
-    early_stopping = None if patience is None else EarlyStopping(
-        objective, trainer, patience, baseline=baseline, target=target, divergence=divergence
+    stopping = None if early_stopping is None else EarlyStoppingHandler(
+        objective, trainer, early_stopping.patience, baseline=early_stopping.baseline, target=early_stopping.target,
+        divergence=early_stopping.divergence,
     )
-    best = BestTracker(objective, trainer, baseline=baseline)
-    # Disk-free, so before the folder: the epoch's loss is checked first, then validation runs
-    # (attach_validation refuses an empty loader here, not after a training epoch).
-    train_loss = attach_train_loss(trainer, check_every=log_every)
-    attach_validation(trainer, evaluator, val_loader, event=validate_on)
-    lock = RunLock(run_dir)
-    writer = OrderedWriter(background=background_writes, guard=lock.check)  # never into a folder taken over
+    best = BestTracker(objective, trainer, baseline=None if early_stopping is None else early_stopping.baseline)
     model = to_save["model"]
     first_optimizer = next((o for o in to_save.values() if isinstance(o, torch.optim.Optimizer)), None)
-    if lr_on_plateau is not None and first_optimizer is None:
-        raise ValueError(
-            f"Argument lr_on_plateau needs an optimizer in to_save (its rates are the ones cut); got to_save keys "
-            f"{sorted(to_save)}."
-        )
+    for part in parts:
+        if isinstance(part, LROnPlateau) and first_optimizer is None:
+            raise ValueError(
+                f"Argument lr_on_plateau (LROnPlateau in parts) needs an optimizer in to_save (its rates are the ones "
+                f"cut); got to_save keys {sorted(to_save)}."
+            )
+    # Disk-free, so before the folder: the epoch's loss is checked first, then validation runs
+    # (attach_validation refuses an empty loader here, not after a training epoch).
+    step = StepWork(log_every=log_every, last_apart=not _once_per_epoch(validate_on)).attach(trainer)
+    train_loss = attach_train_loss(trainer, check_every=log_every, step=step)
+    attach_validation(trainer, evaluator, val_loader, event=validate_on)
+    lock = RunLock(run_dir)
+    writer = OrderedWriter(background=checkpoints.background_writes, guard=lock.check)  # never into a folder taken over
     state_types = {key: type(obj).__name__ for key, obj in to_save.items()}
     config = {
         "objective": objective.to_dict(),
-        "early_stopping": None if patience is None else
-        {"patience": patience, "baseline": baseline, "target": target, "divergence": divergence},
-        "n_saved": n_saved,
-        "lr_on_plateau": None if lr_on_plateau is None else {
-            "patience": lr_on_plateau.patience, "factor": lr_on_plateau.factor, "cooldown": lr_on_plateau.cooldown,
-            "min_lr": lr_on_plateau.min_lr},
-        "hparams": dict(hparams or {}),
-        "seed": seed,
+        "early_stopping": None if early_stopping is None else early_stopping.config(),
+        "n_saved": checkpoints.n_saved,
+        "lr_on_plateau": None,  # (run.json has always named it, here)
+        "hparams": dict(record.hparams),
+        "seed": record.seed,
         "to_save": state_types,
     }
+    config.update((part.key, dict(part.config())) for part in parts)  # the settings of each part
 
     # Rank 0 checks and locks the folder; its verdict (or error) reaches every rank.
     on_main_process(lambda: str(prepare_run_dir(run_dir, resume=resume, overwrite=overwrite, lock=lock).root))
     paths = RunPaths(run_dir)
     try:
-        record = RunRecord(on_main_process(lambda: read_record(paths.root)))
-        own = set(RESERVED_KEYS) - set(OPTIONAL_KEYS) - ({"early_stopping"} if early_stopping is None else set())
-        plan = plan_resume(paths, objective=objective, record=record, required={*to_save, *own},
+        run_record = RunRecord(on_main_process(lambda: read_record(paths.root)))
+        own = set(RESERVED_KEYS) - set(OPTIONAL_KEYS) - ({"early_stopping"} if stopping is None else set())
+        plan = plan_resume(paths, objective=objective, record=run_record, required={*to_save, *own},
                            state_types=state_types) if resume else ResumePlan(resume=False)
         if plan.state is not None and not plan.is_finished:
-            _log_changes(record.data, config)
+            _log_changes(run_record.data, config)
         main = is_main_process()
         # The rate each step used (the lr column), whatever order the user's scheduler handlers run in.
         rates = None if first_optimizer is None else LearningRates(first_optimizer)
@@ -215,12 +211,16 @@ def attach_monitoring(
         evaluator.add_event_handler(Events.STARTED, lock.check)
         # In this order: the evaluator's COMPLETED handlers run as attached (see ARCHITECTURE.md).
         best.attach(evaluator)
-        train_outputs, throughput = attach_train_outputs(trainer), attach_throughput(trainer)
+        context = PartContext(trainer=trainer, evaluator=evaluator, objective=objective, best=best, model=model,
+                              optimizer=first_optimizer, step_work=step.first)
+        train_outputs = attach_train_outputs(trainer, step=step)
+        throughput = attach_throughput(trainer, step=step)
         history = attach_history(evaluator, trainer, best, paths.history, train_loss=train_loss, optimizer=rates,
-                                 train_outputs=train_outputs, throughput=throughput)
+                                 train_outputs=train_outputs, throughput=throughput,
+                                 columns=[part.columns for part in parts])
         progress_bar = None
         if main and not plan.is_finished:  # the epoch lines are written around it
-            progress_bar = attach_progress_bar(trainer, **dict(tqdm_kwargs or {}))
+            progress_bar = attach_progress_bar(trainer, **dict(console.tqdm_kwargs or {}))
         live_diagnosis = None
         if main:
             attach_epoch_log(evaluator, trainer, history, bar=progress_bar)
@@ -230,26 +230,24 @@ def attach_monitoring(
             tensorboard = attach_tensorboard(
                 trainer, evaluator, paths.tensorboard, optimizer=rates, log_every=log_every,
                 purge_step=plan.purge_step, row=lambda: history.last_row, best=best,
-                hparams={**dict(hparams or {}), **({} if seed is None else {"seed": seed})},
+                hparams={**dict(record.hparams), **({} if record.seed is None else {"seed": record.seed})}, step=step,
             )
         best_checkpoint = attach_best_checkpoint(
-            evaluator, trainer, best, {"model": model}, paths.checkpoints, n_saved=n_saved, writer=writer,
+            evaluator, trainer, best, {"model": model}, paths.checkpoints, n_saved=checkpoints.n_saved, writer=writer,
             name_by_iteration=not _once_per_epoch(validate_on), hold=True,
         )
-        if early_stopping is not None:
-            early_stopping.attach(evaluator)
-        if lr_on_plateau is not None and first_optimizer is not None:
-            attach_lr_on_plateau(evaluator, best, first_optimizer, lr_on_plateau)
+        if stopping is not None:
+            stopping.attach(evaluator)
+        for part in parts:
+            part.attach(context)
         data_order = attach_data_order(trainer)
         objects: dict[str, Any] = {
             **to_save, "trainer": engine_state(trainer), "best": best, "best_checkpoint": best_checkpoint,
             "train_loss": train_loss, "history": history, "rng": RNGState(), "data_order": data_order,
-            "train_outputs": train_outputs,
+            "train_outputs": train_outputs, **{part.key: part for part in parts},
         }
-        if early_stopping is not None:
-            objects["early_stopping"] = early_stopping
-        if lr_on_plateau is not None:
-            objects["lr_on_plateau"] = lr_on_plateau
+        if stopping is not None:
+            objects["early_stopping"] = stopping
         scaler = getattr(trainer.state, "scaler", None)  # Ignite's AMP GradScaler (create_supervised_trainer)
         if scaler is not None and hasattr(scaler, "state_dict") and "scaler" not in to_save:
             objects["scaler"] = scaler
@@ -262,21 +260,61 @@ def attach_monitoring(
             )
         graceful_stop = None
         if not plan.is_finished:
-            graceful_stop = attach_graceful_stop(trainer, agree_every=log_every)
+            graceful_stop = attach_graceful_stop(trainer, agree_every=log_every, step=step)
             if max_time_s is not None:
-                attach_time_limit(trainer, graceful_stop, clock=history, max_time_s=max_time_s)
+                attach_time_limit(trainer, graceful_stop, clock=history, max_time_s=max_time_s, step=step)
         run = Monitor(
-            trainer, paths=paths, objective=objective, config=config, record=record, lock=lock, writer=writer,
-            plan=plan, best=best, history=history, train_loss=train_loss, best_checkpoint=best_checkpoint,
-            last_checkpoint=last_checkpoint, early_stopping=early_stopping, tensorboard=tensorboard,
-            progress_bar=progress_bar, graceful_stop=graceful_stop, restore_best=model if restore_best else None,
-            learning_rates=rates, cadence=cadence, data_order=data_order, live_diagnosis=live_diagnosis,
+            trainer,
+            files=RunFiles(paths=paths, record=run_record, lock=lock, writer=writer, config=config),
+            plan=plan,
+            handlers=Handlers(
+                objective=objective, best=best, history=history, train_loss=train_loss,
+                best_checkpoint=best_checkpoint, last_checkpoint=last_checkpoint, cadence=cadence, step=step,
+                early_stopping=stopping, tensorboard=tensorboard, progress_bar=progress_bar,
+                graceful_stop=graceful_stop, learning_rates=rates, data_order=data_order,
+                live_diagnosis=live_diagnosis,
+            ),
+            parts=parts,
+            restore_best=model if checkpoints.restore_best else None,
         )
         run.attach(trainer)  # after the last checkpoint's handler: run.json follows the file it names
+        step.attach_last(trainer)  # after a validation within the epoch (if any): see StepWork
         return run
     except BaseException:
         lock.release()
         raise
+
+
+def _refuse_removed(removed: Mapping[str, Any]) -> None:
+    """A keyword attach_monitoring no longer takes: name where it went (or that it is unknown)."""
+    for name in removed:
+        if name in LEGACY_KEYWORDS:
+            raise TypeError(
+                f"attach_monitoring() no longer takes {name}=; pass {LEGACY_KEYWORDS[name]} instead "
+                "(see the README's 'Settings' section)."
+            )
+        raise TypeError(f"attach_monitoring() got an unexpected keyword argument {name!r}.")
+
+
+def _check_parts(parts: Sequence[Any], to_save: Mapping[str, Any]) -> list[Part]:
+    """``parts`` as a list, each following the :class:`~monitor.handlers.part.Part` protocol, under a key
+    of its own."""
+    if isinstance(parts, (str, bytes)) or not isinstance(parts, Sequence):
+        raise TypeError(f"Argument parts should be a list of parts (e.g. [LROnPlateau()]), got {parts!r}.")
+    keys: set[str] = set()
+    for part in parts:
+        if not isinstance(part, Part):
+            raise TypeError(
+                f"Argument parts should hold parts (key, attach, config, columns, state_dict, load_state_dict; see "
+                f"monitor.handlers.part), got {part!r}."
+            )
+        if part.key in RESERVED_KEYS or part.key in to_save or part.key in keys:
+            raise ValueError(
+                f"Argument parts has a part whose key {part.key!r} is taken (by monitor, to_save or another part); "
+                f"monitor reserves {list(RESERVED_KEYS)}."
+            )
+        keys.add(part.key)
+    return list(parts)
 
 
 def _once_per_epoch(event: Any) -> bool:

@@ -16,8 +16,8 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from monitor._io import atomic_write_json
-from monitor.layout import MANIFEST_NAME
+from monitor.store._io import atomic_write_json
+from monitor.store.layout import MANIFEST_NAME
 
 __all__ = ["Manifest", "ChecksumWriter", "MANIFEST_NAME", "trailer", "read_trailer", "check_file"]
 

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from monitor.report import RunDirectoryError, compare, load_run, plot_runs, to_html
-from monitor.report.text import format_value
+from monitor.review import RunDirectoryError, compare, load_run, plot_runs, to_html
+from monitor.review.text import format_value
 
 if TYPE_CHECKING:
     import pandas

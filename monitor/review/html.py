@@ -7,12 +7,12 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from monitor.report.plots import figure_png, plot_runs
-from monitor.report.summary import compare
-from monitor.report.text import format_value, stop_reason_text
+from monitor.review.plots import figure_png, plot_runs
+from monitor.review.summary import compare
+from monitor.review.text import format_value, stop_reason_text
 
 if TYPE_CHECKING:  # Run for annotations only: load.py imports the HTML page for Run._repr_html_
-    from monitor.report.load import Run
+    from monitor.review.load import Run
 
 __all__ = ["to_html", "run_section"]
 

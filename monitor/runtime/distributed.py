@@ -115,8 +115,8 @@ def on_main_process(func: Callable[[], T]) -> T:
 
 def _error_types() -> dict[str, type[Exception]]:
     # Imported here: lock and rundir import this module's users, not the other way round.
-    from monitor.lock import RunDirectoryBusy
-    from monitor.rundir import CheckpointError
+    from monitor.compose.rundir import CheckpointError
+    from monitor.store.lock import RunDirectoryBusy
 
     builtin = (ValueError, TypeError, KeyError, PermissionError, FileNotFoundError, OSError, RuntimeError)
     return {cls.__name__: cls for cls in (*builtin, RunDirectoryBusy, CheckpointError)}

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from monitor._io import atomic_write_text
+from monitor.store._io import atomic_write_text
 
 if TYPE_CHECKING:
     import pandas
@@ -94,7 +94,10 @@ def read_history_rows(path: Path | str) -> list[dict[str, Any]]:
 class History:
     """Rows of per-epoch values, kept in a CSV file that is whole after any crash.
 
-    Each :meth:`append` writes one line and flushes it to disk (O(1) per row). A row with a column
+    Each :meth:`append` writes one line and hands it to the operating system (O(1) per row), so a
+    killed process loses none; :meth:`sync` makes the rows durable against a power loss too, and is
+    called before each last checkpoint is written (every row up to a checkpoint is on disk before
+    it; a row after it that a power loss took is trained again by the resume). A row with a column
     the file has not seen yet rewrites the file atomically with the union of the columns, so
     columns are never dropped; cells a row lacks stay empty. ``epoch`` and ``iteration`` come first.
 
@@ -131,7 +134,7 @@ class History:
         return rows
 
     def append(self, row: Mapping[str, Any]) -> None:
-        """Add one row, durable on disk when this returns."""
+        """Add one row: in the file when this returns (durable after :meth:`sync`)."""
         for key in _LEADING:
             if key not in row:
                 raise KeyError(f"History row needs {key!r}; got columns {sorted(row)}.")
@@ -146,11 +149,22 @@ class History:
             try:
                 with open(self.path, "a", encoding="utf-8", newline="") as f:
                     f.write(self._line(row))
-                    f.flush()
-                    os.fsync(f.fileno())
             except OSError as e:  # e.g. ENOSPC: a torn line is dropped at the next open
                 raise OSError(e.errno, e.strerror, str(self.path)) from e
         self._set_last(row)
+
+    def sync(self) -> None:
+        """Put every row appended so far on disk (an fsync); nothing if there is no file yet."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        try:
+            os.fsync(fd)
+        except OSError as e:  # e.g. ENOSPC
+            raise OSError(e.errno, e.strerror, str(self.path)) from e
+        finally:
+            os.close(fd)
 
     def truncate(self, after_epoch: int | None = None, *, after_iteration: int | None = None) -> int:
         """Drop rows with ``epoch > after_epoch`` or ``iteration > after_iteration`` (work a resume

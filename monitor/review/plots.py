@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # Run for annotations only: load.py imports the HTML page for Run._repr_html_
     from matplotlib.figure import Figure
 
-    from monitor.report.load import Run
+    from monitor.review.load import Run
 
 __all__ = ["plot_runs", "figure_png"]
 

@@ -1,7 +1,7 @@
 """Reading checkpoint files: verify against the manifest, load, find the one to resume from, check fit.
 
 Reads only, except :func:`set_aside_damaged` and :func:`remove_unlisted_checkpoints`, which a resume
-calls once it has decided what to do (see :mod:`monitor.resume`).
+calls once it has decided what to do (see :mod:`monitor.compose.resume`).
 """
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from monitor.layout import DAMAGED_SUFFIX, checkpoint_files, last_checkpoints
-from monitor.manifest import Manifest, check_file
+from monitor.store.layout import DAMAGED_SUFFIX, checkpoint_files, last_checkpoints
+from monitor.store.manifest import Manifest, check_file
 
 __all__ = [
     "CheckpointError",

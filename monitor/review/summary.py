@@ -5,12 +5,12 @@ import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from monitor.report.text import format_value, summary_text
+from monitor.review.text import format_value, summary_text
 
 if TYPE_CHECKING:  # Run for annotations only: load.py imports the HTML page for Run._repr_html_
     import pandas
 
-    from monitor.report.load import Run
+    from monitor.review.load import Run
 
 __all__ = ["compare", "format_value", "summary_text", "summary_record"]
 

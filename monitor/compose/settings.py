@@ -1,0 +1,155 @@
+"""The settings of attach_monitoring, one small validated object per concern.
+
+Each object checks its own arguments when it is made (the messages name the argument, what is
+accepted and the value), so a bad value fails at the line that wrote it, before any folder exists.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from monitor.core._checks import optional_number, positive_int
+from monitor.handlers.cadence import CheckpointCadence
+
+__all__ = ["EarlyStopping", "Checkpoints", "Console", "Record", "LEGACY_KEYWORDS"]
+
+
+@dataclass(frozen=True)
+class EarlyStopping:
+    """When training stops before ``max_epochs``, judged by the run's :class:`~monitor.Objective`.
+
+    Args:
+        patience: validations without improvement before stopping (>= 1), or ``None`` to stop only
+            at ``target`` or ``divergence``. Default 10.
+        baseline: a value the metric must beat before anything counts as an improvement (for the
+            best checkpoints too). Default None.
+        target: stop as soon as the metric is at least this good. Default None.
+        divergence: stop as soon as the metric is worse than this. Default None.
+
+    Examples:
+        .. code-block:: python
+
+            attach_monitoring(..., early_stopping=EarlyStopping(patience=10, baseline=0.7))
+            attach_monitoring(..., early_stopping=None)      # train to max_epochs
+    """
+
+    patience: int | None = 10
+    baseline: float | None = None
+    target: float | None = None
+    divergence: float | None = None
+
+    def __post_init__(self) -> None:
+        positive_int("patience", self.patience, none_ok=True)
+        for name in ("baseline", "target", "divergence"):
+            optional_number(name, getattr(self, name))
+
+    def config(self) -> dict[str, Any]:
+        """What ``run.json`` records of it."""
+        return {"patience": self.patience, "baseline": self.baseline, "target": self.target,
+                "divergence": self.divergence}
+
+
+@dataclass(frozen=True)
+class Checkpoints:
+    """The best checkpoints kept and when the last (resume) checkpoint is written.
+
+    Args:
+        n_saved: best checkpoints kept. Default 3.
+        every: when the last checkpoint is written: an Ignite event with its filters
+            (``Events.ITERATION_COMPLETED(every=500)``), a wall-clock interval (``timedelta`` or
+            seconds), or ``None`` (default): a budget, every 10 minutes of training and never more
+            than 1% of the time spent saving. A run also saves when it ends, on SIGTERM/SIGINT and at
+            ``max_time``; a resume continues exactly from the newest one, mid-epoch included.
+        restore_best: load the best weights into the model when training ends. Default True.
+        background_writes: write checkpoints and ``run.json`` on a background thread, in order
+            (default); training then waits only for a copy of the state.
+
+    Examples:
+        .. code-block:: python
+
+            attach_monitoring(..., checkpoints=Checkpoints(n_saved=1, every=timedelta(minutes=5)))
+    """
+
+    n_saved: int = 3
+    every: Any = None
+    restore_best: bool = True
+    background_writes: bool = True
+
+    def __post_init__(self) -> None:
+        positive_int("n_saved", self.n_saved)
+        self.cadence()  # checks every
+        for name in ("restore_best", "background_writes"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"Argument {name} should be True or False, got {getattr(self, name)!r}.")
+
+    def cadence(self, *, agree_every: int = 10) -> CheckpointCadence:
+        """A new :class:`~monitor.handlers.cadence.CheckpointCadence` for ``every``."""
+        return CheckpointCadence(self.every, agree_every=agree_every)
+
+
+@dataclass(frozen=True)
+class Console:
+    """What the terminal shows, and how often the training loss is looked at.
+
+    Args:
+        log_every: iterations between training-loss points (TensorBoard ``train/loss``, the NaN
+            check, and under idist the agreement on a stop request). Default 10. The progress bar
+            redraws by time (at most every 0.5 s) and only on a terminal or in a notebook.
+        tqdm_kwargs: passed to the progress bar (``file=``, ``disable=``...). Default None.
+
+    Examples:
+        .. code-block:: python
+
+            attach_monitoring(..., console=Console(log_every=50, tqdm_kwargs={"file": sys.stderr}))
+    """
+
+    log_every: int = 10
+    tqdm_kwargs: Mapping[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        positive_int("log_every", self.log_every)
+        if self.tqdm_kwargs is not None and not isinstance(self.tqdm_kwargs, Mapping):
+            raise TypeError(f"Argument tqdm_kwargs should be a mapping or None, got {self.tqdm_kwargs!r}.")
+
+
+@dataclass(frozen=True)
+class Record:
+    """What ``run.json`` (and TensorBoard's HParams) records about the run beyond its results.
+
+    Args:
+        hparams: the hyper-parameters, as plain values. Default none.
+        seed: the seed the script used (the library never seeds). Default None.
+
+    Examples:
+        .. code-block:: python
+
+            attach_monitoring(..., record=Record(hparams={"lr": 0.01, "hidden": 100}, seed=0))
+    """
+
+    hparams: Mapping[str, Any] = field(default_factory=dict)
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.hparams, Mapping):
+            raise TypeError(f"Argument hparams should be a mapping of names to values, got {self.hparams!r}.")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+            raise TypeError(f"Argument seed should be an int or None, got {self.seed!r}.")
+
+
+# The flat keywords of attach_monitoring before 0.2, and where each one went.
+LEGACY_KEYWORDS = {
+    "patience": "early_stopping=EarlyStopping(patience=...)",
+    "baseline": "early_stopping=EarlyStopping(baseline=...)",
+    "target": "early_stopping=EarlyStopping(target=...)",
+    "divergence": "early_stopping=EarlyStopping(divergence=...)",
+    "n_saved": "checkpoints=Checkpoints(n_saved=...)",
+    "restore_best": "checkpoints=Checkpoints(restore_best=...)",
+    "background_writes": "checkpoints=Checkpoints(background_writes=...)",
+    "checkpoint_every": "checkpoints=Checkpoints(every=...)",
+    "log_every": "console=Console(log_every=...)",
+    "tqdm_kwargs": "console=Console(tqdm_kwargs=...)",
+    "hparams": "record=Record(hparams=...)",
+    "seed": "record=Record(seed=...)",
+    "lr_on_plateau": "parts=[LROnPlateau(...)]",
+}

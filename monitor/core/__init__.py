@@ -1,0 +1,2 @@
+"""The concepts every layer shares, standard library only: what "better" means (Objective), how a run
+ends (RunStatus, StopReason), where a trainer is within its epoch, argument checks, number formats."""

@@ -1,0 +1,74 @@
+"""The protocol of an optional part (``attach_monitoring(parts=[...])``) and what it is handed.
+
+A part is one object that:
+
+- has a ``key``: its entry in the last checkpoint and in ``run.json``'s configuration (unique; not a
+  key of ``to_save`` nor one monitor reserves);
+- ``attach(context)``: registers its handlers on ``context.trainer`` / ``context.evaluator``
+  (evaluator ``COMPLETED`` handlers run after monitor's own: best tracking, the history row, the
+  log line, TensorBoard, the best checkpoint, early stopping), and its per-step work, if any, with
+  ``context.on_step`` (run first in monitor's one step handler, never as a handler of its own);
+- ``state_dict()`` / ``load_state_dict()``: plain types, saved in every last checkpoint and loaded on
+  resume (a part new at a resume starts from its own defaults);
+- ``config()``: its settings as plain types, recorded in ``run.json``;
+- ``columns()``: the columns it adds to each history row (``{}`` for none).
+
+Examples:
+    .. code-block:: python
+
+        class CountSteps:                       # a part that counts optimizer steps
+            key = "count_steps"
+            def __init__(self): self.steps = 0
+            def attach(self, context): context.on_step(self.step)
+            def step(self, trainer): self.steps += 1
+            def columns(self): return {"steps": self.steps}
+            def config(self): return {}
+            def state_dict(self): return {"steps": self.steps}
+            def load_state_dict(self, state): self.steps = int(state["steps"])
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from ignite.engine import Engine
+
+from monitor.core.objective import Objective
+from monitor.handlers.best import BestTracker
+
+__all__ = ["Part", "PartContext"]
+
+
+@runtime_checkable
+class Part(Protocol):
+    key: str
+
+    def attach(self, context: PartContext) -> None: ...
+
+    def config(self) -> Mapping[str, Any]: ...
+
+    def columns(self) -> Mapping[str, Any]: ...
+
+    def state_dict(self) -> Mapping[str, Any]: ...
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None: ...
+
+
+@dataclass
+class PartContext:
+    """What a part may use when it attaches: the engines, the objective and its tracker, the model,
+    the first optimizer of ``to_save`` (``None`` if there is none), and :meth:`on_step`."""
+
+    trainer: Engine
+    evaluator: Engine
+    objective: Objective
+    best: BestTracker
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer | None
+    step_work: list[Callable[[Engine], None]] = field(default_factory=list)
+
+    def on_step(self, work: Callable[[Engine], None]) -> None:
+        """Run ``work(trainer)`` after every training step, before monitor reads the step's output."""
+        self.step_work.append(work)

@@ -1,0 +1,73 @@
+"""StepWork: everything monitor does after a training step, in one Ignite handler.
+
+Ignite calls each handler of an event through its own dispatch (and a filtered one through a
+wrapper that runs its filter on every step): nine handlers and a filter each cost more than the
+work they did. Here the work of every part runs from one ``ITERATION_COMPLETED`` handler, in a fixed
+order, and what is due only every ``log_every`` steps is a modulo, not a filtered handler.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ignite.engine import Engine, Events
+
+from monitor.core._checks import positive_int
+
+__all__ = ["StepWork"]
+
+Work = Callable[[Engine], None]
+
+
+class StepWork:
+    """The per-step work of the attached parts, called in this order after each training step:
+
+    1. ``first``: the parts' own work (e.g. gradient norms added to the step's output);
+    2. ``every_step``: the loss and output sums, the throughput clock;
+    3. ``every_log`` (every ``log_every`` iterations): the NaN check, TensorBoard's ``train/loss``;
+    4. ``last``: the stop request, the time limit, the checkpoint cadence (which may save here).
+
+    Attach it before the handlers that read this step's sums (a validation within the epoch). When
+    such a handler runs on ``ITERATION_COMPLETED`` (``last_apart``), ``last`` must follow it, so it is
+    attached after it as a second handler (:meth:`attach_last`); otherwise it is part of the one.
+
+    Examples:
+        .. code-block:: python
+
+            step = StepWork(log_every=10)
+            step.every_step.append(train_loss)
+            step.every_log.append(train_loss.check)
+            step.attach(trainer)          # one handler on the *trainer*'s ITERATION_COMPLETED
+    """
+
+    def __init__(self, *, log_every: int = 10, last_apart: bool = False) -> None:
+        self.log_every = positive_int("log_every", log_every)
+        self.last_apart = last_apart
+        self.first: list[Work] = []
+        self.every_step: list[Work] = []
+        self.every_log: list[Work] = []
+        self.last: list[Work] = []
+
+    def __call__(self, engine: Engine) -> None:
+        for work in self.first:
+            work(engine)
+        for work in self.every_step:
+            work(engine)
+        if engine.state.iteration % self.log_every == 0:
+            for work in self.every_log:
+                work(engine)
+        if not self.last_apart:
+            for work in self.last:
+                work(engine)
+
+    def run_last(self, engine: Engine) -> None:
+        for work in self.last:
+            work(engine)
+
+    def attach(self, trainer: Engine) -> StepWork:
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, self)
+        return self
+
+    def attach_last(self, trainer: Engine) -> None:
+        """With ``last_apart``: ``last`` as a handler of its own, after those attached so far."""
+        if self.last_apart:
+            trainer.add_event_handler(Events.ITERATION_COMPLETED, self.run_last)

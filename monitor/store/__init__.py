@@ -1,0 +1,2 @@
+"""The run folder's format, standard library only: its names (layout), run.json (record), history.csv
+(history), checksums (manifest), the one-writer lock, ordered background writes, atomic files."""

@@ -1,0 +1,89 @@
+"""Contract test over every optional part in monitor.handlers, found by looking: it follows the Part
+protocol, attaches through attach_monitoring(parts=[...]), records its settings in run.json, is in
+the last checkpoint under its key, and a run stopped and resumed ends as the same run uninterrupted."""
+import importlib
+import inspect
+import json
+import pkgutil
+
+import pandas as pd
+import pytest
+import torch
+from ignite.engine import Events
+
+import monitor.handlers
+from monitor import Checkpoints, Console, GradNorm, LROnPlateau, Objective, Part, attach_monitoring
+from monitor.store.history import TIMING_COLUMNS
+from tests.conftest import tiny_setup
+
+MAKERS = {
+    LROnPlateau: lambda: LROnPlateau(patience=1, factor=0.5),
+    GradNorm: GradNorm,
+}
+COLUMNS = {LROnPlateau: "lr", GradNorm: "train_grad_norm"}  # a column that shows the part at work
+
+
+def discovered_parts():
+    found = set()
+    for info in pkgutil.iter_modules(monitor.handlers.__path__):
+        module = importlib.import_module(f"monitor.handlers.{info.name}")
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ == module.__name__ and isinstance(getattr(cls, "key", None), str) and hasattr(cls, "attach"):
+                found.add(cls)
+    return found
+
+
+def test_every_part_has_a_maker_and_follows_the_protocol():
+    assert discovered_parts() == set(MAKERS), "add a maker for each new part"
+    for make in MAKERS.values():
+        assert isinstance(make(), Part)
+
+
+def run(run_dir, part, *, max_epochs, resume=False, crash_in_epoch=None):
+    s = tiny_setup(lr=0.5)
+    if crash_in_epoch is not None:  # killed in the middle of that epoch, after its last checkpoint
+        at = (crash_in_epoch - 1) * len(s["train_loader"]) + len(s["train_loader"]) // 2
+
+        @s["trainer"].on(Events.ITERATION_COMPLETED(once=at))
+        def crash(_):
+            raise RuntimeError("killed")
+    watch = attach_monitoring(
+        s["trainer"], s["evaluator"], s["val_loader"], run_dir=run_dir, objective=Objective("loss", mode="min"),
+        to_save={"model": s["model"], "optimizer": s["optimizer"]}, early_stopping=None, parts=[part],
+        checkpoints=Checkpoints(every=Events.EPOCH_COMPLETED, restore_best=False), console=Console(log_every=1),
+        resume=resume,
+    )
+    with watch:
+        if crash_in_epoch is None:
+            s["trainer"].run(s["train_loader"], max_epochs=max_epochs)
+        else:
+            with pytest.raises(RuntimeError, match="killed"):
+                s["trainer"].run(s["train_loader"], max_epochs=max_epochs)
+    return s
+
+
+@pytest.mark.parametrize("cls", sorted(MAKERS, key=lambda c: c.__name__), ids=lambda c: c.__name__)
+def test_a_part_is_recorded_checkpointed_and_resumes_exactly(tmp_path, cls):
+    whole = MAKERS[cls]()
+    s_whole = run(tmp_path / "whole", whole, max_epochs=6)
+    run(tmp_path / "split", MAKERS[cls](), max_epochs=6, crash_in_epoch=4)
+    last = torch.load(next((tmp_path / "split" / "checkpoints").glob("last_*.pt")), weights_only=False)
+    assert cls.key in last
+    resumed = MAKERS[cls]()
+    s_split = run(tmp_path / "split", resumed, max_epochs=6, resume=True)
+
+    record = json.loads((tmp_path / "whole" / "run.json").read_text())
+    assert record[cls.key] == dict(whole.config())
+    histories = [pd.read_csv(tmp_path / name / "history.csv").drop(columns=list(TIMING_COLUMNS))
+                 for name in ("whole", "split")]
+    assert COLUMNS[cls] in histories[0]
+    pd.testing.assert_frame_equal(histories[0], histories[1])
+    assert resumed.state_dict() == whole.state_dict()
+    for a, b in zip(s_whole["model"].parameters(), s_split["model"].parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_lr_on_plateau_as_a_part_cuts_the_rate(tmp_path):
+    run(tmp_path / "run", LROnPlateau(patience=1, factor=0.5), max_epochs=8)
+    rates = pd.read_csv(tmp_path / "run" / "history.csv")["lr"]
+    assert rates.iloc[-1] < rates.iloc[0]
