@@ -74,6 +74,11 @@ def _durable_writer_classes() -> tuple[type, type]:
             self._writer._py_recordio_writer._writer.flush()  # tensorboardX keeps its file object private
             self._written_at = time.monotonic() if now is None else now
 
+        def hand_over(self) -> None:
+            """The waiting events to the OS (no fsync)."""
+            if not self._closed and self._pending:
+                self._write_pending()
+
         def flush(self) -> None:
             if not self._closed:
                 self._write_pending()
@@ -227,7 +232,9 @@ def attach_tensorboard(
             tag = _row_tag(name)
             if tag is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
                 tb_logger.writer.add_scalar(tag, value, trainer_step())
-        tb_logger.writer.flush()  # durable before the last checkpoint of this epoch is written
+        # To the OS now (a kill keeps them); durable (fsync) with the next last checkpoint, which
+        # flushes first: a resume hides every point after its checkpoint anyway (purge_step).
+        tb_logger.writer._get_file_writer().event_writer.hand_over()
 
     evaluator.add_event_handler(Events.COMPLETED, log_lr_and_flush)
     if hparams is not None:
