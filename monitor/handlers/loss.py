@@ -97,7 +97,7 @@ class TrainLoss(Serializable):
         self._count = 0
         self._read: tuple[float, int] | None = None  # the running total and count, as read since the last sum
         self._max: torch.Tensor | float | None = None  # the epoch's highest step loss, on its device
-        self._pending: list[torch.Tensor | float] = []  # the losses of the steps not yet folded in
+        self._pending: list[torch.Tensor] = []  # the losses (off the host) of the steps not yet folded in
         self._first: float | None = None  # the run's first step loss
 
     def started(self, _: Engine) -> None:
@@ -130,27 +130,21 @@ class TrainLoss(Serializable):
                 idist.get_world_size())
 
     def _fold(self) -> None:
-        """Add the pending steps' losses to the epoch's sum and highest (on their device)."""
+        """Add the pending steps' losses to the epoch's sum and highest (on their device; the
+        numbers and CPU losses were added as they came)."""
         pending, self._pending = self._pending, []
         if not pending:
             return
         self._count += len(pending)
-        tensors = [x for x in pending if isinstance(x, torch.Tensor)]
-        numbers = [x for x in pending if not isinstance(x, torch.Tensor)]
-        if tensors:
-            with torch.no_grad():
-                try:
-                    stacked = torch.stack(tensors).reshape(-1)
-                except RuntimeError:  # steps of other shapes, dtypes or devices: one at a time
-                    stacked = torch.stack([torch.as_tensor(x, device=tensors[0].device).reshape(())
-                                           .to(tensors[0].dtype) for x in tensors])
-                self._sum = self._sum + stacked.sum()
-                highest = stacked.nan_to_num(nan=-math.inf, posinf=math.inf).amax()  # NaN steps left out
-                self._max = highest_of(self._max, highest)
-        for number in numbers:
-            self._sum = self._sum + number
-            if not math.isnan(number):
-                self._max = highest_of(self._max, number)
+        with torch.no_grad():
+            try:
+                stacked = torch.stack(pending).reshape(-1)
+            except RuntimeError:  # steps of other shapes, dtypes or devices: one at a time
+                stacked = torch.stack([torch.as_tensor(x, device=pending[0].device).reshape(())
+                                       .to(pending[0].dtype) for x in pending])
+            self._sum = self._sum + stacked.sum()
+            highest = stacked.nan_to_num(nan=-math.inf, posinf=math.inf).amax()  # NaN steps left out
+            self._max = highest_of(self._max, highest)
 
     def running_mean(self) -> float | None:
         """The mean loss of the epoch so far (a host sync; under idist, over every rank's steps, the

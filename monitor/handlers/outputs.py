@@ -207,6 +207,8 @@ class GradNorm:
             raise TypeError(f"Argument model should be a torch.nn.Module, got {type(model).__name__}.")
         self.model = model
         self._parameters: list[torch.nn.Parameter] = []
+        if model is not None:
+            self.bind(model)
 
     def attach(self, context: PartContext) -> None:
         self.bind(self.model or context.model)
@@ -248,7 +250,7 @@ def attach_grad_norm(trainer: Engine, model: torch.nn.Module) -> GradNorm:
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"Argument model should be a torch.nn.Module, got {type(model).__name__}.")
-    norm = GradNorm(model).bind(model)
+    norm = GradNorm(model)
     trainer.add_event_handler(Events.ITERATION_COMPLETED, norm)
     return norm
 
