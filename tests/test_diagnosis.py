@@ -150,7 +150,7 @@ def test_a_blow_up_within_an_epoch_is_a_divergence_even_when_the_epochs_mean_hid
     spikes = [8.4, 1.7, 1.2, 1.3, 1.7, 1.3, 1.5, 1.4]
     (finding,) = diagnose(history(train, train_loss_spike=spikes), objective_column="val_loss", mode="min")
     assert (finding.kind, finding.epoch, finding.evidence) == ("divergence", 1, {"column": "train_loss_spike",
-                                                                                 "spike": 8.4})
+                                                                                 "spike": 8.4, "typical_spike": 1.45})
     noisy = [1.1, 1.3, 2.0, 1.6, 1.8, 1.9, 1.5, 1.7]  # small batches: a step at twice the first loss
     assert kinds(history([0.7 * math.exp(-i / 4) + 0.1 for i in range(8)], train_loss_spike=noisy)) == []
 
@@ -217,3 +217,125 @@ def test_a_gradient_that_blows_up_into_a_nan_mid_epoch_is_found_live_and_in_the_
     assert {"nonfinite", "divergence", "exploding_gradients"} <= set(found), found
     assert caplog.text.count("Training problem: exploding_gradients") == 1  # said once, at the end
     assert [f.kind for f in monitor.diagnose(tmp_path / "run")] == found
+
+
+# Issue #17: runs the rules were not tuned on (fine-tuned starts, schedules), and advice that never
+# points the wrong way.
+
+def test_a_fine_tuned_run_whose_hard_batches_are_12x_its_first_step_in_every_epoch_is_healthy():
+    # An MLP trained before, monitored at lr 0.01: its first step's loss is low (0.02) and a hard batch
+    # in every epoch is 10-14x that: the heavy tail of a trained network, not a blow-up.
+    train = [0.029, 0.026, 0.024, 0.023, 0.021, 0.020, 0.019, 0.018]
+    val = [0.065, 0.066, 0.064, 0.065, 0.066, 0.065, 0.064, 0.065]
+    spikes = [12.9, 11.2, 13.8, 10.4, 12.1, 11.7, 13.0, 12.2]
+    rows = history(train, val, train_loss_spike=spikes, train_loss_start=[0.022] * 8, lr=[0.01] * 8)
+    assert kinds(rows) == []
+    # One epoch 5x above that tail is still a blow-up.
+    assert kinds(history(train, val, train_loss_spike=[*spikes[:4], 70.0, *spikes[5:]])) == ["divergence"]
+
+
+def test_a_trained_network_knocked_out_to_a_constant_prediction_is_a_divergence():
+    # Fine-tuned at a rate far too high: every batch then sits at 2.3 (chance on 10 classes), 100x the first step.
+    dead = [2.6, 2.31, 2.30, 2.30, 2.31, 2.30]
+    rows = history(dead, dead, train_loss_spike=[118, 107, 105, 106, 107, 106], train_loss_start=[0.022] * 6)
+    (finding,) = diagnose(rows, objective_column="val_loss", mode="min")
+    assert (finding.kind, finding.epoch, finding.evidence["start"]) == ("divergence", 1, 0.022)
+    rows[0]["train_loss_spike"] = 1e5  # the blow-up seen within the first epoch: the spike says it
+    (finding,) = diagnose(rows, objective_column="val_loss", mode="min")
+    assert (finding.kind, finding.epoch, finding.evidence["column"]) == ("divergence", 1, "train_loss_spike")
+    # A heavy-tailed run whose first batch was a lucky one: its mean is 10x that step too, but its
+    # batches are not alike (a hard one at 40x the mean).
+    lucky = [0.03, 0.028, 0.026, 0.025, 0.024, 0.023]
+    rows = history(lucky, train_loss_spike=[400.0, 380, 410, 390, 400, 395], train_loss_start=[0.002] * 6)
+    assert kinds(rows) == []
+
+
+def test_a_loss_that_rose_and_stayed_is_an_instability_and_never_a_plateau():
+    # SGD lr 0.3 with momentum 0.99: the loss rises 1.21 -> 2.5 and stays; accuracy falls to chance.
+    train = [1.21, 1.9, 2.45, 2.5, 2.49, 2.5, 2.51, 2.5, 2.49, 2.5]
+    findings = diagnose(history(train, lr=[0.3] * 10), objective_column="val_loss", mode="min")
+    assert [f.kind for f in findings] == ["oscillation"]
+    assert not any("Raise" in f.advice for f in findings)
+    assert kinds(history([2.3, 2.3, 2.31, 2.6, 2.3, 2.3])) == []  # up 13% and back: not flat, not 1.5x
+
+
+def test_advice_about_the_rate_names_the_runs_rate_a_value_to_try_and_where_to_roll_back():
+    train = [0.7, 0.5, 0.4, 0.6, 1.5, 4.5, 40.0, 300.0]
+    val = [0.72, 0.55, 0.45, 0.62, 1.4, 4.0, 35.0, 250.0]
+    (finding,) = diagnose(history(train, val, lr=[0.3] * 8), objective_column="val_loss", mode="min")
+    assert finding.kind == "divergence" and finding.evidence["lr"] == 0.3
+    assert finding.advice.startswith("lr was 0.3 from epoch 1; try 0.03.")
+    assert "Roll back to epoch 3 (val_loss 0.45)" in finding.advice
+    (finding,) = diagnose(history([0.6931, 0.6930, 0.6931, 0.6929, 0.6930, 0.6931], lr=[1e-6] * 6),
+                          objective_column="val_loss", mode="min")
+    assert finding.kind == "plateau" and finding.advice.startswith("lr was 1e-06 from epoch 1; try 1e-05.")
+    # A rate that changed: the advice gives the one at the time, and since when it held.
+    rates = [0.05, 0.05, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]
+    (finding,) = diagnose(history(train, val, lr=rates), objective_column="val_loss", mode="min")
+    assert finding.advice.startswith("lr was 0.1 from epoch 3; try 0.01.")
+
+
+def test_a_bump_while_a_schedule_holds_the_rate_at_its_peak_is_a_note_that_says_so():
+    # OneCycle: the rate climbs to 0.3 by epoch 4 and holds there; the loss bumps at epoch 7 and
+    # falls again as the rate decays.
+    rates = [0.03, 0.1, 0.2, 0.3, 0.3, 0.3, 0.29, 0.27, 0.2, 0.12, 0.06, 0.02, 0.005]
+    train = [0.6, 0.3, 0.2, 0.18, 0.17, 0.2, 0.27, 0.2, 0.12, 0.09, 0.07, 0.06, 0.05]
+    (finding,) = diagnose(history(train, lr=rates), objective_column="val_loss", mode="min")
+    assert (finding.kind, finding.level, finding.evidence["lr"], finding.epoch) == ("oscillation", "note", 0.29, 7)
+    assert "schedule's peak" in finding.advice and "came back down" in finding.advice
+    assert finding.message().startswith("(note) oscillation")
+    # The same bump at a constant rate is a problem; a warm-up to a rate the loss never recovers from too.
+    assert diagnose(history(train, lr=[0.3] * 13), objective_column="val_loss", mode="min")[0].level == "problem"
+    stuck = [0.6, 0.3, 0.2, 0.18, 0.17, 0.2, 0.27, 0.28, 0.27, 0.28, 0.27, 0.28, 0.28]
+    (finding,) = diagnose(history(stuck, lr=[0.03, 0.1, 0.2] + [0.3] * 10), objective_column="val_loss", mode="min")
+    assert (finding.kind, finding.level) == ("oscillation", "problem")
+
+
+def test_a_finding_keeps_its_fields_and_an_older_record_without_a_level_reads_as_a_problem():
+    from monitor.diagnosis import Finding
+
+    finding = diagnose(history([0.7, 0.5, 0.4, 0.6, 1.5, 4.5, 40.0, 300.0]), objective_column="val_loss",
+                       mode="min")[0]
+    data = finding.to_dict()
+    assert list(data) == ["kind", "epoch", "iteration", "evidence", "advice", "level"]  # a new key, last
+    assert Finding.from_dict(data) == finding
+    del data["level"]
+    assert Finding.from_dict(data).level == "problem"
+
+
+def test_notes_are_shown_apart_and_never_warned_of(tmp_path, caplog):
+    import torch
+    from ignite.engine import Engine, Events
+
+    import monitor
+    from monitor import Objective, attach_monitoring
+    from tests.conftest import ScriptedMetric, tiny_setup
+
+    s = tiny_setup()
+    rates = iter([0.03, 0.1, 0.2, 0.3, 0.3, 0.3, 0.29, 0.27, 0.2, 0.12, 0.06, 0.02, 0.005])
+    losses = iter([0.6, 0.3, 0.2, 0.18, 0.17, 0.2, 0.27, 0.2, 0.12, 0.09, 0.07, 0.06, 0.05])
+    current = {"loss": 0.6}
+    optimizer = torch.optim.SGD(s["model"].parameters(), lr=0.03)
+    trainer = Engine(lambda e, b: (time.sleep(0.002), {"loss": torch.tensor(current["loss"])})[1])
+
+    def next_epoch(_):
+        current.update(loss=next(losses))
+        optimizer.param_groups[0]["lr"] = next(rates)
+    trainer.add_event_handler(Events.EPOCH_STARTED, next_epoch)
+    evaluator = monitor.build_evaluator(s["model"], {"loss": ScriptedMetric([0.6, 0.3, 0.2, 0.19, 0.18, 0.2, 0.25,
+                                                                             0.2, 0.15, 0.1, 0.09, 0.085, 0.08])})
+    run = attach_monitoring(trainer, evaluator, s["val_loader"], run_dir=tmp_path / "run",
+                            objective=Objective("loss", mode="min"), to_save={"model": s["model"],
+                                                                               "optimizer": optimizer},
+                            early_stopping=None)
+    with caplog.at_level(logging.INFO, logger="monitor"), run:
+        trainer.run(s["train_loader"], max_epochs=13)
+    assert "Training problem" not in caplog.text and "Training note: (note) oscillation" in caplog.text
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert [(f["kind"], f["level"]) for f in record["findings"]] == [("oscillation", "note")]
+    review = monitor.load_run(tmp_path / "run")
+    assert "findings    none" in review.summary() and "notes       (note) oscillation from epoch 7" in review.summary()
+    table = monitor.compare([review])
+    assert (table["findings"].tolist(), table["notes"].tolist()) == (["-"], ["oscillation"])
+    page = monitor.to_html([review])
+    assert "No training problem found" in page and "<h3>Notes</h3>" in page

@@ -2,35 +2,51 @@
 to do. Pure Python (the review and a live run both use it; no torch, no pandas).
 
 Every rule reads only the history's columns (one row per validation) and is documented here, with
-its thresholds and the reasoning behind them. The thresholds are set so that a healthy run gives no
-finding (the case study, which early stopping ends 26% above its best validation loss, among them)
-and checked on a labelled suite of runs in ``benchmarks/bench_diagnosis.py``. A run that stopped
-between two validations (a NaN mid-epoch) also has the training columns of its last steps
-(``run.json``'s ``after_last_row``), which the rules of a broken run read: that is where a loss or
-a gradient blew up.
+its thresholds, the premise it rests on and the case that would break it. The thresholds were set on
+the first half of a labelled suite of runs (``benchmarks/bench_diagnosis.py``) and checked on the
+second, held-out half and on shifted seeds: a healthy run gives no finding, fine-tuned starts and
+learning-rate schedules included. A run that stopped between two validations (a NaN mid-epoch) also
+has the training columns of its last steps (``run.json``'s ``after_last_row``), which the rules of a
+broken run read: that is where a loss or a gradient blew up.
 
-Two columns see inside an epoch, at no extra host sync per step: ``train_loss_spike``, the epoch's
-highest step loss over the run's first, and ``train_grad_norm_max``, the epoch's highest gradient
-norm (with :func:`~monitor.attach_grad_norm`). An epoch's mean hides a loss that blows up for a few
-steps and then settles (often dead, at the loss of a constant prediction).
+Three columns see inside an epoch, at no extra host sync per step: ``train_loss_spike``, the epoch's
+highest step loss over the run's first step loss; ``train_loss_start``, that first step loss; and
+``train_grad_norm_max``, the epoch's highest gradient norm (with :func:`~monitor.attach_grad_norm`).
+An epoch's mean hides a loss that blows up for a few steps and then settles (often dead, at the loss
+of a constant prediction).
 
 =====================  ======================================================================
 kind                   rule (``n`` = validations so far)
 =====================  ======================================================================
 nonfinite              the first row where ``train_loss``, the objective or ``train_grad_norm``
                        is NaN or infinite, or a stop reason ``nonfinite_loss``/``nonfinite_metric``.
-divergence             the training loss (or a loss objective) reaches 10x its lowest value so
-                       far (an order of magnitude: noise does not do that), or a step's loss 5x
-                       the run's first (``train_loss_spike`` >= 5: an untrained network's loss
-                       is about the same on every batch, and healthy runs in the suite, batches
-                       of 4 included, stay at 2 or below), or stop reason ``diverged``.
+divergence             (a) the training loss (or a loss objective) reaches 10x its lowest value
+                       so far, and by 5% of its first: an order of magnitude, which noise does
+                       not do (but near 0, where a memorising model's 1e-4 becomes 1e-3, it does).
+                       (b) a spike: an epoch's ``train_loss_spike`` at least 5x the run's typical
+                       one, the median of its spikes but at least 1 (the first step). Premises:
+                       an untrained network's first loss is as high as a healthy run's steps go
+                       (about log(classes)), so a from-scratch run's spikes stay near 1-2; a run
+                       from trained weights (fine-tuning) has a heavy tail, a hard batch 10-40x
+                       its first step, but in *every* epoch, so its median is as high. A blow-up
+                       is one epoch far above the others. Breaks when most epochs blow up (then
+                       (a) or nonfinite sees it), and cannot judge the first 2 validations of a
+                       run whose first epoch blew up (the median is that epoch's own).
+                       (c) a dead start: a run whose loss sits at 10x its first step loss or more
+                       with every batch alike (the epoch's highest step under 2x its mean: a
+                       constant prediction), as when a fine-tuned network is knocked out by a
+                       rate far too high. A heavy-tailed run whose first batch was a lucky one
+                       has a mean 10x its first step too, but its batches are not alike.
+                       Or stop reason ``diverged``.
 overfitting            after the objective's best, for at least 5 validations: validation loss
                        at least 1.5x its best while the training loss fell to at most 0.7x its
                        value at the best. (Early stopping's usual tail, a few validations 10-30%
                        above the best, is not a problem: it is what early stopping is for.)
-plateau                in the first 10 validations (at least 5): the training loss never got
-                       1% below its first value. The loss did not move: the rate is likely far
-                       too low, or the model cannot learn from the data (labels, inputs, loss).
+plateau                in the first 10 validations (at least 5): the training loss never got 1%
+                       below its first value, and never rose 10% above it either. The loss did
+                       not move: the rate is likely far too low, or the model cannot learn from
+                       the data. A loss that rose is an instability, never a plateau (raising the
+                       rate would make it worse).
 oscillation            the training loss, which steps of the right size keep bringing down, goes
                        back up: an epoch's mean at least 1.5x the lowest before it, and above it
                        by 5% of the first (a loss near 0 going from 0.001 to 0.002 is noise);
@@ -38,7 +54,13 @@ oscillation            the training loss, which steps of the right size keep bri
                        or a warm-up does that on purpose). Or, in a window of 8 validations: the
                        loss changed direction at least 5 times, by a swing of at least 20% of its
                        median and 5% of the run's first, and ended no lower than 95% of where the
-                       window began: steps too large to settle.
+                       window began: steps too large to settle. A *note*, not a problem, when a
+                       schedule held the rate at its peak then (``lr`` within 10% of the run's
+                       highest, the rate not constant) and the loss later went below the lowest
+                       before the bump (a bump, the schedule's doing), or the bump is in the last
+                       3 validations (it may still come back down: a live run warns only if it
+                       does not). A warm-up to a rate too high that the loss never recovers
+                       from stays a problem.
 data_bound             over at least 3 validations, the median ``data_wait_frac`` is 0.5 or more
                        and the loader delivers under 50,000 samples/s (the median wait is 20 us a
                        sample or more): the loop waits for data more than it trains, and the data
@@ -54,26 +76,35 @@ vanishing_gradients    ``train_grad_norm_first`` (the first layer's, from :func:
                        learn (almost) nothing.
 =====================  ======================================================================
 
+One story per event: what follows a divergence or a NaN is its consequence and is not reported again
+(the other rules read the rows before its rise began), and a plateau is never reported beside an
+instability. Each finding has a ``level``: ``problem`` (logged at WARNING as soon as seen) or
+``note`` (a borderline pattern the run itself explains; said apart, at INFO). Advice about the
+learning rate reads the ``lr`` column: the rate at the time, since when, a value to try, the epoch to
+roll back to and the best checkpoint to keep.
+
 Examples:
     .. code-block:: python
 
         for finding in diagnose(rows, objective_column="val_loss", mode="min"):
-            print(finding.kind, finding.epoch, finding.advice)
+            print(finding.level, finding.kind, finding.epoch, finding.advice)
 """
 from __future__ import annotations
 
 import math
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-__all__ = ["Finding", "diagnose", "steps_after", "KINDS", "ADVICE"]
+__all__ = ["Finding", "diagnose", "steps_after", "KINDS", "ADVICE", "LEVELS"]
 
 KINDS = (
     "nonfinite", "divergence", "overfitting", "plateau", "oscillation", "data_bound",
     "exploding_gradients", "vanishing_gradients",
 )
+
+LEVELS = ("problem", "note")
 
 ADVICE = {
     "nonfinite": "Lower the learning rate, clip gradients (torch.nn.utils.clip_grad_norm_), and check the "
@@ -92,29 +123,44 @@ ADVICE = {
                            "normalisation, and a suitable initialisation (Kaiming/Xavier).",
 }
 
+# The factor each kind's advice applies to the rate of the run (None: it says nothing of the rate).
+RATE_FACTOR: dict[str, float | None] = {
+    "nonfinite": 0.1, "divergence": 0.1, "oscillation": 1 / 3, "exploding_gradients": 0.1, "plateau": 10.0,
+    "overfitting": None, "data_bound": None, "vanishing_gradients": None,
+}
+# The kinds whose trouble a rollback undoes: the advice names the epoch to go back to.
+_ROLL_BACK = ("nonfinite", "divergence", "oscillation", "exploding_gradients")
+
 
 @dataclass(frozen=True)
 class Finding:
-    """A problem seen in the history: its ``kind``, where it started, the evidence, what to do."""
+    """A problem seen in the history: its ``kind``, where it started, the evidence, what to do, and its
+    ``level`` (``"problem"``, or ``"note"`` for a pattern the run itself explains)."""
 
     kind: str
     epoch: int | None
     iteration: int | None
     evidence: dict[str, Any] = field(default_factory=dict)
     advice: str = ""
+    level: str = "problem"
+
+    @property
+    def is_problem(self) -> bool:
+        return self.level == "problem"
 
     def message(self) -> str:
         where = f"epoch {self.epoch}" + (f", iteration {self.iteration}" if self.iteration is not None else "")
         numbers = ", ".join(f"{k} {_show(v)}" for k, v in self.evidence.items())
-        return f"{self.kind} from {where}: {numbers}. {self.advice}"
+        label = "" if self.is_problem else "(note) "
+        return f"{label}{self.kind} from {where}: {numbers}. {self.advice}"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return asdict(self)  # "level" is the last key: older readers, which take the others by name, skip it
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Finding:
         return cls(str(data["kind"]), data.get("epoch"), data.get("iteration"), dict(data.get("evidence") or {}),
-                   str(data.get("advice") or ""))
+                   str(data.get("advice") or ""), str(data.get("level") or "problem"))
 
 
 def _show(value: Any) -> str:
@@ -157,20 +203,48 @@ def _nonfinite(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], stop_r
     return None
 
 
+def _typical_spike(rows: Sequence[Mapping[str, Any]], column: str) -> float:
+    """The run's typical ``<column>_spike``: the median of its finite spikes, and at least 1 (the
+    first step: an untrained network's loss is as high as a healthy run goes)."""
+    spikes = [v for _, v in _series(rows, f"{column}_spike") if math.isfinite(v)]
+    return max(1.0, statistics.median(spikes)) if spikes else 1.0
+
+
+def _dead_start(rows: Sequence[Mapping[str, Any]], column: str) -> int | None:
+    """The first row whose loss sits at 10x the run's first step loss or more with every batch alike
+    (the epoch's highest step under 2x its mean): a network knocked out to a constant prediction."""
+    starts = dict(_series(rows, f"{column}_start"))
+    spikes = dict(_series(rows, f"{column}_spike"))
+    for i, value in _series(rows, column):
+        start, spike = starts.get(i), spikes.get(i)
+        if start is None or spike is None or not start > 0 or not math.isfinite(value):
+            continue
+        if value >= 10 * start and spike * start < 2 * value:
+            return i
+    return None
+
+
 def _divergence(
     rows: Sequence[Mapping[str, Any]], column: str, stop_reason: str | None
 ) -> tuple[Finding, int] | None:
     """The divergence, and the row its rise began at (the lowest before it): from there on, what the
     other rules would see (a rising loss, a gap) is the divergence's doing."""
     lowest, lowest_at = math.inf, 0
+    finite = [v for _, v in _series(rows, column) if math.isfinite(v)]
+    first = finite[0] if finite else 0.0
     spikes = dict(_series(rows, f"{column}_spike"))
+    typical = _typical_spike(rows, column)
+    dead = _dead_start(rows, column)
     for i, value in _series(rows, column):
         spike = spikes.get(i)
-        if spike is not None and spike >= 5:  # within the epoch, before its mean shows it (or is NaN)
-            return _finding("divergence", rows, i, column=f"{column}_spike", spike=spike), i
+        if spike is not None and spike >= 5 * typical:  # within the epoch, before its mean shows it (or is NaN)
+            return _finding("divergence", rows, i, column=f"{column}_spike", spike=spike, typical_spike=typical), i
+        if i == dead:
+            return _finding("divergence", rows, i, column=column, start=float(rows[i][f"{column}_start"]),
+                            value=value, ratio=value / float(rows[i][f"{column}_start"])), i
         if not math.isfinite(value):
             break
-        if value > 0 and lowest < math.inf and value >= 10 * lowest:
+        if value > 0 and lowest < math.inf and value >= 10 * lowest and value - lowest >= 0.05 * first:
             return _finding("divergence", rows, i, column=column, lowest=lowest, value=value,
                             ratio=value / lowest), lowest_at + 1
         if 0 < value < lowest:
@@ -205,7 +279,8 @@ def _plateau(rows: Sequence[Mapping[str, Any]], train: str) -> Finding | None:
         return None
     first = values[0][1]
     lowest = min(v for _, v in values)
-    if first > 0 and lowest > 0.99 * first:
+    highest = max(v for _, v in values)
+    if first > 0 and lowest > 0.99 * first and highest <= 1.1 * first:  # neither down nor up
         return _finding("plateau", rows, values[0][0], first=first, lowest=lowest,
                         change=(lowest - first) / first, validations=len(values))
     return None
@@ -321,6 +396,90 @@ def _row_index(rows: Sequence[Mapping[str, Any]], finding: Finding) -> int:
     return len(rows)
 
 
+def _rate_at(rows: Sequence[Mapping[str, Any]], i: int) -> tuple[float, int | None] | None:
+    """The first group's rate (``lr``) at row ``i`` (or the last row before it that has one) and the
+    epoch since which it had that value."""
+    rates = [(k, v) for k, v in _series(rows, "lr") if k <= i and math.isfinite(v)]
+    if not rates:
+        return None
+    k, rate = rates[-1]
+    since = k
+    for j, v in reversed(rates[:-1]):
+        if not math.isclose(v, rate, rel_tol=1e-9):
+            break
+        since = j
+    epoch = rows[since].get("epoch")
+    return rate, None if epoch is None else int(epoch)
+
+
+def _at_schedule_peak(rows: Sequence[Mapping[str, Any]], i: int) -> float | None:
+    """The run's highest rate, if a schedule held the rate within 10% of it at row ``i`` (the rate
+    not constant over the run)."""
+    rates = [v for _, v in _series(rows, "lr") if math.isfinite(v)]
+    now = _rate_at(rows, i)
+    if not rates or now is None or max(rates) <= min(rates) * 1.01:
+        return None
+    return max(rates) if now[0] >= 0.9 * max(rates) else None
+
+
+def _recovered_after(rows: Sequence[Mapping[str, Any]], i: int, train: str) -> bool:
+    """Whether the training loss went below its lowest before row ``i`` later on."""
+    values = [(k, v) for k, v in _series(rows, train) if math.isfinite(v)]
+    before = [v for k, v in values if k < i]
+    return bool(before) and any(v < min(before) for k, v in values if k > i)
+
+
+def _best_before(
+    rows: Sequence[Mapping[str, Any]], column: str, mode: str, end: int
+) -> tuple[int, float] | None:
+    """The epoch and value of the best objective in ``rows[:end]``."""
+    values = [(k, v) for k, v in _series(rows[:end], column) if math.isfinite(v)]
+    if not values:
+        return None
+    k, v = (min if mode == "min" else max)(values, key=lambda kv: kv[1])
+    return int(rows[k].get("epoch") or 0), v
+
+
+def _explained(
+    finding: Finding, rows: Sequence[Mapping[str, Any]], train: str, objective: str, mode: str
+) -> Finding:
+    """The finding with its level and advice for this run: the rate at the time and a value to try,
+    the epoch to roll back to, the best checkpoint to keep; a note where the run explains it."""
+    i = min(_row_index(rows, finding), len(rows) - 1)
+    if i < 0:
+        return finding
+    advice, evidence = finding.advice, dict(finding.evidence)
+    rate, factor = _rate_at(rows, i), RATE_FACTOR[finding.kind]
+    peak = _at_schedule_peak(rows, i) if finding.kind == "oscillation" else None
+    recovered = peak is not None and _recovered_after(rows, i, train)
+    if peak is not None and rate is not None and (recovered or i >= len(rows) - 3):
+        evidence["lr"] = rate[0]
+        then = ("the loss came back down after it: the schedule's doing" if recovered else
+                "if the loss does not come back down within a few validations, it is a problem")
+        advice = (f"The rate was at its schedule's peak then (lr {_show(rate[0])}, the run's highest {_show(peak)}); "
+                  f"{then}. If the bump matters, lower the peak (try lr {_show(peak / 3)}) or lengthen the warm-up.")
+        return replace(finding, evidence=evidence, advice=advice, level="note")
+    if rate is not None and factor is not None:
+        value, since = rate
+        evidence["lr"] = value
+        verb = "Raise" if factor > 1 else "Lower"
+        advice = (f"lr was {_show(value)} from epoch {since}; try {_show(value * factor)}. "
+                  f"{advice.replace('Lower the learning rate (by 10x)', verb + ' the rate')}"
+                  if finding.kind != "plateau" else
+                  f"lr was {_show(value)} from epoch {since}; try {_show(value * factor)}. {advice}")
+    if finding.kind in _ROLL_BACK:
+        best = _best_before(rows, objective, mode, i + (finding.kind != "nonfinite"))
+        if best is not None:
+            advice += f" Roll back to epoch {best[0]} ({objective} {_show(best[1])}), the best checkpoint before it."
+    return replace(finding, evidence=evidence, advice=advice)
+
+
+def _one_story(findings: list[Finding]) -> list[Finding]:
+    """The findings reconciled: a loss that rose (an oscillation or divergence) is not also a plateau."""
+    unstable = any(f.kind in ("divergence", "oscillation", "nonfinite") and f.is_problem for f in findings)
+    return [f for f in findings if not (unstable and f.kind == "plateau")]
+
+
 def steps_after(
     rows: Sequence[Mapping[str, Any]], after_last_row: Mapping[str, Any] | None
 ) -> Mapping[str, Any] | None:
@@ -368,5 +527,6 @@ def diagnose(
         _data_bound(rows),
         *_gradients(with_tail, train),
     ]
-    findings = [f for f in found if f is not None]
+    findings = [_explained(f, with_tail, train, objective_column, mode) for f in found if f is not None]
+    findings = _one_story(findings)
     return sorted(findings, key=lambda f: (f.iteration if f.iteration is not None else -1, KINDS.index(f.kind)))

@@ -17,8 +17,9 @@ logger = logging.getLogger(__name__)
 
 
 class LiveDiagnosis:
-    """After each history row, :func:`monitor.diagnosis.diagnose` on the last ``window`` rows; a kind
-    found for the first time is logged at WARNING with its evidence and advice.
+    """After each history row, :func:`monitor.diagnosis.diagnose` on the last ``window`` rows; a
+    problem of a kind found for the first time is logged at WARNING with its evidence and advice (a
+    note at INFO).
 
     It reads only the row just written (no device work, nothing per iteration), and keeps its own
     cost under ``max_share`` of the training time: a diagnosis of 200 rows takes about 1 ms, so with
@@ -29,13 +30,14 @@ class LiveDiagnosis:
         .. code-block:: python
 
             live = attach_live_diagnosis(evaluator, recorder)   # on the *evaluator*, after the history
-            live.reported                                      # {"overfitting": Finding(...)}
+            live.reported                                      # {"overfitting": Finding(...)}: the problems
     """
 
     def __init__(self, recorder: HistoryRecorder, *, window: int = 200, max_share: float = 0.01) -> None:
         self.recorder = recorder
         self.rows: deque[dict[str, object]] = deque(maxlen=window)
-        self.reported: dict[str, Finding] = {}
+        self.reported: dict[str, Finding] = {}  # the problems logged, by kind
+        self.said: set[tuple[str, str]] = set()  # (kind, level) of every finding logged
         self.max_share = max_share
         self._cost_s = 0.0
         self._last = -math.inf
@@ -53,10 +55,15 @@ class LiveDiagnosis:
             self.report(finding)
 
     def report(self, finding: Finding) -> None:
-        """Log ``finding`` at WARNING, unless a finding of its kind was logged already."""
-        if finding.kind not in self.reported:
-            self.reported[finding.kind] = finding
-            logger.warning("Training problem: %s", finding.message())
+        """Log a problem at WARNING (a note at INFO), unless one of its kind and level was logged
+        already: a note (a bump at a schedule's peak) that turns out a problem is then warned of."""
+        if (finding.kind, finding.level) not in self.said:
+            self.said.add((finding.kind, finding.level))
+            if finding.is_problem:
+                self.reported[finding.kind] = finding
+                logger.warning("Training problem: %s", finding.message())
+            else:
+                logger.info("Training note: %s", finding.message())
 
 
 def attach_live_diagnosis(evaluator: Engine, recorder: HistoryRecorder, *, window: int = 200) -> LiveDiagnosis:

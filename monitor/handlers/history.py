@@ -42,7 +42,7 @@ class HistoryRecorder(Serializable):
     """Append one row to ``history.csv`` after each validation run.
 
     Row: ``epoch, iteration, elapsed_s, epoch_s, samples_per_s, data_wait_frac, lr, train_loss, train_loss_spike,
-    train_<output or trainer metric>..., val_<metric>..., is_best``. ``elapsed_s`` is the training
+    train_loss_start, train_<output or trainer metric>..., val_<metric>..., is_best``. ``elapsed_s`` is the training
     wall time summed over every segment of a resumed run.
 
     Args:
@@ -128,12 +128,14 @@ class HistoryRecorder(Serializable):
         crash_point("after_history_row")
 
     def train_columns(self) -> dict[str, Any]:
-        """The training columns of the epoch so far: ``train_loss`` (and its ``train_loss_spike``),
+        """The training columns of the epoch so far: ``train_loss`` (and its ``train_loss_spike`` and
+        ``train_loss_start``, the diagnosis's evidence),
         the step's other outputs and the trainer's metrics, as ``train_<name>``."""
         row: dict[str, Any] = {}
         if self.train_loss is not None:
             row["train_loss"] = self.train_loss.running_mean()  # the epoch so far (all of it at its end)
             row["train_loss_spike"] = self.train_loss.spike
+            row["train_loss_start"] = self.train_loss.start
         if self.train_outputs is not None:
             row.update(self.train_outputs.values())
         for name, value in self.trainer.state.metrics.items():

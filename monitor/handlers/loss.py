@@ -176,6 +176,12 @@ class TrainLoss(Serializable):
             highest = float(idist.all_reduce(highest, op="MAX"))
         return highest / self._first
 
+    @property
+    def start(self) -> float | None:
+        """The run's first step loss (under idist, every rank's mean; the same on each): what the
+        diagnosis compares a loss that sits far above it with (``None`` before a step)."""
+        return self._first
+
     def check(self, _: Engine) -> None:
         """Stop the trainer if the epoch's loss is not finite; the one host sync."""
         self.epoch_mean = self.running_mean()  # non-finite exactly when the sum is (there is a step in it)

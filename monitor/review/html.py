@@ -12,6 +12,7 @@ from monitor.review.summary import compare
 from monitor.review.text import format_value, stop_reason_text
 
 if TYPE_CHECKING:  # Run for annotations only: load.py imports the HTML page for Run._repr_html_
+    from monitor.diagnosis import Finding
     from monitor.review.load import Run
 
 __all__ = ["to_html", "run_section"]
@@ -38,6 +39,7 @@ td.text, th.text { text-align: left; }
 img { max-width: 100%; height: auto; }
 .findings { background: #fff8e1; border-left: 4px solid #f0ad4e; padding: 0.2em 1em; }
 .findings.ok { background: #eef7ee; border-left-color: #5cb85c; }
+.findings.note { background: #eef4fb; border-left-color: #5b9bd5; }
 """
 
 
@@ -99,15 +101,20 @@ def _breakable_headers(table: str) -> str:
 
 
 def _findings(run: Run) -> str:
-    findings = run.findings
-    if not findings:
-        return "<p class='findings ok'>No training problem found.</p>"
-    items = "".join(
-        f"<li><b>{html.escape(f.kind)}</b> from epoch {f.epoch}: "
-        f"{html.escape(', '.join(f'{k} {_text(v)}' for k, v in f.evidence.items()))}. "
-        f"<i>{html.escape(f.advice)}</i></li>" for f in findings
-    )
-    return f"<div class='findings'><h3>What went wrong</h3><ul>{items}</ul></div>"
+    problems = [f for f in run.findings if f.is_problem]
+    notes = [f for f in run.findings if not f.is_problem]
+
+    def items(findings: list[Finding]) -> str:
+        return "".join(
+            f"<li><b>{html.escape(f.kind)}</b> from epoch {f.epoch}: "
+            f"{html.escape(', '.join(f'{k} {_text(v)}' for k, v in f.evidence.items()))}. "
+            f"<i>{html.escape(f.advice)}</i></li>" for f in findings
+        )
+    shown = (f"<div class='findings'><h3>What went wrong</h3><ul>{items(problems)}</ul></div>" if problems else
+             "<p class='findings ok'>No training problem found.</p>")
+    if notes:
+        shown += f"<div class='findings note'><h3>Notes</h3><ul>{items(notes)}</ul></div>"
+    return shown
 
 
 def run_section(run: Run, *, curves: bool = True) -> str:

@@ -32,7 +32,8 @@ def summary_record(run: Run) -> dict[str, Any]:
     for key, value in at_best.items():
         if (key.startswith("val_") and key != best.get("metric")) or key == "train_loss":
             row[f"{key}@best"] = value
-    row["findings"] = ", ".join(f.kind for f in run.findings) or "-"
+    row["findings"] = ", ".join(f.kind for f in run.findings if f.is_problem) or "-"
+    row["notes"] = ", ".join(f.kind for f in run.findings if not f.is_problem) or "-"
     row["wall_s"] = run.record.get("elapsed_s")
     if "epoch_s" in run.history.columns and len(run.history):
         row["s_per_epoch"] = float(run.history["epoch_s"].median())
@@ -50,7 +51,7 @@ def compare(runs: Iterable[Run]) -> pandas.DataFrame:
 
     Columns: ``rank, name, seed, status, stop_reason, epochs, best_epoch, objective, best_value``, the other
     validation metrics and train loss at the best epoch (``val_accuracy@best`` ...), ``findings``
-    (the kinds :func:`~monitor.diagnose` found), ``wall_s``,
+    (the kinds of problem :func:`~monitor.diagnose` found), ``notes`` (the kinds it noted), ``wall_s``,
     ``s_per_epoch``, hyper-parameters (``hp_lr`` ...), ``path``.
 
     Examples:

@@ -84,7 +84,9 @@ def summary_text(run: _RunView) -> str:
     at_best = {k: v for k, v in run.best_row().items() if k.startswith("val_") or k == "train_loss"}
     if at_best:
         lines.append(("at best", "  ".join(f"{k}={format_value(v)}" for k, v in at_best.items())))
-    findings = run.findings
-    lines.append(("findings", "none" if not findings else findings[0].message()))
-    lines += [("", finding.message()) for finding in findings[1:]]
+    problems = [f for f in run.findings if f.is_problem]
+    notes = [f for f in run.findings if not f.is_problem]
+    lines.append(("findings", "none" if not problems else problems[0].message()))
+    lines += [("", finding.message()) for finding in problems[1:]]
+    lines += [("notes" if k == 0 else "", note.message()) for k, note in enumerate(notes)]
     return "\n".join(f"{label:<11} {text}" for label, text in lines)

@@ -26,9 +26,10 @@ _LEADING = ("epoch", "iteration")
 
 
 def is_evidence_column(column: str) -> bool:
-    """Whether ``column`` is kept as evidence for the diagnosis (``train_loss_spike``, an epoch's
-    highest ``train_<name>_max``) rather than shown with the curves: the console line leaves it out."""
-    return column.startswith("train_") and column.endswith(("_spike", "_max"))
+    """Whether ``column`` is kept as evidence for the diagnosis (``train_loss_spike``, the run's first
+    step loss ``train_loss_start``, an epoch's highest ``train_<name>_max``) rather than shown with the
+    curves: the console line and TensorBoard leave it out."""
+    return column.startswith("train_") and column.endswith(("_spike", "_start", "_max"))
 
 
 def complete_rows_text(path: Path | str) -> tuple[str, bool]:
