@@ -20,7 +20,7 @@ import torch
 from ignite.engine import Events
 from ignite.metrics import Accuracy, Loss
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import monitor
 
@@ -44,6 +44,21 @@ def make_data(seed: int) -> tuple[TensorDataset, TensorDataset]:
     return TensorDataset(x[:n_train], y[:n_train]), TensorDataset(x[n_train:], y[n_train:])
 
 
+class Augmented(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """Gaussian noise of ``std`` added to each sample as it is loaded: a random transform, drawn from
+    torch's RNG (in a DataLoader worker, the worker's own), as torchvision's are."""
+
+    def __init__(self, data: TensorDataset, std: float) -> None:
+        self.data, self.std = data, std
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.data[i]
+        return x + self.std * torch.randn(x.shape), y
+
+
 def make_model() -> nn.Module:
     return nn.Sequential(nn.Linear(784, 100), nn.ReLU(), nn.Linear(100, 100), nn.ReLU(), nn.Linear(100, 2))
 
@@ -65,6 +80,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--validate-every", type=int, default=None, metavar="N",
                         help="validate every N iterations instead of every epoch (long epochs)")
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
+    parser.add_argument("--augment", type=float, default=None, metavar="STD",
+                        help="add Gaussian noise of this std to each training sample as it is loaded")
     parser.add_argument("--loader-seed", type=int, default=None,
                         help="give the training DataLoader its own generator with this seed")
     return parser.parse_args(argv)
@@ -84,7 +101,8 @@ def main(argv: list[str] | None = None) -> monitor.Monitor:
     torch.manual_seed(args.seed)  # the script seeds; the library never does
     train_set, val_set = make_data(args.seed)
     generator = None if args.loader_seed is None else torch.Generator().manual_seed(args.loader_seed)
-    train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, generator=generator,
+    train_data = train_set if args.augment is None else Augmented(train_set, args.augment)
+    train_loader = DataLoader(train_data, batch_size=args.batch_size, shuffle=True, generator=generator,
                               num_workers=args.num_workers)
     val_loader = DataLoader(val_set, batch_size=args.batch_size)
 

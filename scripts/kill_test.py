@@ -1,13 +1,15 @@
 """The long kill test: kill -9 the case study hundreds of times, resume each time, check everything.
 
     .venv/bin/python scripts/kill_test.py --kills 200          # about 8 minutes on 2 cores
-    .venv/bin/python scripts/kill_test.py --kills 200 --long-epoch --loader generator   # or global, workers
+    .venv/bin/python scripts/kill_test.py --kills 200 --long-epoch --loader generator   # or global, workers, augmented
 
 ``--long-epoch``: 438 iterations per epoch (batch 8), validation every 100 iterations, a last
 checkpoint every 50 iterations, 3 epochs; kills land inside epochs, and each resume continues
 mid-epoch. ``--loader``: the DataLoader shuffles with the global RNG, with its own seeded generator,
-or with 2 worker processes. It also prints the most iterations a resume had to redo (the progress a
-kill lost: from the newest checkpoint on disk to the last training-loss point the killed run wrote).
+with 2 worker processes, or with 2 worker processes that add random noise to each sample as they
+load it (a random transform: each worker's RNG must be replayed too). It also prints the most
+iterations a resume had to redo (the progress a kill lost: from the newest checkpoint on disk to
+the last training-loss point the killed run wrote).
 
 Each trial runs the case study in a fresh folder, kills it at a random instant (during start-up,
 training, a checkpoint save, anywhere), resumes it with --resume, and repeats until a resume runs to
@@ -37,7 +39,8 @@ from tests.crash_helpers import assert_same_outcome, case_study, outcome, start_
 
 LONG_EPOCH = ["--batch-size", "8", "--validate-every", "100", "--checkpoint-every", "iteration:50",
               "--max-epochs", "3", "--patience", "1000"]
-LOADERS = {"global": [], "generator": ["--loader-seed", "7"], "workers": ["--num-workers", "2"]}
+LOADERS = {"global": [], "generator": ["--loader-seed", "7"], "workers": ["--num-workers", "2"],
+           "augmented": ["--num-workers", "2", "--augment", "0.02"]}  # random transforms in the workers
 
 
 def corrupt_files(run_dir: Path) -> list[str]:

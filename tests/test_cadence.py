@@ -22,7 +22,23 @@ from monitor.store.history import TIMING_COLUMNS
 TIME_COLUMNS = list(TIMING_COLUMNS)  # timings differ between runs; nothing else may
 
 
-def long_setup(seed=0, *, own_generator=False, workers=0, plain_list=False, deterministic=False):
+class Augmented(torch.utils.data.Dataset):
+    """Random noise added to each sample when it is loaded, from torch's RNG: in a DataLoader worker,
+    the worker's own (seeded from the loader's base seed), as any torchvision random transform."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, i):
+        x, y = self.data[i]
+        return x + 0.3 * torch.randn(x.shape), y
+
+
+def long_setup(seed=0, *, own_generator=False, workers=0, plain_list=False, deterministic=False, augmented=False,
+               persistent=False):
     """40 iterations per epoch, dropout (the global RNG at every step), shuffled data."""
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
@@ -33,7 +49,8 @@ def long_setup(seed=0, *, own_generator=False, workers=0, plain_list=False, dete
     loss_fn = nn.CrossEntropyLoss()
     train = TensorDataset(x[:320], y[:320])
     generator = torch.Generator().manual_seed(seed + 1) if own_generator else None
-    train_loader = DataLoader(train, batch_size=8, shuffle=True, generator=generator, num_workers=workers)
+    train_loader = DataLoader(Augmented(train) if augmented else train, batch_size=8, shuffle=True,
+                              generator=generator, num_workers=workers, persistent_workers=persistent)
     if plain_list:
         train_loader = [(x[i:i + 8], y[i:i + 8]) for i in range(0, 320, 8)]  # no order to replay
     val_loader = DataLoader(TensorDataset(x[320:], y[320:]), batch_size=32)
@@ -90,6 +107,8 @@ def assert_same(resumed, whole):
 
 
 DATA = {"global_rng": {}, "own_generator": {"own_generator": True}, "two_workers": {"workers": 2},
+        "augmented_in_the_process": {"augmented": True},
+        "augmented_in_two_workers": {"workers": 2, "augmented": True},  # issue #21: their RNG replayed too
         "ignite_deterministic_engine": {"deterministic": True}, "deterministic_own_generator": {
             "deterministic": True, "own_generator": True}}
 
@@ -105,6 +124,19 @@ def test_a_crash_mid_epoch_resumes_exactly(tmp_path, data):
     run, _ = long_run(run_dir, resume=True, setup=long_setup(**options))
     assert run.plan.from_iteration == 77  # the newest checkpoint before iteration 81 (every 7)
     assert_same(outcome(run_dir), whole)
+
+
+def test_persistent_workers_whose_state_carries_over_epochs_are_said_at_resume(tmp_path, caplog):
+    options = {"workers": 2, "augmented": True, "persistent": True}
+    long_run(tmp_path / "run", crash_at=23, setup=long_setup(**options))  # within epoch 1: fresh workers
+    with caplog.at_level(logging.INFO, logger="monitor"):
+        long_run(tmp_path / "run", resume=True, crash_at=57, setup=long_setup(**options))
+    assert "loading the 21 batches this epoch already trained again" in caplog.text  # checkpoint at 21
+    assert "The DataLoader has persistent_workers=True" not in caplog.text  # in epoch 1: nothing carried over
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="monitor"):
+        long_run(tmp_path / "run", resume=True, setup=long_setup(**options))
+    assert caplog.text.count("persistent_workers=True: its workers' random state carries over") == 1
 
 
 def test_a_plain_list_cannot_be_replayed_so_it_resumes_from_the_epoch_boundary(tmp_path, caplog):

@@ -11,8 +11,12 @@ trainer's ``STARTED``, a ``DataLoader`` over a map-style dataset is swapped (Ign
 and can skip the first batches as indices only (no data loaded), and the RNG states right before
 each epoch's iterator is made are kept (and saved in the last checkpoint). A resume mid-epoch makes
 the iterator from those states, skips the batches already trained, and goes on with the checkpoint's
-own RNG state. Other data (a list, a generator, an ``IterableDataset``) cannot be replayed: resume
-then continues from the last completed epoch, and this is said once when training starts.
+own RNG state. With DataLoader workers, the batches already trained are loaded again and dropped
+instead (each worker's random state, seeded from the loader's base seed, advances with every sample
+it loads: random augmentation in workers then resumes exactly); persistent workers, whose state
+carries over epochs, cannot be replayed, and that is said at resume. Other data (a list, a
+generator, an ``IterableDataset``) cannot be replayed: resume then continues from the last completed
+epoch, and this is said once when training starts.
 """
 from __future__ import annotations
 
@@ -223,11 +227,18 @@ class DataOrder(Serializable):
             sampler.set_epoch(state.epoch)
         done = done_in_epoch(state)
         replay = done > 0 and self.epoch_rng is not None  # a resume mid-epoch: the same order, minus what is done
+        workers = loader.loader.num_workers
         if replay:
             current = capture_rng()
             restore_rng(self.epoch_rng or {})
             _set_generator_states(self._generators, (self.epoch_rng or {}).get("generators", []))
-            loader.skipper.skip = done
+            # In the process, the batches done are skipped as indices (nothing loaded): the random
+            # state a dataset draws from is the checkpoint's. A worker draws from its own, seeded
+            # from the loader's base seed and advanced by every sample it loads: so with workers
+            # the batches done are loaded again and dropped, and each worker goes on as it did.
+            loader.skipper.skip = 0 if workers else done
+            if workers:
+                self._say_workers_replay(loader.original, done)
         else:
             self.epoch_rng = {**capture_rng(), "generators": _generator_states(self._generators)}
         # The loader's seed for its workers, then the order: drawn now, in this RNG state, whatever
@@ -236,9 +247,27 @@ class DataOrder(Serializable):
         if loader.skipper.latest is not None:
             loader.skipper.latest.draw()
         loader.skipper.skip = 0
+        if replay and workers:
+            for _ in range(done):
+                next(iterator)
         if replay:
             restore_rng(current)  # training goes on with the checkpoint's own RNG state
         return iterator
+
+    def _say_workers_replay(self, loader: DataLoader[Any], done: int) -> None:
+        """Say at resume what the workers' replay costs, and where it cannot be exact."""
+        logger.info("Resuming mid-epoch with %d DataLoader workers: loading the %d batches this epoch already "
+                    "trained again (not trained on), so that each worker's random state (augmentations) "
+                    "is the uninterrupted run's.", loader.num_workers, done)
+        if loader.persistent_workers and self.trainer.state.epoch > 1:
+            logger.warning(
+                "The DataLoader has persistent_workers=True: its workers' random state carries over from earlier "
+                "epochs, which a resume cannot replay, so random augmentation in them differs from the "
+                "uninterrupted run from here on (persistent_workers=False makes the resume exact).")
+        if loader.worker_init_fn is not None:
+            logger.info("The DataLoader has a worker_init_fn: the replay is exact if it seeds from the worker's "
+                        "seed (torch.initial_seed(), as PyTorch's notes on reproducibility do), not if it seeds "
+                        "from the clock or the process id.")
 
     def state_dict(self) -> OrderedDict[str, Any]:
         if self.replayable is not None:  # started
