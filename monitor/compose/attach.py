@@ -241,6 +241,7 @@ def attach_monitoring(
         for part in parts:
             part.attach(context)
         data_order = attach_data_order(trainer)
+        data_order.timer = throughput  # the batches it replays are timed as they are drawn
         objects: dict[str, Any] = {
             **to_save, "trainer": engine_state(trainer), "best": best, "best_checkpoint": best_checkpoint,
             "train_loss": train_loss, "history": history, "rng": RNGState(), "data_order": data_order,

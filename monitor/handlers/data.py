@@ -35,7 +35,8 @@ from torch.utils.data import BatchSampler, DataLoader, IterableDataset
 from torch.utils.data.distributed import DistributedSampler
 
 from monitor.core._position import done_in_epoch, is_mid_epoch
-from monitor.handlers.rng import _from_json, _to_json, capture_rng, restore_rng
+from monitor.handlers.outputs import Throughput
+from monitor.handlers.rng import _from_json, _to_json, capture_rng, capture_rng_objects, restore_rng, rng_state
 from monitor.runtime.distributed import gather_json
 
 __all__ = ["DataOrder", "attach_data_order"]
@@ -168,11 +169,27 @@ class DataOrder(Serializable):
             raise TypeError(f"Argument trainer should be an ignite Engine, got {type(trainer).__name__}.")
         self.trainer = trainer
         self.replayable: bool | None = None  # known once training starts
-        self.epoch_rng: dict[str, Any] | None = None  # global RNG + generators before this epoch's iterator
+        self._epoch_rng: dict[str, Any] | None = None  # global RNG + generators before this epoch's iterator
+        self._epoch_objects: tuple[tuple[Any, ...], list[torch.Tensor]] | None = None  # the same, not yet converted
         self._loaded_generators: list[bytes] | None = None  # to put into the loader's generators at start
         self._loader: _ReplayableLoader | None = None
         self._generators: list[torch.Generator] = []  # the loader's own, whichever path replays it
         self._warned = False
+        self.timer: Throughput | None = None  # times the batches of the data it replays
+
+    @property
+    def epoch_rng(self) -> dict[str, Any] | None:
+        """The RNG states (global and the loader's generators) right before this epoch's iterator was
+        made, as saved in the checkpoint; taken as objects and converted when first asked for."""
+        if self._epoch_objects is not None:
+            objects, generators = self._epoch_objects
+            self._epoch_rng = {**rng_state(objects), "generators": [g.numpy().tobytes() for g in generators]}
+            self._epoch_objects = None
+        return self._epoch_rng
+
+    @epoch_rng.setter
+    def epoch_rng(self, value: dict[str, Any] | None) -> None:
+        self._epoch_rng, self._epoch_objects = value, None
 
     def started(self, trainer: Engine) -> None:
         """Swap the trainer's data for a replayable one (or say once that it cannot be replayed)."""
@@ -182,6 +199,8 @@ class DataOrder(Serializable):
         self.replayable = is_replayable(data)
         self._loader = None
         self._generators = _generators(data) if isinstance(data, DataLoader) else []
+        if self.timer is not None:  # the batches come from Ignite's loop (unless replayed: below)
+            self.timer.use_events(trainer, True)
         if not isinstance(data, DataLoader) or not self.replayable:
             if not self._warned:
                 logger.warning(
@@ -202,6 +221,8 @@ class DataOrder(Serializable):
         self._loader = _ReplayableLoader(data, self)
         self._set_generators(self._loaded_generators)  # resumed: the generators as they were when saved
         trainer.state.dataloader = self._loader
+        if self.timer is not None:  # the iterator is ours: the clock needs no GET_BATCH handlers
+            self.timer.use_events(trainer, False)
 
     def epoch_started(self, trainer: Engine) -> None:
         """For a ``DeterministicEngine``: keep the generators' state before this epoch's iterator."""
@@ -240,7 +261,7 @@ class DataOrder(Serializable):
             if workers:
                 self._say_workers_replay(loader.original, done)
         else:
-            self.epoch_rng = {**capture_rng(), "generators": _generator_states(self._generators)}
+            self._epoch_objects = (capture_rng_objects(), [g.get_state() for g in self._generators])
         # The loader's seed for its workers, then the order: drawn now, in this RNG state, whatever
         # Ignite or the user's handlers do before the first batch.
         iterator = iter(loader.loader)
@@ -252,7 +273,7 @@ class DataOrder(Serializable):
                 next(iterator)
         if replay:
             restore_rng(current)  # training goes on with the checkpoint's own RNG state
-        return iterator
+        return iterator if self.timer is None else self.timer.timed(iterator)
 
     def _say_workers_replay(self, loader: DataLoader[Any], done: int) -> None:
         """Say at resume what the workers' replay costs, and where it cannot be exact."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
 import ignite.distributed as idist
@@ -159,11 +159,37 @@ class Throughput:
 
     def batch_got(self, trainer: Engine) -> None:
         self._waiting += time.perf_counter() - self._asked
-        size = _batch_size(trainer.state.batch)
+        self._count(trainer.state.batch)
+
+    def _count(self, batch: Any) -> None:
+        size = _batch_size(batch)
         if size is None:
             self._counted = False
         else:
             self._samples += size
+
+    def timed(self, batches: Iterator[Any]) -> Iterator[Any]:
+        """``batches``, each ``next`` timed and its batch counted: the clock of data that monitor
+        iterates itself (:class:`~monitor.handlers.data.DataOrder`), without the two ``GET_BATCH``
+        handlers, whose dispatch costs more per step than the clock (see :meth:`use_events`)."""
+        return _TimedBatches(batches, self)
+
+    def next_batch(self, batches: Iterator[Any]) -> Any:
+        self._asked = asked = time.perf_counter()
+        batch = next(batches)
+        self._waiting += time.perf_counter() - asked
+        self._count(batch)
+        return batch
+
+    def use_events(self, trainer: Engine, on: bool) -> None:
+        """Time the batches with the ``GET_BATCH`` events (``on``), or not (the data is :meth:`timed`)."""
+        for event, handler in ((Events.GET_BATCH_STARTED, self.batch_asked),
+                               (Events.GET_BATCH_COMPLETED, self.batch_got)):
+            if trainer.has_event_handler(handler, event) != on:
+                if on:
+                    trainer.add_event_handler(event, handler)
+                else:
+                    trainer.remove_event_handler(handler, event)
 
     def iteration_done(self, _: Engine) -> None:
         self._busy += time.perf_counter() - self._asked
@@ -177,6 +203,21 @@ class Throughput:
             "samples_per_s": round(samples / self._busy, 3) if self._counted else None,
             "data_wait_frac": round(min(1.0, self._waiting / self._busy), 6) if math.isfinite(self._waiting) else None,
         }
+
+
+class _TimedBatches:
+    """An iterator of batches that tells a :class:`Throughput` how long each ``next`` waited."""
+
+    __slots__ = ("_batches", "_throughput")
+
+    def __init__(self, batches: Iterator[Any], throughput: Throughput) -> None:
+        self._batches, self._throughput = batches, throughput
+
+    def __iter__(self) -> _TimedBatches:
+        return self
+
+    def __next__(self) -> Any:
+        return self._throughput.next_batch(self._batches)
 
 
 class GradNorm:
@@ -272,8 +313,7 @@ def attach_throughput(trainer: Engine, *, step: StepWork | None = None) -> Throu
     (or, for the last, ``step``)."""
     throughput = Throughput()
     trainer.add_event_handler(Events.EPOCH_STARTED, throughput.started)
-    trainer.add_event_handler(Events.GET_BATCH_STARTED, throughput.batch_asked)
-    trainer.add_event_handler(Events.GET_BATCH_COMPLETED, throughput.batch_got)
+    throughput.use_events(trainer, True)  # until a DataOrder times the batches itself
     if step is not None:
         step.every_step.append(throughput.iteration_done)
     else:

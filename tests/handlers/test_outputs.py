@@ -87,6 +87,23 @@ def test_throughput_and_the_share_of_time_waiting_for_data_are_columns_of_every_
     assert data_bound["data_wait_frac"].gt(0.5).all() and compute_bound["data_wait_frac"].lt(0.5).all()
     assert data_bound["samples_per_s"].lt(16 / 0.064).all()  # cannot beat its loader (64 ms a batch)
     assert compute_bound["samples_per_s"].between(0, 16 / 0.008).all()  # nor its step (8 ms a batch)
+    # The other way round: a DataLoader (its batches timed as DataOrder draws them) in front of a slow
+    # step, and slow data Ignite iterates itself (timed by the GET_BATCH events).
+    s = tiny_setup()
+    slow_step = Engine(lambda e, b: (time.sleep(0.008), {"loss": torch.tensor(0.5)})[1])
+    assert history("compute_bound_loader", slow_step, s["train_loader"], s)["data_wait_frac"].lt(0.5).all()
+
+    def slow_batches():
+        while True:
+            time.sleep(0.02)
+            yield torch.randn(16, 8), torch.zeros(16, dtype=torch.long)
+    s = tiny_setup()
+    trainer = Engine(lambda e, b: {"loss": torch.tensor(0.5)})
+    run = monitored(tmp_path / "data_bound_generator", s, trainer)
+    with run:
+        trainer.run(slow_batches(), max_epochs=2, epoch_length=4)
+    generator = pd.read_csv(tmp_path / "data_bound_generator" / "history.csv")
+    assert generator["data_wait_frac"].gt(0.5).all() and generator["samples_per_s"].lt(16 / 0.02).all()
 
 
 def test_batches_without_a_size_leave_samples_per_s_empty(tmp_path):
