@@ -116,6 +116,17 @@ def run_leave_check(out: str) -> None:
         p.run(leave, out)
 
 
+SHARED_TRAINING = example.training
+
+
+def on_local_disks(local_rank: int, args: argparse.Namespace, customize: object = None) -> None:
+    """The example's training, with each rank above 0 given an empty folder of its own: what another
+    node's own disk shows of the run (nothing)."""
+    if idist.get_rank() > 0:
+        args = argparse.Namespace(**{**vars(args), "run_dir": f"{args.run_dir}-rank{idist.get_rank()}"})
+    SHARED_TRAINING(local_rank, args, customize)  # type: ignore[arg-type]
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("mode", choices=["train", "validate", "leave"])
@@ -128,7 +139,11 @@ if __name__ == "__main__":
     parser.add_argument("--signal-rank", type=int)
     parser.add_argument("--signal-at", type=int)
     parser.add_argument("--report-dir")
+    parser.add_argument("--local-disks", action="store_true",
+                        help="each rank above 0 sees an empty folder of its own: the run folder is on rank 0's disk only")
     known, rest = parser.parse_known_args()
+    if known.local_disks:
+        example.training = on_local_disks  # type: ignore[assignment]
     if known.mode == "leave":
         run_leave_check(known.out)
     elif known.mode == "validate":

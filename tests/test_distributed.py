@@ -151,3 +151,18 @@ def test_two_processes_killed_mid_epoch_resume_from_a_checkpoint_within_the_epoc
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Resuming" in resumed.stderr and "last_epoch=6_iteration=296.pt" in resumed.stderr
     pd.testing.assert_frame_equal(history(run_dir), history(two), check_exact=False, rtol=1e-6)
+
+
+def test_a_run_folder_on_rank_0s_disk_only_resumes_mid_epoch(tmp_path, one_and_two):
+    # Node-local disks (issue #21): rank 1 sees an empty folder of its own; rank 0 alone reads the
+    # checkpoint, and its bytes reach rank 1 through idist.broadcast.
+    _, two, _ = one_and_two
+    run_dir = tmp_path / "run"
+    every = ["--checkpoint-every", "iteration:37", "--local-disks"]
+    killed = train(run_dir, 2, *every, "--fail-rank", "1", "--fail-at", "300", "--fail-kind", "kill", timeout=120)
+    assert killed.returncode != 0
+    resumed = train(run_dir, 2, *every, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "last_epoch=6_iteration=296.pt" in resumed.stderr
+    assert not list((tmp_path / "run-rank1").rglob("*.pt"))  # rank 1 wrote and read nothing there
+    pd.testing.assert_frame_equal(history(run_dir), history(two), check_exact=False, rtol=1e-6)

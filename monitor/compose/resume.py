@@ -24,8 +24,8 @@ from monitor.core.status import StopReason, parse_reason
 from monitor.runtime.checkpoint_io import (
     CheckpointError,
     check_model_fits,
+    checkpoint_on_every_rank,
     find_resume_checkpoint,
-    load_checkpoint,
     remove_unlisted_checkpoints,
     set_aside_damaged,
 )
@@ -117,7 +117,7 @@ def plan_resume(
     if verdict["name"] is None:
         return ResumePlan(resume=True, damaged=damaged)
     path = paths.checkpoints / verdict["name"]
-    state = picked["state"] if picked.get("state") is not None else load_checkpoint(path)
+    state = checkpoint_on_every_rank(path, picked.get("state"))  # read by rank 0 only: its disk may be its own
     logger.info("Resuming %s from %s", paths.root, path.name)
     trainer = state["trainer"]
     iteration = int(trainer["iteration"])

@@ -5,12 +5,14 @@ calls once it has decided what to do (see :mod:`monitor.compose.resume`).
 """
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import ignite.distributed as idist
 import torch
 
 from monitor.store.layout import DAMAGED_SUFFIX, checkpoint_files, last_checkpoints
@@ -20,6 +22,7 @@ __all__ = [
     "CheckpointError",
     "ResumeCheckpoint",
     "load_checkpoint",
+    "checkpoint_on_every_rank",
     "find_resume_checkpoint",
     "set_aside_damaged",
     "remove_unlisted_checkpoints",
@@ -31,6 +34,46 @@ logger = logging.getLogger(__name__)
 
 class CheckpointError(RuntimeError):
     """A checkpoint file could not be read or does not fit; the message names the path."""
+
+
+def checkpoint_on_every_rank(path: Path, state: dict[str, Any] | None) -> dict[str, Any]:
+    """``path``'s content on every rank, read from the disk by global rank 0 only (``state``: what
+    rank 0 loaded and verified already, if it did): the others get the file's bytes through
+    ``idist.broadcast``, so a run folder that only rank 0 can see (node-local disks) resumes as well
+    as a shared one. One process: :func:`load_checkpoint`.
+
+    Raises:
+        CheckpointError: on every rank, if rank 0 cannot read the file or another rank cannot load it.
+    """
+    path = Path(path)
+    if idist.get_world_size() == 1:
+        return state if state is not None else load_checkpoint(path)
+    main = idist.get_rank() == 0
+    data, problem = b"", ""
+    if main:
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            problem = f"{type(e).__name__}: {e}"
+    size = int(idist.broadcast(-1 if problem else len(data), src=0))  # type: ignore[arg-type]
+    if size < 0:  # every rank raises: none is left waiting in a collective
+        raise CheckpointError(f"Checkpoint {str(path)!r} cannot be read by rank 0: "
+                              f"{problem or 'see rank 0'}")
+    device = idist.device()
+    if main:
+        buffer = torch.frombuffer(bytearray(data), dtype=torch.uint8).to(device)
+    else:
+        buffer = torch.empty(size, dtype=torch.uint8, device=device)
+    received = idist.broadcast(buffer, src=0)
+    assert isinstance(received, torch.Tensor)
+    if main:
+        return state if state is not None else load_checkpoint(path)
+    try:
+        loaded = torch.load(io.BytesIO(received.cpu().numpy().tobytes()), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"Checkpoint {str(path)!r}, sent by rank 0, cannot be loaded: "
+                              f"{type(e).__name__}: {e}") from e
+    return loaded  # type: ignore[no-any-return]
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
