@@ -55,6 +55,13 @@ def training(local_rank: int, args: argparse.Namespace, customize: Callable[[Eng
     logging.getLogger("ignite").setLevel(logging.WARNING)
     torch.manual_seed(args.seed)  # the same initial weights on every process
     train_set, val_set = make_data(args.seed)
+    world = idist.get_world_size()
+    if args.batch_size % world and rank == 0:  # auto_dataloader gives each process batch_size // world
+        logging.getLogger(__name__).warning(
+            "--batch-size %d is not divisible by %d processes: each takes %d, %d in all; a run trained with %d "
+            "does not resume exactly with it. Use a multiple of %d (e.g. %d) or another number of processes.",
+            args.batch_size, world, args.batch_size // world, args.batch_size // world * world, args.batch_size,
+            world, (args.batch_size // world + 1) * world)
     train_loader = idist.auto_dataloader(train_set, batch_size=args.batch_size, shuffle=not args.no_shuffle)
     val_loader = monitor.validation_loader(val_set, batch_size=args.batch_size)
 

@@ -38,7 +38,7 @@ class Augmented(torch.utils.data.Dataset):
 
 
 def long_setup(seed=0, *, own_generator=False, workers=0, plain_list=False, deterministic=False, augmented=False,
-               persistent=False):
+               persistent=False, batch=8):
     """40 iterations per epoch, dropout (the global RNG at every step), shuffled data."""
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
@@ -49,7 +49,7 @@ def long_setup(seed=0, *, own_generator=False, workers=0, plain_list=False, dete
     loss_fn = nn.CrossEntropyLoss()
     train = TensorDataset(x[:320], y[:320])
     generator = torch.Generator().manual_seed(seed + 1) if own_generator else None
-    train_loader = DataLoader(Augmented(train) if augmented else train, batch_size=8, shuffle=True,
+    train_loader = DataLoader(Augmented(train) if augmented else train, batch_size=batch, shuffle=True,
                               generator=generator, num_workers=workers, persistent_workers=persistent)
     if plain_list:
         train_loader = [(x[i:i + 8], y[i:i + 8]) for i in range(0, 320, 8)]  # no order to replay
@@ -137,6 +137,30 @@ def test_persistent_workers_whose_state_carries_over_epochs_are_said_at_resume(t
     with caplog.at_level(logging.INFO, logger="monitor"):
         long_run(tmp_path / "run", resume=True, setup=long_setup(**options))
     assert caplog.text.count("persistent_workers=True: its workers' random state carries over") == 1
+
+
+@pytest.mark.filterwarnings("ignore:Data iterator can not provide data anymore")  # Ignite's, for the larger batch
+def test_a_resume_with_another_global_batch_says_it_is_not_exact(tmp_path, caplog):
+    # Issue #21: Ignite keeps the checkpoint's epoch length; a changed batch is no longer silent.
+    long_run(tmp_path / "same", crash_at=57)
+    with caplog.at_level(logging.INFO, logger="monitor"):
+        long_run(tmp_path / "same", resume=True)
+    assert "another global batch" not in caplog.text and "laid out anew" not in caplog.text
+    long_run(tmp_path / "other", crash_at=57)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="monitor"):
+        long_run(tmp_path / "other", resume=True, setup=long_setup(batch=10))
+    assert caplog.text.count("Resuming with another global batch: 1 process x 8 a step (8 in all, 40 steps an "
+                             "epoch) -> 1 process x 10 a step (10 in all, 32 steps an epoch)") == 1
+    assert "the rest of epoch 2 skips the first 16 steps' worth" in caplog.text  # checkpoint at 56 (every 7)
+    assert "the data runs out after 32 of those steps: Ignite then ends the run early" in caplog.text
+    assert "Resume with 8 in all (1 process x 8 a step) for an exact run" in caplog.text
+    long_run(tmp_path / "smaller", crash_at=57)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="monitor"):
+        long_run(tmp_path / "smaller", resume=True, setup=long_setup(batch=4))
+    assert "every epoch from here on is 40 steps of the new batch (160 samples where the data has about 320)" in \
+        caplog.text
 
 
 def test_a_plain_list_cannot_be_replayed_so_it_resumes_from_the_epoch_boundary(tmp_path, caplog):

@@ -136,6 +136,25 @@ def _set_generator_states(generators: list[torch.Generator], states: list[bytes]
         generator.set_state(torch.frombuffer(bytearray(state), dtype=torch.uint8))
 
 
+def _steps(layout: Mapping[str, int]) -> str:
+    """``2 processes x 32 a step (64 in all, 8 steps an epoch)``."""
+    n = layout["processes"]
+    return (f"{n} process{'es' if n != 1 else ''} x {layout['batch_size']} a step "
+            f"({n * layout['batch_size']} in all, {layout['batches']} steps an epoch)")
+
+
+def _layout(data: Any) -> dict[str, int] | None:
+    """How a ``DataLoader``'s data is laid out: processes, batch size a process, batches an epoch."""
+    batch_size = getattr(getattr(data, "batch_sampler", None), "batch_size", None) or getattr(data, "batch_size", None)
+    if not isinstance(data, DataLoader) or not isinstance(batch_size, int):
+        return None
+    try:
+        batches = len(data)
+    except TypeError:  # an IterableDataset without a length
+        return None
+    return {"processes": idist.get_world_size(), "batch_size": batch_size, "batches": batches}
+
+
 def _distributed_sampler(loader: DataLoader[Any]) -> DistributedSampler[Any] | None:
     for sampler in (loader.sampler, getattr(loader.batch_sampler, "sampler", None)):
         if isinstance(sampler, DistributedSampler):
@@ -176,6 +195,8 @@ class DataOrder(Serializable):
         self._generators: list[torch.Generator] = []  # the loader's own, whichever path replays it
         self._warned = False
         self.timer: Throughput | None = None  # times the batches of the data it replays
+        self.layout: dict[str, int] | None = None  # processes, batch size a process, batches an epoch
+        self._saved_layout: dict[str, int] | None = None  # the checkpoint's, on a resume
 
     @property
     def epoch_rng(self) -> dict[str, Any] | None:
@@ -196,6 +217,8 @@ class DataOrder(Serializable):
         data = trainer.state.dataloader
         if isinstance(data, _ReplayableLoader):
             data = data.original
+        self.layout = _layout(data)
+        self._say_layout_change(trainer)
         self.replayable = is_replayable(data)
         self._loader = None
         self._generators = _generators(data) if isinstance(data, DataLoader) else []
@@ -275,6 +298,32 @@ class DataOrder(Serializable):
             restore_rng(current)  # training goes on with the checkpoint's own RNG state
         return iterator if self.timer is None else self.timer.timed(iterator)
 
+    def _say_layout_change(self, trainer: Engine) -> None:
+        """Say once, at a resume, that the data's layout changed since the checkpoint, and what it does."""
+        saved, now, self._saved_layout = self._saved_layout, self.layout, None
+        if saved is None or now is None or saved == now:
+            return
+        before = saved["processes"] * saved["batch_size"]
+        after = now["processes"] * now["batch_size"]
+        epoch_length = int(trainer.state.epoch_length or saved["batches"])
+        epoch, done = trainer.state.iteration // epoch_length + 1, trainer.state.iteration % epoch_length
+        change = f"{_steps(saved)} -> {_steps(now)}"
+        if before == after and now["batches"] == epoch_length:
+            logger.info("Resuming with the data laid out anew: %s. The global batch is the same, so %s.", change,
+                        f"epoch {epoch} continues with exactly the samples not yet trained" if done else
+                        "the epochs are as before")
+            return
+        rest = (f"the rest of epoch {epoch} skips the first {done} steps' worth of the new order (some samples "
+                "are trained twice, some not at all), and " if done else "")
+        epochs = (f"every epoch from here on is {epoch_length} steps of the new batch ({epoch_length * after} "
+                  f"samples where the data has about {now['batches'] * after})" if now["batches"] >= epoch_length
+                  else f"the data runs out after {now['batches']} of those steps: Ignite then ends the run early "
+                       "(its warning: 'Data iterator can not provide data anymore')")
+        logger.warning(
+            "Resuming with another global batch: %s. This resume is not exact: Ignite keeps the checkpoint's "
+            "epoch length (%d steps), so %s%s. Resume with %d in all (%s) for an exact run.",
+            change, epoch_length, rest, epochs, before, _steps(saved).split(" (")[0])
+
     def _say_workers_replay(self, loader: DataLoader[Any], done: int) -> None:
         """Say at resume what the workers' replay costs, and where it cannot be exact."""
         logger.info("Resuming mid-epoch with %d DataLoader workers: loading the %d batches this epoch already "
@@ -297,6 +346,8 @@ class DataOrder(Serializable):
             generators = list(self._loaded_generators or [])
         own = {"epoch_rng": self.epoch_rng, "generators": generators}
         state = OrderedDict(own)
+        if self.layout is not None:  # the same on every rank
+            state["layout"] = dict(self.layout)
         if idist.get_world_size() > 1:  # every rank's (its global RNG differs)
             state["ranks"] = [_from_json(s) for s in gather_json(_to_json(own))]
         return state
@@ -307,6 +358,7 @@ class DataOrder(Serializable):
         own = ranks[idist.get_rank()] if ranks is not None and len(ranks) == idist.get_world_size() else state_dict
         self.epoch_rng = own["epoch_rng"]
         self._loaded_generators = list(own["generators"])
+        self._saved_layout = state_dict.get("layout")
 
 
 def attach_data_order(trainer: Engine) -> DataOrder:
