@@ -412,14 +412,13 @@ def _rate_at(rows: Sequence[Mapping[str, Any]], i: int) -> tuple[float, int | No
     return rate, None if epoch is None else int(epoch)
 
 
-def _at_schedule_peak(rows: Sequence[Mapping[str, Any]], i: int) -> float | None:
-    """The run's highest rate, if a schedule held the rate within 10% of it at row ``i`` (the rate
-    not constant over the run)."""
+def _at_schedule_peak(rows: Sequence[Mapping[str, Any]], rate: float) -> float | None:
+    """The run's highest rate, if ``rate`` is within 10% of it and the rate was not constant over the
+    run (a schedule held it at its peak)."""
     rates = [v for _, v in _series(rows, "lr") if math.isfinite(v)]
-    now = _rate_at(rows, i)
-    if not rates or now is None or max(rates) <= min(rates) * 1.01:
+    if not rates or max(rates) <= min(rates) * 1.01:
         return None
-    return max(rates) if now[0] >= 0.9 * max(rates) else None
+    return max(rates) if rate >= 0.9 * max(rates) else None
 
 
 def _recovered_after(rows: Sequence[Mapping[str, Any]], i: int, train: str) -> bool:
@@ -450,9 +449,9 @@ def _explained(
         return finding
     advice, evidence = finding.advice, dict(finding.evidence)
     rate, factor = _rate_at(rows, i), RATE_FACTOR[finding.kind]
-    peak = _at_schedule_peak(rows, i) if finding.kind == "oscillation" else None
+    peak = _at_schedule_peak(rows, rate[0]) if rate is not None and finding.kind == "oscillation" else None
     recovered = peak is not None and _recovered_after(rows, i, train)
-    if peak is not None and rate is not None and (recovered or i >= len(rows) - 3):
+    if rate is not None and peak is not None and (recovered or i >= len(rows) - 3):
         evidence["lr"] = rate[0]
         then = ("the loss came back down after it: the schedule's doing" if recovered else
                 "if the loss does not come back down within a few validations, it is a problem")
@@ -462,11 +461,9 @@ def _explained(
     if rate is not None and factor is not None:
         value, since = rate
         evidence["lr"] = value
-        verb = "Raise" if factor > 1 else "Lower"
+        # the generic "(by 10x)" gives way to the value to try
         advice = (f"lr was {_show(value)} from epoch {since}; try {_show(value * factor)}. "
-                  f"{advice.replace('Lower the learning rate (by 10x)', verb + ' the rate')}"
-                  if finding.kind != "plateau" else
-                  f"lr was {_show(value)} from epoch {since}; try {_show(value * factor)}. {advice}")
+                  f"{advice.replace('Lower the learning rate (by 10x)', 'Lower the rate')}")
     if finding.kind in _ROLL_BACK:
         best = _best_before(rows, objective, mode, i + (finding.kind != "nonfinite"))
         if best is not None:

@@ -320,9 +320,10 @@ class DataOrder(Serializable):
                   else f"the data runs out after {now['batches']} of those steps: Ignite then ends the run early "
                        "(its warning: 'Data iterator can not provide data anymore')")
         logger.warning(
-            "Resuming with another global batch: %s. This resume is not exact: Ignite keeps the checkpoint's "
-            "epoch length (%d steps), so %s%s. Resume with %d in all (%s) for an exact run.",
-            change, epoch_length, rest, epochs, before, _steps(saved).split(" (")[0])
+            "Resuming with %s: %s. This resume is not exact: Ignite keeps the checkpoint's epoch length (%d steps), "
+            "so %s%s. Resume with %d in all (%s) for an exact run.",
+            "another global batch" if before != after else "another number of steps an epoch", change, epoch_length,
+            rest, epochs, before, _steps(saved).split(" (")[0])
 
     def _say_workers_replay(self, loader: DataLoader[Any], done: int) -> None:
         """Say at resume what the workers' replay costs, and where it cannot be exact."""
