@@ -56,6 +56,27 @@ class SignalOnRank:
                 os.kill(os.getpid(), self.signum)
 
 
+class TrainedIndices:
+    """Each rank appends, after each step, the epoch, the iteration and the indices of the samples it
+    trained on (each row of the case study's data is unique: looked up by its bytes), to its own file."""
+
+    def __init__(self, folder: str, seed: int, then: object = None) -> None:
+        self.folder, self.then = Path(folder), then
+        train, _ = example.make_data(seed)
+        self.index = {row.numpy().tobytes(): i for i, row in enumerate(train.tensors[0])}
+
+    def __call__(self, trainer: Engine) -> None:
+        path = self.folder / f"rank{idist.get_rank()}.{os.getpid()}.jsonl"
+
+        @trainer.on(Events.ITERATION_COMPLETED)
+        def record(engine: Engine) -> None:
+            indices = [self.index[row.cpu().numpy().tobytes()] for row in engine.state.batch[0]]
+            with path.open("a") as f:
+                f.write(json.dumps([engine.state.epoch, engine.state.iteration, indices]) + "\n")
+        if callable(self.then):
+            self.then(trainer)
+
+
 class Report:
     """Each rank writes its pid when training starts and its last iteration when it ends."""
 
@@ -139,6 +160,7 @@ if __name__ == "__main__":
     parser.add_argument("--signal-rank", type=int)
     parser.add_argument("--signal-at", type=int)
     parser.add_argument("--report-dir")
+    parser.add_argument("--record-trained", metavar="DIR", help="each rank writes the sample indices it trained")
     parser.add_argument("--local-disks", action="store_true",
                         help="each rank above 0 sees an empty folder of its own: the run folder is on rank 0's disk only")
     known, rest = parser.parse_known_args()
@@ -154,4 +176,6 @@ if __name__ == "__main__":
             customize = SignalOnRank(known.signal_rank, known.signal_at, signal.SIGTERM)
         if known.report_dir is not None:
             customize = Report(known.report_dir, customize)
+        if known.record_trained is not None:
+            customize = TrainedIndices(known.record_trained, example.parse_args(rest).seed, customize)
         example.launch(example.parse_args(rest), customize)

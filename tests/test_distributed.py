@@ -1,5 +1,6 @@
 """Two processes on gloo (CPU): the same monitoring, one writer, the same results as one process,
 no rank left hanging when another fails, and resume on two processes."""
+import collections
 import json
 import os
 import subprocess
@@ -166,3 +167,41 @@ def test_a_run_folder_on_rank_0s_disk_only_resumes_mid_epoch(tmp_path, one_and_t
     assert "last_epoch=6_iteration=296.pt" in resumed.stderr
     assert not list((tmp_path / "run-rank1").rglob("*.pt"))  # rank 1 wrote and read nothing there
     pd.testing.assert_frame_equal(history(run_dir), history(two), check_exact=False, rtol=1e-6)
+
+
+def trained(folder, epoch, upto=None):
+    """How many times each sample index was trained in ``epoch``, over every rank's file in ``folder``
+    (``upto``: the steps up to that iteration only)."""
+    counts = collections.Counter()
+    for path in folder.glob("rank*.jsonl"):
+        for line in path.read_text().splitlines():
+            e, iteration, indices = json.loads(line)
+            if e == epoch and (upto is None or iteration <= upto):
+                counts.update(indices)
+    return counts
+
+
+def test_a_resume_on_three_processes_with_the_same_global_batch_trains_every_sample_of_the_epoch_once(tmp_path):
+    # Issue #21: 2 processes x 24, stopped by SIGTERM at iteration 100 (epoch 2, 27 of 73 steps done),
+    # resumed on 3 x 16: 48 a step both times. The samples trained, counted by index over both segments.
+    run_dir, first, second = tmp_path / "run", tmp_path / "first", tmp_path / "second"
+    first.mkdir(), second.mkdir()
+    common = ["--no-progress", "--seed", "0", "--max-epochs", "3", "--patience", "50", "--batch-size", "48"]
+    args = [sys.executable, DRIVER, "train", "--run-dir", str(run_dir), *common]
+    stopped = subprocess.run([*args, "--nproc", "2", "--signal-rank", "1", "--signal-at", "100",
+                              "--record-trained", str(first)], capture_output=True, text=True, timeout=240)
+    assert stopped.returncode == 0, stopped.stderr[-3000:]
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "interrupted"
+    assert [p.name for p in (run_dir / "checkpoints").glob("last_*.pt")] == ["last_epoch=2_iteration=100.pt"]
+    resumed = subprocess.run([*args, "--nproc", "3", "--resume", "--record-trained", str(second)],
+                             capture_output=True, text=True, timeout=240)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "the data laid out anew: 2 processes x 24 a step (48 in all, 73 steps an epoch) -> 3 processes x 16" \
+        in resumed.stderr and "epoch 2 continues with exactly the samples not yet trained" in resumed.stderr
+    epoch_2 = trained(first, 2, upto=100) + trained(second, 2)
+    padding = 3 * 1167 - 3500  # DistributedSampler pads 3 processes' shares with the order's first samples
+    assert set(epoch_2) == set(range(3500)) and sum(epoch_2.values()) == 3500 + padding
+    assert sorted(epoch_2.values()).count(2) == padding
+    epoch_3 = trained(second, 3)
+    assert set(epoch_3) == set(range(3500)) and sum(epoch_3.values()) == 3500 + padding
