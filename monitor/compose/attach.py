@@ -24,7 +24,6 @@ from monitor.handlers.loss import attach_train_loss
 from monitor.handlers.lr import LearningRates
 from monitor.handlers.outputs import attach_throughput, attach_train_outputs
 from monitor.handlers.part import Part, PartContext
-from monitor.handlers.plateau import LROnPlateau
 from monitor.handlers.progress import attach_epoch_log, attach_progress_bar
 from monitor.handlers.rng import RNGState, engine_state
 from monitor.handlers.signals import attach_graceful_stop, attach_time_limit
@@ -168,15 +167,16 @@ def attach_monitoring(
     best = BestTracker(objective, trainer, baseline=None if early_stopping is None else early_stopping.baseline)
     model = to_save["model"]
     first_optimizer = next((o for o in to_save.values() if isinstance(o, torch.optim.Optimizer)), None)
-    for part in parts:
-        if isinstance(part, LROnPlateau) and first_optimizer is None:
-            raise ValueError(
-                f"Argument lr_on_plateau (LROnPlateau in parts) needs an optimizer in to_save (its rates are the ones "
-                f"cut); got to_save keys {sorted(to_save)}."
-            )
     # Disk-free, so before the folder: the epoch's loss is checked first, then validation runs
-    # (attach_validation refuses an empty loader here, not after a training epoch).
+    # (attach_validation refuses an empty loader here, not after a training epoch); each part checks
+    # what it is given.
     step = StepWork(log_every=log_every, last_apart=not _once_per_epoch(validate_on)).attach(trainer)
+    context = PartContext(trainer=trainer, evaluator=evaluator, objective=objective, best=best, model=model,
+                          optimizer=first_optimizer, step_work=step.first, to_save_keys=tuple(to_save))
+    for part in parts:
+        check = getattr(part, "check", None)
+        if callable(check):
+            check(context)
     train_loss = attach_train_loss(trainer, check_every=log_every, step=step)
     attach_validation(trainer, evaluator, val_loader, event=validate_on)
     lock = RunLock(run_dir)
@@ -211,8 +211,6 @@ def attach_monitoring(
         evaluator.add_event_handler(Events.STARTED, lock.check)
         # In this order: the evaluator's COMPLETED handlers run as attached (see ARCHITECTURE.md).
         best.attach(evaluator)
-        context = PartContext(trainer=trainer, evaluator=evaluator, objective=objective, best=best, model=model,
-                              optimizer=first_optimizer, step_work=step.first)
         train_outputs = attach_train_outputs(trainer, step=step)
         throughput = attach_throughput(trainer, step=step)
         history = attach_history(evaluator, trainer, best, paths.history, train_loss=train_loss, optimizer=rates,

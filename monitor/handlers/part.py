@@ -11,7 +11,9 @@ A part is one object that:
 - ``state_dict()`` / ``load_state_dict()``: plain types, saved in every last checkpoint and loaded on
   resume (a part new at a resume starts from its own defaults);
 - ``config()``: its settings as plain types, recorded in ``run.json``;
-- ``columns()``: the columns it adds to each history row (``{}`` for none).
+- ``columns()``: the columns it adds to each history row (``{}`` for none);
+- optionally ``check(context)``: refuse what it cannot work with (a clear ``ValueError``), before
+  monitor touches the run folder; ``attach`` follows it.
 
 Examples:
     .. code-block:: python
@@ -58,8 +60,9 @@ class Part(Protocol):
 
 @dataclass
 class PartContext:
-    """What a part may use when it attaches: the engines, the objective and its tracker, the model,
-    the first optimizer of ``to_save`` (``None`` if there is none), and :meth:`on_step`."""
+    """What a part may use when it checks and attaches: the engines, the objective and its tracker,
+    the model, the first optimizer of ``to_save`` (``None`` if there is none), ``to_save``'s keys, and
+    :meth:`on_step`."""
 
     trainer: Engine
     evaluator: Engine
@@ -68,6 +71,7 @@ class PartContext:
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer | None
     step_work: list[Callable[[Engine], None]] = field(default_factory=list)
+    to_save_keys: tuple[str, ...] = ()  # what the user saves (for a part's messages)
 
     def on_step(self, work: Callable[[Engine], None]) -> None:
         """Run ``work(trainer)`` after every training step, before monitor reads the step's output."""

@@ -81,13 +81,18 @@ class LROnPlateau(Serializable):
             self._loaded_scheduler = None
         return self
 
-    def attach(self, context: PartContext) -> None:
-        """As a part: cut the first optimizer's rates by ``context.best``'s verdicts, on the evaluator."""
+    def check(self, context: PartContext) -> None:
+        """As a part, before the run folder is touched: there must be an optimizer to cut the rates of."""
         if context.optimizer is None:
             raise ValueError(
                 "Argument lr_on_plateau (LROnPlateau in parts) needs an optimizer in to_save (its rates are the "
-                "ones cut)."
+                f"ones cut); got to_save keys {sorted(context.to_save_keys)}."
             )
+
+    def attach(self, context: PartContext) -> None:
+        """As a part: cut the first optimizer's rates by ``context.best``'s verdicts, on the evaluator."""
+        self.check(context)
+        assert context.optimizer is not None
         attach_lr_on_plateau(context.evaluator, context.best, context.optimizer, self)
 
     def config(self) -> dict[str, Any]:

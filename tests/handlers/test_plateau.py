@@ -108,3 +108,12 @@ def test_a_resumed_run_keeps_counting_where_it_was(tmp_path):
     with run:
         s["trainer"].run(s["train_loader"], max_epochs=10)
     assert pd.read_csv(tmp_path / "run" / "history.csv")["lr"].tolist() == pytest.approx(whole)
+
+
+def test_lr_on_plateau_without_an_optimizer_is_refused_before_the_run_folder_is_touched(tmp_path):
+    s = tiny_setup()
+    with pytest.raises(ValueError, match=r"needs an optimizer in to_save .*got to_save keys \['model'\]"):
+        attach_monitoring(s["trainer"], s["evaluator"], s["val_loader"], run_dir=tmp_path / "run",
+                          objective=Objective("loss", mode="min"), to_save={"model": s["model"]},
+                          parts=[LROnPlateau(patience=2)])
+    assert not (tmp_path / "run").exists()
