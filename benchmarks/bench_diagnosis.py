@@ -308,6 +308,8 @@ CASES = [
         cnn(), *digits(16), lr=0.05, epochs=15, batch=32, patience=None), warmup_cosine), half="B"),
     Case("healthy digits MLP OneCycle", None, lambda: per_step(setup(
         mlp(64, 100, out=10), *digits(17), lr=0.01, epochs=15, batch=32, patience=None), one_cycle(0.3))),
+    Case("healthy digits CNN OneCycle 0.3 (swings at the peak)", None, lambda: per_step(setup(
+        cnn(), *digits(17), lr=0.01, epochs=15, batch=32, patience=None), one_cycle(0.3))),
     Case("healthy cyclic rates", None, lambda: per_step(setup(
         mlp(20, 64), *two_class(3000, 20, 18), lr=0.001, epochs=30, patience=None), cyclic(0.001, 0.05, 66)),
         half="B"),
@@ -365,6 +367,9 @@ CASES = [
         allowed={"divergence", "nonfinite", "overfitting"}, half=h) for lr, h in ((5.0, "A"), (10.0, "B"))],
     Case("oscillation MLP lr 0.3", "oscillation", lambda: setup(
         mlp(20, 64), *two_class(3000, 20, 50), lr=0.3, epochs=30, patience=None), allowed={"overfitting"}),
+    Case("oscillation digits CNN OneCycle 0.5, batches of 16 (dies at the peak)", "oscillation", lambda: per_step(
+        setup(cnn(), *digits(17), lr=0.01, epochs=15, batch=16, patience=None), one_cycle(0.5)),
+        allowed={"divergence", "nonfinite"}),
     Case("oscillation digits SGD lr 0.3 momentum 0.99", "oscillation", lambda: setup(
         mlp(64, 100, out=10), *digits(51), lr=0.3, momentum=0.99, epochs=15, patience=None),
         allowed={"divergence", "nonfinite"}, half="B"),

@@ -281,7 +281,8 @@ def test_a_bump_while_a_schedule_holds_the_rate_at_its_peak_is_a_note_that_says_
     rates = [0.03, 0.1, 0.2, 0.3, 0.3, 0.3, 0.29, 0.27, 0.2, 0.12, 0.06, 0.02, 0.005]
     train = [0.6, 0.3, 0.2, 0.18, 0.17, 0.2, 0.27, 0.2, 0.12, 0.09, 0.07, 0.06, 0.05]
     (finding,) = diagnose(history(train, lr=rates), objective_column="val_loss", mode="min")
-    assert (finding.kind, finding.level, finding.evidence["lr"], finding.epoch) == ("oscillation", "note", 0.29, 7)
+    # the rate while the loss rose: from its lowest (epoch 5, lr 0.3) to the bump
+    assert (finding.kind, finding.level, finding.evidence["lr"], finding.epoch) == ("oscillation", "note", 0.3, 7)
     assert "schedule's peak" in finding.advice and "came back down" in finding.advice
     assert finding.message().startswith("(note) oscillation")
     # The same bump at a constant rate is a problem; a warm-up to a rate the loss never recovers from too.
@@ -339,3 +340,17 @@ def test_notes_are_shown_apart_and_never_warned_of(tmp_path, caplog):
     assert (table["findings"].tolist(), table["notes"].tolist()) == (["-"], ["oscillation"])
     page = monitor.to_html([review])
     assert "No training problem found" in page and "<h3>Notes</h3>" in page
+
+
+def test_swings_while_a_schedule_passes_its_peak_are_a_note_and_schedule_advice_names_the_peak():
+    # OneCycle on a CNN (the suite's digits): the loss swings while the rate climbs to 0.3 and back,
+    # then converges as it decays. The swing window starts below the peak but holds it.
+    rates = [0.044, 0.129, 0.227, 0.291, 0.298, 0.285, 0.26, 0.226, 0.184, 0.14, 0.096, 0.057, 0.027, 0.007]
+    train = [2.17, 0.54, 0.30, 0.47, 0.45, 1.06, 0.76, 1.06, 0.66, 0.77, 0.57, 0.30, 0.17, 0.07]
+    (finding,) = diagnose(history(train, lr=rates), objective_column="val_loss", mode="min")
+    assert (finding.kind, finding.level, finding.evidence["lr"]) == ("oscillation", "note", 0.298)
+    # A blow-up at the peak of a schedule: the advice is about the schedule's peak, not one epoch's rate.
+    val = [2.1, 0.4, 0.25, 0.2, 0.18, 0.16, 2.6, 1.3, 0.8, 0.6, 0.4, 0.3, 0.25, 0.2]
+    (finding,) = diagnose(history(train, val, lr=rates), objective_column="val_loss", mode="min")
+    assert finding.kind == "divergence" and finding.advice.startswith(
+        "lr was 0.26 at epoch 7, under a schedule that peaked at 0.298; try a peak of 0.0298.")

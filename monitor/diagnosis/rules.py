@@ -56,11 +56,12 @@ oscillation            the training loss, which steps of the right size keep bri
                        median and 5% of the run's first, and ended no lower than 95% of where the
                        window began: steps too large to settle. A *note*, not a problem, when a
                        schedule held the rate at its peak then (``lr`` within 10% of the run's
-                       highest, the rate not constant) and the loss later went below the lowest
-                       before the bump (a bump, the schedule's doing), or the bump is in the last
-                       3 validations (it may still come back down: a live run warns only if it
-                       does not). A warm-up to a rate too high that the loss never recovers
-                       from stays a problem.
+                       highest, the rate not constant, at some validation from the lowest loss
+                       before the rise, or in the swings' window) and the loss later went below
+                       the lowest before the bump (a bump, the schedule's doing), or the bump is
+                       in the last 3 validations (it may still come back down: a live run warns
+                       only if it does not). A warm-up to a rate too high that the loss never
+                       recovers from stays a problem.
 data_bound             over at least 3 validations, the median ``data_wait_frac`` is 0.5 or more
                        and the loader delivers under 50,000 samples/s (the median wait is 20 us a
                        sample or more): the loop waits for data more than it trains, and the data
@@ -412,13 +413,16 @@ def _rate_at(rows: Sequence[Mapping[str, Any]], i: int) -> tuple[float, int | No
     return rate, None if epoch is None else int(epoch)
 
 
-def _at_schedule_peak(rows: Sequence[Mapping[str, Any]], rate: float) -> float | None:
-    """The run's highest rate, if ``rate`` is within 10% of it and the rate was not constant over the
-    run (a schedule held it at its peak)."""
+def _schedule_peak(rows: Sequence[Mapping[str, Any]]) -> float | None:
+    """The run's highest rate, if the rate was not constant over the run (a schedule)."""
     rates = [v for _, v in _series(rows, "lr") if math.isfinite(v)]
-    if not rates or max(rates) <= min(rates) * 1.01:
-        return None
-    return max(rates) if rate >= 0.9 * max(rates) else None
+    return max(rates) if rates and max(rates) > min(rates) * 1.01 else None
+
+
+def _at_schedule_peak(rows: Sequence[Mapping[str, Any]], rate: float) -> float | None:
+    """The schedule's peak, if ``rate`` is within 10% of it (a schedule held the rate at its peak)."""
+    peak = _schedule_peak(rows)
+    return peak if peak is not None and rate >= 0.9 * peak else None
 
 
 def _recovered_after(rows: Sequence[Mapping[str, Any]], i: int, train: str) -> bool:
@@ -449,21 +453,33 @@ def _explained(
         return finding
     advice, evidence = finding.advice, dict(finding.evidence)
     rate, factor = _rate_at(rows, i), RATE_FACTOR[finding.kind]
-    peak = _at_schedule_peak(rows, rate[0]) if rate is not None and finding.kind == "oscillation" else None
-    recovered = peak is not None and _recovered_after(rows, i, train)
-    if rate is not None and peak is not None and (recovered or i >= len(rows) - 3):
-        evidence["lr"] = rate[0]
+    # The rate while it happened: the highest from where the loss was lowest before a rise, or over a
+    # swing's window of validations (a rise is seen once 1.5x: often after the peak it began at).
+    start = max((k for k, row in enumerate(rows[:i]) if row.get("epoch") == finding.evidence.get("lowest_epoch")),
+                default=i)
+    span = range(start, min(len(rows), i + int(finding.evidence.get("validations") or 1)))
+    during = max((v for k, v in _series(rows, "lr") if k in span and math.isfinite(v)), default=None)
+    peak = _at_schedule_peak(rows, during) if during is not None and finding.kind == "oscillation" else None
+    last = span[-1] if span else i
+    recovered = peak is not None and _recovered_after(rows, last, train)
+    if rate is not None and peak is not None and (recovered or last >= len(rows) - 3):
+        evidence["lr"] = during
         then = ("the loss came back down after it: the schedule's doing" if recovered else
                 "if the loss does not come back down within a few validations, it is a problem")
-        advice = (f"The rate was at its schedule's peak then (lr {_show(rate[0])}, the run's highest {_show(peak)}); "
+        advice = (f"The rate was at its schedule's peak then (lr {_show(during)}, the run's highest {_show(peak)}); "
                   f"{then}. If the bump matters, lower the peak (try lr {_show(peak / 3)}) or lengthen the warm-up.")
         return replace(finding, evidence=evidence, advice=advice, level="note")
     if rate is not None and factor is not None:
         value, since = rate
         evidence["lr"] = value
-        # the generic "(by 10x)" gives way to the value to try
-        advice = (f"lr was {_show(value)} from epoch {since}; try {_show(value * factor)}. "
-                  f"{advice.replace('Lower the learning rate (by 10x)', 'Lower the rate')}")
+        # The generic "(by 10x)" gives way to the value to try: a rate held since some epoch, or, where
+        # a schedule was moving it then, the schedule's peak.
+        peak = _schedule_peak(rows)
+        moving = peak is not None and since == rows[i].get("epoch") and i > 0
+        tried = (f"lr was {_show(value)} at epoch {since}, under a schedule that peaked at {_show(peak)}; try a "
+                 f"peak of {_show(peak * factor)}." if moving and peak is not None else
+                 f"lr was {_show(value)} from epoch {since}; try {_show(value * factor)}.")
+        advice = f"{tried} {advice.replace('Lower the learning rate (by 10x)', 'Lower the rate')}"
     if finding.kind in _ROLL_BACK:
         best = _best_before(rows, objective, mode, i + (finding.kind != "nonfinite"))
         if best is not None:
