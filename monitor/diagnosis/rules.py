@@ -20,6 +20,8 @@ kind                   rule (``n`` = validations so far)
 =====================  ======================================================================
 nonfinite              the first row where ``train_loss``, the objective or ``train_grad_norm``
                        is NaN or infinite, or a stop reason ``nonfinite_loss``/``nonfinite_metric``.
+                       No premise: a NaN is never healthy. (A metric that is NaN by design on
+                       some validations, e.g. a score of an empty class, would be reported.)
 divergence             (a) the training loss (or a loss objective) reaches 10x its lowest value
                        so far, and by 5% of its first: an order of magnitude, which noise does
                        not do (but near 0, where a memorising model's 1e-4 becomes 1e-3, it does).
@@ -42,11 +44,19 @@ overfitting            after the objective's best, for at least 5 validations: v
                        at least 1.5x its best while the training loss fell to at most 0.7x its
                        value at the best. (Early stopping's usual tail, a few validations 10-30%
                        above the best, is not a problem: it is what early stopping is for.)
+                       Premise: the objective is a loss of the same kind as the training loss.
+                       Breaks on a slow overfit that stays under 1.5x (a miss, not an alarm),
+                       and on a validation set drawn from other data than training (a gap from
+                       the start is then no overfit, but a growing one still reads as one).
 plateau                in the first 10 validations (at least 5): the training loss never got 1%
                        below its first value, and never rose 10% above it either. The loss did
                        not move: the rate is likely far too low, or the model cannot learn from
                        the data. A loss that rose is an instability, never a plateau (raising the
-                       rate would make it worse).
+                       rate would make it worse). Premise: a run learns most in its first
+                       validations. Breaks on a fine-tuned start already at its floor (its loss
+                       has nothing left to lose: it would read as a plateau if flat to 1%; the
+                       suite's fine-tunes still move by more) and on a long warm-up from a rate
+                       near 0 (the advice to raise the rate is then premature).
 oscillation            the training loss, which steps of the right size keep bringing down, goes
                        back up: an epoch's mean at least 1.5x the lowest before it, and above it
                        by 5% of the first (a loss near 0 going from 0.001 to 0.002 is noise);
@@ -61,20 +71,31 @@ oscillation            the training loss, which steps of the right size keep bri
                        the lowest before the bump (a bump, the schedule's doing), or the bump is
                        in the last 3 validations (it may still come back down: a live run warns
                        only if it does not). A warm-up to a rate too high that the loss never
-                       recovers from stays a problem.
+                       recovers from stays a problem. Premise: an epoch's mean is a fair
+                       summary of its steps. Breaks on very noisy epochs (a few batches an
+                       epoch: use validation within epochs or longer epochs) and on a schedule
+                       whose rise the ``lr`` column does not show (a rate set outside the first
+                       param group).
 data_bound             over at least 3 validations, the median ``data_wait_frac`` is 0.5 or more
                        and the loader delivers under 50,000 samples/s (the median wait is 20 us a
                        sample or more): the loop waits for data more than it trains, and the data
                        is slow (a tiny model on in-memory tensors waits "most" of a short step:
-                       no problem worth a change).
+                       no problem worth a change). Premise: the clock sees the whole wait.
+                       Breaks when the step itself waits for data (a device sync in the step on a
+                       GPU that the loader starved), which reads as compute.
 exploding_gradients    ``train_grad_norm`` (from the 4th validation) or ``train_grad_norm_max``
                        (a single step's norm, an infinite one included) at least 100x the median
                        of the first 3 validations' ``train_grad_norm``: two orders of magnitude,
-                       where a healthy run's norms change by a few times.
+                       where a healthy run's norms change by a few times. Premise: the first
+                       validations are healthy. Breaks on a run whose gradients are huge from
+                       the start (a bad initialisation: nothing to compare with) and on losses
+                       scaled up on purpose (AMP's scaler: use the unscaled norm).
 vanishing_gradients    ``train_grad_norm_first`` (the first layer's, from :func:`~monitor.attach_grad_norm`)
                        under 1/1000 of ``train_grad_norm`` for 3 validations in a row, or the whole
                        norm under 1e-4 while the training loss is above 0.01: the first layers
-                       learn (almost) nothing.
+                       learn (almost) nothing. Premise: the first parameter tensor is the input
+                       layer's. Breaks on a model whose first parameter is something else (an
+                       embedding that most batches barely touch reads as vanishing).
 =====================  ======================================================================
 
 One story per event: what follows a divergence or a NaN is its consequence and is not reported again
