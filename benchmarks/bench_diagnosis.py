@@ -296,6 +296,8 @@ CASES = [
         digits_mlp_trained(11), *digits(11), lr=0.01, epochs=15)),
     Case("healthy fine-tuned digits MLP batches of 8", None, lambda: setup(
         digits_mlp_trained(12), *digits(12), lr=0.005, epochs=10, batch=8), half="B"),
+    Case("healthy converged digits MLP fine-tuned at SGD 1e-4", None, lambda: setup(
+        pretrained(mlp(64, 100, out=10), digits(11)[0], lr=0.1, epochs=30), *digits(11), lr=1e-4, epochs=12)),
     Case("healthy fine-tuned digits MLP Adam", None, lambda: setup(
         digits_mlp_trained(13), *digits(13), lr=1e-4, epochs=15, batch=16, optimizer="adam")),
     Case("healthy fine-tuned regression Adam", None, lambda: setup(

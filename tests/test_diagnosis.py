@@ -354,3 +354,11 @@ def test_swings_while_a_schedule_passes_its_peak_are_a_note_and_schedule_advice_
     (finding,) = diagnose(history(train, val, lr=rates), objective_column="val_loss", mode="min")
     assert finding.kind == "divergence" and finding.advice.startswith(
         "lr was 0.26 at epoch 7, under a schedule that peaked at 0.298; try a peak of 0.0298.")
+
+
+def test_a_trained_network_at_its_floor_is_no_plateau():
+    # A converged MLP fine-tuned at SGD 1e-4: flat to 1%, but its hard batches stand 3-7x above its
+    # first step (a network that learned nothing predicts alike on every batch: spikes near 1).
+    flat = [0.0210, 0.0209, 0.0209, 0.0208, 0.0209, 0.0208, 0.0208, 0.0209, 0.0208, 0.0208]
+    assert kinds(history(flat, train_loss_spike=[6.8, 4.1, 3.3, 5.2, 2.9, 4.4, 3.8, 6.1, 3.5, 4.0])) == []
+    assert kinds(history([0.6931] * 10, train_loss_spike=[1.04, 1.02, 1.05] * 3 + [1.03])) == ["plateau"]

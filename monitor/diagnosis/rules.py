@@ -52,11 +52,15 @@ plateau                in the first 10 validations (at least 5): the training lo
                        below its first value, and never rose 10% above it either. The loss did
                        not move: the rate is likely far too low, or the model cannot learn from
                        the data. A loss that rose is an instability, never a plateau (raising the
-                       rate would make it worse). Premise: a run learns most in its first
-                       validations. Breaks on a fine-tuned start already at its floor (its loss
-                       has nothing left to lose: it would read as a plateau if flat to 1%; the
-                       suite's fine-tunes still move by more) and on a long warm-up from a rate
-                       near 0 (the advice to raise the rate is then premature).
+                       rate would make it worse). And the batches alike (a typical
+                       ``train_loss_spike`` of 2 or less, where the column is): a network that
+                       learned nothing predicts about the same on every batch (the suite's
+                       plateaus: 1.0-1.1), while a trained one at its floor (a converged model
+                       fine-tuned at a small rate, flat to 1%) has hard batches 2-7x its first
+                       step: nothing left to lose, no plateau. Premise: a run learns most in its
+                       first validations. Breaks on a long warm-up from a rate near 0 (the
+                       advice to raise the rate is then premature) and on a small-batch
+                       regression whose untrained batches differ by 2x or more (a miss).
 oscillation            the training loss, which steps of the right size keep bringing down, goes
                        back up: an epoch's mean at least 1.5x the lowest before it, and above it
                        by 5% of the first (a loss near 0 going from 0.001 to 0.002 is noise);
@@ -302,6 +306,9 @@ def _plateau(rows: Sequence[Mapping[str, Any]], train: str) -> Finding | None:
     first = values[0][1]
     lowest = min(v for _, v in values)
     highest = max(v for _, v in values)
+    spikes = [v for _, v in _series(rows[: values[-1][0] + 1], f"{train}_spike") if math.isfinite(v)]
+    if spikes and statistics.median(spikes) > 2:  # a trained network's hard batches: a floor, not a plateau
+        return None
     if first > 0 and lowest > 0.99 * first and highest <= 1.1 * first:  # neither down nor up
         return _finding("plateau", rows, values[0][0], first=first, lowest=lowest,
                         change=(lowest - first) / first, validations=len(values))
