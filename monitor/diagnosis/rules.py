@@ -123,7 +123,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-__all__ = ["Finding", "diagnose", "steps_after", "KINDS", "ADVICE", "LEVELS"]
+__all__ = ["Finding", "diagnose", "by_level", "steps_after", "KINDS", "ADVICE", "LEVELS"]
 
 KINDS = (
     "nonfinite", "divergence", "overfitting", "plateau", "oscillation", "data_bound",
@@ -519,6 +519,11 @@ def _one_story(findings: list[Finding]) -> list[Finding]:
     """The findings reconciled: a loss that rose (an oscillation or divergence) is not also a plateau."""
     unstable = any(f.kind in ("divergence", "oscillation", "nonfinite") and f.is_problem for f in findings)
     return [f for f in findings if not (unstable and f.kind == "plateau")]
+
+
+def by_level(findings: Sequence[Finding]) -> tuple[list[Finding], list[Finding]]:
+    """``findings`` split into the problems and the notes, each in its order."""
+    return [f for f in findings if f.is_problem], [f for f in findings if not f.is_problem]
 
 
 def steps_after(

@@ -7,12 +7,12 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from monitor.diagnosis import Finding, by_level
 from monitor.review.plots import figure_png, plot_runs
 from monitor.review.summary import compare
 from monitor.review.text import format_value, stop_reason_text
 
 if TYPE_CHECKING:  # Run for annotations only: load.py imports the HTML page for Run._repr_html_
-    from monitor.diagnosis import Finding
     from monitor.review.load import Run
 
 __all__ = ["to_html", "run_section"]
@@ -101,8 +101,7 @@ def _breakable_headers(table: str) -> str:
 
 
 def _findings(run: Run) -> str:
-    problems = [f for f in run.findings if f.is_problem]
-    notes = [f for f in run.findings if not f.is_problem]
+    problems, notes = by_level(run.findings)
 
     def items(findings: list[Finding]) -> str:
         return "".join(

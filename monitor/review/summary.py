@@ -5,6 +5,7 @@ import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from monitor.diagnosis import by_level
 from monitor.review.text import format_value, summary_text
 
 if TYPE_CHECKING:  # Run for annotations only: load.py imports the HTML page for Run._repr_html_
@@ -32,8 +33,9 @@ def summary_record(run: Run) -> dict[str, Any]:
     for key, value in at_best.items():
         if (key.startswith("val_") and key != best.get("metric")) or key == "train_loss":
             row[f"{key}@best"] = value
-    row["findings"] = ", ".join(f.kind for f in run.findings if f.is_problem) or "-"
-    row["notes"] = ", ".join(f.kind for f in run.findings if not f.is_problem) or "-"
+    problems, notes = by_level(run.findings)
+    row["findings"] = ", ".join(f.kind for f in problems) or "-"
+    row["notes"] = ", ".join(f.kind for f in notes) or "-"
     row["wall_s"] = run.record.get("elapsed_s")
     if "epoch_s" in run.history.columns and len(run.history):
         row["s_per_epoch"] = float(run.history["epoch_s"].median())

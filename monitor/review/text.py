@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from monitor.core._format import format_value
+from monitor.diagnosis import by_level
 
 __all__ = ["summary_text", "format_value", "stop_reason_text"]
 
@@ -84,8 +85,7 @@ def summary_text(run: _RunView) -> str:
     at_best = {k: v for k, v in run.best_row().items() if k.startswith("val_") or k == "train_loss"}
     if at_best:
         lines.append(("at best", "  ".join(f"{k}={format_value(v)}" for k, v in at_best.items())))
-    problems = [f for f in run.findings if f.is_problem]
-    notes = [f for f in run.findings if not f.is_problem]
+    problems, notes = by_level(run.findings)
     lines.append(("findings", "none" if not problems else problems[0].message()))
     lines += [("", finding.message()) for finding in problems[1:]]
     lines += [("notes" if k == 0 else "", note.message()) for k, note in enumerate(notes)]
