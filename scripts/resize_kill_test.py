@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import os
 import random
-import signal
 import subprocess
 import sys
 import tempfile
@@ -26,27 +24,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests.crash_helpers import kill_trees  # noqa: E402
+
 DRIVER = str(ROOT / "tests" / "distributed_driver.py")
 SAMPLES, EPOCHS = 3500, 3
 COMMON = ["--no-progress", "--seed", "0", "--max-epochs", str(EPOCHS), "--patience", "50",
           "--checkpoint-every", "iteration:10"]
 BATCH = ["--batch-size", "48"]  # in all: 2 x 24 or 3 x 16 (--batch-size 64 shows a resume that is not exact)
-
-
-def tree(pid: int) -> list[int]:
-    """``pid`` and every process below it (the spawned ranks)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        found.append(todo.pop())
-        todo += children.get(found[-1], [])
-    return found
 
 
 def start(run_dir: Path, nproc: int, record: Path, resume: bool) -> subprocess.Popen[bytes]:
@@ -119,11 +104,7 @@ def main() -> int:
             time.sleep(rng.uniform(0.2 * duration, duration))
             if process.poll() is not None:
                 break
-            for pid in tree(process.pid):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            kill_trees(process.pid)
             process.wait()
             kills += 1
         _, err = process.communicate()

@@ -11,8 +11,6 @@ resumed history must equal an uninterrupted two-node run's in every column but t
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -25,6 +23,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from monitor.store.history import TIMING_COLUMNS  # noqa: E402
+from tests.crash_helpers import kill_trees  # noqa: E402
 
 TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
 EXAMPLE = str(ROOT / "examples" / "distributed.py")
@@ -50,22 +49,6 @@ def start_job(folders: tuple[Path, Path], *extra: str) -> list[subprocess.Popen[
         )
         for node, folder in enumerate(folders)
     ]
-
-
-def tree(pid: int) -> list[int]:
-    """``pid`` and every process below it (torchrun starts its workers in sessions of their own)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        found.append(todo.pop())
-        todo += children.get(found[-1], [])
-    return found
 
 
 def finish(job: list[subprocess.Popen[bytes]], timeout: float = 300) -> None:
@@ -97,12 +80,7 @@ def main() -> int:
                 raise SystemExit(f"trial {trial}: no checkpoint within an epoch before the job ended")
             time.sleep(0.05)
         time.sleep(0.3 * trial)  # a little later each trial
-        doomed = [pid for launcher in job for pid in tree(launcher.pid)]  # both nodes lost, every process
-        for pid in doomed:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_trees(*(launcher.pid for launcher in job))  # both nodes lost, every process
         for launcher in job:
             launcher.wait()
         killed_at = sorted(p.name for p in (folders[0] / "checkpoints").glob("last_*.pt"))

@@ -49,6 +49,27 @@ def kill_at(process: subprocess.Popen[bytes], seconds: float) -> None:
     process.wait()
 
 
+def kill_trees(*pids: int) -> None:
+    """SIGKILL each of ``pids`` and every process below it, all found first (a launcher's workers:
+    torchrun starts them in sessions of their own, idist.Parallel spawns them), as a lost machine."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    doomed, todo = [], list(pids)
+    while todo:
+        doomed.append(todo.pop())
+        todo += children.get(doomed[-1], [])
+    for pid in doomed:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def outcome(run_dir: Path) -> dict[str, object]:
     """What must be identical between an interrupted-and-resumed run and an uninterrupted one."""
     record = json.loads((run_dir / "run.json").read_text())
