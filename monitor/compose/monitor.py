@@ -207,6 +207,9 @@ class Monitor:
         self.record.start_segment(self.plan.from_epoch, self.config)
         self.status, self.stop_reason, self.error = RunStatus.RUNNING, None, None
         self._write_record()
+        # run.json on disk before the first history row (written at once): a run read while it
+        # starts is never "history.csv but no run.json"
+        self.writer.flush()
 
     def _train_nothing(self, trainer: Engine) -> None:
         self._started = True

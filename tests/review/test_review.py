@@ -132,6 +132,30 @@ def test_a_running_run_reports_as_running(tmp_path):
     assert seen[0].status == "running" and len(seen[0].history) == 2
 
 
+def test_run_json_is_on_disk_before_the_first_step_however_slow_the_writer(tmp_path, monkeypatch):
+    # The history's rows are written at once; run.json's first write goes through the background
+    # writer. A run read just after it started must not be "history.csv but no run.json".
+    import time
+
+    from ignite.engine import Events
+
+    import monitor.compose.monitor
+    from monitor import Objective, attach_monitoring
+    from tests.conftest import tiny_setup
+
+    slow = monitor.compose.monitor.write_record
+    monkeypatch.setattr(monitor.compose.monitor, "write_record", lambda *a: (time.sleep(0.2), slow(*a)))
+    s = tiny_setup()
+    seen = []
+    run = attach_monitoring(s["trainer"], s["evaluator"], s["val_loader"], run_dir=tmp_path / "run",
+                            objective=Objective("loss", mode="min"), to_save={"model": s["model"]})
+    s["trainer"].add_event_handler(Events.ITERATION_STARTED(once=1),
+                                   lambda _: seen.append(json.loads((tmp_path / "run" / "run.json").read_text())))
+    with run:
+        s["trainer"].run(s["train_loader"], max_epochs=1)
+    assert seen[0]["status"] == "running"
+
+
 def test_compare_shows_each_runs_seed_and_ranks_equal_results_equally(tmp_path, runs):
     import shutil
 
