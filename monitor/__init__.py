@@ -58,6 +58,7 @@ _EXPORTS = {
     "LROnPlateau": "monitor.handlers.plateau",
     "attach_grad_norm": "monitor.handlers.outputs",
     "attach_lr_on_plateau": "monitor.handlers.plateau",
+    "Recovery": "monitor.handlers.recovery",
 }
 # Submodules reachable as attributes (``monitor.store.manifest.Manifest``) without importing them first.
 _SUBMODULES = ("compose", "core", "diagnosis", "handlers", "review", "runtime", "store")
@@ -110,6 +111,7 @@ __all__ = [
     "LROnPlateau",
     "attach_lr_on_plateau",
     "attach_grad_norm",
+    "Recovery",
 ]
 
 
@@ -143,6 +145,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
     from monitor.handlers.part import Part, PartContext
     from monitor.handlers.plateau import LROnPlateau, attach_lr_on_plateau
     from monitor.handlers.progress import attach_progress_bar
+    from monitor.handlers.recovery import Recovery
     from monitor.handlers.stopping import EarlyStoppingHandler, attach_early_stopping
     from monitor.handlers.tensorboard import attach_tensorboard
     from monitor.handlers.validation import attach_validation

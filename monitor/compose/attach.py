@@ -172,7 +172,8 @@ def attach_monitoring(
     # what it is given.
     step = StepWork(log_every=log_every, last_apart=not _once_per_epoch(validate_on)).attach(trainer)
     context = PartContext(trainer=trainer, evaluator=evaluator, objective=objective, best=best, model=model,
-                          optimizer=first_optimizer, step_work=step.first, to_save_keys=tuple(to_save))
+                          optimizer=first_optimizer, step_work=step.first, to_save_keys=tuple(to_save),
+                          check_work=step.checks)
     for part in parts:
         check = getattr(part, "check", None)
         if callable(check):
@@ -250,6 +251,7 @@ def attach_monitoring(
         scaler = getattr(trainer.state, "scaler", None)  # Ignite's AMP GradScaler (create_supervised_trainer)
         if scaler is not None and hasattr(scaler, "state_dict") and "scaler" not in to_save:
             objects["scaler"] = scaler
+        context.objects.update(objects)  # what a part may restore (Recovery's rollback)
         last_checkpoint = last_checkpointer(trainer, objects, paths.checkpoints, writer=writer)
         apply_resume(plan, objects=objects, paths=paths, last_checkpoint=last_checkpoint)
         if max_time_s is not None and not plan.is_finished and history.elapsed_s >= max_time_s:

@@ -246,9 +246,12 @@ class Monitor:
 
     # -- how it ended -----------------------------------------------------------------------------
     def handler_stop_reason(self) -> StopReason | None:
-        """The stop early stopping or the training-loss check decided on, if either did."""
+        """The stop early stopping, the training-loss check or a part decided on, if one did."""
         if self.early_stopping is not None and self.early_stopping.stop_reason is not None:
             return self.early_stopping.stop_reason
+        for part in self.parts:  # e.g. Recovery, out of attempts
+            if getattr(part, "stop_reason", None) is not None:
+                return part.stop_reason  # type: ignore[no-any-return]
         return self.train_loss.stop_reason
 
     def _why_it_ended(self, error: BaseException | None = None) -> StopReason:
@@ -384,6 +387,10 @@ class Monitor:
             },
             elapsed_s=round(self.history.elapsed_s, 3),
         )
+        for part in self.parts:  # the fields a part keeps in run.json (Recovery: recoveries)
+            record = getattr(part, "record", None)
+            if callable(record):
+                self.record.update(**dict(record()))
         text = self.record.text()  # the record as it is now, written now or a little later
         if now:
             write_record(self.run_dir, text)

@@ -13,7 +13,10 @@ A part is one object that:
 - ``config()``: its settings as plain types, recorded in ``run.json``;
 - ``columns()``: the columns it adds to each history row (``{}`` for none);
 - optionally ``check(context)``: refuse what it cannot work with (a clear ``ValueError``), before
-  monitor touches the run folder; ``attach`` follows it.
+  monitor touches the run folder; ``attach`` follows it;
+- optionally ``record()``: top-level fields it keeps in ``run.json`` (e.g. ``recoveries``), read at
+  each write of it, and ``stop_reason``: a :class:`~monitor.core.status.StopReason` once it stopped
+  the run (``None`` before), which ``Monitor`` reports as the run's.
 
 Examples:
     .. code-block:: python
@@ -61,8 +64,9 @@ class Part(Protocol):
 @dataclass
 class PartContext:
     """What a part may use when it checks and attaches: the engines, the objective and its tracker,
-    the model, the first optimizer of ``to_save`` (``None`` if there is none), ``to_save``'s keys, and
-    :meth:`on_step`."""
+    the model, the first optimizer of ``to_save`` (``None`` if there is none), ``to_save``'s keys,
+    :meth:`on_step` and :meth:`on_check`, and ``objects``: the objects of the last checkpoint by key,
+    filled once all are built (before training starts; empty while the parts attach)."""
 
     trainer: Engine
     evaluator: Engine
@@ -72,7 +76,14 @@ class PartContext:
     optimizer: torch.optim.Optimizer | None
     step_work: list[Callable[[Engine], None]] = field(default_factory=list)
     to_save_keys: tuple[str, ...] = ()  # what the user saves (for a part's messages)
+    check_work: list[Callable[[Engine], None]] = field(default_factory=list)
+    objects: dict[str, Any] = field(default_factory=dict)
 
     def on_step(self, work: Callable[[Engine], None]) -> None:
         """Run ``work(trainer)`` after every training step, before monitor reads the step's output."""
         self.step_work.append(work)
+
+    def on_check(self, work: Callable[[Engine], None]) -> None:
+        """Run ``work(trainer)`` every ``log_every`` steps and at each epoch's last step, after the
+        step's loss is summed and before monitor's own check of it (which stops on a NaN)."""
+        self.check_work.append(work)

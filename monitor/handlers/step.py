@@ -12,6 +12,7 @@ from collections.abc import Callable
 from ignite.engine import Engine, Events
 
 from monitor.core._checks import positive_int
+from monitor.core._position import is_last_of_epoch
 
 __all__ = ["StepWork"]
 
@@ -23,8 +24,11 @@ class StepWork:
 
     1. ``first``: the parts' own work (e.g. gradient norms added to the step's output);
     2. ``every_step``: the loss and output sums, the throughput clock;
-    3. ``every_log`` (every ``log_every`` iterations): the NaN check, TensorBoard's ``train/loss``;
-    4. ``last``: the stop request, the time limit, the checkpoint cadence (which may save here).
+    3. ``checks`` (every ``log_every`` iterations and at an epoch's last one; empty unless a part
+       asks): e.g. :class:`~monitor.handlers.recovery.Recovery` judging the steps since the last check,
+       before monitor's own NaN check can stop the run;
+    4. ``every_log`` (every ``log_every`` iterations): the NaN check, TensorBoard's ``train/loss``;
+    5. ``last``: the stop request, the time limit, the checkpoint cadence (which may save here).
 
     Attach it before the handlers that read this step's sums (a validation within the epoch). When
     such a handler runs on ``ITERATION_COMPLETED`` (``last_apart``), ``last`` must follow it, so it is
@@ -44,6 +48,7 @@ class StepWork:
         self.last_apart = last_apart
         self.first: list[Work] = []
         self.every_step: list[Work] = []
+        self.checks: list[Work] = []
         self.every_log: list[Work] = []
         self.last: list[Work] = []
 
@@ -52,6 +57,9 @@ class StepWork:
             work(engine)
         for work in self.every_step:
             work(engine)
+        if self.checks and (engine.state.iteration % self.log_every == 0 or is_last_of_epoch(engine.state)):
+            for work in self.checks:
+                work(engine)
         if engine.state.iteration % self.log_every == 0:
             for work in self.every_log:
                 work(engine)

@@ -1,0 +1,421 @@
+"""Recovery: a run whose loss went non-finite or spiked goes back to its newest good state, its
+learning rate cut, the offending batches skipped, and trains on in the same ``trainer.run``.
+
+What the teams training the largest models do by hand (PaLM, OPT, BLOOM: restart from a checkpoint
+before the spike, skip the batches around it, lower the rate), done in the running process:
+
+1. **Judge** the steps since the last check, every ``log_every`` steps and at each epoch's last
+   (where monitor reads the loss anyway: no host sync per step), before monitor's NaN check could end
+   the run: a non-finite loss, or a loss above ``spike`` times the median of the last ``window``
+   steps *and* above the highest of them (a fine-tuned start's hard batches, 10-400x the typical
+   one but in every epoch, stay below their own highest). Under idist every rank's verdict is
+   gathered: a NaN on one rank rolls every rank back, at the same iteration.
+2. **Restore** the newest good state: a CPU copy of the model, the optimizers, the schedulers and
+   the rest of ``to_save``, the epoch's loss sums and the parts, kept at each epoch's start, after a
+   validation within the epoch, and every ``keep_every`` iterations (each copy only after the steps
+   before it were judged clean). The trainer's iteration and the data go on: the batches between
+   the good state and the check are **skipped** (not trained on; their positions still counted, so
+   epochs keep their length and every resume stays exact). No validation lies in between, so no
+   history row is dropped.
+3. **Adjust**, in this order: every parameter group's rate (and a schedule's base, peak and floor
+   rates: torch schedulers, Ignite's parameter schedulers on the trainer) times ``lr_factor``;
+   optionally the optimizer's moments cleared (``reset_moments``).
+4. **Give up** after ``max_attempts`` rollbacks in a row (a row ends with ``min_progress``
+   trouble-free iterations, default one epoch): a non-finite loss then stops the run as before
+   (``nonfinite_loss``), a spike with ``diverged``; the attempts are in ``run.json`` either way.
+
+Every rollback is a WARNING and an entry of ``run.json``'s ``recoveries`` (the iteration and loss of
+the trouble, where it went back to, what was changed, the attempt), which ``monitor report``,
+``compare`` and the HTML page show, and the diagnosis reads. Its state (the good copy when it is
+older than the checkpoint, the recent losses, the attempts) is in the last checkpoint: a recovered
+run killed and resumed ends as the uninterrupted one.
+
+Examples:
+    .. code-block:: python
+
+        run = attach_monitoring(..., parts=[Recovery(lr_factor=0.5, max_attempts=3)])
+"""
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+import time
+from collections import OrderedDict, deque
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import ignite.distributed as idist
+import torch
+from ignite.engine import Engine, Events
+from ignite.handlers.param_scheduler import ParamScheduler
+
+from monitor.core._checks import positive_int
+from monitor.core._position import done_in_epoch, is_mid_epoch
+from monitor.core.status import StopReason, parse_reason, reason_value
+from monitor.handlers.loss import loss_from_output
+from monitor.handlers.part import PartContext
+from monitor.runtime.distributed import gather_json
+
+__all__ = ["Recovery"]
+
+logger = logging.getLogger(__name__)
+
+# What a rollback does not restore: the trainer's position and the data order go on (the batches in
+# between are skipped), and nothing judged by a validation is in between.
+_NOT_RESTORED = ("trainer", "best", "early_stopping", "best_checkpoint", "history", "rng", "data_order", "checkpointer")
+_MIN_WINDOW = 20  # steps seen before a spike can be judged (a non-finite loss is judged from the first)
+_RATE_KEYS = ("lr", "initial_lr", "max_lr", "min_lr")  # a param group's rates (OneCycleLR keeps the last three)
+
+
+def _number(name: str, value: Any, *, low: float, high: float | None = None) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > low and (
+        high is None or value < high)
+    if not ok:
+        accepted = f"in ({low:g}, {high:g})" if high is not None else f"above {low:g}"
+        raise ValueError(f"Argument {name} should be a number {accepted}, got {value!r}.")
+    return float(value)
+
+
+def _cpu_copy(state: Any) -> Any:
+    """A deep copy of a state dict with every tensor on the CPU (no storage shared with the original)."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().to("cpu", copy=True)
+    if isinstance(state, Mapping):
+        return type(state)((k, _cpu_copy(v)) for k, v in state.items()) if isinstance(state, OrderedDict) else {
+            k: _cpu_copy(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(_cpu_copy(v) for v in state)
+    return state
+
+
+def _schedules(obj: Any) -> Iterator[Any]:
+    """The rate schedules in ``obj``: a torch scheduler, an Ignite parameter scheduler (and what it wraps
+    or concatenates)."""
+    if isinstance(obj, torch.optim.lr_scheduler.LRScheduler):
+        yield obj
+    elif isinstance(obj, ParamScheduler):
+        yield obj
+        for inner in (getattr(obj, "lr_scheduler", None), *getattr(obj, "schedulers", ())):
+            if inner is not None:
+                yield from _schedules(inner)
+
+
+def _scale_schedule(schedule: Any, factor: float) -> None:
+    """Multiply what a schedule computes the rate from by ``factor``."""
+    if isinstance(schedule, torch.optim.lr_scheduler.LRScheduler):
+        schedule.base_lrs = [r * factor for r in schedule.base_lrs]
+        last = getattr(schedule, "_last_lr", None)
+        if last is not None:
+            schedule._last_lr = [r * factor for r in last]
+        return
+    if getattr(schedule, "param_name", "lr") != "lr":
+        return  # a schedule of another parameter (momentum...)
+    for name in ("start_value", "end_value"):
+        value = getattr(schedule, name, None)
+        if isinstance(value, (int, float)):
+            setattr(schedule, name, value * factor)
+    values = getattr(schedule, "values", None)
+    if isinstance(values, list) and all(isinstance(v, (int, float)) for v in values):  # PiecewiseLinear
+        schedule.values = [v * factor for v in values]
+
+
+class Recovery:
+    """A part that rolls a run back to its newest good state when the loss goes non-finite or spikes,
+    cuts the rate, skips the batches in between, and trains on (see the module's docstring).
+
+    Args:
+        spike: a step's loss above this many times the median of the last ``window`` steps (and above
+            the highest of them) is a spike; > 1. Default 10.
+        window: steps the median and highest are taken over (>= 20). Default 100.
+        lr_factor: every rate (and schedule) is multiplied by this at a rollback, in (0, 1); ``None``
+            leaves the rates. Default 0.5.
+        reset_moments: clear the optimizer's state (momentum, Adam's moments) at a rollback. Default False.
+        max_attempts: rollbacks in a row before the run stops (>= 1). Default 3.
+        min_progress: trouble-free iterations that end a row of attempts; default one epoch.
+        keep_every: iterations between two good copies within an epoch (besides each epoch's start);
+            default: chosen from the first copy's cost, so that copies take at most ``max_share``
+            of the training time.
+        max_share: the share of the training time the copies may take when ``keep_every`` is chosen.
+
+    Examples:
+        .. code-block:: python
+
+            run = attach_monitoring(..., parts=[Recovery(spike=10, lr_factor=0.5)])
+            with run:
+                trainer.run(train_loader, max_epochs=100)
+            run.record.data["recoveries"]     # what was rolled back, where to, what was changed
+    """
+
+    key = "recovery"
+
+    def __init__(
+        self,
+        *,
+        spike: float = 10.0,
+        window: int = 100,
+        lr_factor: float | None = 0.5,
+        reset_moments: bool = False,
+        max_attempts: int = 3,
+        min_progress: int | None = None,
+        keep_every: int | None = None,
+        max_share: float = 0.01,
+    ) -> None:
+        self.spike = _number("spike", spike, low=1.0)
+        self.window = positive_int("window", window)
+        if self.window < _MIN_WINDOW:
+            raise ValueError(f"Argument window should be at least {_MIN_WINDOW} steps, got {window!r}.")
+        self.lr_factor = None if lr_factor is None else _number("lr_factor", lr_factor, low=0.0, high=1.0)
+        if not isinstance(reset_moments, bool):
+            raise TypeError(f"Argument reset_moments should be True or False, got {reset_moments!r}.")
+        self.reset_moments = reset_moments
+        self.max_attempts = positive_int("max_attempts", max_attempts)
+        self.min_progress = None if min_progress is None else positive_int("min_progress", min_progress)
+        self.keep_every = None if keep_every is None else positive_int("keep_every", keep_every)
+        self.max_share = _number("max_share", max_share, low=0.0, high=1.0)
+        self.stop_reason: StopReason | None = None
+        self.recoveries: list[dict[str, Any]] = []  # one per rollback (and the one given up on)
+        self.attempts = 0  # rollbacks in the current row
+        self.cost_s = 0.0  # time spent keeping good copies (this process, this segment)
+        self._context: PartContext | None = None
+        self._trainer: Engine | None = None
+        self._losses: deque[float] = deque(maxlen=self.window)  # the judged steps
+        self._pending: list[Any] = []  # this step's and the earlier unjudged steps' losses
+        self._pending_from = 0  # the iteration of the first of them
+        self._clean_from = 0  # the iteration the current trouble-free stretch began at
+        self._good: dict[str, Any] | None = None  # key -> CPU copy of its state
+        self._good_iteration: int | None = None
+        self._good_epoch: int | None = None
+        self._chosen_every: int | None = None  # keep_every chosen from the cost (None: not yet)
+        self._step_clock: tuple[float, int] | None = None  # (time, iteration) at the first check
+
+    # -- the part protocol ------------------------------------------------------------------------
+    def check(self, context: PartContext) -> None:
+        if self.lr_factor is not None and context.optimizer is None:
+            raise ValueError(
+                f"Argument lr_factor={self.lr_factor} of Recovery needs an optimizer in to_save (its rates are "
+                f"the ones cut); got to_save keys {sorted(context.to_save_keys)}. Pass lr_factor=None to only "
+                "roll back."
+            )
+
+    def attach(self, context: PartContext) -> None:
+        self.check(context)
+        self._context, self._trainer = context, context.trainer
+        context.on_step(self._step)
+        context.on_check(self._judge)
+        context.trainer.add_event_handler(Events.STARTED, self._started)
+        context.trainer.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
+        context.evaluator.add_event_handler(Events.COMPLETED, self._validated)
+
+    def config(self) -> dict[str, Any]:
+        return {"spike": self.spike, "window": self.window, "lr_factor": self.lr_factor,
+                "reset_moments": self.reset_moments, "max_attempts": self.max_attempts,
+                "min_progress": self.min_progress, "keep_every": self.keep_every, "max_share": self.max_share}
+
+    def columns(self) -> dict[str, Any]:
+        return {}  # the rollbacks are in run.json's recoveries
+
+    def record(self) -> dict[str, Any]:
+        """``run.json``'s ``recoveries``."""
+        return {"recoveries": [dict(r) for r in self.recoveries]}
+
+    # -- every step, every check ----------------------------------------------------------------
+    def _step(self, trainer: Engine) -> None:
+        loss = loss_from_output(trainer.state.output)
+        if not self._pending:
+            self._pending_from = trainer.state.iteration
+        if isinstance(loss, torch.Tensor):
+            loss = loss.detach()
+            if loss.is_cpu and loss.numel() == 1:
+                loss = loss.item()
+        self._pending.append(loss)
+
+    def _pending_losses(self) -> list[float]:
+        """The unjudged steps' losses as numbers (one host read for those on a device)."""
+        on_device = [i for i, x in enumerate(self._pending) if isinstance(x, torch.Tensor)]
+        losses = [x if isinstance(x, float) else math.nan for x in self._pending]
+        if on_device:
+            with torch.no_grad():
+                read = torch.stack([self._pending[i].reshape(()).float() for i in on_device]).tolist()
+            for i, value in zip(on_device, read, strict=True):
+                losses[i] = float(value)
+        return losses
+
+    def _judge(self, trainer: Engine) -> None:
+        """Judge the steps since the last check; roll back on trouble, else keep a good copy when due."""
+        losses, first = self._pending_losses(), self._pending_from
+        self._pending = []
+        trouble: tuple[int, str, float] | None = None
+        reference = None
+        if len(self._losses) >= _MIN_WINDOW:
+            reference = (statistics.median(self._losses), max(self._losses))
+        for i, loss in enumerate(losses):
+            if not math.isfinite(loss):
+                trouble = (first + i, "nonfinite_loss", loss)
+                break
+            if reference is not None and loss > self.spike * reference[0] and loss > reference[1]:
+                trouble = (first + i, "loss_spike", loss)
+                break
+        kept = losses if trouble is None else losses[:trouble[0] - first]
+        if idist.get_world_size() > 1:  # every rank's verdict: the first trouble on any rank
+            verdicts = [v for v in gather_json(None if trouble is None else list(trouble)) if v is not None]
+            trouble = None if not verdicts else tuple(min(verdicts, key=lambda v: v[0]))  # type: ignore[assignment]
+        self._losses.extend(kept)
+        if trouble is not None:
+            self._recover(trainer, *trouble)
+            return
+        state = trainer.state
+        min_progress = self.min_progress or int(state.epoch_length or 0) or self.window
+        if self.attempts and state.iteration - self._clean_from >= min_progress:
+            self.attempts = 0  # progress made: a new row of attempts
+        self._keep_if_due(trainer)
+
+    # -- good copies --------------------------------------------------------------------------------
+    def _restorable(self) -> dict[str, Any]:
+        assert self._context is not None
+        return {k: obj for k, obj in self._context.objects.items() if k not in _NOT_RESTORED and obj is not self}
+
+    def keep(self, trainer: Engine) -> None:
+        """Keep a CPU copy of the current state as the newest good one."""
+        start = time.perf_counter()
+        self._good = {key: _cpu_copy(obj.state_dict()) for key, obj in self._restorable().items()}
+        self._good_iteration, self._good_epoch = trainer.state.iteration, trainer.state.epoch
+        cost = time.perf_counter() - start
+        self.cost_s += cost
+        if self._chosen_every is None and self.keep_every is None and self._step_clock is not None:
+            t0, i0 = self._step_clock
+            steps = trainer.state.iteration - i0
+            if steps > 0:  # every so many steps that the copies take at most max_share of the time
+                step_s = (time.perf_counter() - t0 - cost) / steps
+                steps_per_copy = max(1, math.ceil(cost / (self.max_share * max(step_s, 1e-9))))
+                self._chosen_every = 2 ** math.ceil(math.log2(steps_per_copy))  # a power of 2: fewer distinct choices
+
+    def _keep_if_due(self, trainer: Engine) -> None:
+        if self._step_clock is None:
+            self._step_clock = (time.perf_counter(), trainer.state.iteration)
+        every = self.keep_every or self._chosen_every
+        if every is None and self._good_iteration is not None and self._step_clock[1] < trainer.state.iteration:
+            self.keep(trainer)  # the first check after a clocked stretch: the cost sets keep_every
+            return
+        if every is not None and self._good_iteration is not None and \
+                trainer.state.iteration - self._good_iteration >= every:
+            self.keep(trainer)
+
+    def _started(self, trainer: Engine) -> None:
+        if self._good is None and is_mid_epoch(trainer.state):
+            self.keep(trainer)  # a resume at the very state the good copy was of (an epoch start keeps below)
+
+    def _epoch_started(self, trainer: Engine) -> None:
+        if done_in_epoch(trainer.state) == 0:
+            self.keep(trainer)  # the epoch's sums just cleared; the last epoch's steps were judged
+
+    def _validated(self, _: Engine) -> None:
+        trainer = self._trainer
+        if trainer is not None and is_mid_epoch(trainer.state) and not self._pending and \
+                not trainer.should_terminate:
+            self.keep(trainer)  # a validation within the epoch: no rollback goes back past its row
+
+    # -- the rollback ---------------------------------------------------------------------------
+    def _recover(self, trainer: Engine, iteration: int, reason: str, loss: float) -> None:
+        state = trainer.state
+        entry: dict[str, Any] = {
+            "iteration": iteration, "epoch": state.epoch, "reason": reason,
+            "loss": loss if math.isfinite(loss) else str(loss), "detected_at": state.iteration,
+            "attempt": self.attempts + 1,
+        }
+        if self._good is None or self._good_iteration is None or self.attempts >= self.max_attempts:
+            entry.update(rolled_back_to=None, gave_up=True)
+            self.recoveries.append(entry)
+            logger.warning(
+                "Recovery: %s at iteration %d (loss %s) after %d rollbacks in a row; giving up, the run stops.",
+                reason.replace("_", " "), iteration, _loss_text(loss), self.attempts)
+            if reason == "loss_spike":  # a non-finite loss is stopped by monitor's own check, right after
+                self.stop_reason = StopReason.DIVERGED
+                trainer.terminate()
+            return
+        for key, obj in self._restorable().items():
+            if key in self._good:
+                obj.load_state_dict(_cpu_copy(self._good[key]))  # a copy: the good state stays as it was
+        changes: dict[str, Any] = {}
+        if self.lr_factor is not None:
+            changes["lr"] = self._cut_rates(trainer, self.lr_factor)
+        if self.reset_moments:
+            for optimizer in self._optimizers():
+                optimizer.state.clear()
+            changes["moments"] = "reset"
+        self.attempts += 1
+        entry.update(rolled_back_to=self._good_iteration, rolled_back_to_epoch=self._good_epoch,
+                     skipped=[self._good_iteration + 1, state.iteration], changes=changes)
+        self.recoveries.append(entry)
+        self._clean_from = state.iteration
+        logger.warning(
+            "Recovery: %s at iteration %d (loss %s): rolled back to iteration %d, skipping the %d batches "
+            "after it%s (attempt %d of %d).", reason.replace("_", " "), iteration, _loss_text(loss),
+            self._good_iteration, state.iteration - self._good_iteration,
+            "" if "lr" not in changes else f"; lr {_rates(changes['lr'][0])} -> {_rates(changes['lr'][1])}",
+            self.attempts, self.max_attempts)
+        self.keep(trainer)  # the restored state with its new rates: the next rollback goes on from it
+
+    def _optimizers(self) -> list[torch.optim.Optimizer]:
+        assert self._context is not None
+        return [o for o in self._context.objects.values() if isinstance(o, torch.optim.Optimizer)]
+
+    def _cut_rates(self, trainer: Engine, factor: float) -> list[list[float]]:
+        """Every param group's rates and every schedule's times ``factor``; the first optimizer's rates
+        before and after."""
+        optimizers = self._optimizers()
+        before = [g["lr"] for g in optimizers[0].param_groups] if optimizers else []
+        for optimizer in optimizers:
+            for group in optimizer.param_groups:
+                for name in _RATE_KEYS:
+                    if isinstance(group.get(name), (int, float)):
+                        group[name] = group[name] * factor
+        assert self._context is not None
+        handlers = [h for hs in getattr(trainer, "_event_handlers", {}).values() for h, *_ in hs]
+        seen: list[Any] = []
+        for obj in [*self._context.objects.values(), *handlers]:  # to_save's, and those on the trainer
+            for schedule in _schedules(obj):
+                if all(schedule is not s for s in seen):
+                    seen.append(schedule)
+                    _scale_schedule(schedule, factor)
+        after = [g["lr"] for g in optimizers[0].param_groups] if optimizers else []
+        return [before, after]
+
+    # -- checkpoint --------------------------------------------------------------------------------
+    def state_dict(self) -> OrderedDict[str, Any]:
+        trainer = self._trainer
+        here = None if trainer is None else trainer.state.iteration
+        own = {"losses": list(self._losses), "pending": self._pending_losses(), "pending_from": self._pending_from}
+        state: OrderedDict[str, Any] = OrderedDict(
+            attempts=self.attempts, recoveries=[dict(r) for r in self.recoveries],
+            stop_reason=reason_value(self.stop_reason), clean_from=self._clean_from, chosen_every=self._chosen_every,
+            good_iteration=self._good_iteration, good_epoch=self._good_epoch,
+            # the good copy itself only when it is older than this checkpoint (else a resume takes it anew)
+            good=self._good if self._good_iteration != here else None, **own,
+        )
+        if idist.get_world_size() > 1:  # each rank judges its own share's losses
+            state["ranks"] = gather_json(own)
+        return state
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        ranks = state_dict.get("ranks")
+        own = ranks[idist.get_rank()] if ranks is not None and len(ranks) == idist.get_world_size() else state_dict
+        self.attempts = int(state_dict["attempts"])
+        self.recoveries = [dict(r) for r in state_dict["recoveries"]]
+        self.stop_reason = parse_reason(state_dict["stop_reason"])
+        self._clean_from = int(state_dict["clean_from"])
+        self._chosen_every = state_dict["chosen_every"]
+        self._good_iteration, self._good_epoch = state_dict["good_iteration"], state_dict["good_epoch"]
+        self._good = state_dict["good"]
+        if self._good is None:
+            self._good_iteration = None  # taken anew when training starts, from the state just loaded
+        self._losses = deque((float(x) for x in own["losses"]), maxlen=self.window)
+        self._pending, self._pending_from = [float(x) for x in own["pending"]], int(own["pending_from"])
+
+
+def _loss_text(loss: float) -> str:
+    return f"{loss:.4g}" if math.isfinite(loss) else str(loss)
+
+
+def _rates(rates: list[float]) -> str:
+    return ", ".join(f"{r:.4g}" for r in rates)

@@ -1,0 +1,172 @@
+"""Recovery (issue #18): a NaN or a spike rolls the run back to its newest good state, cuts the rate,
+skips the batches in between and trains on in the same trainer.run; attempts exhausted stop the run
+as before, with the attempts in run.json; a resume in the middle of a recovered run is exact."""
+import json
+import logging
+import math
+
+import pandas as pd
+import pytest
+import torch
+from ignite.engine import Events
+from ignite.metrics import Loss
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import monitor
+from monitor import Checkpoints, Console, Objective, Recovery, attach_monitoring
+from monitor.store.history import TIMING_COLUMNS
+
+STEPS = 16  # an epoch: 256 samples, 16 a batch
+
+
+class FaultyLoss(nn.Module):
+    """Cross-entropy, but at the given iterations NaN or a million times too large ({40: "nan"}: at
+    iteration 40; {"30": "nan"}: from 30 on)."""
+
+    def __init__(self, faults):
+        super().__init__()
+        self.faults, self.trainer, self.inner = dict(faults), None, nn.CrossEntropyLoss()
+
+    def forward(self, y_pred, y):
+        at = self.trainer.state.iteration
+        loss = self.inner(y_pred, y)
+        fault = self.faults.get(at) or next(
+            (kind for start, kind in self.faults.items() if isinstance(start, str) and at >= int(start)), None)
+        if fault == "nan":
+            return loss * math.nan
+        if fault == "huge":
+            return loss * 1e6
+        return loss
+
+
+def setup(faults=(), lr=0.1, seed=0):
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(320, 8, generator=g)
+    y = ((x[:, 0] + 0.5 * torch.randn(320, generator=g)) > 0).long()
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    loss = FaultyLoss(dict(faults))
+    loss.trainer = trainer = monitor.build_trainer(model, optimizer, loss)
+    return dict(
+        model=model, optimizer=optimizer, loss=loss, trainer=trainer,
+        evaluator=monitor.build_evaluator(model, {"loss": Loss(nn.CrossEntropyLoss())}),
+        train_loader=DataLoader(TensorDataset(x[:256], y[:256]), batch_size=16, shuffle=True),
+        val_loader=DataLoader(TensorDataset(x[256:], y[256:]), batch_size=32),
+    )
+
+
+def train(run_dir, recovery, *, faults=(), max_epochs=6, lr=0.1, resume=False, crash_at=None, log_every=4):
+    s = setup(faults, lr)
+    if crash_at is not None:
+        @s["trainer"].on(Events.ITERATION_COMPLETED(once=crash_at))
+        def crash(_):
+            raise RuntimeError("killed")
+    run = attach_monitoring(
+        s["trainer"], s["evaluator"], s["val_loader"], run_dir=run_dir, objective=Objective("loss", mode="min"),
+        to_save={"model": s["model"], "optimizer": s["optimizer"]}, early_stopping=None,
+        parts=[] if recovery is None else [recovery], resume=resume,
+        checkpoints=Checkpoints(every=Events.ITERATION_COMPLETED(every=5), restore_best=False),
+        console=Console(log_every=log_every),
+    )
+    with run:
+        if crash_at is None:
+            s["trainer"].run(s["train_loader"], max_epochs=max_epochs)
+        else:
+            with pytest.raises(RuntimeError, match="killed"):
+                s["trainer"].run(s["train_loader"], max_epochs=max_epochs)
+    return s, run
+
+
+def record(run_dir):
+    return json.loads((run_dir / "run.json").read_text())
+
+
+def history(run_dir):
+    return pd.read_csv(run_dir / "history.csv")
+
+
+def test_a_nan_at_one_step_is_rolled_back_the_rate_cut_and_the_run_completes(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="monitor"):
+        _, run = train(tmp_path / "run", Recovery(lr_factor=0.5), faults={40: "nan"})
+    data = record(tmp_path / "run")
+    assert data["status"] == "completed" and data["stop_reason"] == "max_epochs"
+    [entry] = data["recoveries"]
+    assert entry["iteration"] == 40 and entry["reason"] == "nonfinite_loss" and entry["attempt"] == 1
+    # the check at 40 (log_every 4) judges it; the newest good copy: the epoch's start (32) or a later check
+    assert 32 <= entry["rolled_back_to"] < 40 and entry["skipped"] == [entry["rolled_back_to"] + 1, 40]
+    assert entry["changes"]["lr"] == [[0.1], [0.05]]
+    rows = history(tmp_path / "run")
+    assert len(rows) == 6 and rows["train_loss"].notna().all() and all(map(math.isfinite, rows["train_loss"]))
+    assert rows["lr"].tolist()[:2] == [0.1, 0.1] and rows["lr"].tolist()[3:] == [0.05] * 3
+    assert any("Recovery: nonfinite loss at iteration 40" in r.getMessage() and "rolled back to iteration" in
+               r.getMessage() for r in caplog.records)
+    assert all(torch.isfinite(p).all() for p in run.best_checkpoint.to_save["model"].parameters())
+
+
+def test_a_huge_step_is_a_spike_rolled_back(tmp_path):
+    train(tmp_path / "run", Recovery(window=20), faults={70: "huge"})
+    data = record(tmp_path / "run")
+    assert data["status"] == "completed"
+    assert [e["reason"] for e in data["recoveries"]] in (["loss_spike"], ["nonfinite_loss"])
+    assert data["recoveries"][0]["iteration"] in (70, 71)  # the step itself, or the first after it
+    rows = history(tmp_path / "run")
+    assert rows["train_loss"].iloc[-1] < 1.0  # it went on learning
+
+
+def test_without_trouble_recovery_changes_nothing(tmp_path):
+    train(tmp_path / "plain", None)
+    train(tmp_path / "with", Recovery(keep_every=3))
+    plain, with_ = (history(tmp_path / n).drop(columns=list(TIMING_COLUMNS)) for n in ("plain", "with"))
+    pd.testing.assert_frame_equal(plain, with_)
+    assert record(tmp_path / "with")["recoveries"] == [] and "recoveries" not in record(tmp_path / "plain")
+
+
+def test_attempts_exhausted_stop_the_run_as_before_with_the_attempts_recorded(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="monitor"):
+        train(tmp_path / "nan", Recovery(max_attempts=2), faults={"30": "nan"})  # NaN from step 30 on
+    data = record(tmp_path / "nan")
+    assert data["status"] == "diverged" and data["stop_reason"] == "nonfinite_loss"
+    assert [e["attempt"] for e in data["recoveries"]] == [1, 2, 3] and data["recoveries"][-1]["gave_up"]
+    assert [e["changes"]["lr"][1] for e in data["recoveries"][:2]] == [[0.05], [0.025]]
+    assert any("giving up" in r.getMessage() for r in caplog.records)
+
+    train(tmp_path / "spike", Recovery(max_attempts=1, window=20), faults={"70": "huge"})
+    data = record(tmp_path / "spike")
+    assert data["status"] == "diverged" and data["stop_reason"] in ("diverged", "nonfinite_loss")
+    assert len(data["recoveries"]) == 2 and data["recoveries"][-1]["gave_up"]
+
+
+@pytest.mark.parametrize("crash_at", [37, 43, 61])  # before, just after and well after the rollback at 40
+def test_a_recovered_run_killed_and_resumed_ends_as_the_uninterrupted_one(tmp_path, crash_at):
+    make = lambda: Recovery(keep_every=6)  # noqa: E731
+    whole, _ = train(tmp_path / "whole", make(), faults={40: "nan"})
+    train(tmp_path / "split", make(), faults={40: "nan"}, crash_at=crash_at)
+    split, _ = train(tmp_path / "split", make(), faults={40: "nan"}, resume=True)
+    a, b = (history(tmp_path / n).drop(columns=list(TIMING_COLUMNS)) for n in ("whole", "split"))
+    pd.testing.assert_frame_equal(a, b)
+    assert record(tmp_path / "whole")["recoveries"] == record(tmp_path / "split")["recoveries"]
+    for p, q in zip(whole["model"].parameters(), split["model"].parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"lr_factor": 1.0}, r"lr_factor should be a number in \(0, 1\), got 1.0"),
+    ({"lr_factor": 0}, r"lr_factor should be a number in \(0, 1\), got 0"),
+    ({"max_attempts": 0}, "max_attempts should be a positive integer, got 0"),
+    ({"spike": 1}, "spike should be a number above 1, got 1"),
+    ({"window": 5}, "window should be at least 20 steps, got 5"),
+])
+def test_bad_settings_are_refused_where_they_are_made(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Recovery(**kwargs)
+
+
+def test_a_rate_cut_without_an_optimizer_is_refused_at_attach(tmp_path):
+    s = setup()
+    with pytest.raises(ValueError, match=r"lr_factor=0.5 of Recovery needs an optimizer in to_save.*\['model'\]"):
+        attach_monitoring(s["trainer"], s["evaluator"], s["val_loader"], run_dir=tmp_path / "run",
+                          objective=Objective("loss", mode="min"), to_save={"model": s["model"]},
+                          parts=[Recovery()])
+    assert not (tmp_path / "run").exists()
