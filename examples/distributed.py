@@ -41,6 +41,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=64, help="total over all processes")
     parser.add_argument("--no-shuffle", action="store_true", help="fixed batch order (to compare with 1 process)")
+    parser.add_argument("--recovery", action="store_true",
+                        help="roll back a NaN or a loss spike, cut the rate and go on (monitor.Recovery)")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--no-progress", action="store_true")
@@ -81,6 +83,7 @@ def training(local_rank: int, args: argparse.Namespace, customize: Callable[[Eng
         ),
         # default: a bar on a terminal only
         console=monitor.Console(tqdm_kwargs={"disable": True} if args.no_progress else None),
+        parts=[monitor.Recovery()] if args.recovery else [],
         record=monitor.Record(seed=args.seed, hparams={
             "lr": 0.01, "momentum": 0.9, "batch_size": args.batch_size, "processes": idist.get_world_size()}),
     )

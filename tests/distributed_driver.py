@@ -3,6 +3,7 @@ check of validation metrics on a data set whose size the world size does not div
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import signal
@@ -56,6 +57,22 @@ class SignalOnRank:
                 os.kill(os.getpid(), self.signum)
 
 
+class NanOnRank:
+    """``rank`` alone sees a NaN loss at ``iteration`` (its step's output; the weights stay finite): what
+    a bad batch on one process looks like to monitor."""
+
+    def __init__(self, rank: int, iteration: int, then: object = None) -> None:
+        self.rank, self.iteration, self.then = rank, iteration, then
+
+    def __call__(self, trainer: Engine) -> None:
+        @trainer.on(Events.ITERATION_COMPLETED(once=self.iteration))
+        def poison(engine: Engine) -> None:
+            if idist.get_rank() == self.rank:
+                engine.state.output = {"loss": engine.state.output["loss"] * float("nan")}
+        if callable(self.then):
+            self.then(trainer)
+
+
 class TrainedIndices:
     """Each rank appends, after each step, the epoch, the iteration and the indices of the samples it
     trained on (each row of the case study's data is unique: looked up by its bytes), to its own file."""
@@ -91,6 +108,13 @@ class Report:
         trainer.add_event_handler(
             Events.COMPLETED, lambda e: (self.folder / f"rank{rank}.iteration").write_text(str(e.state.iteration))
         )
+
+        @trainer.on(Events.COMPLETED)
+        def weights(_: Engine) -> None:  # the optimizer's weights and rates as this rank ends (before best restored)
+            [optimizer] = [o for o in gc.get_objects() if isinstance(o, torch.optim.Optimizer)]
+            params = [p for g in optimizer.param_groups for p in g["params"]]
+            summary = [float(sum(p.detach().double().sum() for p in params)), [g["lr"] for g in optimizer.param_groups]]
+            (self.folder / f"rank{rank}.weights").write_text(json.dumps(summary))
         if callable(self.then):
             self.then(trainer)
 
@@ -160,6 +184,8 @@ if __name__ == "__main__":
     parser.add_argument("--signal-rank", type=int)
     parser.add_argument("--signal-at", type=int)
     parser.add_argument("--report-dir")
+    parser.add_argument("--nan-rank", type=int, help="this rank alone sees a NaN loss at --nan-at")
+    parser.add_argument("--nan-at", type=int)
     parser.add_argument("--record-trained", metavar="DIR", help="each rank writes the sample indices it trained")
     parser.add_argument("--local-disks", action="store_true",
                         help="each rank above 0 sees an empty folder of its own: the run folder is on rank 0's disk only")
@@ -174,6 +200,8 @@ if __name__ == "__main__":
         customize = None if known.fail_rank is None else FailOnRank(known.fail_rank, known.fail_at, known.fail_kind)
         if known.signal_rank is not None:
             customize = SignalOnRank(known.signal_rank, known.signal_at, signal.SIGTERM)
+        if known.nan_rank is not None:
+            customize = NanOnRank(known.nan_rank, known.nan_at, customize)
         if known.report_dir is not None:
             customize = Report(known.report_dir, customize)
         if known.record_trained is not None:

@@ -344,8 +344,10 @@ class Monitor:
             logger.error("Could not read %s to diagnose the run: %s", self.history.history.path, e)
             rows = []
         steps = steps_after(rows, tail)  # not a row of an earlier segment's (last_row is this segment's only)
+        self._part_records()
+        recoveries = self.record.data.get("recoveries") or ()  # Recovery's rollbacks: the rows do not show them
         findings = diagnose(rows, objective_column=self.objective.column, mode=self.objective.mode,
-                            stop_reason=reason_value(self.stop_reason), after_last_row=steps)
+                            stop_reason=reason_value(self.stop_reason), after_last_row=steps, recoveries=recoveries)
         self.record.update(findings=[f.to_dict() for f in findings], after_last_row=steps)
         if self.live_diagnosis is not None:  # seen only now: in the steps after the last validation
             for finding in findings:
@@ -367,6 +369,13 @@ class Monitor:
             logger.error("Could not restore the best weights: %s", e)
 
     # -- run.json -------------------------------------------------------------------------------
+    def _part_records(self) -> None:
+        """The fields the parts keep in ``run.json`` (Recovery: ``recoveries``), as they are now."""
+        for part in self.parts:
+            record = getattr(part, "record", None)
+            if callable(record):
+                self.record.update(**dict(record()))
+
     def _write_record(self, _: Engine | None = None, *, now: bool = False) -> None:
         """Update ``run.json``: through the writer, after the files it names, or ``now`` (at the end)."""
         if not is_main_process():
@@ -387,10 +396,7 @@ class Monitor:
             },
             elapsed_s=round(self.history.elapsed_s, 3),
         )
-        for part in self.parts:  # the fields a part keeps in run.json (Recovery: recoveries)
-            record = getattr(part, "record", None)
-            if callable(record):
-                self.record.update(**dict(record()))
+        self._part_records()
         text = self.record.text()  # the record as it is now, written now or a little later
         if now:
             write_record(self.run_dir, text)

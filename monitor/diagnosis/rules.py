@@ -100,6 +100,13 @@ vanishing_gradients    ``train_grad_norm_first`` (the first layer's, from :func:
                        learn (almost) nothing. Premise: the first parameter tensor is the input
                        layer's. Breaks on a model whose first parameter is something else (an
                        embedding that most batches barely touch reads as vanishing).
+recovered              a rollback by :class:`~monitor.Recovery` (``run.json``'s ``recoveries``): a
+                       *note*, with the trouble's iteration and loss, where the run went back to
+                       and the rate it went on with. The rows show nothing of it (the epoch's
+                       sums were restored with the weights), so without this a recovered run
+                       would read as healthy. A rollback given up on is not a note: the run then
+                       stopped, and ``nonfinite``/``divergence`` is its problem, whose advice
+                       says how many rollbacks were tried.
 =====================  ======================================================================
 
 One story per event: what follows a divergence or a NaN is its consequence and is not reported again
@@ -127,7 +134,7 @@ __all__ = ["Finding", "diagnose", "by_level", "steps_after", "KINDS", "ADVICE", 
 
 KINDS = (
     "nonfinite", "divergence", "overfitting", "plateau", "oscillation", "data_bound",
-    "exploding_gradients", "vanishing_gradients",
+    "exploding_gradients", "vanishing_gradients", "recovered",
 )
 
 LEVELS = ("problem", "note")
@@ -147,12 +154,13 @@ ADVICE = {
                            "or normalise (BatchNorm/LayerNorm) and check the initialisation.",
     "vanishing_gradients": "Use ReLU-like activations instead of sigmoid/tanh, residual connections or "
                            "normalisation, and a suitable initialisation (Kaiming/Xavier).",
+    "recovered": "The run was rolled back and went on; if it happens again, start from the lower rate.",
 }
 
 # The factor each kind's advice applies to the rate of the run (None: it says nothing of the rate).
 RATE_FACTOR: dict[str, float | None] = {
     "nonfinite": 0.1, "divergence": 0.1, "oscillation": 1 / 3, "exploding_gradients": 0.1, "plateau": 10.0,
-    "overfitting": None, "data_bound": None, "vanishing_gradients": None,
+    "overfitting": None, "data_bound": None, "vanishing_gradients": None, "recovered": None,
 }
 # The kinds whose trouble a rollback undoes: the advice names the epoch to go back to.
 _ROLL_BACK = ("nonfinite", "divergence", "oscillation", "exploding_gradients")
@@ -536,9 +544,40 @@ def steps_after(
     return after_last_row if tail is not None and tail > last else None
 
 
+def _recovered(recoveries: Sequence[Mapping[str, Any]], findings: list[Finding]) -> list[Finding]:
+    """A note for each rollback; the rollbacks given up on said in the advice of the run's problem."""
+    notes = []
+    for entry in recoveries:
+        if entry.get("gave_up"):
+            continue
+        rates = (entry.get("changes") or {}).get("lr")
+        evidence = {"reason": str(entry.get("reason")), "loss": entry.get("loss"),
+                    "rolled_back_to": entry.get("rolled_back_to"), "attempt": entry.get("attempt")}
+        if rates:
+            evidence["lr"] = f"{_show(rates[0][0])} -> {_show(rates[1][0])}"
+        advice = ADVICE["recovered"] if not rates else (
+            f"The run was rolled back and went on at lr {_show(rates[1][0])}; if it happens again, start there.")
+        notes.append(Finding("recovered", _int(entry.get("epoch")), _int(entry.get("iteration")), evidence,
+                             advice, level="note"))
+    tried = sum(1 for e in recoveries if not e.get("gave_up"))
+    if tried and any(e.get("gave_up") for e in recoveries):
+        for i, finding in enumerate(findings):
+            if finding.kind in ("nonfinite", "divergence"):
+                last = next((e for e in reversed(recoveries) if (e.get("changes") or {}).get("lr")), None)
+                rate = "" if last is None else f" (the last at lr {_show(last['changes']['lr'][1][0])})"
+                findings[i] = replace(finding, advice=f"{finding.advice} Recovery rolled back {tried} times{rate} and "
+                                                     "the trouble came back each time: look for its cause in the data "
+                                                     "or the model, not only in the rate.")
+    return notes
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def diagnose(
     rows: Sequence[Mapping[str, Any]], *, objective_column: str, mode: str, stop_reason: str | None = None,
-    after_last_row: Mapping[str, Any] | None = None,
+    after_last_row: Mapping[str, Any] | None = None, recoveries: Sequence[Mapping[str, Any]] = (),
 ) -> list[Finding]:
     """The findings in a history (``rows``: one mapping per validation, as ``history.csv``'s), in
     the order they started; empty for a healthy run. See the table in this module's docstring.
@@ -551,6 +590,7 @@ def diagnose(
         after_last_row: the training columns of the steps after the last row (``run.json``'s
             ``after_last_row``: a run stopped between validations, by a NaN mid-epoch), read by
             the rules of a broken run (nonfinite, divergence, exploding gradients) only.
+        recoveries: ``run.json``'s ``recoveries`` (:class:`~monitor.Recovery`'s rollbacks): a note each.
     """
     train = "train_loss"
     val_loss = objective_column if mode == "min" else "val_loss"
@@ -575,4 +615,5 @@ def diagnose(
     ]
     findings = [_explained(f, with_tail, train, objective_column, mode) for f in found if f is not None]
     findings = _one_story(findings)
+    findings += _recovered(recoveries, findings)
     return sorted(findings, key=lambda f: (f.iteration if f.iteration is not None else -1, KINDS.index(f.kind)))

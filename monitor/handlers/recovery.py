@@ -256,11 +256,12 @@ class Recovery:
             if reference is not None and loss > self.spike * reference[0] and loss > reference[1]:
                 trouble = (first + i, "loss_spike", loss)
                 break
-        kept = losses if trouble is None else losses[:trouble[0] - first]
         if idist.get_world_size() > 1:  # every rank's verdict: the first trouble on any rank
-            verdicts = [v for v in gather_json(None if trouble is None else list(trouble)) if v is not None]
-            trouble = None if not verdicts else tuple(min(verdicts, key=lambda v: v[0]))  # type: ignore[assignment]
-        self._losses.extend(kept)
+            verdicts: list[list[Any]] = [v for v in gather_json(None if trouble is None else list(trouble))
+                                         if v is not None]
+            first_seen = min(verdicts, key=lambda v: int(v[0])) if verdicts else None
+            trouble = None if first_seen is None else (int(first_seen[0]), str(first_seen[1]), float(first_seen[2]))
+        self._losses.extend(losses if trouble is None else losses[:max(0, trouble[0] - first)])
         if trouble is not None:
             self._recover(trainer, *trouble)
             return
@@ -326,7 +327,7 @@ class Recovery:
         if self._good is None or self._good_iteration is None or self.attempts >= self.max_attempts:
             entry.update(rolled_back_to=None, gave_up=True)
             self.recoveries.append(entry)
-            logger.warning(
+            _say(
                 "Recovery: %s at iteration %d (loss %s) after %d rollbacks in a row; giving up, the run stops.",
                 reason.replace("_", " "), iteration, _loss_text(loss), self.attempts)
             if reason == "loss_spike":  # a non-finite loss is stopped by monitor's own check, right after
@@ -348,7 +349,7 @@ class Recovery:
                      skipped=[self._good_iteration + 1, state.iteration], changes=changes)
         self.recoveries.append(entry)
         self._clean_from = state.iteration
-        logger.warning(
+        _say(
             "Recovery: %s at iteration %d (loss %s): rolled back to iteration %d, skipping the %d batches "
             "after it%s (attempt %d of %d).", reason.replace("_", " "), iteration, _loss_text(loss),
             self._good_iteration, state.iteration - self._good_iteration,
@@ -411,6 +412,12 @@ class Recovery:
             self._good_iteration = None  # taken anew when training starts, from the state just loaded
         self._losses = deque((float(x) for x in own["losses"]), maxlen=self.window)
         self._pending, self._pending_from = [float(x) for x in own["pending"]], int(own["pending_from"])
+
+
+def _say(message: str, *args: Any) -> None:
+    """A WARNING from rank 0 (every rank rolled back alike)."""
+    if idist.get_rank() == 0:
+        logger.warning(message, *args)
 
 
 def _loss_text(loss: float) -> str:

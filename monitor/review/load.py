@@ -136,7 +136,7 @@ class Run:
         return diagnose_rows(
             read_history_rows(RunPaths(self.path).history), objective_column=str(self.best.get("metric")),
             mode=str(self.best.get("mode") or "min"), stop_reason=self.stop_reason,
-            after_last_row=self.record.get("after_last_row"),
+            after_last_row=self.record.get("after_last_row"), recoveries=self.record.get("recoveries") or (),
         )
 
     def summary(self) -> str:

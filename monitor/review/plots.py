@@ -50,7 +50,8 @@ def plot_runs(runs: Sequence[Run], path: str | Path | None = None, *, title: str
 
     One panel for the losses (train dashed, validation solid), one per other validation metric, one
     for the learning rate; the best epoch is marked with a dashed line and a dot on the objective,
-    the epoch where a run stopped early with a dotted line.
+    the epoch where a run stopped early with a dotted line, each rollback of :class:`~monitor.Recovery`
+    with a red dash-dot line.
 
     Examples:
         .. code-block:: python
@@ -97,7 +98,9 @@ def plot_runs(runs: Sequence[Run], path: str | Path | None = None, *, title: str
     axes[0].legend(
         handles=[*axes[0].get_legend_handles_labels()[0],
                  Line2D([], [], color="grey", linestyle="--", linewidth=0.8, label="best epoch"),
-                 Line2D([], [], color="grey", linestyle=":", linewidth=1.0, label="stopped")],
+                 Line2D([], [], color="grey", linestyle=":", linewidth=1.0, label="stopped"),
+                 *([Line2D([], [], color="red", linestyle="-.", linewidth=1.0, label="rolled back")]
+                   if any(_rollbacks(r) for r in runs) else [])],
         fontsize="small",
     )
     for ax in axes[len(panels):]:
@@ -118,6 +121,22 @@ def _mark_epochs(ax: object, run: Run, panel: str, colour: str, best_x: Any, las
             ax.plot([best_x], [best.get("value")], "o", color=colour, markersize=6)  # type: ignore[attr-defined]
     if run.status in _STOPPED and last_x is not None:
         ax.axvline(last_x, color=colour, linestyle=":", linewidth=1.0)  # type: ignore[attr-defined]
+    _, label, _ = _x_axis(run)
+    length = run.record.get("epoch_length")
+    for entry in _rollbacks(run):  # where the trouble was: the epoch, or the fraction of it
+        if label == "epoch":
+            x = entry.get("epoch")
+        elif label == "iteration" or not length:
+            x = entry.get("iteration")
+        else:
+            x = entry["iteration"] / length
+        if x is not None:
+            ax.axvline(x, color="red", linestyle="-.", linewidth=1.0, alpha=0.7)  # type: ignore[attr-defined]
+
+
+def _rollbacks(run: Run) -> list[dict[str, Any]]:
+    """The rollbacks of :class:`~monitor.Recovery` in ``run.json`` (not the ones given up on)."""
+    return [e for e in run.record.get("recoveries") or () if isinstance(e, dict) and not e.get("gave_up")]
 
 
 def figure_png(figure: Figure) -> bytes:

@@ -34,8 +34,9 @@ def summary_record(run: Run) -> dict[str, Any]:
         if (key.startswith("val_") and key != best.get("metric")) or key == "train_loss":
             row[f"{key}@best"] = value
     problems, notes = by_level(run.findings)
-    row["findings"] = ", ".join(f.kind for f in problems) or "-"
-    row["notes"] = ", ".join(f.kind for f in notes) or "-"
+    row["findings"] = ", ".join(dict.fromkeys(f.kind for f in problems)) or "-"
+    row["notes"] = ", ".join(dict.fromkeys(f.kind for f in notes)) or "-"
+    row["rollbacks"] = sum(1 for e in run.record.get("recoveries") or () if not e.get("gave_up"))
     row["wall_s"] = run.record.get("elapsed_s")
     if "epoch_s" in run.history.columns and len(run.history):
         row["s_per_epoch"] = float(run.history["epoch_s"].median())
@@ -53,7 +54,8 @@ def compare(runs: Iterable[Run]) -> pandas.DataFrame:
 
     Columns: ``rank, name, seed, status, stop_reason, epochs, best_epoch, objective, best_value``, the other
     validation metrics and train loss at the best epoch (``val_accuracy@best`` ...), ``findings``
-    (the kinds of problem :func:`~monitor.diagnose` found), ``notes`` (the kinds it noted), ``wall_s``,
+    (the kinds of problem :func:`~monitor.diagnose` found), ``notes`` (the kinds it noted), ``rollbacks``
+    (:class:`~monitor.Recovery`'s, in ``run.json``'s ``recoveries``), ``wall_s``,
     ``s_per_epoch``, hyper-parameters (``hp_lr`` ...), ``path``.
 
     Examples:

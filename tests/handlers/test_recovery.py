@@ -105,6 +105,22 @@ def test_a_nan_at_one_step_is_rolled_back_the_rate_cut_and_the_run_completes(tmp
     assert all(torch.isfinite(p).all() for p in run.best_checkpoint.to_save["model"].parameters())
 
 
+def test_a_rollback_is_shown_by_the_review(tmp_path):
+    train(tmp_path / "run", Recovery(), faults={40: "nan"})
+    run = monitor.load_run(tmp_path / "run")
+    problems = [f for f in run.findings if f.is_problem]
+    [note] = [f for f in run.findings if not f.is_problem]
+    assert problems == [] and note.kind == "recovered" and note.iteration == 40
+    assert note.evidence["lr"] == "0.1 -> 0.05" and "went on at lr 0.05" in note.advice
+    assert "(note) recovered from epoch 3, iteration 40" in run.summary()
+    row = monitor.compare([run]).iloc[0]
+    assert row["rollbacks"] == 1 and row["notes"] == "recovered" and row["findings"] == "-"
+    page = monitor.to_html([run])
+    assert "<b>recovered</b> from epoch 3" in page
+    figure = monitor.plot_runs([run])
+    assert "rolled back" in [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+
+
 def test_a_huge_step_is_a_spike_rolled_back(tmp_path):
     train(tmp_path / "run", Recovery(window=20), faults={70: "huge"})
     data = record(tmp_path / "run")
