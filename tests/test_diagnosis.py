@@ -362,3 +362,32 @@ def test_a_trained_network_at_its_floor_is_no_plateau():
     flat = [0.0210, 0.0209, 0.0209, 0.0208, 0.0209, 0.0208, 0.0208, 0.0209, 0.0208, 0.0208]
     assert kinds(history(flat, train_loss_spike=[6.8, 4.1, 3.3, 5.2, 2.9, 4.4, 3.8, 6.1, 3.5, 4.0])) == []
     assert kinds(history([0.6931] * 10, train_loss_spike=[1.04, 1.02, 1.05] * 3 + [1.03])) == ["plateau"]
+
+
+ROLLBACK = {"iteration": 550, "epoch": 6, "reason": "divergence", "loss": 3.0, "detected_at": 600, "attempt": 1,
+            "rolled_back_to": 300, "rolled_back_to_epoch": 4, "skipped": [301, 600],
+            "changes": {"lr": [[0.3], [0.15]]}}
+
+
+def test_a_divergence_undone_by_a_rollback_is_a_note_and_what_follows_is_judged_again():
+    rise = [0.7, 0.5, 0.4, 0.6, 2.0, 4.5]  # 10x its lowest at epoch 6: rolled back there
+    after = [0.38, 0.34, 0.31, 0.29, 0.28, 0.27]
+    rows = history(rise + after)
+    assert [f.kind for f in diagnose(rows, objective_column="val_loss", mode="min") if f.is_problem] == ["divergence"]
+    findings = diagnose(rows, objective_column="val_loss", mode="min", recoveries=[ROLLBACK])
+    assert [f for f in findings if f.is_problem] == []
+    notes = {f.kind: f for f in findings}
+    assert notes["divergence"].advice.startswith("Undone: the run was rolled back at epoch 6")
+    assert notes["recovered"].evidence["lr"] == "0.3 -> 0.15"
+    again = history(rise + [0.38, 0.34, 0.5, 1.5, 4.0, 6.0])  # after the rollback it diverges anew: a problem
+    problems = [f for f in diagnose(again, objective_column="val_loss", mode="min", recoveries=[ROLLBACK])
+                if f.is_problem]
+    assert [(f.kind, f.epoch) for f in problems] == [("divergence", 11)]  # 4.0 >= 10 x 0.34
+
+
+def test_a_run_that_still_ended_broken_keeps_its_problem_with_the_rollbacks_in_its_advice():
+    rows = history([0.7, 0.5, 0.4, 0.6, 2.0, 4.5])
+    findings = diagnose(rows, objective_column="val_loss", mode="min", stop_reason="nonfinite_loss",
+                        recoveries=[ROLLBACK, {**ROLLBACK, "attempt": 2, "changes": {"lr": [[0.15], [0.0375]]}}])
+    problem = next(f for f in findings if f.is_problem)
+    assert "Recovery rolled back 2 times (the last at lr 0.0375)" in problem.advice

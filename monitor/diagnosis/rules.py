@@ -130,7 +130,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-__all__ = ["Finding", "diagnose", "by_level", "steps_after", "KINDS", "ADVICE", "LEVELS"]
+__all__ = ["Finding", "diagnose", "diverging", "by_level", "steps_after", "KINDS", "ADVICE", "LEVELS"]
 
 KINDS = (
     "nonfinite", "divergence", "overfitting", "plateau", "oscillation", "data_bound",
@@ -286,6 +286,17 @@ def _divergence(
     if stop_reason == "diverged":
         return _finding("divergence", rows, len(rows) - 1, stop_reason=stop_reason), len(rows) - 1
     return None
+
+
+def diverging(rows: Sequence[Mapping[str, Any]], *, objective_column: str, mode: str) -> tuple[Finding, int] | None:
+    """The divergence rule alone (the training loss, and a loss objective), cheap enough to run at
+    every validation (what :class:`~monitor.Recovery` acts on): the finding, and the index of the row
+    its rise began at (the last healthy row is the one before it)."""
+    found = _divergence(rows, "train_loss", None) or (
+        _divergence(rows, objective_column, None) if mode == "min" else None)
+    if found is not None and "start" in found[0].evidence:
+        return found[0], 0  # a dead start: knocked out from its first steps, not from the row that shows it
+    return found
 
 
 def _overfitting(rows: Sequence[Mapping[str, Any]], val: str, train: str) -> Finding | None:
@@ -544,12 +555,14 @@ def steps_after(
     return after_last_row if tail is not None and tail > last else None
 
 
-def _recovered(recoveries: Sequence[Mapping[str, Any]], findings: list[Finding]) -> list[Finding]:
-    """A note for each rollback; the rollbacks given up on said in the advice of the run's problem."""
-    notes = []
-    for entry in recoveries:
-        if entry.get("gave_up"):
-            continue
+def _recovered(recoveries: Sequence[Mapping[str, Any]], findings: list[Finding], rows: Sequence[Mapping[str, Any]],
+               **how: Any) -> list[Finding]:
+    """A note for each rollback. A run that went on after its last rollback: the troubles that began
+    before it are notes (they were undone), and its rows after it are judged again on their own. A
+    run that still ended broken (an attempt given up on, a NaN, a divergence stop): its problem's
+    advice says how many rollbacks were tried."""
+    notes, done = [], [e for e in recoveries if not e.get("gave_up")]
+    for entry in done:
         rates = (entry.get("changes") or {}).get("lr")
         evidence = {"reason": str(entry.get("reason")), "loss": entry.get("loss"),
                     "rolled_back_to": entry.get("rolled_back_to"), "attempt": entry.get("attempt")}
@@ -559,15 +572,27 @@ def _recovered(recoveries: Sequence[Mapping[str, Any]], findings: list[Finding])
             f"The run was rolled back and went on at lr {_show(rates[1][0])}; if it happens again, start there.")
         notes.append(Finding("recovered", _int(entry.get("epoch")), _int(entry.get("iteration")), evidence,
                              advice, level="note"))
-    tried = sum(1 for e in recoveries if not e.get("gave_up"))
-    if tried and any(e.get("gave_up") for e in recoveries):
+    if not done:
+        return notes
+    if recoveries[-1].get("gave_up") or how.get("stop_reason") in ("nonfinite_loss", "nonfinite_metric", "diverged"):
+        last = next((e for e in reversed(done) if (e.get("changes") or {}).get("lr")), None)
+        rate = "" if last is None else f" (the last at lr {_show(last['changes']['lr'][1][0])})"
         for i, finding in enumerate(findings):
             if finding.kind in ("nonfinite", "divergence"):
-                last = next((e for e in reversed(recoveries) if (e.get("changes") or {}).get("lr")), None)
-                rate = "" if last is None else f" (the last at lr {_show(last['changes']['lr'][1][0])})"
-                findings[i] = replace(finding, advice=f"{finding.advice} Recovery rolled back {tried} times{rate} and "
-                                                     "the trouble came back each time: look for its cause in the data "
-                                                     "or the model, not only in the rate.")
+                findings[i] = replace(finding, advice=f"{finding.advice} Recovery rolled back {len(done)} times{rate} "
+                                                     "and the trouble came back each time: look for its cause in the "
+                                                     "data or the model, not only in the rate.")
+        return notes
+    cut = max(_int(e.get("epoch")) or 0 for e in done)  # the last rollback: what came before it was undone
+    for i, finding in enumerate(findings):
+        if finding.is_problem and finding.kind in _ROLL_BACK and (finding.epoch or 0) <= cut:
+            findings[i] = replace(finding, level="note", advice=f"Undone: the run was rolled back at epoch {cut} "
+                                                                f"and went on. {finding.advice}")
+    after = [row for row in rows if (_number(row.get("epoch")) or 0) > cut]
+    if len(after) >= 2:  # judged again from the rollback on
+        seen = {(f.kind, f.epoch) for f in findings}
+        notes += [f for f in diagnose(after, **how) if f.kind in _ROLL_BACK and f.is_problem
+                  and (f.kind, f.epoch) not in seen]
     return notes
 
 
@@ -615,5 +640,7 @@ def diagnose(
     ]
     findings = [_explained(f, with_tail, train, objective_column, mode) for f in found if f is not None]
     findings = _one_story(findings)
-    findings += _recovered(recoveries, findings)
+    if recoveries:
+        findings += _recovered(recoveries, findings, rows, objective_column=objective_column, mode=mode,
+                               stop_reason=stop_reason, after_last_row=after_last_row)
     return sorted(findings, key=lambda f: (f.iteration if f.iteration is not None else -1, KINDS.index(f.kind)))

@@ -1,34 +1,45 @@
-"""Recovery: a run whose loss went non-finite or spiked goes back to its newest good state, its
-learning rate cut, the offending batches skipped, and trains on in the same ``trainer.run``.
+"""Recovery: a run whose loss went non-finite, spiked or diverged goes back to a good state, its
+learning rate cut, and trains on in the same ``trainer.run``.
 
 What the teams training the largest models do by hand (PaLM, OPT, BLOOM: restart from a checkpoint
 before the spike, skip the batches around it, lower the rate), done in the running process:
 
-1. **Judge** the steps since the last check, every ``log_every`` steps and at each epoch's last
-   (where monitor reads the loss anyway: no host sync per step), before monitor's NaN check could end
-   the run: a non-finite loss, or a loss above ``spike`` times the median of the last ``window``
-   steps *and* above the highest of them (a fine-tuned start's hard batches, 10-400x the typical
-   one but in every epoch, stay below their own highest). Under idist every rank's verdict is
-   gathered: a NaN on one rank rolls every rank back, at the same iteration.
-2. **Restore** the newest good state: a CPU copy of the model, the optimizers, the schedulers and
-   the rest of ``to_save``, the epoch's loss sums and the parts, kept at each epoch's start, after a
-   validation within the epoch, and every ``keep_every`` iterations (each copy only after the steps
-   before it were judged clean). The trainer's iteration and the data go on: the batches between
-   the good state and the check are **skipped** (not trained on; their positions still counted, so
-   epochs keep their length and every resume stays exact). No validation lies in between, so no
-   history row is dropped.
+1. **Judge.** Every ``log_every`` steps and at each epoch's last (where monitor reads the loss
+   anyway: no host sync per step), before monitor's NaN check could end the run, the steps since
+   the last check: a non-finite loss, or a loss above ``spike`` times the *highest* of the last
+   ``window`` steps (a fine-tuned start's hard batches reach 100x the median step but stay within
+   a few times the highest). And at each validation, the diagnosis's divergence rule
+   (:func:`monitor.diagnosis.diverging`) on the rows since the last rollback: a loss risen to 10x
+   its lowest, an epoch's spike far above the others, a dead start. Under idist every rank's verdict
+   is gathered: a NaN on one rank rolls every rank back, at the same iteration.
+2. **Go back.** Good states are CPU copies of the model, the optimizers, the schedulers and the rest
+   of ``to_save``, the epoch's loss sums and the parts, kept at each epoch's start (then after each
+   validation within an epoch, and every ``keep_every`` iterations), each only after the steps
+   before it were judged. A step's trouble goes back to the newest; if it comes back, to the state
+   of the newest best validation (before the first, the run's start). A divergence goes back to the
+   state of the newest best validation before its rise began (or to where the run, or the last
+   rollback, started, for a run knocked out at once).
 3. **Adjust**, in this order: every parameter group's rate (and a schedule's base, peak and floor
-   rates: torch schedulers, Ignite's parameter schedulers on the trainer) times ``lr_factor``;
-   optionally the optimizer's moments cleared (``reset_moments``).
-4. **Give up** after ``max_attempts`` rollbacks in a row (a row ends with ``min_progress``
+   rates: torch schedulers, Ignite's parameter schedulers on the trainer) times ``lr_factor`` (the
+   n-th rollback in a row times ``lr_factor ** n``); optionally the optimizer's moments cleared
+   (``reset_moments``).
+4. **Go on.** The weights go back; the clock does not. The trainer's iteration and epoch and the
+   data order go on: the batches since the good state are skipped (their positions still counted,
+   so epochs keep their length and a resume stays exact), and the history keeps the rows of the
+   abandoned stretch as they were validated (one row per validation: nothing is written twice, so
+   nothing is purged), with the rollback in ``run.json`` and a red line on the curves.
+5. **Give up** after ``max_attempts`` rollbacks in a row (a row ends with ``min_progress``
    trouble-free iterations, default one epoch): a non-finite loss then stops the run as before
-   (``nonfinite_loss``), a spike with ``diverged``; the attempts are in ``run.json`` either way.
+   (``nonfinite_loss``), a spike or divergence with ``diverged``; the attempts are in ``run.json``.
 
-Every rollback is a WARNING and an entry of ``run.json``'s ``recoveries`` (the iteration and loss of
-the trouble, where it went back to, what was changed, the attempt), which ``monitor report``,
-``compare`` and the HTML page show, and the diagnosis reads. Its state (the good copy when it is
-older than the checkpoint, the recent losses, the attempts) is in the last checkpoint: a recovered
-run killed and resumed ends as the uninterrupted one.
+Every rollback is a WARNING (rank 0) and an entry of ``run.json``'s ``recoveries`` (the iteration and
+loss of the trouble, where it went back to, what was changed, the attempt), which ``monitor
+report``, ``compare`` and the HTML page show, and the diagnosis reads (a trouble a rollback undid is
+a note; the rows after it are judged again). Its state (the good copies not held in the checkpoint
+itself, the recent losses, the attempts) is in the last checkpoint: a recovered run killed and
+resumed ends as the uninterrupted one (with ``keep_every`` given; chosen from timings, the copies'
+iterations can differ between two runs). Memory: up to three copies (the newest, the best
+validation's, and the run's start during its first epochs).
 
 Examples:
     .. code-block:: python
@@ -39,10 +50,10 @@ from __future__ import annotations
 
 import logging
 import math
-import statistics
 import time
 from collections import OrderedDict, deque
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import ignite.distributed as idist
@@ -53,17 +64,23 @@ from ignite.handlers.param_scheduler import ParamScheduler
 from monitor.core._checks import positive_int
 from monitor.core._position import done_in_epoch, is_mid_epoch
 from monitor.core.status import StopReason, parse_reason, reason_value
+from monitor.diagnosis import diverging
 from monitor.handlers.loss import loss_from_output
 from monitor.handlers.part import PartContext
 from monitor.runtime.distributed import gather_json
+from monitor.store.history import TIMING_COLUMNS
 
 __all__ = ["Recovery"]
 
 logger = logging.getLogger(__name__)
 
 # What a rollback does not restore: the trainer's position and the data order go on (the batches in
-# between are skipped), and nothing judged by a validation is in between.
+# between are skipped); what validations judged stays (a rollback past validations restores early
+# stopping's count from the copy, the validated state's).
 _NOT_RESTORED = ("trainer", "best", "early_stopping", "best_checkpoint", "history", "rng", "data_order", "checkpointer")
+# The start of a stretch (the run's, a rollback's) is kept this long: a blow-up in its first epoch
+# shows only at its 3rd validation (the diagnosis judges a spike against the median of the epochs').
+_ORIGIN_EPOCHS = 4
 _MIN_WINDOW = 20  # steps seen before a spike can be judged (a non-finite loss is judged from the first)
 _RATE_KEYS = ("lr", "initial_lr", "max_lr", "min_lr")  # a param group's rates (OneCycleLR keeps the last three)
 
@@ -121,15 +138,15 @@ def _scale_schedule(schedule: Any, factor: float) -> None:
 
 
 class Recovery:
-    """A part that rolls a run back to its newest good state when the loss goes non-finite or spikes,
+    """A part that rolls a run back to a good state when the loss goes non-finite, spikes or diverges,
     cuts the rate, skips the batches in between, and trains on (see the module's docstring).
 
     Args:
-        spike: a step's loss above this many times the median of the last ``window`` steps (and above
-            the highest of them) is a spike; > 1. Default 10.
-        window: steps the median and highest are taken over (>= 20). Default 100.
-        lr_factor: every rate (and schedule) is multiplied by this at a rollback, in (0, 1); ``None``
-            leaves the rates. Default 0.5.
+        spike: a step's loss above this many times the highest of the last ``window`` steps is a
+            spike; > 1. Default 10.
+        window: steps the highest is taken over (>= 20). Default 100.
+        lr_factor: every rate (and schedule) is multiplied by this at a rollback (the n-th in a row:
+            by its n-th power), in (0, 1); ``None`` leaves the rates. Default 0.5.
         reset_moments: clear the optimizer's state (momentum, Adam's moments) at a rollback. Default False.
         max_attempts: rollbacks in a row before the run stops (>= 1). Default 3.
         min_progress: trouble-free iterations that end a row of attempts; default one epoch.
@@ -183,9 +200,11 @@ class Recovery:
         self._pending: list[Any] = []  # this step's and the earlier unjudged steps' losses
         self._pending_from = 0  # the iteration of the first of them
         self._clean_from = 0  # the iteration the current trouble-free stretch began at
-        self._good: dict[str, Any] | None = None  # key -> CPU copy of its state
-        self._good_iteration: int | None = None
-        self._good_epoch: int | None = None
+        self._rows: list[dict[str, Any]] = []  # the history rows since the last rollback (the divergence rule's)
+        self._good: _Copy | None = None  # the newest good state
+        self._anchor: _Copy | None = None  # the state right after the newest best validation
+        self._origin: _Copy | None = None  # where the current stretch started (the run's start, or a rollback's)
+        self._origin_epoch = 0  # the epoch the stretch started after (0: the run's start)
         self._chosen_every: int | None = None  # keep_every chosen from the cost (None: not yet)
         self._step_clock: tuple[float, int] | None = None  # (time, iteration) at the first check
 
@@ -246,14 +265,12 @@ class Recovery:
         losses, first = self._pending_losses(), self._pending_from
         self._pending = []
         trouble: tuple[int, str, float] | None = None
-        reference = None
-        if len(self._losses) >= _MIN_WINDOW:
-            reference = (statistics.median(self._losses), max(self._losses))
+        highest = max(self._losses) if len(self._losses) >= _MIN_WINDOW else None
         for i, loss in enumerate(losses):
             if not math.isfinite(loss):
                 trouble = (first + i, "nonfinite_loss", loss)
                 break
-            if reference is not None and loss > self.spike * reference[0] and loss > reference[1]:
+            if highest is not None and highest > 0 and loss > self.spike * highest:
                 trouble = (first + i, "loss_spike", loss)
                 break
         if idist.get_world_size() > 1:  # every rank's verdict: the first trouble on any rank
@@ -263,7 +280,11 @@ class Recovery:
             trouble = None if first_seen is None else (int(first_seen[0]), str(first_seen[1]), float(first_seen[2]))
         self._losses.extend(losses if trouble is None else losses[:max(0, trouble[0] - first)])
         if trouble is not None:
-            self._recover(trainer, *trouble)
+            # The first rollback of a row goes to the newest good copy; if the trouble comes back, that copy
+            # was judged against steps already going wrong: further back, to the state of the newest best
+            # validation (or, before the first, to where the run started).
+            target = self._good if not self.attempts else (self._anchor or self._origin or self._good)
+            self._recover(trainer, *trouble, target=target)
             return
         state = trainer.state
         min_progress = self.min_progress or int(state.epoch_length or 0) or self.window
@@ -272,17 +293,25 @@ class Recovery:
         self._keep_if_due(trainer)
 
     # -- good copies --------------------------------------------------------------------------------
-    def _restorable(self) -> dict[str, Any]:
+    def _restorable(self, *, validated: bool = False) -> dict[str, Any]:
+        """What a rollback restores: all but the trainer's position and what a validation judged (and,
+        for a rollback past validations, early stopping's count from the copy too)."""
         assert self._context is not None
-        return {k: obj for k, obj in self._context.objects.items() if k not in _NOT_RESTORED and obj is not self}
+        skip = set(_NOT_RESTORED) - ({"early_stopping"} if validated else set())
+        return {k: obj for k, obj in self._context.objects.items() if k not in skip and obj is not self}
+
+    def _copy(self, trainer: Engine) -> _Copy:
+        start = time.perf_counter()
+        copy = _Copy(trainer.state.iteration, trainer.state.epoch, {
+            key: _cpu_copy(obj.state_dict()) for key, obj in self._restorable(validated=True).items()})
+        self.cost_s += time.perf_counter() - start
+        return copy
 
     def keep(self, trainer: Engine) -> None:
         """Keep a CPU copy of the current state as the newest good one."""
         start = time.perf_counter()
-        self._good = {key: _cpu_copy(obj.state_dict()) for key, obj in self._restorable().items()}
-        self._good_iteration, self._good_epoch = trainer.state.iteration, trainer.state.epoch
+        self._good = self._copy(trainer)
         cost = time.perf_counter() - start
-        self.cost_s += cost
         if self._chosen_every is None and self.keep_every is None and self._step_clock is not None:
             t0, i0 = self._step_clock
             steps = trainer.state.iteration - i0
@@ -295,67 +324,106 @@ class Recovery:
         if self._step_clock is None:
             self._step_clock = (time.perf_counter(), trainer.state.iteration)
         every = self.keep_every or self._chosen_every
-        if every is None and self._good_iteration is not None and self._step_clock[1] < trainer.state.iteration:
+        good = self._good
+        if every is None and good is not None and self._step_clock[1] < trainer.state.iteration:
             self.keep(trainer)  # the first check after a clocked stretch: the cost sets keep_every
             return
-        if every is not None and self._good_iteration is not None and \
-                trainer.state.iteration - self._good_iteration >= every:
+        if every is not None and good is not None and trainer.state.iteration - good.iteration >= every:
             self.keep(trainer)
 
     def _started(self, trainer: Engine) -> None:
-        if self._good is None and is_mid_epoch(trainer.state):
-            self.keep(trainer)  # a resume at the very state the good copy was of (an epoch start keeps below)
+        for copy in (self._good, self._anchor, self._origin):
+            if copy is not None and copy.state is None:  # saved as "the checkpoint's own state": taken anew
+                copy.state = self._copy(trainer).state
 
     def _epoch_started(self, trainer: Engine) -> None:
-        if done_in_epoch(trainer.state) == 0:
-            self.keep(trainer)  # the epoch's sums just cleared; the last epoch's steps were judged
+        if done_in_epoch(trainer.state) != 0:
+            return
+        self.keep(trainer)  # the epoch's sums just cleared; the last epoch's steps were judged
+        assert self._context is not None and self._good is not None
+        best = self._context.best
+        if trainer.state.iteration == 0:
+            self._origin, self._origin_epoch = self._good, 0  # what a run that diverges at once goes back to
+        elif best.best_iteration == trainer.state.iteration:  # right after a new best
+            self._anchor = self._good
+        judged = trainer.state.epoch > self._origin_epoch + _ORIGIN_EPOCHS
+        if judged and (best.best_epoch or 0) > self._origin_epoch + 1:
+            self._origin = None  # the stretch's first epochs were judged, and a later best is to go back to
 
-    def _validated(self, _: Engine) -> None:
+    def _validated(self, evaluator: Engine) -> None:
         trainer = self._trainer
-        if trainer is not None and is_mid_epoch(trainer.state) and not self._pending and \
-                not trainer.should_terminate:
+        assert trainer is not None and self._context is not None
+        history = self._context.objects.get("history")
+        if history is not None and getattr(history, "last_row", None):
+            self._rows.append({k: v for k, v in history.last_row.items() if k not in TIMING_COLUMNS})
+            del self._rows[:-200]
+        if trainer.should_terminate:
+            return  # early stopping (or another handler) ended the run here
+        objective = self._context.objective
+        found = diverging(self._rows, objective_column=objective.column, mode=objective.mode)
+        if found is not None:
+            finding, rise = found
+            healthy_until = int(self._rows[rise - 1]["iteration"]) if rise > 0 and self._rows else 0
+            targets = [c for c in (self._anchor, self._origin) if c is not None and c.iteration <= healthy_until]
+            target = max(targets, key=lambda c: c.iteration) if targets else None
+            value = finding.evidence.get("value", finding.evidence.get("spike", math.nan))
+            self._recover(trainer, int(finding.iteration or trainer.state.iteration), "divergence",
+                          float(value) if isinstance(value, (int, float)) else math.nan, target=target,
+                          validated=True)
+        elif is_mid_epoch(trainer.state) and not self._pending:
             self.keep(trainer)  # a validation within the epoch: no rollback goes back past its row
 
     # -- the rollback ---------------------------------------------------------------------------
-    def _recover(self, trainer: Engine, iteration: int, reason: str, loss: float) -> None:
+    def _recover(self, trainer: Engine, iteration: int, reason: str, loss: float, *, target: _Copy | None,
+                 validated: bool = False) -> None:
         state = trainer.state
         entry: dict[str, Any] = {
             "iteration": iteration, "epoch": state.epoch, "reason": reason,
             "loss": loss if math.isfinite(loss) else str(loss), "detected_at": state.iteration,
             "attempt": self.attempts + 1,
         }
-        if self._good is None or self._good_iteration is None or self.attempts >= self.max_attempts:
+        if target is None or target.state is None or self.attempts >= self.max_attempts:
             entry.update(rolled_back_to=None, gave_up=True)
             self.recoveries.append(entry)
-            _say(
-                "Recovery: %s at iteration %d (loss %s) after %d rollbacks in a row; giving up, the run stops.",
-                reason.replace("_", " "), iteration, _loss_text(loss), self.attempts)
-            if reason == "loss_spike":  # a non-finite loss is stopped by monitor's own check, right after
+            why = "no good state before it" if target is None else f"after {self.attempts} rollbacks in a row"
+            _say("Recovery: %s at iteration %d (loss %s), %s; giving up, the run stops.",
+                 reason.replace("_", " "), iteration, _loss_text(loss), why)
+            if reason != "nonfinite_loss":  # a non-finite loss is stopped by monitor's own check, right after
                 self.stop_reason = StopReason.DIVERGED
                 trainer.terminate()
             return
-        for key, obj in self._restorable().items():
-            if key in self._good:
-                obj.load_state_dict(_cpu_copy(self._good[key]))  # a copy: the good state stays as it was
+        for key, obj in self._restorable(validated=validated).items():
+            if key in target.state:
+                obj.load_state_dict(_cpu_copy(target.state[key]))  # a copy: the good state stays as it was
         changes: dict[str, Any] = {}
-        if self.lr_factor is not None:
-            changes["lr"] = self._cut_rates(trainer, self.lr_factor)
+        if self.lr_factor is not None:  # the n-th rollback in a row cuts by lr_factor ** n: 0.5, 0.25, 0.125
+            changes["lr"] = self._cut_rates(trainer, self.lr_factor ** (self.attempts + 1))
         if self.reset_moments:
             for optimizer in self._optimizers():
                 optimizer.state.clear()
             changes["moments"] = "reset"
         self.attempts += 1
-        entry.update(rolled_back_to=self._good_iteration, rolled_back_to_epoch=self._good_epoch,
-                     skipped=[self._good_iteration + 1, state.iteration], changes=changes)
+        entry.update(rolled_back_to=target.iteration, rolled_back_to_epoch=target.epoch,
+                     skipped=[target.iteration + 1, state.iteration], changes=changes)
         self.recoveries.append(entry)
         self._clean_from = state.iteration
-        _say(
-            "Recovery: %s at iteration %d (loss %s): rolled back to iteration %d, skipping the %d batches "
-            "after it%s (attempt %d of %d).", reason.replace("_", " "), iteration, _loss_text(loss),
-            self._good_iteration, state.iteration - self._good_iteration,
-            "" if "lr" not in changes else f"; lr {_rates(changes['lr'][0])} -> {_rates(changes['lr'][1])}",
-            self.attempts, self.max_attempts)
-        self.keep(trainer)  # the restored state with its new rates: the next rollback goes on from it
+        self._pending = []
+        _say("Recovery: %s at iteration %d (loss %s): rolled back to iteration %d, skipping the %d batches "
+             "after it%s (attempt %d of %d).", reason.replace("_", " "), iteration, _loss_text(loss),
+             target.iteration, state.iteration - target.iteration,
+             "" if "lr" not in changes else f"; lr {_rates(changes['lr'][0])} -> {_rates(changes['lr'][1])}",
+             self.attempts, self.max_attempts)
+        # The restored state with its new rates is the newest good one, and stands in for the copy it came
+        # from: the next rollback to it goes on from the lower rate.
+        self.keep(trainer)
+        assert self._good is not None
+        stand_in = _Copy(target.iteration, target.epoch, self._good.state)  # its weights are still target's
+        if target is self._anchor:
+            self._anchor = stand_in
+        if target is self._origin or validated:
+            self._origin, self._origin_epoch = stand_in, state.epoch  # a new stretch starts here
+        if validated:
+            self._rows = []  # the divergence is judged anew from here
 
     def _optimizers(self) -> list[torch.optim.Optimizer]:
         assert self._context is not None
@@ -387,12 +455,23 @@ class Recovery:
         trainer = self._trainer
         here = None if trainer is None else trainer.state.iteration
         own = {"losses": list(self._losses), "pending": self._pending_losses(), "pending_from": self._pending_from}
+        copies: list[_Copy] = []
+        for copy in (self._good, self._anchor, self._origin):
+            if copy is not None and all(copy is not c for c in copies):
+                copies.append(copy)
+
+        def index(copy: _Copy | None) -> int | None:
+            return None if copy is None else next(i for i, c in enumerate(copies) if c is copy)
+
         state: OrderedDict[str, Any] = OrderedDict(
             attempts=self.attempts, recoveries=[dict(r) for r in self.recoveries],
             stop_reason=reason_value(self.stop_reason), clean_from=self._clean_from, chosen_every=self._chosen_every,
-            good_iteration=self._good_iteration, good_epoch=self._good_epoch,
-            # the good copy itself only when it is older than this checkpoint (else a resume takes it anew)
-            good=self._good if self._good_iteration != here else None, **own,
+            rows=[dict(r) for r in self._rows],
+            # a copy of the very state this checkpoint holds is not saved twice: a resume takes it anew
+            copies=[{"iteration": c.iteration, "epoch": c.epoch,
+                     "state": None if c is self._good and c.iteration == here else c.state} for c in copies],
+            good=index(self._good), anchor=index(self._anchor), origin=index(self._origin),
+            origin_epoch=self._origin_epoch, **own,
         )
         if idist.get_world_size() > 1:  # each rank judges its own share's losses
             state["ranks"] = gather_json(own)
@@ -406,12 +485,26 @@ class Recovery:
         self.stop_reason = parse_reason(state_dict["stop_reason"])
         self._clean_from = int(state_dict["clean_from"])
         self._chosen_every = state_dict["chosen_every"]
-        self._good_iteration, self._good_epoch = state_dict["good_iteration"], state_dict["good_epoch"]
-        self._good = state_dict["good"]
-        if self._good is None:
-            self._good_iteration = None  # taken anew when training starts, from the state just loaded
+        self._rows = [dict(r) for r in state_dict["rows"]]
+        copies = [_Copy(int(c["iteration"]), int(c["epoch"]), c["state"]) for c in state_dict["copies"]]
+
+        def pick(i: int | None) -> _Copy | None:
+            return None if i is None else copies[i]
+
+        self._good, self._anchor, self._origin = (pick(state_dict[k]) for k in ("good", "anchor", "origin"))
+        self._origin_epoch = int(state_dict["origin_epoch"])
         self._losses = deque((float(x) for x in own["losses"]), maxlen=self.window)
         self._pending, self._pending_from = [float(x) for x in own["pending"]], int(own["pending_from"])
+
+
+@dataclass
+class _Copy:
+    """A good state: the iteration and epoch it was taken at, and each object's state (CPU tensors);
+    ``state`` is ``None`` right after a resume from a checkpoint of that very state, until training starts."""
+
+    iteration: int
+    epoch: int
+    state: dict[str, Any] | None
 
 
 def _say(message: str, *args: Any) -> None:

@@ -57,8 +57,15 @@ def setup(faults=(), lr=0.1, seed=0):
     )
 
 
-def train(run_dir, recovery, *, faults=(), max_epochs=6, lr=0.1, resume=False, crash_at=None, log_every=4):
+def train(run_dir, recovery, *, faults=(), max_epochs=6, lr=0.1, resume=False, crash_at=None, log_every=4,
+          hot_epoch=None):
     s = setup(faults, lr)
+    if hot_epoch is not None:  # a user's schedule that sets a rate 50x too high at this epoch
+        @s["trainer"].on(Events.EPOCH_STARTED(once=hot_epoch))
+        def hot(engine):
+            if engine.state.iteration == (hot_epoch - 1) * STEPS:  # not again when a resume restarts the epoch
+                for group in s["optimizer"].param_groups:
+                    group["lr"] = 5.0
     if crash_at is not None:
         @s["trainer"].on(Events.ITERATION_COMPLETED(once=crash_at))
         def crash(_):
@@ -131,6 +138,21 @@ def test_a_huge_step_is_a_spike_rolled_back(tmp_path):
     assert rows["train_loss"].iloc[-1] < 1.0  # it went on learning
 
 
+def test_a_diagnosed_divergence_goes_back_to_the_best_validated_state(tmp_path):
+    # (no step judged a spike: the divergence is found by the validations, as the diagnosis finds it)
+    train(tmp_path / "run", Recovery(spike=1e6), hot_epoch=4, max_epochs=10)
+    data = record(tmp_path / "run")
+    assert data["status"] == "completed"
+    diverged = [e for e in data["recoveries"] if e["reason"] == "divergence"]
+    assert diverged and data["recoveries"][0]["reason"] == "divergence"
+    assert all(e["rolled_back_to"] == 3 * STEPS for e in diverged)  # the state validated best, at epoch 3
+    rows = history(tmp_path / "run")
+    assert rows["lr"].iloc[-1] < 20 and rows["val_loss"].iloc[-1] < 1.0  # it went on, and learned again
+    assert rows["epoch"].tolist() == list(range(1, 11))  # the abandoned stretch stays: one row per validation
+    kinds = {(f["kind"], f["level"]) for f in data["findings"]}
+    assert ("divergence", "note") in kinds and not any(level == "problem" for _, level in kinds)
+
+
 def test_without_trouble_recovery_changes_nothing(tmp_path):
     train(tmp_path / "plain", None)
     train(tmp_path / "with", Recovery(keep_every=3))
@@ -145,7 +167,10 @@ def test_attempts_exhausted_stop_the_run_as_before_with_the_attempts_recorded(tm
     data = record(tmp_path / "nan")
     assert data["status"] == "diverged" and data["stop_reason"] == "nonfinite_loss"
     assert [e["attempt"] for e in data["recoveries"]] == [1, 2, 3] and data["recoveries"][-1]["gave_up"]
-    assert [e["changes"]["lr"][1] for e in data["recoveries"][:2]] == [[0.05], [0.025]]
+    # the second in a row goes back to the state of the newest best validation (epoch 1's, at 0.05 since the
+    # first rollback), cut harder: 0.05 x 0.5 ** 2
+    assert [e["changes"]["lr"][1] for e in data["recoveries"][:2]] == [[0.05], [0.0125]]
+    assert data["recoveries"][1]["rolled_back_to"] == STEPS
     assert any("giving up" in r.getMessage() for r in caplog.records)
 
     train(tmp_path / "spike", Recovery(max_attempts=1, window=20), faults={"70": "huge"})
@@ -154,12 +179,16 @@ def test_attempts_exhausted_stop_the_run_as_before_with_the_attempts_recorded(tm
     assert len(data["recoveries"]) == 2 and data["recoveries"][-1]["gave_up"]
 
 
-@pytest.mark.parametrize("crash_at", [37, 43, 61])  # before, just after and well after the rollback at 40
-def test_a_recovered_run_killed_and_resumed_ends_as_the_uninterrupted_one(tmp_path, crash_at):
+@pytest.mark.parametrize("crash_at, trouble", [
+    (37, "nan"), (43, "nan"), (61, "nan"),  # before, just after and well after the rollback at 40
+    (58, "hot"), (70, "hot"), (101, "hot"),  # around the rollbacks of a divergence (epochs 4-6)
+])
+def test_a_recovered_run_killed_and_resumed_ends_as_the_uninterrupted_one(tmp_path, crash_at, trouble):
     make = lambda: Recovery(keep_every=6)  # noqa: E731
-    whole, _ = train(tmp_path / "whole", make(), faults={40: "nan"})
-    train(tmp_path / "split", make(), faults={40: "nan"}, crash_at=crash_at)
-    split, _ = train(tmp_path / "split", make(), faults={40: "nan"}, resume=True)
+    how = {"faults": {40: "nan"}} if trouble == "nan" else {"hot_epoch": 4, "max_epochs": 8}
+    whole, _ = train(tmp_path / "whole", make(), **how)
+    train(tmp_path / "split", make(), crash_at=crash_at, **how)
+    split, _ = train(tmp_path / "split", make(), resume=True, **how)
     a, b = (history(tmp_path / n).drop(columns=list(TIMING_COLUMNS)) for n in ("whole", "split"))
     pd.testing.assert_frame_equal(a, b)
     assert record(tmp_path / "whole")["recoveries"] == record(tmp_path / "split")["recoveries"]
