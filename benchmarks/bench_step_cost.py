@@ -16,8 +16,9 @@ batch 16 (a real, cheap step of a few hundred microseconds). Variants: Ignite's 
 (``build_trainer``, ``build_evaluator``, validation each epoch), run twice as "bare" and "bare
 again" (their difference is the noise floor, printed beside), monitor at its default settings
 (``attach_monitoring``; the checkpoint budget makes no save in so short a run), and monitor with a
-last checkpoint every epoch (so each epoch pays for one), interleaved
-in a rotating order, one thread; medians over ``--rounds``.
+last checkpoint every epoch (so each epoch pays for one), and monitor with ``parts=[Recovery()]``
+(its per-step loss list, its judgement every ``log_every`` steps and its good copies, printed over
+monitor's defaults), interleaved in a rotating order, one thread; medians over ``--rounds``.
 """
 from __future__ import annotations
 
@@ -79,6 +80,7 @@ def costs(variant: str, steps: int, workdir: Path, *, empty: bool, epochs: int =
             trainer, evaluator, val_loader, run_dir=Path(tempfile.mkdtemp(dir=workdir)) / "run",
             objective=monitor.Objective("loss", mode="min"), to_save={"model": model, "optimizer": optimizer},
             early_stopping=None, checkpoints=monitor.Checkpoints(every=every, restore_best=False),
+            parts=[monitor.Recovery()] if variant == "monitor, Recovery()" else [],
         )
         with run:
             trainer.run(train_loader, max_epochs=epochs + 1)
@@ -93,7 +95,7 @@ def costs(variant: str, steps: int, workdir: Path, *, empty: bool, epochs: int =
 
 
 def measure(rounds: int, workdir: Path, *, empty: bool, steps: int) -> None:
-    variants = ("bare", "bare again", "monitor", "monitor, checkpoint every epoch")
+    variants = ("bare", "bare again", "monitor", "monitor, checkpoint every epoch", "monitor, Recovery()")
     found: dict[str, list[tuple[float, float]]] = {v: [] for v in variants}
     for r in range(rounds):
         for v in variants[r % len(variants):] + variants[: r % len(variants)]:
@@ -103,11 +105,12 @@ def measure(rounds: int, workdir: Path, *, empty: bool, steps: int) -> None:
     print(f"\n{what}: epochs of {steps} steps; the bare engine's step {base_step * 1e6:.1f} us of CPU")
     print(f"  {'':34s} {'per step (us)':>24s} {'per epoch (ms)':>24s}")
     print(f"  {'':34s} {'median':>8s} {'min..max':>15s} {'median':>8s} {'min..max':>15s}")
-    for name, variant in (("monitor (defaults) over bare", "monitor"),
-                          ("monitor, a checkpoint each epoch", "monitor, checkpoint every epoch"),
-                          ("bare again over bare (noise)", "bare again")):
-        step = [a[0] - b[0] for a, b in zip(found[variant], found["bare"], strict=True)]
-        epoch = [a[1] - b[1] for a, b in zip(found[variant], found["bare"], strict=True)]
+    for name, variant, base in (("monitor (defaults) over bare", "monitor", "bare"),
+                                ("monitor, a checkpoint each epoch", "monitor, checkpoint every epoch", "bare"),
+                                ("Recovery() over monitor (defaults)", "monitor, Recovery()", "monitor"),
+                                ("bare again over bare (noise)", "bare again", "bare")):
+        step = [a[0] - b[0] for a, b in zip(found[variant], found[base], strict=True)]
+        epoch = [a[1] - b[1] for a, b in zip(found[variant], found[base], strict=True)]
         print(f"  {name:34s} {statistics.median(step) * 1e6:8.2f} {min(step) * 1e6:7.2f}..{max(step) * 1e6:<7.2f}"
               f" {statistics.median(epoch) * 1e3:8.2f} {min(epoch) * 1e3:7.2f}..{max(epoch) * 1e3:<7.2f}")
 

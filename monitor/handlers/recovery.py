@@ -13,9 +13,10 @@ before the spike, skip the batches around it, lower the rate), done in the runni
    its lowest, an epoch's spike far above the others, a dead start. Under idist every rank's verdict
    is gathered: a NaN on one rank rolls every rank back, at the same iteration.
 2. **Go back.** Good states are CPU copies of the model, the optimizers, the schedulers and the rest
-   of ``to_save``, the epoch's loss sums and the parts, kept at each epoch's start (then after each
-   validation within an epoch, and every ``keep_every`` iterations), each only after the steps
-   before it were judged. A step's trouble goes back to the newest; if it comes back, to the state
+   of ``to_save``, the epoch's loss sums and the parts, each taken only after the steps before it
+   were judged: every ``keep_every`` iterations and at each epoch's start, or by default every so
+   many steps that the copies take at most ``max_share`` (1%) of the time, at an epoch's start when
+   one is due or the last validation was a new best, and after each validation within an epoch. A step's trouble goes back to the newest; if it comes back, to the state
    of the newest best validation (before the first, the run's start). A divergence goes back to the
    state of the newest best validation before its rise began (or to where the run, or the last
    rollback, started, for a run knocked out at once).
@@ -207,6 +208,7 @@ class Recovery:
         self._origin_epoch = 0  # the epoch the stretch started after (0: the run's start)
         self._chosen_every: int | None = None  # keep_every chosen from the cost (None: not yet)
         self._step_clock: tuple[float, int] | None = None  # (time, iteration) at the first check
+        self._since = time.perf_counter()  # when this segment's training started
 
     # -- the part protocol ------------------------------------------------------------------------
     def check(self, context: PartContext) -> None:
@@ -332,6 +334,7 @@ class Recovery:
             self.keep(trainer)
 
     def _started(self, trainer: Engine) -> None:
+        self._since = time.perf_counter()
         for copy in (self._good, self._anchor, self._origin):
             if copy is not None and copy.state is None:  # saved as "the checkpoint's own state": taken anew
                 copy.state = self._copy(trainer).state
@@ -339,12 +342,23 @@ class Recovery:
     def _epoch_started(self, trainer: Engine) -> None:
         if done_in_epoch(trainer.state) != 0:
             return
-        self.keep(trainer)  # the epoch's sums just cleared; the last epoch's steps were judged
-        assert self._context is not None and self._good is not None
+        # The epoch's sums just cleared, the last epoch's steps were judged: a copy here, if one is due
+        # (the first, or keep_every steps after the last; a tiny epoch does not get one each).
+        assert self._context is not None
         best = self._context.best
+        every, good = self._chosen_every, self._good
+        after_best = best.best_iteration == trainer.state.iteration
+        due = (self.keep_every is not None or good is None or trainer.state.iteration == 0 or every is None
+               or trainer.state.iteration - good.iteration >= every
+               # right after a new best (what a divergence goes back to), if the copies are within budget
+               or (after_best and self.cost_s <= self.max_share * (time.perf_counter() - self._since)))
+        if not due:
+            return
+        self.keep(trainer)
+        assert self._good is not None
         if trainer.state.iteration == 0:
             self._origin, self._origin_epoch = self._good, 0  # what a run that diverges at once goes back to
-        elif best.best_iteration == trainer.state.iteration:  # right after a new best
+        elif after_best:
             self._anchor = self._good
         judged = trainer.state.epoch > self._origin_epoch + _ORIGIN_EPOCHS
         if judged and (best.best_epoch or 0) > self._origin_epoch + 1:

@@ -101,8 +101,9 @@ def test_a_nan_at_one_step_is_rolled_back_the_rate_cut_and_the_run_completes(tmp
     assert data["status"] == "completed" and data["stop_reason"] == "max_epochs"
     [entry] = data["recoveries"]
     assert entry["iteration"] == 40 and entry["reason"] == "nonfinite_loss" and entry["attempt"] == 1
-    # the check at 40 (log_every 4) judges it; the newest good copy: the epoch's start (32) or a later check
-    assert 32 <= entry["rolled_back_to"] < 40 and entry["skipped"] == [entry["rolled_back_to"] + 1, 40]
+    # the check at 40 (log_every 4) judges it; the newest good copy is one of an earlier check
+    assert entry["rolled_back_to"] % 4 == 0 and entry["rolled_back_to"] < 40
+    assert entry["skipped"] == [entry["rolled_back_to"] + 1, 40]
     assert entry["changes"]["lr"] == [[0.1], [0.05]]
     rows = history(tmp_path / "run")
     assert len(rows) == 6 and rows["train_loss"].notna().all() and all(map(math.isfinite, rows["train_loss"]))
@@ -140,7 +141,7 @@ def test_a_huge_step_is_a_spike_rolled_back(tmp_path):
 
 def test_a_diagnosed_divergence_goes_back_to_the_best_validated_state(tmp_path):
     # (no step judged a spike: the divergence is found by the validations, as the diagnosis finds it)
-    train(tmp_path / "run", Recovery(spike=1e6), hot_epoch=4, max_epochs=10)
+    train(tmp_path / "run", Recovery(spike=1e6, keep_every=4), hot_epoch=4, max_epochs=10)
     data = record(tmp_path / "run")
     assert data["status"] == "completed"
     diverged = [e for e in data["recoveries"] if e["reason"] == "divergence"]
@@ -163,14 +164,14 @@ def test_without_trouble_recovery_changes_nothing(tmp_path):
 
 def test_attempts_exhausted_stop_the_run_as_before_with_the_attempts_recorded(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="monitor"):
-        train(tmp_path / "nan", Recovery(max_attempts=2), faults={"30": "nan"})  # NaN from step 30 on
+        train(tmp_path / "nan", Recovery(max_attempts=2, keep_every=4), faults={"30": "nan"})  # NaN from step 30 on
     data = record(tmp_path / "nan")
     assert data["status"] == "diverged" and data["stop_reason"] == "nonfinite_loss"
     assert [e["attempt"] for e in data["recoveries"]] == [1, 2, 3] and data["recoveries"][-1]["gave_up"]
-    # the second in a row goes back to the state of the newest best validation (epoch 1's, at 0.05 since the
-    # first rollback), cut harder: 0.05 x 0.5 ** 2
+    # the first goes back to the newest copy (28); the second in a row to the state of the newest best
+    # validation (epoch 2's, the restored one, at 0.05), cut harder: 0.05 x 0.5 ** 2
+    assert [e["rolled_back_to"] for e in data["recoveries"][:2]] == [28, 2 * STEPS]
     assert [e["changes"]["lr"][1] for e in data["recoveries"][:2]] == [[0.05], [0.0125]]
-    assert data["recoveries"][1]["rolled_back_to"] == STEPS
     assert any("giving up" in r.getMessage() for r in caplog.records)
 
     train(tmp_path / "spike", Recovery(max_attempts=1, window=20), faults={"70": "huge"})
