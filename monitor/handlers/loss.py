@@ -99,6 +99,9 @@ class TrainLoss(Serializable):
         self._max: torch.Tensor | float | None = None  # the epoch's highest step loss, on its device
         self._pending: list[torch.Tensor] = []  # the losses (off the host) of the steps not yet folded in
         self._first: float | None = None  # the run's first step loss
+        # Each step's loss (a number, or a tensor off the host), kept for a reader that drains it (Recovery's
+        # judgement every log_every steps) once one sets it to a list; None: kept for nobody.
+        self.recent: list[Any] | None = None
 
     def started(self, _: Engine) -> None:
         """A new epoch: start summing again (not when a resume goes on mid-epoch with its saved sum)."""
@@ -115,6 +118,8 @@ class TrainLoss(Serializable):
         if isinstance(loss, torch.Tensor) and loss.is_cpu and self.read_cpu_at_once and loss.numel() == 1:
             loss = loss.item()
         self._read = None
+        if self.recent is not None:
+            self.recent.append(loss if not isinstance(loss, torch.Tensor) else loss.detach())
         if isinstance(loss, float):
             self._count += 1
             self._sum = self._sum + loss

@@ -5,21 +5,23 @@ What the teams training the largest models do by hand (PaLM, OPT, BLOOM: restart
 before the spike, skip the batches around it, lower the rate), done in the running process:
 
 1. **Judge.** Every ``log_every`` steps and at each epoch's last (where monitor reads the loss
-   anyway: no host sync per step), before monitor's NaN check could end the run, the steps since
-   the last check: a non-finite loss, or a loss above ``spike`` times the *highest* of the last
-   ``window`` steps (a fine-tuned start's hard batches reach 100x the median step but stay within
-   a few times the highest). And at each validation, the diagnosis's divergence rule
-   (:func:`monitor.diagnosis.diverging`) on the rows since the last rollback: a loss risen to 10x
-   its lowest, an epoch's spike far above the others, a dead start. Under idist every rank's verdict
-   is gathered: a NaN on one rank rolls every rank back, at the same iteration.
+   anyway: no host sync and no work of its own per step; the losses are those ``TrainLoss`` reads),
+   before monitor's NaN check could end the run, the steps since the last check: a non-finite loss,
+   or a loss above ``spike`` times the *highest* of the last ``window`` steps (a fine-tuned start's
+   hard batches reach 100x the median step but stay within a few times the highest). And at each
+   validation, the diagnosis's divergence rule (:func:`monitor.diagnosis.diverging`) on the rows
+   since the last rollback: a loss risen to 10x its lowest, an epoch's spike far above the others,
+   a dead start. Under idist every rank's verdict is gathered: a NaN on one rank rolls every rank
+   back, at the same iteration.
 2. **Go back.** Good states are CPU copies of the model, the optimizers, the schedulers and the rest
    of ``to_save``, the epoch's loss sums and the parts, each taken only after the steps before it
    were judged: every ``keep_every`` iterations and at each epoch's start, or by default every so
    many steps that the copies take at most ``max_share`` (1%) of the time, at an epoch's start when
-   one is due or the last validation was a new best, and after each validation within an epoch. A step's trouble goes back to the newest; if it comes back, to the state
-   of the newest best validation (before the first, the run's start). A divergence goes back to the
-   state of the newest best validation before its rise began (or to where the run, or the last
-   rollback, started, for a run knocked out at once).
+   one is due or the last validation was a new best, and after each validation within an epoch. A
+   step's trouble goes back to the newest; if it comes back, to the state of the newest best
+   validation (before the first, the run's start). A divergence goes back to the state of the
+   newest best validation before its rise began (or to where the run, or the last rollback,
+   started, for a run knocked out at once).
 3. **Adjust**, in this order: every parameter group's rate (and a schedule's base, peak and floor
    rates: torch schedulers, Ignite's parameter schedulers on the trainer) times ``lr_factor`` (the
    n-th rollback in a row times ``lr_factor ** n``); optionally the optimizer's moments cleared
@@ -66,7 +68,6 @@ from monitor.core._checks import positive_int
 from monitor.core._position import done_in_epoch, is_mid_epoch
 from monitor.core.status import StopReason, parse_reason, reason_value
 from monitor.diagnosis import diverging
-from monitor.handlers.loss import loss_from_output
 from monitor.handlers.part import PartContext
 from monitor.runtime.distributed import gather_json
 from monitor.store.history import TIMING_COLUMNS
@@ -198,8 +199,8 @@ class Recovery:
         self._context: PartContext | None = None
         self._trainer: Engine | None = None
         self._losses: deque[float] = deque(maxlen=self.window)  # the judged steps
-        self._pending: list[Any] = []  # this step's and the earlier unjudged steps' losses
-        self._pending_from = 0  # the iteration of the first of them
+        self._pending: list[float] = []  # the unjudged steps' losses a resume brought (then TrainLoss's recent)
+        self._recent: list[Any] = []  # TrainLoss's list of each step's loss, drained at each judgement
         self._clean_from = 0  # the iteration the current trouble-free stretch began at
         self._rows: list[dict[str, Any]] = []  # the history rows since the last rollback (the divergence rule's)
         self._good: _Copy | None = None  # the newest good state
@@ -222,7 +223,6 @@ class Recovery:
     def attach(self, context: PartContext) -> None:
         self.check(context)
         self._context, self._trainer = context, context.trainer
-        context.on_step(self._step)
         context.on_check(self._judge)
         context.trainer.add_event_handler(Events.STARTED, self._started)
         context.trainer.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
@@ -241,31 +241,32 @@ class Recovery:
         return {"recoveries": [dict(r) for r in self.recoveries]}
 
     # -- every step, every check ----------------------------------------------------------------
-    def _step(self, trainer: Engine) -> None:
-        loss = loss_from_output(trainer.state.output)
-        if not self._pending:
-            self._pending_from = trainer.state.iteration
-        if isinstance(loss, torch.Tensor):
-            loss = loss.detach()
-            if loss.is_cpu and loss.numel() == 1:
-                loss = loss.item()
-        self._pending.append(loss)
+    def _bind(self) -> None:
+        """Read the steps' losses from TrainLoss (which reads each step's loss anyway): no work of its own
+        per step."""
+        assert self._context is not None
+        train_loss = self._context.objects.get("train_loss")
+        if train_loss is not None and getattr(train_loss, "recent", None) is None:
+            train_loss.recent = self._recent
 
     def _pending_losses(self) -> list[float]:
         """The unjudged steps' losses as numbers (one host read for those on a device)."""
-        on_device = [i for i, x in enumerate(self._pending) if isinstance(x, torch.Tensor)]
-        losses = [x if isinstance(x, float) else math.nan for x in self._pending]
+        pending = self._recent
+        on_device = [i for i, x in enumerate(pending) if isinstance(x, torch.Tensor)]
+        losses = [float(x) if not isinstance(x, torch.Tensor) else math.nan for x in pending]
         if on_device:
             with torch.no_grad():
-                read = torch.stack([self._pending[i].reshape(()).float() for i in on_device]).tolist()
+                read = torch.stack([pending[i].reshape(()).float() for i in on_device]).tolist()
             for i, value in zip(on_device, read, strict=True):
                 losses[i] = float(value)
-        return losses
+        return self._pending + losses
 
     def _judge(self, trainer: Engine) -> None:
         """Judge the steps since the last check; roll back on trouble, else keep a good copy when due."""
-        losses, first = self._pending_losses(), self._pending_from
+        losses = self._pending_losses()
+        first = trainer.state.iteration - len(losses) + 1  # every step's, in order, since the last judgement
         self._pending = []
+        self._recent.clear()
         trouble: tuple[int, str, float] | None = None
         highest = max(self._losses) if len(self._losses) >= _MIN_WINDOW else None
         for i, loss in enumerate(losses):
@@ -335,6 +336,7 @@ class Recovery:
 
     def _started(self, trainer: Engine) -> None:
         self._since = time.perf_counter()
+        self._bind()
         for copy in (self._good, self._anchor, self._origin):
             if copy is not None and copy.state is None:  # saved as "the checkpoint's own state": taken anew
                 copy.state = self._copy(trainer).state
@@ -384,7 +386,7 @@ class Recovery:
             self._recover(trainer, int(finding.iteration or trainer.state.iteration), "divergence",
                           float(value) if isinstance(value, (int, float)) else math.nan, target=target,
                           validated=True)
-        elif is_mid_epoch(trainer.state) and not self._pending:
+        elif is_mid_epoch(trainer.state) and not self._pending and not self._recent:
             self.keep(trainer)  # a validation within the epoch: no rollback goes back past its row
 
     # -- the rollback ---------------------------------------------------------------------------
@@ -422,6 +424,7 @@ class Recovery:
         self.recoveries.append(entry)
         self._clean_from = state.iteration
         self._pending = []
+        self._recent.clear()
         _say("Recovery: %s at iteration %d (loss %s): rolled back to iteration %d, skipping the %d batches "
              "after it%s (attempt %d of %d).", reason.replace("_", " "), iteration, _loss_text(loss),
              target.iteration, state.iteration - target.iteration,
@@ -468,7 +471,7 @@ class Recovery:
     def state_dict(self) -> OrderedDict[str, Any]:
         trainer = self._trainer
         here = None if trainer is None else trainer.state.iteration
-        own = {"losses": list(self._losses), "pending": self._pending_losses(), "pending_from": self._pending_from}
+        own = {"losses": list(self._losses), "pending": self._pending_losses()}
         copies: list[_Copy] = []
         for copy in (self._good, self._anchor, self._origin):
             if copy is not None and all(copy is not c for c in copies):
@@ -508,7 +511,8 @@ class Recovery:
         self._good, self._anchor, self._origin = (pick(state_dict[k]) for k in ("good", "anchor", "origin"))
         self._origin_epoch = int(state_dict["origin_epoch"])
         self._losses = deque((float(x) for x in own["losses"]), maxlen=self.window)
-        self._pending, self._pending_from = [float(x) for x in own["pending"]], int(own["pending_from"])
+        self._pending = [float(x) for x in own["pending"]]
+        self._recent.clear()
 
 
 @dataclass
