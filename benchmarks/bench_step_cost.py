@@ -18,7 +18,7 @@ again" (their difference is the noise floor, printed beside), monitor at its def
 (``attach_monitoring``; the checkpoint budget makes no save in so short a run), and monitor with a
 last checkpoint every epoch (so each epoch pays for one), and monitor with ``parts=[Recovery()]``
 (its per-step loss list, its judgement every ``log_every`` steps and its good copies, printed over
-monitor's defaults), interleaved in a rotating order, one thread; medians over ``--rounds``.
+monitor's defaults; and its checks alone, with ``keep_every`` too large for a copy within an epoch), interleaved in a rotating order, one thread; medians over ``--rounds``.
 """
 from __future__ import annotations
 
@@ -80,7 +80,8 @@ def costs(variant: str, steps: int, workdir: Path, *, empty: bool, epochs: int =
             trainer, evaluator, val_loader, run_dir=Path(tempfile.mkdtemp(dir=workdir)) / "run",
             objective=monitor.Objective("loss", mode="min"), to_save={"model": model, "optimizer": optimizer},
             early_stopping=None, checkpoints=monitor.Checkpoints(every=every, restore_best=False),
-            parts=[monitor.Recovery()] if variant == "monitor, Recovery()" else [],
+            parts=[monitor.Recovery()] if variant == "monitor, Recovery()" else
+            [monitor.Recovery(keep_every=10**9)] if variant == "monitor, Recovery() checks" else [],
         )
         with run:
             trainer.run(train_loader, max_epochs=epochs + 1)
@@ -95,7 +96,8 @@ def costs(variant: str, steps: int, workdir: Path, *, empty: bool, epochs: int =
 
 
 def measure(rounds: int, workdir: Path, *, empty: bool, steps: int) -> None:
-    variants = ("bare", "bare again", "monitor", "monitor, checkpoint every epoch", "monitor, Recovery()")
+    variants = ("bare", "bare again", "monitor", "monitor, checkpoint every epoch", "monitor, Recovery()",
+                "monitor, Recovery() checks")
     found: dict[str, list[tuple[float, float]]] = {v: [] for v in variants}
     for r in range(rounds):
         for v in variants[r % len(variants):] + variants[: r % len(variants)]:
@@ -108,6 +110,7 @@ def measure(rounds: int, workdir: Path, *, empty: bool, steps: int) -> None:
     for name, variant, base in (("monitor (defaults) over bare", "monitor", "bare"),
                                 ("monitor, a checkpoint each epoch", "monitor, checkpoint every epoch", "bare"),
                                 ("Recovery() over monitor (defaults)", "monitor, Recovery()", "monitor"),
+                                ("  its checks alone (no copies)", "monitor, Recovery() checks", "monitor"),
                                 ("bare again over bare (noise)", "bare again", "bare")):
         step = [a[0] - b[0] for a, b in zip(found[variant], found[base], strict=True)]
         epoch = [a[1] - b[1] for a, b in zip(found[variant], found[base], strict=True)]
