@@ -18,7 +18,8 @@ again" (their difference is the noise floor, printed beside), monitor at its def
 (``attach_monitoring``; the checkpoint budget makes no save in so short a run), and monitor with a
 last checkpoint every epoch (so each epoch pays for one), and monitor with ``parts=[Recovery()]``
 (its per-step loss list, its judgement every ``log_every`` steps and its good copies, printed over
-monitor's defaults; and its checks alone, with ``keep_every`` too large for a copy within an epoch), interleaved in a rotating order, one thread; medians over ``--rounds``.
+monitor's defaults; and its checks alone, with ``keep_every`` too large for a copy within an
+epoch), interleaved in a rotating order, one thread; medians over ``--rounds``.
 """
 from __future__ import annotations
 
