@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import torch
-from ignite.engine import Events
+from ignite.engine import Engine, Events
 from ignite.metrics import Accuracy, Loss
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
@@ -84,6 +84,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="add Gaussian noise of this std to each training sample as it is loaded")
     parser.add_argument("--loader-seed", type=int, default=None,
                         help="give the training DataLoader its own generator with this seed")
+    parser.add_argument("--recovery", action="store_true",
+                        help="roll back a NaN, a loss spike or a divergence, cut the rate and go on (monitor.Recovery)")
+    parser.add_argument("--keep-every", type=int, default=None, metavar="N",
+                        help="with --recovery: a good copy every N iterations (default: on a 1%% time budget)")
+    parser.add_argument("--nan-at", type=int, default=None, metavar="ITERATION",
+                        help="corrupt the batch of this iteration with NaN (to see --recovery at work)")
     return parser.parse_args(argv)
 
 
@@ -111,6 +117,12 @@ def main(argv: list[str] | None = None) -> monitor.Monitor:
     loss_fn = nn.CrossEntropyLoss()
     trainer = monitor.build_trainer(model, optimizer, loss_fn)
     evaluator = monitor.build_evaluator(model, {"accuracy": Accuracy(), "loss": Loss(loss_fn)})
+    if args.nan_at is not None:
+        @trainer.on(Events.GET_BATCH_COMPLETED)
+        def corrupt(engine: Engine) -> None:  # a corrupt sample: NaN inputs, NaN loss, NaN weights after the step
+            if engine.state.iteration + 1 == args.nan_at:
+                x, y = engine.state.batch
+                engine.state.batch = (x * float("nan"), y)
 
     run = monitor.attach_monitoring(
         trainer, evaluator, val_loader,
@@ -127,6 +139,7 @@ def main(argv: list[str] | None = None) -> monitor.Monitor:
         validate_on=Events.EPOCH_COMPLETED if args.validate_every is None
         else Events.ITERATION_COMPLETED(every=args.validate_every),
         max_time=args.max_time,
+        parts=[monitor.Recovery(keep_every=args.keep_every)] if args.recovery else [],
         resume=args.resume,
         overwrite=args.overwrite,
     )

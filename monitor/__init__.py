@@ -59,6 +59,7 @@ _EXPORTS = {
     "attach_grad_norm": "monitor.handlers.outputs",
     "attach_lr_on_plateau": "monitor.handlers.plateau",
     "Recovery": "monitor.handlers.recovery",
+    "SkipStep": "monitor.runtime.skip",
 }
 # Submodules reachable as attributes (``monitor.store.manifest.Manifest``) without importing them first.
 _SUBMODULES = ("compose", "core", "diagnosis", "handlers", "review", "runtime", "store")
@@ -112,6 +113,7 @@ __all__ = [
     "attach_lr_on_plateau",
     "attach_grad_norm",
     "Recovery",
+    "SkipStep",
 ]
 
 
@@ -157,5 +159,6 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
     from monitor.runtime.checkpoint_io import CheckpointError
     from monitor.runtime.distributed import UnpaddedDistributedSampler, validation_loader
     from monitor.runtime.engines import build_evaluator, build_trainer
+    from monitor.runtime.skip import SkipStep
     from monitor.store.history import History
     from monitor.store.lock import RunDirectoryBusy, RunDirectoryLost

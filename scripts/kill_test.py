@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/kill_test.py --kills 200          # about 8 minutes on 2 cores
     .venv/bin/python scripts/kill_test.py --kills 200 --long-epoch --loader generator   # or global, workers, augmented
+    .venv/bin/python scripts/kill_test.py --kills 50 --recovery   # a NaN batch at iteration 300, rolled back
 
 ``--long-epoch``: 438 iterations per epoch (batch 8), validation every 100 iterations, a last
 checkpoint every 50 iterations, 3 epochs; kills land inside epochs, and each resume continues
@@ -9,7 +10,10 @@ mid-epoch. ``--loader``: the DataLoader shuffles with the global RNG, with its o
 with 2 worker processes, or with 2 worker processes that add random noise to each sample as they
 load it (a random transform: each worker's RNG must be replayed too). It also prints the most
 iterations a resume had to redo (the progress a kill lost: from the newest checkpoint on disk to
-the last training-loss point the killed run wrote).
+the last training-loss point the killed run wrote). ``--recovery``: the case study with
+``monitor.Recovery(keep_every=20)`` and a NaN batch at iteration 300 (epoch 6): kills land before,
+during and after the rollback, and the resumed run must end as the uninterrupted recovered one
+(its ``recoveries`` in run.json included).
 
 Each trial runs the case study in a fresh folder, kills it at a random instant (during start-up,
 training, a checkpoint save, anywhere), resumes it with --resume, and repeats until a resume runs to
@@ -39,6 +43,7 @@ from tests.crash_helpers import assert_same_outcome, case_study, outcome, start_
 
 LONG_EPOCH = ["--batch-size", "8", "--validate-every", "100", "--checkpoint-every", "iteration:50",
               "--max-epochs", "3", "--patience", "1000"]
+RECOVERY = ["--recovery", "--keep-every", "20", "--nan-at", "300"]
 LOADERS = {"global": [], "generator": ["--loader-seed", "7"], "workers": ["--num-workers", "2"],
            "augmented": ["--num-workers", "2", "--augment", "0.02"]}  # random transforms in the workers
 
@@ -89,9 +94,11 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--long-epoch", action="store_true", help="long epochs, checkpoints within them")
     parser.add_argument("--loader", choices=sorted(LOADERS), default="global")
+    parser.add_argument("--recovery", action="store_true", help="a NaN batch at iteration 300, rolled back")
     args = parser.parse_args()
     extra = [*LONG_EPOCH] if args.long_epoch else []
     extra += LOADERS[args.loader]
+    extra += RECOVERY if args.recovery else []
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="kill_test-"))
     reference_dir = work / "reference"
@@ -137,6 +144,7 @@ def main() -> int:
         print(f"trial {totals['trials']}: {kills_here} kills; totals {totals}", flush=True)
 
     mode = f"long epochs, loader {args.loader}" if args.long_epoch else f"loader {args.loader}"
+    mode += ", a NaN batch rolled back by Recovery" if args.recovery else ""
     print(f"\nkill test of the case study ({mode}; kill -9 at random instants, then --resume)")
     for key, value in totals.items():
         print(f"  {key:34s} {value}")

@@ -77,7 +77,7 @@ def outcome(run_dir: Path) -> dict[str, object]:
     best = {p.name: torch.load(p) for p in sorted(checkpoints.glob("best_*.pt"))}
     return {
         "history": pd.read_csv(run_dir / "history.csv").drop(columns=TIME_COLUMNS),
-        "record": {k: record[k] for k in ("status", "stop_reason", "epochs_completed", "best")},
+        "record": {k: record.get(k) for k in ("status", "stop_reason", "epochs_completed", "best", "recoveries")},
         "best_files": best,
         "last_files": sorted(p.name for p in checkpoints.glob("last_*.pt")),
         "stray_files": sorted(p.name for p in checkpoints.iterdir() if p.name.startswith(".tmp")),

@@ -251,6 +251,9 @@ def attach_monitoring(
         scaler = getattr(trainer.state, "scaler", None)  # Ignite's AMP GradScaler (create_supervised_trainer)
         if scaler is not None and hasattr(scaler, "state_dict") and "scaler" not in to_save:
             objects["scaler"] = scaler
+        skip_step = getattr(trainer.state, "skip_step", None)  # build_trainer(skip_step=SkipStep(...))
+        if skip_step is not None and "skip_step" not in to_save:
+            objects["skip_step"] = skip_step
         context.objects.update(objects)  # what a part may restore (Recovery's rollback)
         last_checkpoint = last_checkpointer(trainer, objects, paths.checkpoints, writer=writer)
         apply_resume(plan, objects=objects, paths=paths, last_checkpoint=last_checkpoint)

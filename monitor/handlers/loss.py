@@ -114,7 +114,12 @@ class TrainLoss(Serializable):
         # and cheaper than any tensor op) and summed in Python. On another device it joins a list,
         # summed and its highest taken on the device every few steps (_fold), by the check and by
         # every read: 3 kernels queued per fold instead of 2 per step, and no host sync.
-        loss = self.output_transform(self.trainer.state.output)
+        output: Any = self.trainer.state.output
+        if type(output) is dict and output.get("skipped"):  # a step SkipStep left out: not trained, not counted
+            if self.recent is not None:
+                self.recent.append(None)
+            return
+        loss = self.output_transform(output)
         if isinstance(loss, torch.Tensor) and loss.is_cpu and self.read_cpu_at_once and loss.numel() == 1:
             loss = loss.item()
         self._read = None

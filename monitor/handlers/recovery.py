@@ -199,7 +199,7 @@ class Recovery:
         self._context: PartContext | None = None
         self._trainer: Engine | None = None
         self._losses: deque[float] = deque(maxlen=self.window)  # the judged steps
-        self._pending: list[float] = []  # the unjudged steps' losses a resume brought (then TrainLoss's recent)
+        self._pending: list[float | None] = []  # the unjudged steps' losses a resume brought (then TrainLoss's)
         self._recent: list[Any] = []  # TrainLoss's list of each step's loss, drained at each judgement
         self._clean_from = 0  # the iteration the current trouble-free stretch began at
         self._rows: list[dict[str, Any]] = []  # the history rows since the last rollback (the divergence rule's)
@@ -249,11 +249,13 @@ class Recovery:
         if train_loss is not None and getattr(train_loss, "recent", None) is None:
             train_loss.recent = self._recent
 
-    def _pending_losses(self) -> list[float]:
-        """The unjudged steps' losses as numbers (one host read for those on a device)."""
+    def _pending_losses(self) -> list[float | None]:
+        """The unjudged steps' losses as numbers (one host read for those on a device; ``None`` for a
+        step SkipStep left out)."""
         pending = self._recent
         on_device = [i for i, x in enumerate(pending) if isinstance(x, torch.Tensor)]
-        losses = [float(x) if not isinstance(x, torch.Tensor) else math.nan for x in pending]
+        losses: list[float | None] = [None if x is None else float(x) if not isinstance(x, torch.Tensor) else math.nan
+                                      for x in pending]
         if on_device:
             with torch.no_grad():
                 read = torch.stack([pending[i].reshape(()).float() for i in on_device]).tolist()
@@ -270,6 +272,8 @@ class Recovery:
         trouble: tuple[int, str, float] | None = None
         highest = max(self._losses) if len(self._losses) >= _MIN_WINDOW else None
         for i, loss in enumerate(losses):
+            if loss is None:
+                continue  # left out by SkipStep
             if not math.isfinite(loss):
                 trouble = (first + i, "nonfinite_loss", loss)
                 break
@@ -281,7 +285,8 @@ class Recovery:
                                          if v is not None]
             first_seen = min(verdicts, key=lambda v: int(v[0])) if verdicts else None
             trouble = None if first_seen is None else (int(first_seen[0]), str(first_seen[1]), float(first_seen[2]))
-        self._losses.extend(losses if trouble is None else losses[:max(0, trouble[0] - first)])
+        self._losses.extend(x for x in (losses if trouble is None else losses[:max(0, trouble[0] - first)])
+                            if x is not None)
         if trouble is not None:
             # The first rollback of a row goes to the newest good copy; if the trouble comes back, that copy
             # was judged against steps already going wrong: further back, to the state of the newest best
@@ -511,7 +516,7 @@ class Recovery:
         self._good, self._anchor, self._origin = (pick(state_dict[k]) for k in ("good", "anchor", "origin"))
         self._origin_epoch = int(state_dict["origin_epoch"])
         self._losses = deque((float(x) for x in own["losses"]), maxlen=self.window)
-        self._pending = [float(x) for x in own["pending"]]
+        self._pending = [None if x is None else float(x) for x in own["pending"]]
         self._recent.clear()
 
 

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from ignite.engine import Engine, Events
 
 from monitor.core._checks import positive_int
-from monitor.core._position import is_last_of_epoch
 
 __all__ = ["StepWork"]
 
@@ -57,9 +56,12 @@ class StepWork:
             work(engine)
         for work in self.every_step:
             work(engine)
-        if self.checks and (engine.state.iteration % self.log_every == 0 or is_last_of_epoch(engine.state)):
-            for work in self.checks:
-                work(engine)
+        if self.checks:  # each log_every steps and at an epoch's last (is_last_of_epoch, inlined)
+            state = engine.state
+            if state.iteration % self.log_every == 0 or (
+                    state.epoch_length is not None and state.iteration % state.epoch_length == 0):
+                for work in self.checks:
+                    work(engine)
         if engine.state.iteration % self.log_every == 0:
             for work in self.every_log:
                 work(engine)

@@ -9,6 +9,8 @@ import torch
 from ignite.engine import Engine, create_supervised_evaluator, create_supervised_trainer
 from ignite.metrics import Metric
 
+from monitor.runtime.skip import SkippingOptimizer, SkipStep, judged_loss
+
 __all__ = ["build_trainer", "build_evaluator"]
 
 
@@ -18,12 +20,19 @@ def _loss_output(x: Any, y: Any, y_pred: Any, loss: torch.Tensor) -> dict[str, t
     return {"loss": loss.detach()}
 
 
+def _skipped_output(skip: SkipStep) -> Callable[[Any, Any, Any, torch.Tensor], dict[str, Any]]:
+    def output(x: Any, y: Any, y_pred: Any, loss: torch.Tensor) -> dict[str, Any]:
+        return {"loss": loss.detach(), "skipped": float(skip.last)}  # the train_skipped column: the share skipped
+    return output
+
+
 def build_trainer(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     loss_fn: Callable[[Any, Any], torch.Tensor] | torch.nn.Module,
     *,
     device: str | torch.device | None = None,
+    skip_step: SkipStep | None = None,
     **kwargs: Any,
 ) -> Engine:
     """A supervised training ``Engine`` whose ``state.output`` is ``{"loss": tensor}``.
@@ -36,6 +45,9 @@ def build_trainer(
         optimizer: its optimizer.
         loss_fn: ``loss_fn(y_pred, y)`` returning a scalar tensor.
         device: where batches go (``None``: leave them where they are).
+        skip_step: a :class:`~monitor.SkipStep`: a step whose loss is non-finite or far above the
+            last ones is not applied (its share of each epoch is the ``train_skipped`` column; its
+            state is in monitor's last checkpoint, as ``trainer.state.skip_step``). Default None.
         kwargs: passed to :func:`ignite.engine.create_supervised_trainer` (``prepare_batch``,
             ``amp_mode``, ``gradient_accumulation_steps``, ...); not ``output_transform``.
 
@@ -63,9 +75,16 @@ def build_trainer(
             model = idist.auto_model(model)
         optimizer = idist.auto_optim(optimizer)
         device = idist.device() if device is None else device
-    return create_supervised_trainer(
-        model, optimizer, loss_fn, device=device, output_transform=_loss_output, **kwargs
-    )
+    if skip_step is None:
+        return create_supervised_trainer(model, optimizer, loss_fn, device=device, output_transform=_loss_output,
+                                         **kwargs)
+    if not isinstance(skip_step, SkipStep):
+        raise TypeError(f"Argument skip_step should be a monitor.SkipStep or None, got {skip_step!r}.")
+    trainer = create_supervised_trainer(
+        model, SkippingOptimizer(optimizer, skip_step), judged_loss(loss_fn, skip_step),  # type: ignore[arg-type]
+        device=device, output_transform=_skipped_output(skip_step), **kwargs)
+    trainer.state.skip_step = skip_step  # type: ignore[attr-defined]  # into the last checkpoint, as the scaler is
+    return trainer
 
 
 def build_evaluator(

@@ -216,3 +216,56 @@ def test_a_rate_cut_without_an_optimizer_is_refused_at_attach(tmp_path):
                           objective=Objective("loss", mode="min"), to_save={"model": s["model"]},
                           parts=[Recovery()])
     assert not (tmp_path / "run").exists()
+
+
+def skipping_run(run_dir, *, faults, crash_at=None, resume=False, max_epochs=4):
+    s = setup(faults)
+    skip = monitor.SkipStep(factor=10, window=20)
+    s["trainer"] = trainer = monitor.build_trainer(s["model"], s["optimizer"], s["loss"], skip_step=skip)
+    s["loss"].trainer = trainer
+    if crash_at is not None:
+        @trainer.on(Events.ITERATION_COMPLETED(once=crash_at))
+        def crash(_):
+            raise RuntimeError("killed")
+    run = attach_monitoring(
+        trainer, s["evaluator"], s["val_loader"], run_dir=run_dir, objective=Objective("loss", mode="min"),
+        to_save={"model": s["model"], "optimizer": s["optimizer"]}, early_stopping=None, resume=resume,
+        checkpoints=Checkpoints(every=Events.ITERATION_COMPLETED(every=5), restore_best=False),
+    )
+    with run:
+        if crash_at is None:
+            trainer.run(s["train_loader"], max_epochs=max_epochs)
+        else:
+            with pytest.raises(RuntimeError, match="killed"):
+                trainer.run(s["train_loader"], max_epochs=max_epochs)
+    return s, skip
+
+
+def test_skip_step_leaves_out_the_steps_it_judges_and_counts_them_in_a_column(tmp_path):
+    s, skip = skipping_run(tmp_path / "run", faults={40: "nan", 45: "huge"})
+    assert skip.skipped == 2
+    rows = history(tmp_path / "run")
+    assert rows["train_skipped"].tolist() == [0.0, 0.0, 2 / STEPS, 0.0]  # epoch 3's share of skipped steps
+    assert all(torch.isfinite(p).all() for p in s["model"].parameters())  # neither step reached the weights
+    plain, _ = skipping_run(tmp_path / "plain", faults={})
+    assert history(tmp_path / "plain")["train_skipped"].sum() == 0  # a healthy run skips nothing
+
+
+def test_skip_step_resumes_exactly(tmp_path):
+    whole, _ = skipping_run(tmp_path / "whole", faults={40: "nan", 45: "huge"})
+    skipping_run(tmp_path / "split", faults={40: "nan", 45: "huge"}, crash_at=43)
+    split, skip = skipping_run(tmp_path / "split", faults={40: "nan", 45: "huge"}, resume=True)
+    a, b = (history(tmp_path / n).drop(columns=list(TIMING_COLUMNS)) for n in ("whole", "split"))
+    pd.testing.assert_frame_equal(a, b)
+    assert skip.skipped == 2  # the one before the kill came back with the checkpoint
+    for p, q in zip(whole["model"].parameters(), split["model"].parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"factor": 1}, "factor should be a number above 1, got 1"),
+    ({"window": 3}, "window should be at least 20 steps, got 3"),
+])
+def test_skip_step_refuses_bad_settings(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        monitor.SkipStep(**kwargs)
