@@ -70,7 +70,7 @@ def _configuration(record: dict[str, Any]) -> list[tuple[str, Any]]:
         rows.append(("objective", f"{objective.get('metric')} ({objective.get('mode')}), threshold "
                                   f"{objective.get('threshold')} {objective.get('threshold_mode')}, warm-up "
                                   f"{objective.get('warmup')}"))
-    for key in ("early_stopping", "lr_on_plateau", "n_saved", "max_epochs", "epoch_length", "seed"):
+    for key in ("early_stopping", "lr_on_plateau", "recovery", "n_saved", "max_epochs", "epoch_length", "seed"):
         if record.get(key) is not None:
             rows.append((key.replace("_", " "), record[key]))
     rows += [(f"hparam {k}", v) for k, v in (record.get("hparams") or {}).items()]

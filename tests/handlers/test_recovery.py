@@ -8,7 +8,7 @@ import math
 import pandas as pd
 import pytest
 import torch
-from ignite.engine import Events
+from ignite.engine import Engine, Events
 from ignite.metrics import Loss
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -269,3 +269,29 @@ def test_skip_step_resumes_exactly(tmp_path):
 def test_skip_step_refuses_bad_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):
         monitor.SkipStep(**kwargs)
+
+
+def test_skip_step_in_a_users_own_step(tmp_path):
+    s = setup({30: "nan"})
+    skip = monitor.SkipStep()
+    model, optimizer, loss_fn = s["model"], s["optimizer"], s["loss"]
+
+    def step(engine, batch):  # the docstring's recipe
+        model.train()
+        optimizer.zero_grad()
+        x, y = batch
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        skipped = skip.judge(loss)
+        if not skipped:
+            optimizer.step()
+        return {"loss": loss.detach(), "skipped": float(skipped)}
+
+    trainer = loss_fn.trainer = Engine(step)
+    run = attach_monitoring(trainer, s["evaluator"], s["val_loader"], run_dir=tmp_path / "run",
+                            objective=Objective("loss", mode="min"), to_save={"model": model, "optimizer": optimizer},
+                            early_stopping=None)
+    with run:
+        trainer.run(s["train_loader"], max_epochs=3)
+    assert record(tmp_path / "run")["status"] == "completed" and skip.skipped == 1
+    assert history(tmp_path / "run")["train_skipped"].tolist() == [0.0, 1 / STEPS, 0.0]
