@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TRACKERS := $(VENV)/.trackers
 ARGS ?= --overwrite
 
 .PHONY: run test lint install clean bench
@@ -13,6 +14,11 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test]"
 	touch $(STAMP)
+
+# The tests of the MLflow and Optuna parts need their extras (not needed to run the case study).
+$(TRACKERS): $(STAMP)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[mlflow,optuna]"
+	touch $(TRACKERS)
 
 install: $(STAMP)
 
@@ -23,7 +29,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check monitor tests examples scripts benchmarks
 	$(BIN)/mypy --strict monitor
 
-test: lint
+test: lint $(TRACKERS)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

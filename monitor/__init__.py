@@ -60,6 +60,9 @@ _EXPORTS = {
     "attach_lr_on_plateau": "monitor.handlers.plateau",
     "Recovery": "monitor.handlers.recovery",
     "SkipStep": "monitor.runtime.skip",
+    "MLflow": "monitor.handlers.tracking",
+    "Tracker": "monitor.handlers.tracking",
+    "OptunaPruning": "monitor.handlers.sweep",
 }
 # Submodules reachable as attributes (``monitor.store.manifest.Manifest``) without importing them first.
 _SUBMODULES = ("compose", "core", "diagnosis", "handlers", "review", "runtime", "store")
@@ -114,6 +117,9 @@ __all__ = [
     "attach_grad_norm",
     "Recovery",
     "SkipStep",
+    "MLflow",
+    "Tracker",
+    "OptunaPruning",
 ]
 
 
@@ -149,7 +155,9 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
     from monitor.handlers.progress import attach_progress_bar
     from monitor.handlers.recovery import Recovery
     from monitor.handlers.stopping import EarlyStoppingHandler, attach_early_stopping
+    from monitor.handlers.sweep import OptunaPruning
     from monitor.handlers.tensorboard import attach_tensorboard
+    from monitor.handlers.tracking import MLflow, Tracker
     from monitor.handlers.validation import attach_validation
     from monitor.review.events import read_scalars
     from monitor.review.html import to_html

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from monitor.review.cli import main as cli_main
 
@@ -54,3 +55,16 @@ def test_own_engines_example_monitors_hand_built_engines(tmp_path, capsys):
 def test_report_of_a_missing_run_is_a_one_line_error(tmp_path, capsys):
     assert cli_main(["report", str(tmp_path / "nope")]) == 2
     assert capsys.readouterr().err.strip() == f"monitor: {str(tmp_path / 'nope')!r}: no such run directory"
+
+
+def test_sweep_example_runs_a_study_whose_trials_are_monitored_runs(tmp_path, capsys):
+    pytest.importorskip("optuna")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+    import sweep
+
+    study = sweep.main(["--folder", str(tmp_path / "sweep"), "--trials", "3", "--max-epochs", "6"])
+    assert (tmp_path / "sweep" / "study.db").exists() and len(study.trials) == 3
+    for trial in study.trials:
+        record = json.loads((Path(trial.user_attrs["run_dir"]) / "run.json").read_text())
+        assert record["status"] in ("completed", "early_stopped") and record["hparams"] == trial.params
+    assert "Best trial:" in capsys.readouterr().out

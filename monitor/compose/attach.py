@@ -173,7 +173,7 @@ def attach_monitoring(
     step = StepWork(log_every=log_every, last_apart=not _once_per_epoch(validate_on)).attach(trainer)
     context = PartContext(trainer=trainer, evaluator=evaluator, objective=objective, best=best, model=model,
                           optimizer=first_optimizer, step_work=step.first, to_save_keys=tuple(to_save),
-                          check_work=step.checks)
+                          check_work=step.checks, run_dir=Path(run_dir))
     for part in parts:
         check = getattr(part, "check", None)
         if callable(check):
@@ -193,6 +193,7 @@ def attach_monitoring(
         "to_save": state_types,
     }
     config.update((part.key, dict(part.config())) for part in parts)  # the settings of each part
+    context.config = config
 
     # Rank 0 checks and locks the folder; its verdict (or error) reaches every rank.
     on_main_process(lambda: str(prepare_run_dir(run_dir, resume=resume, overwrite=overwrite, lock=lock).root))

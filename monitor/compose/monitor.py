@@ -317,6 +317,13 @@ class Monitor:
         if self.tensorboard is not None:
             self.tensorboard.writer.flush()
         self._restore_best_weights(after_error)
+        for part in self.parts:  # a tracker logs the outcome, now that it is recorded
+            ended = getattr(part, "ended", None)
+            if callable(ended):
+                try:
+                    ended(self)
+                except Exception as e:  # a part's report never changes how the run ended
+                    logger.error("Part %r could not report the end of the run: %s", part.key, e)
         best = "-" if self.best.best_value is None else f"{self.best.best_value:.6g}"
         logger.info(
             "Run %s ended: %s (%s) after %d epochs; best %s=%s at epoch %s",

@@ -35,6 +35,7 @@ class StopReason(str, Enum):
     TIME_LIMIT = "time_limit"  # max_time reached: a checkpoint is written and resume continues
     FAILED = "failed"
     TERMINATED = "terminated"  # trainer.terminate() called by a handler monitor does not own
+    PRUNED = "pruned"  # an Optuna pruner ended the trial (OptunaPruning): early stopping across trials
 
     @property
     def status(self) -> RunStatus:
@@ -46,6 +47,7 @@ _STATUS = {
     StopReason.PATIENCE_EXHAUSTED: RunStatus.EARLY_STOPPED,
     StopReason.TARGET_REACHED: RunStatus.EARLY_STOPPED,
     StopReason.TERMINATED: RunStatus.EARLY_STOPPED,
+    StopReason.PRUNED: RunStatus.EARLY_STOPPED,
     StopReason.DIVERGED: RunStatus.DIVERGED,
     StopReason.NONFINITE_METRIC: RunStatus.DIVERGED,
     StopReason.NONFINITE_LOSS: RunStatus.DIVERGED,

@@ -16,7 +16,9 @@ A part is one object that:
   monitor touches the run folder; ``attach`` follows it;
 - optionally ``record()``: top-level fields it keeps in ``run.json`` (e.g. ``recoveries``), read at
   each write of it, and ``stop_reason``: a :class:`~monitor.core.status.StopReason` once it stopped
-  the run (``None`` before), which ``Monitor`` reports as the run's.
+  the run (``None`` before), which ``Monitor`` reports as the run's; and ``ended(run)``, called
+  with the :class:`~monitor.Monitor` once the run's end is recorded (status, stop reason,
+  findings and ``run.json`` final): where a tracker logs the outcome.
 
 Examples:
     .. code-block:: python
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -65,8 +68,9 @@ class Part(Protocol):
 class PartContext:
     """What a part may use when it checks and attaches: the engines, the objective and its tracker,
     the model, the first optimizer of ``to_save`` (``None`` if there is none), ``to_save``'s keys,
-    :meth:`on_step` and :meth:`on_check`, and ``objects``: the objects of the last checkpoint by key,
-    filled once all are built (before training starts; empty while the parts attach)."""
+    :meth:`on_step` and :meth:`on_check`, ``objects``: the objects of the last checkpoint by key,
+    filled once all are built (before training starts; empty while the parts attach), the run
+    folder and the settings ``run.json`` records (``config``: objective, hparams, seed...)."""
 
     trainer: Engine
     evaluator: Engine
@@ -78,6 +82,8 @@ class PartContext:
     to_save_keys: tuple[str, ...] = ()  # what the user saves (for a part's messages)
     check_work: list[Callable[[Engine], None]] = field(default_factory=list)
     objects: dict[str, Any] = field(default_factory=dict)
+    run_dir: Path | None = None  # the run folder
+    config: Mapping[str, Any] = field(default_factory=dict)  # the settings run.json records (hparams, seed...)
 
     def on_step(self, work: Callable[[Engine], None]) -> None:
         """Run ``work(trainer)`` after every training step, before monitor reads the step's output."""

@@ -56,7 +56,15 @@ def stop_reason_text(record: dict[str, Any], status: str | None = None) -> str:
         "time_limit": "it reached its time limit (max_time); resume it with a larger one to continue",
         "failed": f"it failed: {record.get('error') or 'an error'}",
         "terminated": "a handler outside monitor called trainer.terminate()",
+        "pruned": f"the Optuna pruner ended the trial ({metric} not good enough beside the other trials' "
+                  "at the same epoch)",
     }
+    rollbacks = [e for e in record.get("recoveries") or () if isinstance(e, dict)]
+    if any(e.get("gave_up") for e in rollbacks):
+        tried = sum(1 for e in rollbacks if not e.get("gave_up"))
+        texts["diverged"] = f"the training loss blew up again after {tried} rollbacks, and Recovery gave up"
+        texts["nonfinite_loss"] = (f"the training loss was NaN or infinite again after {tried} rollbacks "
+                                   "(Recovery gave up)")
     reason = record.get("stop_reason")
     if reason in texts:
         return texts[reason]

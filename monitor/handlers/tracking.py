@@ -1,0 +1,301 @@
+"""Experiment trackers fed from the history: MLflow (a part that keeps its run id across resumes),
+and any Ignite logger (``BaseLogger``: ClearML, Neptune, W&B, Visdom, Polyaxon...) through one adapter.
+
+Both log each history row as it is written, the same values as ``history.csv`` (step = iteration),
+from global rank 0 only, so a tracker never shows another number than the run folder.
+
+Examples:
+    .. code-block:: python
+
+        run = attach_monitoring(..., parts=[monitor.MLflow("http://127.0.0.1:5000", experiment="mlp")])
+
+        from ignite.handlers.clearml_logger import ClearMLLogger
+        run = attach_monitoring(..., parts=[monitor.Tracker(ClearMLLogger(project="mlp", task_name="run"))])
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import queue
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ignite.engine import Engine, Events
+
+from monitor.handlers.part import PartContext
+from monitor.runtime.distributed import is_main_process
+from monitor.store.record import library_versions
+
+__all__ = ["MLflow", "Tracker"]
+
+logger = logging.getLogger(__name__)
+
+_NOT_LOGGED = ("iteration",)  # the step itself
+
+
+def row_metrics(row: Mapping[str, Any]) -> dict[str, float]:
+    """The numeric columns of a history row (``is_best`` as 0/1), as a tracker logs them."""
+    out: dict[str, float] = {}
+    for name, value in row.items():
+        if name in _NOT_LOGGED or value is None or isinstance(value, str):
+            continue
+        if isinstance(value, (bool, int, float)):
+            out[name] = float(value)
+    return out
+
+
+def _flat(prefix: str, value: Any, out: dict[str, str]) -> None:
+    if isinstance(value, Mapping):
+        for key, inner in value.items():
+            _flat(f"{prefix}.{key}" if prefix else str(key), inner, out)
+    else:
+        out[prefix] = str(value)[:6000]  # MLflow's limit for a param's value
+
+
+class _Sender:
+    """One daemon thread sending jobs in order; a job that fails is dropped and said once (WARNING),
+    so that a tracker that is down never stops or slows training."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self.failed = 0
+        self.thread = threading.Thread(target=self._work, name=f"monitor-{what}", daemon=True)
+        self.thread.start()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        self.jobs.put(job)
+
+    def _work(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            try:
+                job()
+            except Exception as e:  # the tracker, not the training, failed
+                self.failed += 1
+                if self.failed == 1:
+                    logger.warning("%s could not be reached (%s: %s); training goes on, the run folder stays the "
+                                   "record; what it missed is not sent again.", self.what, type(e).__name__,
+                                   str(e).splitlines()[0][:200] if str(e) else "")
+            finally:
+                self.jobs.task_done()
+
+    def drain(self, timeout: float) -> bool:
+        """Wait at most ``timeout`` seconds for the jobs sent so far; whether all were done."""
+        deadline = time.monotonic() + timeout
+        while self.jobs.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return not self.jobs.unfinished_tasks
+
+
+class MLflow:
+    """A part that mirrors the run to an MLflow tracking server (or a local ``mlruns`` folder).
+
+    - **params** at the start: the settings ``run.json`` records (objective, early stopping,
+      checkpoints, hparams, seed, each part's), the run folder and the library versions;
+    - **metrics**: every history column at each validation, the same values as ``history.csv``,
+      step = iteration (``epoch`` is a metric too);
+    - **at the end**: tags ``status``, ``stop_reason``, ``findings``, ``best_value``, ``best_epoch``;
+      the best checkpoint and ``run.json`` as artifacts; the MLflow run ends ``FINISHED`` (``FAILED``
+      for a failure, ``KILLED`` for an interruption a resume continues).
+
+    A resume continues the same MLflow run (its id is in the last checkpoint and in ``run.json``'s
+    ``mlflow_run``) and logs no step twice (the rows a resume trains again are the same values; those
+    the MLflow run has are left out). Only global rank 0 logs. Everything is sent by a background
+    thread: a server that is down or slow is a WARNING, never a crash or a wait (each request is
+    bounded by ``timeout`` seconds, without retries, unless ``MLFLOW_HTTP_REQUEST_TIMEOUT`` or
+    ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` are set; the end waits at most ``end_timeout``).
+
+    Args:
+        tracking_uri: the server (``http://host:5000``), or ``None`` for MLflow's default
+            (``MLFLOW_TRACKING_URI``, else ``./mlruns``).
+        experiment: the experiment's name (made if missing). Default ``"monitor"``.
+        run_name: the MLflow run's name; default the run folder's name.
+        log_checkpoint: log the best checkpoint as an artifact at the end. Default True.
+        timeout: seconds a request may take. Default 5.
+        end_timeout: seconds the end of training waits for what is still being sent. Default 30.
+    """
+
+    key = "mlflow"
+
+    def __init__(self, tracking_uri: str | None = None, *, experiment: str = "monitor", run_name: str | None = None,
+                 log_checkpoint: bool = True, timeout: float = 5.0, end_timeout: float = 30.0) -> None:
+        for name, value in (("timeout", timeout), ("end_timeout", end_timeout)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"Argument {name} should be a positive number of seconds, got {value!r}.")
+        if not isinstance(experiment, str) or not experiment:
+            raise ValueError(f"Argument experiment should be a non-empty name, got {experiment!r}.")
+        self.tracking_uri, self.experiment, self.run_name = tracking_uri, experiment, run_name
+        self.log_checkpoint, self.timeout, self.end_timeout = log_checkpoint, float(timeout), float(end_timeout)
+        self.run_id: str | None = None
+        self.logged_step = 0  # the highest step the MLflow run has (rows up to it are not sent again)
+        self._context: PartContext | None = None
+        self._client: Any = None
+        self._sender: _Sender | None = None
+
+    def check(self, context: PartContext) -> None:
+        try:
+            import mlflow  # noqa: F401
+        except ImportError as e:
+            raise ImportError('MLflow needs the mlflow package: pip install -e ".[mlflow]"') from e
+
+    def attach(self, context: PartContext) -> None:
+        self.check(context)
+        self._context = context
+        context.trainer.add_event_handler(Events.STARTED, self._started)
+        context.evaluator.add_event_handler(Events.COMPLETED, self._validated)
+
+    def config(self) -> dict[str, Any]:
+        return {"tracking_uri": self.tracking_uri, "experiment": self.experiment, "run_name": self.run_name}
+
+    def columns(self) -> dict[str, Any]:
+        return {}
+
+    def record(self) -> dict[str, Any]:
+        """``run.json``'s ``mlflow_run``: the MLflow run this one is mirrored to."""
+        if self.run_id is None:
+            return {"mlflow_run": None}
+        return {"mlflow_run": {"run_id": self.run_id, "tracking_uri": self.tracking_uri, "experiment": self.experiment}}
+
+    # -- the MLflow run -------------------------------------------------------------------------
+    def _start(self) -> None:
+        """On the sender thread: make (or find again) the MLflow run and log the params."""
+        from mlflow import MlflowClient
+        from mlflow.entities import Param
+
+        assert self._context is not None
+        for name, value in (("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(math.ceil(self.timeout)))),
+                            ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")):
+            os.environ.setdefault(name, value)  # bounded: a server that is down costs seconds, not minutes
+        client = MlflowClient(tracking_uri=self.tracking_uri)
+        if self.run_id is not None:  # a resume: the same MLflow run, from the step it has
+            client.update_run(self.run_id, status="RUNNING")
+            column = self._context.objective.column
+            history = client.get_metric_history(self.run_id, column)
+            self.logged_step = max([self.logged_step, *(m.step for m in history)])
+            self._client = client
+            return
+        found = client.get_experiment_by_name(self.experiment)
+        experiment_id = str(found.experiment_id if found is not None else client.create_experiment(self.experiment))
+        run_dir = self._context.run_dir
+        run_name = self.run_name or (run_dir.name if run_dir is not None else None)
+        created = client.create_run(experiment_id, run_name=run_name, tags={"monitor.run_dir": str(run_dir)})
+        self.run_id = created.info.run_id
+        params: dict[str, str] = {}
+        _flat("", {k: v for k, v in self._context.config.items() if k != self.key}, params)
+        _flat("versions", library_versions(), params)
+        params["run_dir"] = str(run_dir)
+        items = [Param(k, v) for k, v in params.items()]
+        for i in range(0, len(items), 100):  # MLflow takes at most 100 params a batch
+            client.log_batch(self.run_id, params=items[i:i + 100])
+        self._client = client
+
+    def _started(self, _: Engine) -> None:
+        if not is_main_process():
+            return
+        if self._sender is None:
+            self._sender = _Sender(f"MLflow ({self.tracking_uri or 'default tracking URI'})")
+        self._sender.submit(self._start)
+        # The MLflow run's id goes into the first checkpoint: wait for it, at most one request's time.
+        self._sender.drain(self.timeout + 1.0)
+
+    def _validated(self, _: Engine) -> None:
+        if self._sender is None or self._context is None:
+            return
+        history = self._context.objects.get("history")
+        row = dict(getattr(history, "last_row", None) or {})
+        step = int(row.get("iteration") or self._context.trainer.state.iteration)
+        metrics = row_metrics(row)
+        self._sender.submit(lambda: self._log_row(step, metrics))
+
+    def _log_row(self, step: int, metrics: dict[str, float]) -> None:
+        from mlflow.entities import Metric
+
+        if self._client is None or self.run_id is None or step <= self.logged_step:
+            return  # not started (the server was down), or a row the MLflow run has from before a resume
+        now = int(time.time() * 1000)
+        self._client.log_batch(self.run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
+        self.logged_step = step
+
+    def ended(self, run: Any) -> None:
+        """Tags, artifacts and the MLflow run's end, once monitor recorded the end of the run."""
+        if self._sender is None:
+            return
+        self._sender.submit(lambda: self._finish(run))
+        if not self._sender.drain(self.end_timeout):
+            logger.warning("MLflow: still sending after %.0f s; the rest is dropped (the run folder has it all).",
+                           self.end_timeout)
+
+    def _finish(self, run: Any) -> None:
+        from mlflow.entities import RunTag
+
+        if self._client is None or self.run_id is None:
+            return
+        record = run.record.data
+        findings = [f"{f.get('level', 'problem')}:{f.get('kind')}" for f in record.get("findings") or ()]
+        tags = {"status": run.status.value, "stop_reason": record.get("stop_reason"),
+                "findings": ", ".join(findings) or "-", "best_value": run.best.best_value,
+                "best_epoch": run.best.best_epoch}
+        self._client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        run_json = Path(run.run_dir) / "run.json"
+        if run_json.exists():
+            self._client.log_artifact(self.run_id, str(run_json))
+        best = run.best_checkpoint.last_checkpoint
+        if self.log_checkpoint and best is not None and Path(best).exists():
+            self._client.log_artifact(self.run_id, str(best), artifact_path="checkpoints")
+        status = {"completed": "FINISHED", "early_stopped": "FINISHED", "diverged": "FINISHED",
+                  "interrupted": "KILLED"}.get(run.status.value, "FAILED")
+        self._client.set_terminated(self.run_id, status=status)
+
+    # -- checkpoint --------------------------------------------------------------------------------
+    def state_dict(self) -> OrderedDict[str, Any]:
+        return OrderedDict(run_id=self.run_id)
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        self.run_id = state_dict.get("run_id")
+
+
+class Tracker:
+    """A part that feeds each history row to any Ignite logger (a ``BaseLogger``: ClearML, Neptune,
+    W&B, Visdom, Polyaxon, MLflow, TensorBoard): the same values as ``history.csv``, under
+    ``tag/column``, at step = iteration, through the logger's own output handler on the evaluator.
+    The logger's own handlers log from rank 0 only; close the logger yourself at the end.
+
+    Args:
+        ignite_logger: the logger.
+        tag: the prefix of the names. Default ``"history"``.
+    """
+
+    key = "tracker"
+
+    def __init__(self, ignite_logger: Any, *, tag: str = "history") -> None:
+        if not callable(getattr(ignite_logger, "attach_output_handler", None)):
+            raise TypeError(f"Argument ignite_logger should be an Ignite BaseLogger (ClearMLLogger, NeptuneLogger, "
+                            f"WandBLogger, ...), got {ignite_logger!r}.")
+        self.logger, self.tag = ignite_logger, tag
+
+    def attach(self, context: PartContext) -> None:
+        def row(_: Any) -> dict[str, float]:
+            history = context.objects.get("history")
+            return row_metrics(getattr(history, "last_row", None) or {})
+
+        self.logger.attach_output_handler(
+            context.evaluator, event_name=Events.COMPLETED, tag=self.tag, output_transform=row,
+            global_step_transform=lambda *_: context.trainer.state.iteration,
+        )
+
+    def config(self) -> dict[str, Any]:
+        return {"logger": type(self.logger).__name__, "tag": self.tag}
+
+    def columns(self) -> dict[str, Any]:
+        return {}
+
+    def state_dict(self) -> OrderedDict[str, Any]:
+        return OrderedDict()
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        pass
