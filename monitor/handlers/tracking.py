@@ -136,6 +136,8 @@ class MLflow:
         self._context: PartContext | None = None
         self._client: Any = None
         self._sender: _Sender | None = None
+        self._rows: list[tuple[int, int, dict[str, float]]] = []  # (step, time in ms, metrics) not yet sent
+        self._lock = threading.Lock()
 
     def check(self, context: PartContext) -> None:
         try:
@@ -209,17 +211,25 @@ class MLflow:
         history = self._context.objects.get("history")
         row = dict(getattr(history, "last_row", None) or {})
         step = int(row.get("iteration") or self._context.trainer.state.iteration)
-        metrics = row_metrics(row)
-        self._sender.submit(lambda: self._log_row(step, metrics))
+        with self._lock:  # the rows waiting go in one request: fast validations do not queue a request each
+            self._rows.append((step, int(time.time() * 1000), row_metrics(row)))
+            if len(self._rows) > 1:
+                return  # a send of the waiting rows is queued already
+        self._sender.submit(self._log_rows)
 
-    def _log_row(self, step: int, metrics: dict[str, float]) -> None:
+    def _log_rows(self) -> None:
         from mlflow.entities import Metric
 
-        if self._client is None or self.run_id is None or step <= self.logged_step:
-            return  # not started (the server was down), or a row the MLflow run has from before a resume
-        now = int(time.time() * 1000)
-        self._client.log_batch(self.run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
-        self.logged_step = step
+        with self._lock:
+            rows, self._rows = self._rows, []
+        if self._client is None or self.run_id is None:
+            return  # not started (the server was down)
+        metrics = [Metric(k, v, at, step) for step, at, values in rows if step > self.logged_step  # not twice
+                   for k, v in values.items()]
+        for i in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics a request
+            self._client.log_batch(self.run_id, metrics=metrics[i:i + 1000])
+        if rows:
+            self.logged_step = max(self.logged_step, max(step for step, _, _ in rows))
 
     def ended(self, run: Any) -> None:
         """Tags, artifacts and the MLflow run's end, once monitor recorded the end of the run."""
