@@ -12,12 +12,28 @@ from tests.conftest import tiny_setup
 TIME_COLUMNS = list(TIMING_COLUMNS)  # timings differ between runs; nothing else may
 
 
-def start(run_dir, *, resume=False, crash_at_iteration=None, max_epochs=10, patience=4, objective=None):
-    s = tiny_setup(lr=0.5)  # a fresh process: new model, optimizer, engines
-    if crash_at_iteration is not None:
-        @s["trainer"].on(Events.ITERATION_COMPLETED(once=crash_at_iteration))
+def raise_at(trainer, iteration):
+    """Make ``trainer`` raise ``RuntimeError("killed")`` after ``iteration`` (before the handlers
+    attached after this call: attach it before monitoring to crash before that iteration's save)."""
+    if iteration is not None:
+        @trainer.on(Events.ITERATION_COMPLETED(once=iteration))
         def crash(_):
             raise RuntimeError("killed")
+
+
+def run_or_crash(run, trainer, loader, *, max_epochs, crashing):
+    """``trainer.run`` inside the monitor's ``with``; when ``crashing``, the crash is expected."""
+    with run:
+        if not crashing:
+            trainer.run(loader, max_epochs=max_epochs)
+        else:
+            with pytest.raises(RuntimeError, match="killed"):
+                trainer.run(loader, max_epochs=max_epochs)
+
+
+def start(run_dir, *, resume=False, crash_at_iteration=None, max_epochs=10, patience=4, objective=None):
+    s = tiny_setup(lr=0.5)  # a fresh process: new model, optimizer, engines
+    raise_at(s["trainer"], crash_at_iteration)
     run = attach_monitoring(
         s["trainer"], s["evaluator"], s["val_loader"], run_dir=run_dir,
         objective=objective or Objective("loss", mode="min"),
@@ -26,12 +42,7 @@ def start(run_dir, *, resume=False, crash_at_iteration=None, max_epochs=10, pati
         # the tests count on a checkpoint per epoch
         checkpoints=Checkpoints(restore_best=False, every=Events.EPOCH_COMPLETED), console=Console(log_every=1),
     )
-    with run:
-        if crash_at_iteration is None:
-            s["trainer"].run(s["train_loader"], max_epochs=max_epochs)
-        else:
-            with pytest.raises(RuntimeError, match="killed"):
-                s["trainer"].run(s["train_loader"], max_epochs=max_epochs)
+    run_or_crash(run, s["trainer"], s["train_loader"], max_epochs=max_epochs, crashing=crash_at_iteration is not None)
     return run, s
 
 

@@ -18,6 +18,7 @@ import monitor
 from monitor import Checkpoints, Console, Objective, attach_monitoring, load_run
 from monitor.handlers.cadence import CheckpointCadence
 from monitor.store.history import TIMING_COLUMNS
+from tests.runs import raise_at, run_or_crash
 
 TIME_COLUMNS = list(TIMING_COLUMNS)  # timings differ between runs; nothing else may
 
@@ -65,10 +66,7 @@ EVERY_7 = Events.ITERATION_COMPLETED(every=7)
 
 def long_run(run_dir, *, resume=False, crash_at=None, max_epochs=3, every=EVERY_7, setup=None, **kwargs):
     s = setup or long_setup()
-    if crash_at is not None:
-        @s["trainer"].on(Events.ITERATION_COMPLETED(once=crash_at))
-        def crash(_):
-            raise RuntimeError("killed")
+    raise_at(s["trainer"], crash_at)
     run = attach_monitoring(
         s["trainer"], s["evaluator"], s["val_loader"], run_dir=run_dir, objective=Objective("loss", mode="min"),
         to_save={"model": s["model"], "optimizer": s["optimizer"]},
@@ -76,12 +74,7 @@ def long_run(run_dir, *, resume=False, crash_at=None, max_epochs=3, every=EVERY_
         checkpoints=Checkpoints(restore_best=False, every=every),
         console=Console(log_every=5, tqdm_kwargs={"disable": True}), **kwargs,
     )
-    with run:
-        if crash_at is None:
-            s["trainer"].run(s["train_loader"], max_epochs=max_epochs)
-        else:
-            with pytest.raises(RuntimeError, match="killed"):
-                s["trainer"].run(s["train_loader"], max_epochs=max_epochs)
+    run_or_crash(run, s["trainer"], s["train_loader"], max_epochs=max_epochs, crashing=crash_at is not None)
     return run, s
 
 

@@ -17,6 +17,7 @@ from ignite.engine import Events
 import monitor
 from monitor import Checkpoints, Console, Objective, Record, attach_monitoring
 from tests.conftest import tiny_setup
+from tests.runs import raise_at, run_or_crash
 
 mlflow = pytest.importorskip("mlflow")
 optuna = pytest.importorskip("optuna")
@@ -60,10 +61,7 @@ def server(tmp_path_factory):
 
 def train(run_dir, parts, *, max_epochs=5, resume=False, crash_at=None, lr=0.1, hparams=None, stop_at=None):
     s = tiny_setup(lr=lr)
-    if crash_at is not None:
-        @s["trainer"].on(Events.ITERATION_COMPLETED(once=crash_at))
-        def crash(_):
-            raise RuntimeError("killed")
+    raise_at(s["trainer"], crash_at)
     if stop_at is not None:
         s["trainer"].add_event_handler(Events.ITERATION_COMPLETED(once=stop_at[0]), stop_at[1])
     run = attach_monitoring(
@@ -72,12 +70,7 @@ def train(run_dir, parts, *, max_epochs=5, resume=False, crash_at=None, lr=0.1, 
         checkpoints=Checkpoints(every=Events.ITERATION_COMPLETED(every=3)), console=Console(log_every=2),
         record=Record(hparams=hparams or {"lr": lr}), resume=resume,
     )
-    with run:
-        if crash_at is None:
-            s["trainer"].run(s["train_loader"], max_epochs=max_epochs)
-        else:
-            with pytest.raises(RuntimeError, match="killed"):
-                s["trainer"].run(s["train_loader"], max_epochs=max_epochs)
+    run_or_crash(run, s["trainer"], s["train_loader"], max_epochs=max_epochs, crashing=crash_at is not None)
     return run
 
 

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import monitor
 from monitor import Checkpoints, Console, Objective, Recovery, attach_monitoring
 from monitor.store.history import TIMING_COLUMNS
+from tests.runs import raise_at, run_or_crash
 
 STEPS = 16  # an epoch: 256 samples, 16 a batch
 
@@ -66,10 +67,7 @@ def train(run_dir, recovery, *, faults=(), max_epochs=6, lr=0.1, resume=False, c
             if engine.state.iteration == (hot_epoch - 1) * STEPS:  # not again when a resume restarts the epoch
                 for group in s["optimizer"].param_groups:
                     group["lr"] = 5.0
-    if crash_at is not None:
-        @s["trainer"].on(Events.ITERATION_COMPLETED(once=crash_at))
-        def crash(_):
-            raise RuntimeError("killed")
+    raise_at(s["trainer"], crash_at)
     run = attach_monitoring(
         s["trainer"], s["evaluator"], s["val_loader"], run_dir=run_dir, objective=Objective("loss", mode="min"),
         to_save={"model": s["model"], "optimizer": s["optimizer"]}, early_stopping=None,
@@ -77,12 +75,7 @@ def train(run_dir, recovery, *, faults=(), max_epochs=6, lr=0.1, resume=False, c
         checkpoints=Checkpoints(every=Events.ITERATION_COMPLETED(every=5), restore_best=False),
         console=Console(log_every=log_every),
     )
-    with run:
-        if crash_at is None:
-            s["trainer"].run(s["train_loader"], max_epochs=max_epochs)
-        else:
-            with pytest.raises(RuntimeError, match="killed"):
-                s["trainer"].run(s["train_loader"], max_epochs=max_epochs)
+    run_or_crash(run, s["trainer"], s["train_loader"], max_epochs=max_epochs, crashing=crash_at is not None)
     return s, run
 
 
@@ -223,21 +216,13 @@ def skipping_run(run_dir, *, faults, crash_at=None, resume=False, max_epochs=4):
     skip = monitor.SkipStep(factor=10, window=20)
     s["trainer"] = trainer = monitor.build_trainer(s["model"], s["optimizer"], s["loss"], skip_step=skip)
     s["loss"].trainer = trainer
-    if crash_at is not None:
-        @trainer.on(Events.ITERATION_COMPLETED(once=crash_at))
-        def crash(_):
-            raise RuntimeError("killed")
+    raise_at(trainer, crash_at)
     run = attach_monitoring(
         trainer, s["evaluator"], s["val_loader"], run_dir=run_dir, objective=Objective("loss", mode="min"),
         to_save={"model": s["model"], "optimizer": s["optimizer"]}, early_stopping=None, resume=resume,
         checkpoints=Checkpoints(every=Events.ITERATION_COMPLETED(every=5), restore_best=False),
     )
-    with run:
-        if crash_at is None:
-            trainer.run(s["train_loader"], max_epochs=max_epochs)
-        else:
-            with pytest.raises(RuntimeError, match="killed"):
-                trainer.run(s["train_loader"], max_epochs=max_epochs)
+    run_or_crash(run, trainer, s["train_loader"], max_epochs=max_epochs, crashing=crash_at is not None)
     return s, skip
 
 
