@@ -43,6 +43,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-shuffle", action="store_true", help="fixed batch order (to compare with 1 process)")
     parser.add_argument("--recovery", action="store_true",
                         help="roll back a NaN or a loss spike, cut the rate and go on (monitor.Recovery)")
+    parser.add_argument("--skip-step", action="store_true",
+                        help="leave out a step whose loss is NaN or a spike, on every rank (monitor.SkipStep)")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--no-progress", action="store_true")
@@ -70,7 +72,8 @@ def training(local_rank: int, args: argparse.Namespace, customize: Callable[[Eng
     model = make_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     loss_fn = nn.CrossEntropyLoss()
-    trainer = monitor.build_trainer(model, optimizer, loss_fn)  # DDP when there are several processes
+    # DDP when there are several processes
+    trainer = monitor.build_trainer(model, optimizer, loss_fn, skip_step=monitor.SkipStep() if args.skip_step else None)
     evaluator = monitor.build_evaluator(model, {"accuracy": Accuracy(), "loss": Loss(loss_fn)})
     if customize is not None:
         customize(trainer)

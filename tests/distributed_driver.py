@@ -73,6 +73,23 @@ class NanOnRank:
             self.then(trainer)
 
 
+class NanBatchOnRank:
+    """``rank`` alone gets a batch of NaN inputs at ``iteration``: its loss, and through DDP's averaging
+    every rank's gradients, would be NaN."""
+
+    def __init__(self, rank: int, iteration: int, then: object = None) -> None:
+        self.rank, self.iteration, self.then = rank, iteration, then
+
+    def __call__(self, trainer: Engine) -> None:
+        @trainer.on(Events.GET_BATCH_COMPLETED)
+        def poison(engine: Engine) -> None:
+            if idist.get_rank() == self.rank and engine.state.iteration + 1 == self.iteration:
+                x, y = engine.state.batch
+                engine.state.batch = (x * float("nan"), y)
+        if callable(self.then):
+            self.then(trainer)
+
+
 class TrainedIndices:
     """Each rank appends, after each step, the epoch, the iteration and the indices of the samples it
     trained on (each row of the case study's data is unique: looked up by its bytes), to its own file."""
@@ -186,6 +203,7 @@ if __name__ == "__main__":
     parser.add_argument("--report-dir")
     parser.add_argument("--nan-rank", type=int, help="this rank alone sees a NaN loss at --nan-at")
     parser.add_argument("--nan-at", type=int)
+    parser.add_argument("--nan-batch-rank", type=int, help="this rank alone gets a NaN batch at --nan-at")
     parser.add_argument("--record-trained", metavar="DIR", help="each rank writes the sample indices it trained")
     parser.add_argument("--local-disks", action="store_true",
                         help="each rank above 0 sees an empty folder of its own: the run folder is on rank 0's disk only")
@@ -202,6 +220,8 @@ if __name__ == "__main__":
             customize = SignalOnRank(known.signal_rank, known.signal_at, signal.SIGTERM)
         if known.nan_rank is not None:
             customize = NanOnRank(known.nan_rank, known.nan_at, customize)
+        if known.nan_batch_rank is not None:
+            customize = NanBatchOnRank(known.nan_batch_rank, known.nan_at, customize)
         if known.report_dir is not None:
             customize = Report(known.report_dir, customize)
         if known.record_trained is not None:

@@ -326,7 +326,10 @@ class Recovery:
             if steps > 0:  # every so many steps that the copies take at most max_share of the time
                 step_s = (time.perf_counter() - t0 - cost) / steps
                 steps_per_copy = max(1, math.ceil(cost / (self.max_share * max(step_s, 1e-9))))
-                self._chosen_every = 2 ** math.ceil(math.log2(steps_per_copy))  # a power of 2: fewer distinct choices
+                every = 2 ** math.ceil(math.log2(steps_per_copy))  # a power of 2: fewer distinct choices
+                # Every rank keeps its copies at the same iterations (a copy gathers the loss sums of
+                # every rank): the interval is agreed, the longest any rank asks for.
+                self._chosen_every = _agreed(every, "MAX")
 
     def _keep_if_due(self, trainer: Engine) -> None:
         if self._step_clock is None:
@@ -356,9 +359,10 @@ class Recovery:
         every, good = self._chosen_every, self._good
         after_best = best.best_iteration == trainer.state.iteration
         due = (self.keep_every is not None or good is None or trainer.state.iteration == 0 or every is None
-               or trainer.state.iteration - good.iteration >= every
-               # right after a new best (what a divergence goes back to), if the copies are within budget
-               or (after_best and self.cost_s <= self.max_share * (time.perf_counter() - self._since)))
+               or trainer.state.iteration - good.iteration >= every)
+        if not due and after_best:  # what a divergence goes back to, if the copies are within budget on every rank
+            within = self.cost_s <= self.max_share * (time.perf_counter() - self._since)
+            due = bool(_agreed(int(within), "MIN"))
         if not due:
             return
         self.keep(trainer)
@@ -528,6 +532,13 @@ class _Copy:
     iteration: int
     epoch: int
     state: dict[str, Any] | None
+
+
+def _agreed(value: int, op: str) -> int:
+    """``value``, made the same on every rank (``op``: "MAX" or "MIN" of the ranks' values)."""
+    if idist.get_world_size() == 1:
+        return value
+    return int(idist.all_reduce(value, op=op))
 
 
 def _say(message: str, *args: Any) -> None:
