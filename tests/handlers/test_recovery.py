@@ -107,7 +107,9 @@ def test_a_nan_at_one_step_is_rolled_back_the_rate_cut_and_the_run_completes(tmp
 
 
 def test_a_rollback_is_shown_by_the_review(tmp_path):
-    train(tmp_path / "run", Recovery(), faults={40: "nan"})
+    # (keep_every pinned: on the 1% budget a slow machine copies seldom, and the rollback then goes far
+    # back and the run differs, which is right, but not what this test looks at)
+    train(tmp_path / "run", Recovery(keep_every=4), faults={40: "nan"})
     run = monitor.load_run(tmp_path / "run")
     problems = [f for f in run.findings if f.is_problem]
     [note] = [f for f in run.findings if not f.is_problem]
