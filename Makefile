@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 TRACKERS := $(VENV)/.trackers
 ARGS ?= --overwrite
 
-.PHONY: run test lint install clean bench
+.PHONY: run test lint install clean bench bench-trackers
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_cli.py
 	$(BIN)/python benchmarks/bench_cadence.py
 	$(BIN)/python benchmarks/bench_diagnosis.py
+	$(BIN)/python benchmarks/bench_recovery.py
+
+bench-trackers: $(TRACKERS)
+	$(BIN)/python benchmarks/bench_trackers.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
