@@ -207,33 +207,34 @@ def test_a_resume_on_three_processes_with_the_same_global_batch_trains_every_sam
     assert set(epoch_3) == set(range(3500)) and sum(epoch_3.values()) == 3500 + padding
 
 
-def test_a_nan_on_one_rank_rolls_every_rank_back_at_the_same_iteration(tmp_path):
+def train_with_report(tmp_path, *extra):
+    """Two processes of the example with ``extra``; (the process, run.json, each rank's final
+    [weights sum, rates]) once it succeeded."""
     report = tmp_path / "report"
     report.mkdir()
-    done = train(tmp_path / "run", 2, "--recovery", "--nan-rank", "1", "--nan-at", "30", "--max-epochs", "4",
-                 "--report-dir", str(report))
+    done = train(tmp_path / "run", 2, *extra, "--report-dir", str(report))
     assert done.returncode == 0, done.stderr[-3000:]
-    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    weights = [json.loads((report / f"rank{r}.weights").read_text()) for r in (0, 1)]
+    return done, json.loads((tmp_path / "run" / "run.json").read_text()), weights
+
+
+def test_a_nan_on_one_rank_rolls_every_rank_back_at_the_same_iteration(tmp_path):
+    done, record, (w0, w1) = train_with_report(tmp_path, "--recovery", "--nan-rank", "1", "--nan-at", "30",
+                                               "--max-epochs", "4")
     assert record["status"] == "completed" and record["stop_reason"] == "max_epochs"
     [entry] = record["recoveries"]
     assert entry["iteration"] == 30 and entry["reason"] == "nonfinite_loss"
     assert entry["changes"]["lr"] == [[0.01], [0.005]]
     # every rank restored the same state and cut the same rates: their weights are the same at the end
-    w0, w1 = (json.loads((report / f"rank{r}.weights").read_text()) for r in (0, 1))
     assert w0[1] == w1[1] == [0.005] and w0[0] == pytest.approx(w1[0], rel=1e-9, abs=1e-9)
     assert "[0] Recovery: nonfinite loss at iteration 30" in done.stderr
 
 
 def test_skip_step_leaves_out_a_nan_batch_of_one_rank_on_every_rank(tmp_path):
-    report = tmp_path / "report"
-    report.mkdir()
-    done = train(tmp_path / "run", 2, "--skip-step", "--nan-batch-rank", "1", "--nan-at", "30", "--max-epochs", "3",
-                 "--report-dir", str(report))
-    assert done.returncode == 0, done.stderr[-3000:]
-    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    _, record, (w0, w1) = train_with_report(tmp_path, "--skip-step", "--nan-batch-rank", "1", "--nan-at", "30",
+                                            "--max-epochs", "3")
     assert record["status"] == "completed"
     rows = pd.read_csv(tmp_path / "run" / "history.csv")
     assert rows["train_skipped"].tolist() == [1 / 55, 0.0, 0.0]  # one of epoch 1's 55 steps, left out by both
     assert rows["train_loss"].notna().all()
-    w0, w1 = (json.loads((report / f"rank{r}.weights").read_text()) for r in (0, 1))
     assert w0[0] == pytest.approx(w1[0], rel=1e-9) and w0[0] == w0[0]  # the same finite weights on both ranks

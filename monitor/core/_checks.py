@@ -21,3 +21,14 @@ def optional_number(name: str, value: Any) -> Any:
     if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value)):
         raise ValueError(f"Argument {name} should be a number or None, got {value!r}.")
     return value
+
+
+def number_in(name: str, value: Any, *, low: float, high: float | None = None) -> float:
+    """``value`` as a float if it is a number above ``low`` (and below ``high``), else raise
+    ``ValueError`` naming ``name``, what is accepted, and the value."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > low and (
+        high is None or value < high)
+    if not ok:
+        accepted = f"in ({low:g}, {high:g})" if high is not None else f"above {low:g}"
+        raise ValueError(f"Argument {name} should be a number {accepted}, got {value!r}.")
+    return float(value)

@@ -130,7 +130,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-__all__ = ["Finding", "diagnose", "diverging", "by_level", "steps_after", "KINDS", "ADVICE", "LEVELS"]
+__all__ = ["Finding", "diagnose", "diverging", "rollbacks", "by_level", "steps_after", "KINDS", "ADVICE", "LEVELS"]
 
 KINDS = (
     "nonfinite", "divergence", "overfitting", "plateau", "oscillation", "data_bound",
@@ -555,13 +555,19 @@ def steps_after(
     return after_last_row if tail is not None and tail > last else None
 
 
+def rollbacks(recoveries: Any) -> list[Mapping[str, Any]]:
+    """The rollbacks in ``run.json``'s ``recoveries`` (:class:`~monitor.Recovery`'s): the entries it
+    went back on, not an attempt it gave up on."""
+    return [e for e in recoveries or () if isinstance(e, Mapping) and not e.get("gave_up")]
+
+
 def _recovered(recoveries: Sequence[Mapping[str, Any]], findings: list[Finding], rows: Sequence[Mapping[str, Any]],
                **how: Any) -> list[Finding]:
     """A note for each rollback. A run that went on after its last rollback: the troubles that began
     before it are notes (they were undone), and its rows after it are judged again on their own. A
     run that still ended broken (an attempt given up on, a NaN, a divergence stop): its problem's
     advice says how many rollbacks were tried."""
-    notes, done = [], [e for e in recoveries if not e.get("gave_up")]
+    notes, done = [], rollbacks(recoveries)
     for entry in done:
         rates = (entry.get("changes") or {}).get("lr")
         evidence = {"reason": str(entry.get("reason")), "loss": entry.get("loss"),

@@ -11,7 +11,7 @@ import torch
 from ignite.base.mixins import Serializable
 from ignite.engine import Engine, Events
 
-from monitor.core._checks import positive_int
+from monitor.core._checks import number_in, positive_int
 from monitor.handlers.best import BestTracker
 from monitor.handlers.part import PartContext
 
@@ -52,8 +52,7 @@ class LROnPlateau(Serializable):
         self, patience: int = 3, *, factor: float = 0.1, cooldown: int = 0, min_lr: float | list[float] = 0.0
     ) -> None:
         positive_int("patience", patience)
-        if not (isinstance(factor, (int, float)) and not isinstance(factor, bool) and 0 < factor < 1):
-            raise ValueError(f"Argument factor should be a number in (0, 1), got {factor!r}.")
+        number_in("factor", factor, low=0.0, high=1.0)
         if not (isinstance(cooldown, int) and not isinstance(cooldown, bool) and cooldown >= 0):
             raise ValueError(f"Argument cooldown should be an integer >= 0, got {cooldown!r}.")
         rates = min_lr if isinstance(min_lr, list) else [min_lr]

@@ -64,12 +64,14 @@ import torch
 from ignite.engine import Engine, Events
 from ignite.handlers.param_scheduler import ParamScheduler
 
-from monitor.core._checks import positive_int
+from monitor.core._checks import number_in, positive_int
 from monitor.core._position import done_in_epoch, is_mid_epoch
 from monitor.core.status import StopReason, parse_reason, reason_value
 from monitor.diagnosis import diverging
 from monitor.handlers.part import PartContext
 from monitor.runtime.distributed import gather_json
+from monitor.runtime.skip import highest, window_size
+from monitor.runtime.skip import trouble as step_trouble
 from monitor.store.history import TIMING_COLUMNS
 
 __all__ = ["Recovery"]
@@ -83,17 +85,7 @@ _NOT_RESTORED = ("trainer", "best", "early_stopping", "best_checkpoint", "histor
 # The start of a stretch (the run's, a rollback's) is kept this long: a blow-up in its first epoch
 # shows only at its 3rd validation (the diagnosis judges a spike against the median of the epochs').
 _ORIGIN_EPOCHS = 4
-_MIN_WINDOW = 20  # steps seen before a spike can be judged (a non-finite loss is judged from the first)
 _RATE_KEYS = ("lr", "initial_lr", "max_lr", "min_lr")  # a param group's rates (OneCycleLR keeps the last three)
-
-
-def _number(name: str, value: Any, *, low: float, high: float | None = None) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > low and (
-        high is None or value < high)
-    if not ok:
-        accepted = f"in ({low:g}, {high:g})" if high is not None else f"above {low:g}"
-        raise ValueError(f"Argument {name} should be a number {accepted}, got {value!r}.")
-    return float(value)
 
 
 def _cpu_copy(state: Any) -> Any:
@@ -180,18 +172,16 @@ class Recovery:
         keep_every: int | None = None,
         max_share: float = 0.01,
     ) -> None:
-        self.spike = _number("spike", spike, low=1.0)
-        self.window = positive_int("window", window)
-        if self.window < _MIN_WINDOW:
-            raise ValueError(f"Argument window should be at least {_MIN_WINDOW} steps, got {window!r}.")
-        self.lr_factor = None if lr_factor is None else _number("lr_factor", lr_factor, low=0.0, high=1.0)
+        self.spike = number_in("spike", spike, low=1.0)
+        self.window = window_size(window)
+        self.lr_factor = None if lr_factor is None else number_in("lr_factor", lr_factor, low=0.0, high=1.0)
         if not isinstance(reset_moments, bool):
             raise TypeError(f"Argument reset_moments should be True or False, got {reset_moments!r}.")
         self.reset_moments = reset_moments
         self.max_attempts = positive_int("max_attempts", max_attempts)
         self.min_progress = None if min_progress is None else positive_int("min_progress", min_progress)
         self.keep_every = None if keep_every is None else positive_int("keep_every", keep_every)
-        self.max_share = _number("max_share", max_share, low=0.0, high=1.0)
+        self.max_share = number_in("max_share", max_share, low=0.0, high=1.0)
         self.stop_reason: StopReason | None = None
         self.recoveries: list[dict[str, Any]] = []  # one per rollback (and the one given up on)
         self.attempts = 0  # rollbacks in the current row
@@ -199,7 +189,6 @@ class Recovery:
         self._context: PartContext | None = None
         self._trainer: Engine | None = None
         self._losses: deque[float] = deque(maxlen=self.window)  # the judged steps
-        self._pending: list[float | None] = []  # the unjudged steps' losses a resume brought (then TrainLoss's)
         self._recent: list[Any] = []  # TrainLoss's list of each step's loss, drained at each judgement
         self._clean_from = 0  # the iteration the current trouble-free stretch began at
         self._rows: list[dict[str, Any]] = []  # the history rows since the last rollback (the divergence rule's)
@@ -261,24 +250,19 @@ class Recovery:
                 read = torch.stack([pending[i].reshape(()).float() for i in on_device]).tolist()
             for i, value in zip(on_device, read, strict=True):
                 losses[i] = float(value)
-        return self._pending + losses
+        return losses
 
     def _judge(self, trainer: Engine) -> None:
         """Judge the steps since the last check; roll back on trouble, else keep a good copy when due."""
         losses = self._pending_losses()
         first = trainer.state.iteration - len(losses) + 1  # every step's, in order, since the last judgement
-        self._pending = []
         self._recent.clear()
         trouble: tuple[int, str, float] | None = None
-        highest = max(self._losses) if len(self._losses) >= _MIN_WINDOW else None
+        ceiling = highest(self._losses)
         for i, loss in enumerate(losses):
-            if loss is None:
-                continue  # left out by SkipStep
-            if not math.isfinite(loss):
-                trouble = (first + i, "nonfinite_loss", loss)
-                break
-            if highest is not None and highest > 0 and loss > self.spike * highest:
-                trouble = (first + i, "loss_spike", loss)
+            reason = None if loss is None else step_trouble(loss, ceiling, self.spike)  # None: left out by SkipStep
+            if reason is not None and loss is not None:
+                trouble = (first + i, reason, loss)
                 break
         if idist.get_world_size() > 1:  # every rank's verdict: the first trouble on any rank
             verdicts: list[list[Any]] = [v for v in gather_json(None if trouble is None else list(trouble))
@@ -317,9 +301,9 @@ class Recovery:
 
     def keep(self, trainer: Engine) -> None:
         """Keep a CPU copy of the current state as the newest good one."""
-        start = time.perf_counter()
+        before = self.cost_s
         self._good = self._copy(trainer)
-        cost = time.perf_counter() - start
+        cost = self.cost_s - before
         if self._chosen_every is None and self.keep_every is None and self._step_clock is not None:
             t0, i0 = self._step_clock
             steps = trainer.state.iteration - i0
@@ -395,7 +379,7 @@ class Recovery:
             self._recover(trainer, int(finding.iteration or trainer.state.iteration), "divergence",
                           float(value) if isinstance(value, (int, float)) else math.nan, target=target,
                           validated=True)
-        elif is_mid_epoch(trainer.state) and not self._pending and not self._recent:
+        elif is_mid_epoch(trainer.state) and not self._recent:
             self.keep(trainer)  # a validation within the epoch: no rollback goes back past its row
 
     # -- the rollback ---------------------------------------------------------------------------
@@ -432,7 +416,6 @@ class Recovery:
                      skipped=[target.iteration + 1, state.iteration], changes=changes)
         self.recoveries.append(entry)
         self._clean_from = state.iteration
-        self._pending = []
         self._recent.clear()
         _say("Recovery: %s at iteration %d (loss %s): rolled back to iteration %d, skipping the %d batches "
              "after it%s (attempt %d of %d).", reason.replace("_", " "), iteration, _loss_text(loss),
@@ -520,8 +503,8 @@ class Recovery:
         self._good, self._anchor, self._origin = (pick(state_dict[k]) for k in ("good", "anchor", "origin"))
         self._origin_epoch = int(state_dict["origin_epoch"])
         self._losses = deque((float(x) for x in own["losses"]), maxlen=self.window)
-        self._pending = [None if x is None else float(x) for x in own["pending"]]
-        self._recent.clear()
+        # the unjudged steps' losses, judged with the ones TrainLoss appends from here
+        self._recent[:] = [None if x is None else float(x) for x in own["pending"]]
 
 
 @dataclass

@@ -59,7 +59,9 @@ def _flat(prefix: str, value: Any, out: dict[str, str]) -> None:
 
 class _Sender:
     """One daemon thread sending jobs in order; a job that fails is dropped and said once (WARNING),
-    so that a tracker that is down never stops or slows training."""
+    so that a tracker that is down never stops or slows training. (Not the run's ``OrderedWriter``:
+    its first error stops it and fails the run, and a full queue blocks the training thread, both
+    right for the run folder and wrong for a tracker.)"""
 
     def __init__(self, what: str) -> None:
         self.what = what

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from monitor.diagnosis import rollbacks
+
 if TYPE_CHECKING:  # Run for annotations only: load.py imports the HTML page for Run._repr_html_
     from matplotlib.figure import Figure
 
@@ -100,7 +102,7 @@ def plot_runs(runs: Sequence[Run], path: str | Path | None = None, *, title: str
                  Line2D([], [], color="grey", linestyle="--", linewidth=0.8, label="best epoch"),
                  Line2D([], [], color="grey", linestyle=":", linewidth=1.0, label="stopped"),
                  *([Line2D([], [], color="red", linestyle="-.", linewidth=1.0, label="rolled back")]
-                   if any(_rollbacks(r) for r in runs) else [])],
+                   if any(rollbacks(r.record.get("recoveries")) for r in runs) else [])],
         fontsize="small",
     )
     for ax in axes[len(panels):]:
@@ -123,7 +125,7 @@ def _mark_epochs(ax: object, run: Run, panel: str, colour: str, best_x: Any, las
         ax.axvline(last_x, color=colour, linestyle=":", linewidth=1.0)  # type: ignore[attr-defined]
     _, label, _ = _x_axis(run)
     length = run.record.get("epoch_length")
-    for entry in _rollbacks(run):  # where the trouble was: the epoch, or the fraction of it
+    for entry in rollbacks(run.record.get("recoveries")):  # where the trouble was: the epoch, or the fraction of it
         if label == "epoch":
             x = entry.get("epoch")
         elif label == "iteration" or not length:
@@ -132,11 +134,6 @@ def _mark_epochs(ax: object, run: Run, panel: str, colour: str, best_x: Any, las
             x = entry["iteration"] / length
         if x is not None:
             ax.axvline(x, color="red", linestyle="-.", linewidth=1.0, alpha=0.7)  # type: ignore[attr-defined]
-
-
-def _rollbacks(run: Run) -> list[dict[str, Any]]:
-    """The rollbacks of :class:`~monitor.Recovery` in ``run.json`` (not the ones given up on)."""
-    return [e for e in run.record.get("recoveries") or () if isinstance(e, dict) and not e.get("gave_up")]
 
 
 def figure_png(figure: Figure) -> bytes:

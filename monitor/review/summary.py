@@ -5,7 +5,7 @@ import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from monitor.diagnosis import by_level
+from monitor.diagnosis import by_level, rollbacks
 from monitor.review.text import format_value, summary_text
 
 if TYPE_CHECKING:  # Run for annotations only: load.py imports the HTML page for Run._repr_html_
@@ -36,7 +36,7 @@ def summary_record(run: Run) -> dict[str, Any]:
     problems, notes = by_level(run.findings)
     row["findings"] = ", ".join(dict.fromkeys(f.kind for f in problems)) or "-"
     row["notes"] = ", ".join(dict.fromkeys(f.kind for f in notes)) or "-"
-    row["rollbacks"] = sum(1 for e in run.record.get("recoveries") or () if not e.get("gave_up"))
+    row["rollbacks"] = len(rollbacks(run.record.get("recoveries")))
     row["wall_s"] = run.record.get("elapsed_s")
     if "epoch_s" in run.history.columns and len(run.history):
         row["s_per_epoch"] = float(run.history["epoch_s"].median())

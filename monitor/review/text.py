@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from monitor.core._format import format_value
-from monitor.diagnosis import by_level
+from monitor.diagnosis import by_level, rollbacks
 
 __all__ = ["summary_text", "format_value", "stop_reason_text"]
 
@@ -59,9 +59,8 @@ def stop_reason_text(record: dict[str, Any], status: str | None = None) -> str:
         "pruned": f"the Optuna pruner ended the trial ({metric} not good enough beside the other trials' "
                   "at the same epoch)",
     }
-    rollbacks = [e for e in record.get("recoveries") or () if isinstance(e, dict)]
-    if any(e.get("gave_up") for e in rollbacks):
-        tried = sum(1 for e in rollbacks if not e.get("gave_up"))
+    if any(isinstance(e, dict) and e.get("gave_up") for e in record.get("recoveries") or ()):
+        tried = len(rollbacks(record.get("recoveries")))
         texts["diverged"] = f"the training loss blew up again after {tried} rollbacks, and Recovery gave up"
         texts["nonfinite_loss"] = (f"the training loss was NaN or infinite again after {tried} rollbacks "
                                    "(Recovery gave up)")

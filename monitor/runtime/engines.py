@@ -63,6 +63,8 @@ def build_trainer(
         raise TypeError(f"Argument optimizer should be a torch.optim.Optimizer, got {type(optimizer).__name__}.")
     if not callable(loss_fn):
         raise TypeError(f"Argument loss_fn should be callable, got {loss_fn!r}.")
+    if skip_step is not None and not isinstance(skip_step, SkipStep):
+        raise TypeError(f"Argument skip_step should be a monitor.SkipStep or None, got {skip_step!r}.")
     if "output_transform" in kwargs:
         raise ValueError(
             "Argument output_transform is set by build_trainer (the output is {'loss': tensor}); "
@@ -78,8 +80,6 @@ def build_trainer(
     if skip_step is None:
         return create_supervised_trainer(model, optimizer, loss_fn, device=device, output_transform=_loss_output,
                                          **kwargs)
-    if not isinstance(skip_step, SkipStep):
-        raise TypeError(f"Argument skip_step should be a monitor.SkipStep or None, got {skip_step!r}.")
     trainer = create_supervised_trainer(
         model, SkippingOptimizer(optimizer, skip_step), judged_loss(loss_fn, skip_step),  # type: ignore[arg-type]
         device=device, output_transform=_skipped_output(skip_step), **kwargs)

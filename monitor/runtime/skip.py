@@ -32,18 +32,44 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import ignite.distributed as idist
 import torch
 from ignite.base.mixins import Serializable
 
-from monitor.core._checks import positive_int
+from monitor.core._checks import number_in, positive_int
 
 __all__ = ["SkipStep"]
 
-_MIN_WINDOW = 20  # applied steps seen before a spike can be judged (a non-finite loss from the first)
+MIN_WINDOW = 20  # steps seen before a spike can be judged (a non-finite loss is judged from the first)
+
+
+def window_size(value: Any) -> int:
+    """``value`` if it is a number of steps a spike can be judged over (>= ``MIN_WINDOW``), else raise."""
+    positive_int("window", value)
+    if value < MIN_WINDOW:
+        raise ValueError(f"Argument window should be at least {MIN_WINDOW} steps, got {value!r}.")
+    return int(value)
+
+
+def highest(losses: Sequence[float]) -> float | None:
+    """The highest of the recent steps' losses, what a spike is judged against: ``None`` while there
+    are too few of them (or it is not above 0)."""
+    top = max(losses) if len(losses) >= MIN_WINDOW else None
+    return top if top is not None and top > 0 else None
+
+
+def trouble(loss: float, ceiling: float | None, factor: float) -> str | None:
+    """What is wrong with a step's ``loss``: ``"nonfinite_loss"``, ``"loss_spike"`` (above ``factor``
+    times ``ceiling``, the :func:`highest` of the recent steps), or ``None``. SkipStep's rule and
+    Recovery's."""
+    if not math.isfinite(loss):
+        return "nonfinite_loss"
+    if ceiling is not None and loss > factor * ceiling:
+        return "loss_spike"
+    return None
 
 
 class SkipStep(Serializable):
@@ -60,13 +86,7 @@ class SkipStep(Serializable):
     _state_dict_all_req_keys = ("losses", "skipped")
 
     def __init__(self, factor: float = 10.0, window: int = 100) -> None:
-        ok = isinstance(factor, (int, float)) and not isinstance(factor, bool) and factor > 1
-        if not ok:
-            raise ValueError(f"Argument factor should be a number above 1, got {factor!r}.")
-        positive_int("window", window)
-        if window < _MIN_WINDOW:
-            raise ValueError(f"Argument window should be at least {_MIN_WINDOW} steps, got {window!r}.")
-        self.factor, self.window = float(factor), window
+        self.factor, self.window = number_in("factor", factor, low=1.0), window_size(window)
         self.skipped = 0
         self.last = False  # the verdict on the current loss
         self.pending = False  # a loss since the last optimizer step was judged a spike (gradient accumulation)
@@ -76,8 +96,7 @@ class SkipStep(Serializable):
         """Whether to skip the step whose loss this is (one host read; under idist, agreed by all ranks).
         Call it once per optimizer step, after the loss is known and before ``optimizer.step()``."""
         value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
-        spike = not math.isfinite(value) or (
-            len(self._losses) >= _MIN_WINDOW and value > self.factor * max(self._losses) and max(self._losses) > 0)
+        spike = trouble(value, highest(self._losses), self.factor) is not None
         if idist.get_world_size() > 1:
             spike = bool(idist.all_reduce(float(spike), op="MAX"))
         if spike:
