@@ -154,7 +154,6 @@ if __name__ == "__main__":
     run = main(sys.argv[1:])
     best = run.best
     reason = run.stop_reason.value if run.stop_reason else "-"
-    print(
-        f"Run written to {Path(run.run_dir)}: {run.status.value} ({reason}), "
-        f"best val_loss {best.best_value:.4f} at epoch {best.best_epoch}"
-    )
+    found = "no validation yet" if best.best_value is None else \
+        f"best val_loss {best.best_value:.4f} at epoch {best.best_epoch}"  # (stopped within epoch 1)
+    print(f"Run written to {Path(run.run_dir)}: {run.status.value} ({reason}), {found}")

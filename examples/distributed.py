@@ -41,6 +41,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=64, help="total over all processes")
     parser.add_argument("--no-shuffle", action="store_true", help="fixed batch order (to compare with 1 process)")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes of each process")
     parser.add_argument("--recovery", action="store_true",
                         help="roll back a NaN or a loss spike, cut the rate and go on (monitor.Recovery)")
     parser.add_argument("--skip-step", action="store_true",
@@ -62,11 +63,13 @@ def training(local_rank: int, args: argparse.Namespace, customize: Callable[[Eng
     world = idist.get_world_size()
     if args.batch_size % world and rank == 0:  # auto_dataloader gives each process batch_size // world
         logging.getLogger(__name__).warning(
-            "--batch-size %d is not divisible by %d processes: each takes %d, %d in all; a run trained with %d "
-            "does not resume exactly with it. Use a multiple of %d (e.g. %d) or another number of processes.",
+            "--batch-size %d is not divisible by %d processes: each takes %d, %d in all (DistributedSampler "
+            "gives each process an equal share). A resume still trains each sample of its epoch once, but the "
+            "global batch differs from the run's %d; use a multiple of %d (e.g. %d) to keep it.",
             args.batch_size, world, args.batch_size // world, args.batch_size // world * world, args.batch_size,
             world, (args.batch_size // world + 1) * world)
-    train_loader = idist.auto_dataloader(train_set, batch_size=args.batch_size, shuffle=not args.no_shuffle)
+    train_loader = idist.auto_dataloader(train_set, batch_size=args.batch_size, shuffle=not args.no_shuffle,
+                                         num_workers=args.workers)
     val_loader = monitor.validation_loader(val_set, batch_size=args.batch_size)
 
     model = make_model()
@@ -93,8 +96,9 @@ def training(local_rank: int, args: argparse.Namespace, customize: Callable[[Eng
     with run:
         trainer.run(train_loader, max_epochs=args.max_epochs)
     if rank == 0:
-        print(f"Run written to {run.run_dir} by {idist.get_world_size()} processes: {run.status.value}, "
-              f"best val_loss {run.best.best_value:.4f} at epoch {run.best.best_epoch}")
+        best = "no validation yet" if run.best.best_value is None else \
+            f"best val_loss {run.best.best_value:.4f} at epoch {run.best.best_epoch}"
+        print(f"Run written to {run.run_dir} by {idist.get_world_size()} processes: {run.status.value}, {best}")
 
 
 def launch(args: argparse.Namespace, customize: Callable[[Engine], None] | None = None) -> None:

@@ -65,4 +65,6 @@ if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("ignite").setLevel(logging.WARNING)
     run = main()
-    print(f"Run written to {run.run_dir}: best val_accuracy {run.best.best_value:.3f} at epoch {run.best.best_epoch}")
+    best = "no validation yet" if run.best.best_value is None else \
+        f"best val_accuracy {run.best.best_value:.3f} at epoch {run.best.best_epoch}"
+    print(f"Run written to {run.run_dir}: {best}")

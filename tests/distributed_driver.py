@@ -25,6 +25,7 @@ import distributed as example  # noqa: E402
 
 import monitor  # noqa: E402
 import monitor.runtime.distributed  # noqa: E402
+from monitor.core._position import run_iteration  # noqa: E402  # the steps taken, as the history counts them
 
 
 class FailOnRank:
@@ -91,8 +92,9 @@ class NanBatchOnRank:
 
 
 class TrainedIndices:
-    """Each rank appends, after each step, the epoch, the iteration and the indices of the samples it
-    trained on (each row of the case study's data is unique: looked up by its bytes), to its own file."""
+    """Each rank appends, after each step, the epoch, the iteration (the steps taken, as the history counts
+    them) and the indices of the samples it trained on (each row of the case study's data is unique:
+    looked up by its bytes), to its own file."""
 
     def __init__(self, folder: str, seed: int, then: object = None) -> None:
         self.folder, self.then = Path(folder), then
@@ -106,7 +108,7 @@ class TrainedIndices:
         def record(engine: Engine) -> None:
             indices = [self.index[row.cpu().numpy().tobytes()] for row in engine.state.batch[0]]
             with path.open("a") as f:
-                f.write(json.dumps([engine.state.epoch, engine.state.iteration, indices]) + "\n")
+                f.write(json.dumps([engine.state.epoch, run_iteration(engine.state), indices]) + "\n")
         if callable(self.then):
             self.then(trainer)
 

@@ -1,4 +1,5 @@
 """Checkpoints on a cadence, exact resume at any iteration, time limits and preemption (issue #10)."""
+import collections
 import json
 import logging
 import os
@@ -132,28 +133,103 @@ def test_persistent_workers_whose_state_carries_over_epochs_are_said_at_resume(t
     assert caplog.text.count("persistent_workers=True: its workers' random state carries over") == 1
 
 
-@pytest.mark.filterwarnings("ignore:Data iterator can not provide data anymore")  # Ignite's, for the larger batch
-def test_a_resume_with_another_global_batch_says_it_is_not_exact(tmp_path, caplog):
-    # Issue #21: Ignite keeps the checkpoint's epoch length; a changed batch is no longer silent.
+def record_trained(setup, steps):
+    """Append (epoch, iteration as the history counts it, sample indices) to ``steps`` after each step."""
+    x = setup["train_loader"].dataset.tensors[0]
+    index = {row.numpy().tobytes(): i for i, row in enumerate(x)}
+
+    @setup["trainer"].on(Events.ITERATION_COMPLETED)
+    def record(engine):
+        rows = [index[row.numpy().tobytes()] for row in engine.state.batch[0]]
+        steps.append((engine.state.epoch, monitor.core._position.run_iteration(engine.state), rows))
+    return setup
+
+
+def samples(steps, epoch, upto=None):
+    """How often each sample was trained in ``epoch`` (by steps up to iteration ``upto``)."""
+    counts = collections.Counter()
+    for e, iteration, rows in steps:
+        if e == epoch and (upto is None or iteration <= upto):
+            counts.update(rows)
+    return counts
+
+
+@pytest.mark.parametrize(("batch", "workers"), [(10, 0), (4, 0), (7, 0), (10, 2)])
+def test_a_resume_with_another_batch_trains_the_rest_of_the_epoch_once_and_counts_steps_on(tmp_path, caplog, batch,
+                                                                                          workers):
+    # Issue #21: 40 steps of 8 an epoch, the last checkpoint at iteration 56 (16 steps into epoch 2:
+    # 128 samples), resumed with batch 10 (32 steps; also with 2 DataLoader workers), 4 (80) or 7 (46,
+    # the last one 5). Before, Ignite
+    # kept 40 steps an epoch: samples trained twice or never, and with batch 10 the data ran out.
+    first, second = [], []
+    long_run(tmp_path / "run", crash_at=57, setup=record_trained(long_setup(workers=workers), first))
+    with caplog.at_level(logging.INFO, logger="monitor"):
+        long_run(tmp_path / "run", resume=True, setup=record_trained(long_setup(batch=batch, workers=workers), second))
+    steps_an_epoch = -(-320 // batch)
+    left = -(-(320 - 128) // batch)
+    assert caplog.text.count(f"Resuming with another global batch: 1 process x 8 a step (8 in all, 40 steps an "
+                             f"epoch) -> 1 process x {batch} a step ({batch} in all, {steps_an_epoch} steps an "
+                             "epoch). Epoch 2 was 128 samples in (16 steps): its 192 samples not yet trained "
+                             f"are trained once each, in {left} steps of the new layout") == 1
+    epoch_2 = samples(first, 2, upto=56) + samples(second, 2)
+    assert set(epoch_2) == set(range(320)) and set(epoch_2.values()) == {1}
+    assert len(samples(second, 3)) == 320 and set(samples(second, 3).values()) == {1}
+    # The iteration counts the steps taken: 56, then the rest of epoch 2, then epoch 3's.
+    assert [it for _, it, _ in second] == list(range(57, 57 + left + steps_an_epoch))
+    iterations = pd.read_csv(tmp_path / "run" / "history.csv")["iteration"].tolist()
+    assert iterations == sorted(set(iterations)) and set(iterations[5:]) <= {it for _, it, _ in second}
+    segment = json.loads((tmp_path / "run" / "run.json").read_text())["segments"][-1]
+    assert segment["layout"] == {"processes": 1, "batch_size": batch, "batches": steps_an_epoch}
+    assert segment["layout_change"]["exact"] and segment["layout_change"]["trained"] == 128
+
+
+@pytest.mark.parametrize("third", [10, 4])
+def test_an_epoch_continued_on_another_batch_and_killed_again_still_trains_each_sample_once(tmp_path, third):
+    # Batch 8 killed in epoch 2 (checkpoint at 56), resumed with 10 and killed again within the rest of
+    # epoch 2 (its checkpoint 5 steps of 10 on: iteration 61), resumed with 10 again or with 4.
+    first, second, last = [], [], []
+    long_run(tmp_path / "run", crash_at=57, setup=record_trained(long_setup(), first))
+    # Ignite's own count is renumbered to 44 at the resume: its every-7 save is at 49, the crash at 51
+    long_run(tmp_path / "run", resume=True, crash_at=51, setup=record_trained(long_setup(batch=10), second))
+    assert "last_epoch=2_iteration=61.pt" in [p.name for p in (tmp_path / "run" / "checkpoints").glob("last_*")]
+    long_run(tmp_path / "run", resume=True, setup=record_trained(long_setup(batch=third), last))
+    epoch_2 = samples(first, 2, upto=56) + samples(second, 2, upto=61) + samples(last, 2)
+    assert set(epoch_2) == set(range(320)) and set(epoch_2.values()) == {1}
+    assert len(samples(last, 3)) == 320 and set(samples(last, 3).values()) == {1}
+    assert [it for _, it, _ in last][0] == 62
+
+
+class OwnBatchSampler(torch.utils.data.BatchSampler):
+    """A batch sampler of the user's own: monitor cannot tell that its batches are stretches of an order."""
+
+
+def with_own_batch_sampler(setup):
+    loader = setup["train_loader"]
+    sampler = OwnBatchSampler(torch.utils.data.RandomSampler(loader.dataset), loader.batch_size, drop_last=False)
+    setup["train_loader"] = DataLoader(loader.dataset, batch_sampler=sampler)
+    return setup
+
+
+def test_a_resume_on_another_batch_that_cannot_be_exact_says_so_and_the_next_epochs_are_whole(tmp_path, caplog,
+                                                                                              recwarn):
+    first, second = [], []
+    long_run(tmp_path / "run", crash_at=57, setup=record_trained(with_own_batch_sampler(long_setup()), first))
+    with caplog.at_level(logging.WARNING):
+        long_run(tmp_path / "run", resume=True,
+                 setup=record_trained(with_own_batch_sampler(long_setup(batch=10)), second))
+    assert caplog.text.count("This resume is not exact: its order came from a sampler monitor cannot draw again. "
+                             "So the rest of epoch 2 is the new layout's order from step 14 of 32 (about 130 "
+                             "samples in, where the checkpoint was 128 in)") == 1
+    assert not [w for w in recwarn if "Data iterator can not provide" in str(w.message)]  # the new epoch length
+    assert len(samples(second, 2)) > 150 and [it for _, it, _ in second][:1] == [57]
+    assert len(samples(second, 3)) == 320 and set(samples(second, 3).values()) == {1}
+
+
+def test_a_resume_with_the_same_batch_says_nothing_of_layouts(tmp_path, caplog):
     long_run(tmp_path / "same", crash_at=57)
     with caplog.at_level(logging.INFO, logger="monitor"):
         long_run(tmp_path / "same", resume=True)
     assert "another global batch" not in caplog.text and "laid out anew" not in caplog.text
-    long_run(tmp_path / "other", crash_at=57)
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="monitor"):
-        long_run(tmp_path / "other", resume=True, setup=long_setup(batch=10))
-    assert caplog.text.count("Resuming with another global batch: 1 process x 8 a step (8 in all, 40 steps an "
-                             "epoch) -> 1 process x 10 a step (10 in all, 32 steps an epoch)") == 1
-    assert "the rest of epoch 2 skips the first 16 steps' worth" in caplog.text  # checkpoint at 56 (every 7)
-    assert "the data runs out after 32 of those steps: Ignite then ends the run early" in caplog.text
-    assert "Resume with 8 in all (1 process x 8 a step) for an exact run" in caplog.text
-    long_run(tmp_path / "smaller", crash_at=57)
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="monitor"):
-        long_run(tmp_path / "smaller", resume=True, setup=long_setup(batch=4))
-    assert "every epoch from here on is 40 steps of the new batch (160 samples where the data has about 320)" in \
-        caplog.text
 
 
 def test_a_plain_list_cannot_be_replayed_so_it_resumes_from_the_epoch_boundary(tmp_path, caplog):

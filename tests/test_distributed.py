@@ -207,6 +207,40 @@ def test_a_resume_on_three_processes_with_the_same_global_batch_trains_every_sam
     assert set(epoch_3) == set(range(3500)) and sum(epoch_3.values()) == 3500 + padding
 
 
+@pytest.mark.parametrize(("before", "after", "workers"), [(2, 3, 0), (3, 2, 4)])
+def test_a_resume_on_another_number_of_processes_and_global_batch_trains_each_sample_of_the_epoch_once(
+        tmp_path, before, after, workers):
+    # Issue #21: idist.auto_dataloader(batch_size=64) gives 2 x 32 or 3 x 21 (63). Stopped by SIGTERM at
+    # iteration 20 of epoch 1, resumed on the other number of processes (with 4 DataLoader workers
+    # asked for: auto_dataloader gives each process 2). Before, over the interrupted epoch some samples
+    # were trained twice and some never, silently.
+    run_dir, first, second = tmp_path / "run", tmp_path / "first", tmp_path / "second"
+    first.mkdir(), second.mkdir()
+    common = ["--no-progress", "--seed", "0", "--max-epochs", "2", "--patience", "50", "--batch-size", "64",
+              "--workers", str(workers)]
+    args = [sys.executable, DRIVER, "train", "--run-dir", str(run_dir), *common]
+    stopped = subprocess.run([*args, "--nproc", str(before), "--signal-rank", "1", "--signal-at", "20",
+                              "--record-trained", str(first)], capture_output=True, text=True, timeout=240)
+    assert stopped.returncode == 0, stopped.stderr[-3000:]
+    assert [p.name for p in (run_dir / "checkpoints").glob("last_*.pt")] == ["last_epoch=1_iteration=20.pt"]
+    resumed = subprocess.run([*args, "--nproc", str(after), "--resume", "--record-trained", str(second)],
+                             capture_output=True, text=True, timeout=240)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    done = 20 * before * (64 // before)
+    steps = -(-(3500 - done) // after // (64 // after))
+    assert (f"Epoch 1 was {done} samples in (20 steps): its {3500 - done} samples not yet trained are trained "
+            f"once each, in {steps} steps of the new layout") in resumed.stderr
+    epoch_1 = trained(first, 1, upto=20) + trained(second, 1)
+    assert set(epoch_1) == set(range(3500)) and set(epoch_1.values()) == {1}
+    epoch_2 = trained(second, 2)
+    padding = -3500 % after  # DistributedSampler pads the processes' shares with the order's first samples
+    assert set(epoch_2) == set(range(3500)) and sum(epoch_2.values()) == 3500 + padding
+    iterations = pd.read_csv(run_dir / "history.csv")["iteration"].tolist()
+    assert iterations == [20 + steps, 20 + steps + -(-3500 // after // (64 // after))]
+    segment = json.loads((run_dir / "run.json").read_text())["segments"][-1]
+    assert segment["layout_change"]["from"]["processes"] == before and segment["layout_change"]["exact"]
+
+
 def train_with_report(tmp_path, *extra):
     """Two processes of the example with ``extra``; (the process, run.json, each rank's final
     [weights sum, rates]) once it succeeded."""

@@ -16,6 +16,7 @@ from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, ProgressBar, TensorboardLogger
 
 from monitor.compose.resume import ResumePlan, tidy_for_resume
+from monitor.core._position import run_iteration
 from monitor.core.objective import Objective
 from monitor.core.status import RunStatus, StopReason, reason_value
 from monitor.diagnosis import diagnose, steps_after
@@ -204,7 +205,11 @@ class Monitor:
         self._terminated, self._started = False, True
         tidy_for_resume(self.plan, paths=self.paths, history=self.history.history,
                         best_checkpoint=self.best_checkpoint, last_checkpoint=self.last_checkpoint)
-        self.record.start_segment(self.plan.from_epoch, self.config)
+        order = self.data_order
+        layout = {} if order is None or order.layout is None else {"layout": order.layout}
+        if order is not None and order.change is not None:
+            layout["layout_change"] = order.change
+        self.record.start_segment(self.plan.from_epoch, self.config, **layout)
         self.status, self.stop_reason, self.error = RunStatus.RUNNING, None, None
         self._write_record()
         # run.json on disk before the first history row (written at once): a run read while it
@@ -334,10 +339,10 @@ class Monitor:
     def _after_last_row(self) -> dict[str, Any] | None:
         """The training columns of the steps since the last history row, if some were trained."""
         state = self.trainer.state
-        if state.iteration <= int(self.history.last_row.get("iteration") or 0):
+        if run_iteration(state) <= int(self.history.last_row.get("iteration") or 0):
             return None
         try:
-            return {"epoch": state.epoch, "iteration": state.iteration, **self.history.train_columns()}
+            return {"epoch": state.epoch, "iteration": run_iteration(state), **self.history.train_columns()}
         except Exception as e:  # the device is gone (a failure): the end is recorded without them
             logger.error("Could not read the training columns after the last validation: %s", e)
             return None

@@ -51,8 +51,8 @@ class ResumePlan:
         is_finished: ``run.json`` says the run ended: train nothing, change no file.
         decided_stop: the restored state had decided to stop, but ``run.json`` does not say so yet.
         from_epoch: the last epoch completed (training continues in the next one).
-        from_iteration: the iteration training continues after (mid-epoch when not a multiple of
-            the epoch length).
+        from_iteration: the iteration training continues after, as the history records it (the steps
+            taken: :func:`~monitor.core._position.run_iteration`).
     """
 
     resume: bool
@@ -70,7 +70,7 @@ class ResumePlan:
         a new run; ``0``: a resume starting over, so all of the killed attempt's points)."""
         if not self.resume:
             return None
-        return 0 if self.state is None else int(self.state["trainer"]["iteration"]) + 1
+        return 0 if self.state is None else self.from_iteration + 1
 
 
 def plan_resume(
@@ -123,9 +123,10 @@ def plan_resume(
     iteration = int(trainer["iteration"])
     epoch = iteration // int(trainer["epoch_length"])
     finished = record.is_finished
+    offset = int((state.get("data_order") or {}).get("iteration_offset", 0))  # see core._position.run_iteration
     return ResumePlan(
         resume=True, checkpoint=path, state=state, damaged=damaged, is_finished=finished, from_epoch=epoch,
-        from_iteration=iteration,
+        from_iteration=iteration + offset,
         decided_stop=None if finished else _decided_stop(state, epoch, required),
     )
 

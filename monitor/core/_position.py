@@ -8,12 +8,13 @@ Examples:
 
         done_in_epoch(trainer.state)   # 37: a resume 37 iterations into the epoch
         is_mid_epoch(trainer.state)    # True: a checkpoint here is within the epoch
+        run_iteration(trainer.state)   # 1250: the steps the run took, the history's ``iteration``
 """
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["done_in_epoch", "is_mid_epoch", "is_last_of_epoch"]
+__all__ = ["done_in_epoch", "is_mid_epoch", "is_last_of_epoch", "run_iteration"]
 
 
 def done_in_epoch(state: Any) -> int:
@@ -31,3 +32,11 @@ def is_mid_epoch(state: Any) -> bool:
 def is_last_of_epoch(state: Any) -> bool:
     """Whether the iteration is the last of an epoch of known length."""
     return state.epoch_length is not None and state.iteration % state.epoch_length == 0
+
+
+def run_iteration(state: Any) -> int:
+    """The steps the run took: the ``iteration`` monitor records (history, checkpoint names, TensorBoard,
+    trackers). It is Ignite's ``state.iteration`` unless a resume changed the steps an epoch has (another
+    global batch): Ignite's count is then renumbered so that its epoch arithmetic holds, and
+    ``state.iteration_offset`` keeps the difference."""
+    return int(state.iteration) + int(getattr(state, "iteration_offset", 0))

@@ -11,6 +11,7 @@ from ignite.engine import Engine, Events
 from ignite.metrics import Metric
 
 from monitor.core._checks import optional_number
+from monitor.core._position import run_iteration
 from monitor.core.objective import Objective
 
 __all__ = ["BestTracker", "attach_best_tracker", "attached_metric_names"]
@@ -94,7 +95,7 @@ class BestTracker(Serializable):
         self._is_best = self.objective.is_improvement(self.value, reference, epoch=epoch)
         if self._is_best:
             self.best_value, self.best_epoch = self.value, epoch
-            self.best_iteration = self.trainer.state.iteration
+            self.best_iteration = run_iteration(self.trainer.state)
 
     def state_dict(self) -> OrderedDict[str, Any]:
         return OrderedDict(

@@ -12,7 +12,7 @@ import ignite.distributed as idist
 from ignite.engine import Engine, Events
 from ignite.engine.events import CallableEventWithFilter, EventsList
 
-from monitor.core._position import is_last_of_epoch, is_mid_epoch
+from monitor.core._position import is_last_of_epoch, is_mid_epoch, run_iteration
 from monitor.handlers.step import StepWork
 
 __all__ = ["CheckpointCadence", "DEFAULT_INTERVAL_S", "DEFAULT_MAX_SHARE"]
@@ -162,11 +162,11 @@ class CheckpointCadence:
 
     def save_now(self, engine: Engine) -> None:
         """Save at once (a due save, or the end of training); nothing if this iteration is saved."""
-        if self.saved_iteration != engine.state.iteration:
+        if self.saved_iteration != run_iteration(engine.state):
             started = time.perf_counter()
             self._save(engine)
             self.saving_s += time.perf_counter() - started
-            self.saved_iteration = engine.state.iteration
+            self.saved_iteration = run_iteration(engine.state)
             self.saves += 1
         self.pending = False
         self._last_save = time.monotonic()

@@ -15,7 +15,7 @@ from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver
 
 from monitor.core._checks import positive_int
-from monitor.core._position import is_mid_epoch
+from monitor.core._position import is_mid_epoch, run_iteration
 from monitor.handlers.best import BestTracker
 from monitor.runtime.checkpoint_io import load_checkpoint
 from monitor.store._crash import crash_point
@@ -216,7 +216,7 @@ def attach_best_checkpoint(
         score_name=objective.score_name,
         n_saved=n_saved,
         global_step_transform=lambda *_: best_step(
-            trainer.state.epoch, trainer.state.iteration if name_by_iteration else None
+            trainer.state.epoch, run_iteration(trainer.state) if name_by_iteration else None
         ),
         filename_pattern=BEST_PATTERN,
     )
@@ -241,14 +241,14 @@ def last_checkpointer(
 
     def step(*_: Any) -> str:
         state = trainer.state
-        return best_step(state.epoch, state.iteration if is_mid_epoch(state) else None)
+        return best_step(state.epoch, run_iteration(state) if is_mid_epoch(state) else None)
 
     return Checkpoint(
         dict(to_save),
         DurableDiskSaver(dirname, writer=writer),
         filename_prefix=LAST_PREFIX,
         n_saved=2,
-        score_function=lambda _: trainer.state.iteration,  # the newest is the most trained (not a name order)
+        score_function=lambda _: run_iteration(trainer.state),  # the newest is the most trained (not a name order)
         global_step_transform=step,
         filename_pattern=LAST_PATTERN,
         include_self=True,

@@ -14,7 +14,10 @@ the iterator from those states, skips the batches already trained, and goes on w
 own RNG state. With DataLoader workers, the batches already trained are loaded again and dropped
 instead (each worker's random state, seeded from the loader's base seed, advances with every sample
 it loads: random augmentation in workers then resumes exactly); persistent workers, whose state
-carries over epochs, cannot be replayed, and that is said at resume. Other data (a list, a
+carries over epochs, cannot be replayed, and that is said at resume. A resume on another layout
+(number of processes, batch a process) continues the interrupted epoch with its samples not yet
+trained, each once (:mod:`monitor.handlers.elastic`), and renumbers Ignite's iteration for the new
+epoch length (the history keeps counting steps: ``run_iteration``). Other data (a list, a
 generator, an ``IterableDataset``) cannot be replayed: resume then continues from the last completed
 epoch, and this is said once when training starts.
 """
@@ -23,7 +26,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import ignite.distributed as idist
@@ -32,9 +35,16 @@ from ignite.base.mixins import Serializable
 from ignite.engine import Engine, Events
 from ignite.engine.deterministic import DeterministicEngine, ReproducibleBatchSampler, update_dataloader
 from torch.utils.data import BatchSampler, DataLoader, IterableDataset
-from torch.utils.data.distributed import DistributedSampler
 
 from monitor.core._position import done_in_epoch, is_mid_epoch
+from monitor.handlers.elastic import (
+    cannot_draw,
+    deal,
+    distributed_order,
+    distributed_sampler,
+    order_source,
+    steps_to_deal,
+)
 from monitor.handlers.outputs import Throughput
 from monitor.handlers.rng import _from_json, _to_json, capture_rng, capture_rng_objects, restore_rng, rng_state
 from monitor.runtime.distributed import gather_json
@@ -46,13 +56,17 @@ logger = logging.getLogger(__name__)
 
 class _Batches:
     """The batches of one epoch: the order is drawn at the first ``next`` or at :meth:`draw`, and the
-    first ``skip`` batches are passed over as indices (no data is loaded for them)."""
+    first ``skip`` batches are passed over as indices (no data is loaded for them); or, for an epoch
+    continued on another layout, ``rest`` makes them from the batch sampler."""
 
-    def __init__(self, batch_sampler: Iterable[list[int]], skip: int) -> None:
-        self._sampler, self._skip = batch_sampler, skip
+    def __init__(self, batch_sampler: Iterable[list[int]], skip: int,
+                 rest: Callable[[Iterable[list[int]]], list[list[int]]] | None = None) -> None:
+        self._sampler, self._skip, self._rest = batch_sampler, skip, rest
         self._batches: Iterator[list[int]] | None = None
 
     def draw(self) -> None:
+        if self._batches is None and self._rest is not None:
+            self._batches = iter(self._rest(self._sampler))
         if self._batches is None:
             batches = iter(self._sampler)
             head = list(itertools.islice(batches, self._skip + 1))  # draws the order (the sampler's RNG)
@@ -75,13 +89,14 @@ class _SkippingBatchSampler:
     def __init__(self, batch_sampler: Iterable[list[int]]) -> None:
         self.batch_sampler = batch_sampler
         self.skip = 0
+        self.rest: Callable[[Iterable[list[int]]], list[list[int]]] | None = None
         self.latest: _Batches | None = None
 
     def __len__(self) -> int:
         return len(self.batch_sampler)  # type: ignore[arg-type]
 
     def __iter__(self) -> Iterator[list[int]]:
-        self.latest = _Batches(self.batch_sampler, self.skip)
+        self.latest = _Batches(self.batch_sampler, self.skip, self.rest)
         return self.latest
 
 
@@ -155,13 +170,6 @@ def _layout(data: Any) -> dict[str, int] | None:
     return {"processes": idist.get_world_size(), "batch_size": batch_size, "batches": batches}
 
 
-def _distributed_sampler(loader: DataLoader[Any]) -> DistributedSampler[Any] | None:
-    for sampler in (loader.sampler, getattr(loader.batch_sampler, "sampler", None)):
-        if isinstance(sampler, DistributedSampler):
-            return sampler
-    return None
-
-
 def is_replayable(data: Any) -> bool:
     """Whether ``data`` is a ``DataLoader`` over a map-style dataset, whose order can be replayed."""
     return isinstance(data, DataLoader) and not isinstance(data.dataset, IterableDataset) and \
@@ -196,7 +204,12 @@ class DataOrder(Serializable):
         self._warned = False
         self.timer: Throughput | None = None  # times the batches of the data it replays
         self.layout: dict[str, int] | None = None  # processes, batch size a process, batches an epoch
+        self.source: dict[str, Any] | None = None  # where this layout's epoch order comes from (elastic.order_source)
+        self.continued: dict[str, Any] | None = None  # an epoch continued on another layout: its source, how far
+        self.change: dict[str, Any] | None = None  # the layout's change at this resume (run.json's segment)
+        self._rest: Callable[[Iterable[list[int]]], list[list[int]]] | None = None  # this rank's rest of it
         self._saved_layout: dict[str, int] | None = None  # the checkpoint's, on a resume
+        self._saved_source: dict[str, Any] | None = None
 
     @property
     def epoch_rng(self) -> dict[str, Any] | None:
@@ -218,8 +231,9 @@ class DataOrder(Serializable):
         if isinstance(data, _ReplayableLoader):
             data = data.original
         self.layout = _layout(data)
-        self._say_layout_change(trainer)
         self.replayable = is_replayable(data)
+        self.source = order_source(data) if isinstance(data, DataLoader) and self.replayable else None
+        self._relayout(trainer, data)
         self._loader = None
         self._generators = _generators(data) if isinstance(data, DataLoader) else []
         if self.timer is not None:  # the batches come from Ignite's loop (unless replayed: below)
@@ -255,7 +269,7 @@ class DataOrder(Serializable):
             if isinstance(batch_sampler, _EagerReproducibleBatchSampler):
                 batch_sampler.start_iteration = None  # a new epoch from its first batch
             data = trainer.state.dataloader
-            sampler = _distributed_sampler(data) if isinstance(data, DataLoader) else None
+            sampler = distributed_sampler(data) if isinstance(data, DataLoader) else None
             if sampler is not None:
                 sampler.set_epoch(trainer.state.epoch)
 
@@ -266,12 +280,18 @@ class DataOrder(Serializable):
     def make_iterator(self, loader: _ReplayableLoader) -> Iterator[Any]:
         """The iterator of the current epoch, skipping the batches this epoch already trained."""
         state = self.trainer.state
-        sampler = _distributed_sampler(loader.original)
+        sampler = distributed_sampler(loader.original)
         if sampler is not None:
             sampler.set_epoch(state.epoch)
         done = done_in_epoch(state)
         replay = done > 0 and self.epoch_rng is not None  # a resume mid-epoch: the same order, minus what is done
         workers = loader.loader.num_workers
+        rest, self._rest = self._rest, None
+        if rest is not None:  # an epoch continued on another layout: its order drawn again, minus what is done
+            loader.skipper.rest = rest
+        elif self.continued is not None and self.continued["epoch"] != state.epoch:
+            self.continued = None  # that epoch is over
+        drop = bool(workers) and rest is None
         if replay:
             current = capture_rng()
             restore_rng(self.epoch_rng or {})
@@ -280,8 +300,8 @@ class DataOrder(Serializable):
             # state a dataset draws from is the checkpoint's. A worker draws from its own, seeded
             # from the loader's base seed and advanced by every sample it loads: so with workers
             # the batches done are loaded again and dropped, and each worker goes on as it did.
-            loader.skipper.skip = 0 if workers else done
-            if workers:
+            loader.skipper.skip = 0 if drop or rest is not None else done
+            if drop:
                 self._say_workers_replay(loader.original, done)
         else:
             self._epoch_objects = (capture_rng_objects(), [g.get_state() for g in self._generators])
@@ -290,40 +310,103 @@ class DataOrder(Serializable):
         iterator = iter(loader.loader)
         if loader.skipper.latest is not None:
             loader.skipper.latest.draw()
-        loader.skipper.skip = 0
-        if replay and workers:
+        loader.skipper.skip, loader.skipper.rest = 0, None
+        if replay and drop:
             for _ in range(done):
                 next(iterator)
         if replay:
             restore_rng(current)  # training goes on with the checkpoint's own RNG state
         return iterator if self.timer is None else self.timer.timed(iterator)
 
-    def _say_layout_change(self, trainer: Engine) -> None:
-        """Say once, at a resume, that the data's layout changed since the checkpoint, and what it does."""
+    def _relayout(self, trainer: Engine, data: Any) -> None:
+        """At a resume on another data layout, renumber the trainer for the new epoch length and plan the
+        rest of the interrupted epoch: its samples not yet trained, each once (:mod:`elastic`); said once."""
         saved, now, self._saved_layout = self._saved_layout, self.layout, None
-        if saved is None or now is None or saved == now:
+        continued, self.continued, self.change = self.continued, None, None
+        state = trainer.state
+        length = state.epoch_length
+        if saved is None or now is None or not length or state.max_iters is not None or length != saved["batches"]:
+            return  # a new run, data without a layout, or an epoch length of the user's own
+        epoch, done = state.iteration // length + 1, state.iteration % length
+        if continued is not None and (continued["epoch"] != epoch or not done):
+            continued = None
+        before, after = saved["processes"] * saved["batch_size"], now["processes"] * now["batch_size"]
+        if continued is None and before == after and now["batches"] == length:
+            if saved != now:  # the same global batch on another number of processes: skipped as steps
+                logger.info("Resuming with the data laid out anew: %s -> %s. The global batch is the same, so %s.",
+                            _steps(saved), _steps(now),
+                            f"epoch {epoch} continues with exactly the samples not yet trained" if done else
+                            "the epochs are as before")
             return
-        before = saved["processes"] * saved["batch_size"]
-        after = now["processes"] * now["batch_size"]
-        epoch_length = int(trainer.state.epoch_length or saved["batches"])
-        epoch, done = trainer.state.iteration // epoch_length + 1, trainer.state.iteration % epoch_length
+        source = continued["source"] if continued is not None else self._saved_source
+        trained = (continued["position"] + (done - continued["done"]) * before) if continued is not None \
+            else done * before  # samples of the epoch's order trained: each step takes the next stretch of it
+        why = ("the trainer is a DeterministicEngine, which replays its own order" if isinstance(
+            trainer, DeterministicEngine) else cannot_draw(source, data)) if done else None
+        left = steps = 0
+        if done and why is None:
+            assert source is not None
+            end = int(source["size"])
+            if source["kind"] == "distributed" and source["drop_last"]:
+                end = end // int(source["processes"]) * int(source["processes"])
+            left = max(end - trained, 0)
+            sampler = distributed_sampler(data)
+            pad, drop_last = sampler is None or not sampler.drop_last, bool(getattr(data.batch_sampler, "drop_last", 0))
+            steps = steps_to_deal(left, now["processes"], now["batch_size"], pad=pad, drop_last=drop_last)
+            if not 0 < steps <= now["batches"]:
+                why = f"the {left} samples left make {steps} steps of the new layout, outside 1..{now['batches']}"
+        if not done:
+            new_done = 0
+        elif why is None:
+            new_done = now["batches"] - steps
+            self.continued = {"epoch": epoch, "position": trained, "done": new_done, "source": source}
+            self._rest = self._dealer(epoch, trained, end, pad, drop_last)
+        else:  # the new layout's own order of the epoch, from about as far as the old one went
+            new_done = min(now["batches"] - 1, round(trained / after))
+        iteration = (epoch - 1) * now["batches"] + new_done
+        offset = int(getattr(state, "iteration_offset", 0)) + state.iteration - iteration
+        state.iteration, state.epoch_length = iteration, now["batches"]
+        state.iteration_offset = offset  # type: ignore[attr-defined]  # an attribute of monitor's on Ignite's State
+        if saved == now:  # resumed within an epoch continued earlier, on the same layout: nothing changed
+            return
+        self.change = {"from": dict(saved), "to": dict(now), "epoch": epoch, "trained": trained,
+                       "exact": why is None, "iteration_offset": offset}
         change = f"{_steps(saved)} -> {_steps(now)}"
-        if before == after and now["batches"] == epoch_length:
-            logger.info("Resuming with the data laid out anew: %s. The global batch is the same, so %s.", change,
-                        f"epoch {epoch} continues with exactly the samples not yet trained" if done else
-                        "the epochs are as before")
-            return
-        rest = (f"the rest of epoch {epoch} skips the first {done} steps' worth of the new order (some samples "
-                "are trained twice, some not at all), and " if done else "")
-        epochs = (f"every epoch from here on is {epoch_length} steps of the new batch ({epoch_length * after} "
-                  f"samples where the data has about {now['batches'] * after})" if now["batches"] >= epoch_length
-                  else f"the data runs out after {now['batches']} of those steps: Ignite then ends the run early "
-                       "(its warning: 'Data iterator can not provide data anymore')")
-        logger.warning(
-            "Resuming with %s: %s. This resume is not exact: Ignite keeps the checkpoint's epoch length (%d steps), "
-            "so %s%s. Resume with %d in all (%s) for an exact run.",
-            "another global batch" if before != after else "another number of steps an epoch", change, epoch_length,
-            rest, epochs, before, _steps(saved).split(" (")[0])
+        numbering = (f"The history's iteration counts the steps taken; Ignite's trainer.state.iteration is "
+                     f"renumbered for {now['batches']} steps an epoch ({offset:+d}: trainer.state.iteration_offset).")
+        if not done:
+            logger.warning("Resuming with %s: %s. Epoch %d and the epochs after it are the new layout's. %s",
+                           "another global batch" if before != after else "another number of steps an epoch",
+                           change, epoch, numbering)
+        elif why is None:
+            logger.warning(
+                "Resuming with %s: %s. Epoch %d was %d samples in (%d steps): its %d samples not yet trained "
+                "are trained once each, in %d steps of the new layout%s; the epochs after it are the new "
+                "layout's. %s", "another global batch" if before != after else "another number of steps an "
+                "epoch", change, epoch, trained, done, left, steps,
+                "" if left % after == 0 else " (the last one short, or padded as DistributedSampler pads)",
+                numbering)
+        else:
+            logger.warning(
+                "Resuming with %s: %s. This resume is not exact: %s. So the rest of epoch %d is the new "
+                "layout's order from step %d of %d (about %d samples in, where the checkpoint was %d in): some "
+                "samples are trained twice in it, some not at all. The epochs after it are whole. %s",
+                "another global batch" if before != after else "another number of steps an epoch", change,
+                why, epoch, new_done + 1, now["batches"], new_done * after, trained, numbering)
+
+    def _dealer(self, epoch: int, trained: int, end: int, pad: bool,
+                drop_last: bool) -> Callable[[Iterable[list[int]]], list[list[int]]]:
+        """This rank's batches of the rest of ``epoch``'s order, from the batch sampler (in one process,
+        its sampler is drawn again in the RNG state of the epoch's start: the order is the old one)."""
+        layout, source = self.layout, (self.continued or {}).get("source")
+        assert layout is not None and source is not None
+
+        def rest(batch_sampler: Iterable[list[int]]) -> list[list[int]]:
+            order = distributed_order(source, epoch) if source["kind"] == "distributed" else \
+                list(batch_sampler.sampler)  # type: ignore[attr-defined]
+            return deal(order[trained:end], layout["processes"], idist.get_rank(), layout["batch_size"],
+                        pad=pad, drop_last=drop_last)
+        return rest
 
     def _say_workers_replay(self, loader: DataLoader[Any], done: int) -> None:
         """Say at resume what the workers' replay costs, and where it cannot be exact."""
@@ -346,9 +429,13 @@ class DataOrder(Serializable):
         else:  # not started (yet): what was loaded, if anything
             generators = list(self._loaded_generators or [])
         own = {"epoch_rng": self.epoch_rng, "generators": generators}
-        state = OrderedDict(own)
+        state: OrderedDict[str, Any] = OrderedDict(own)
         if self.layout is not None:  # the same on every rank
             state["layout"] = dict(self.layout)
+            state["source"], state["continued"] = self.source, self.continued
+        offset = int(getattr(self.trainer.state, "iteration_offset", 0))
+        if offset:  # see core._position.run_iteration
+            state["iteration_offset"] = offset
         if idist.get_world_size() > 1:  # every rank's (its global RNG differs)
             state["ranks"] = [_from_json(s) for s in gather_json(_to_json(own))]
         return state
@@ -360,6 +447,8 @@ class DataOrder(Serializable):
         self.epoch_rng = own["epoch_rng"]
         self._loaded_generators = list(own["generators"])
         self._saved_layout = state_dict.get("layout")
+        self._saved_source, self.continued = state_dict.get("source"), state_dict.get("continued")
+        self.trainer.state.iteration_offset = int(state_dict.get("iteration_offset", 0))  # type: ignore[attr-defined]
 
 
 def attach_data_order(trainer: Engine) -> DataOrder:

@@ -11,6 +11,7 @@ import torch
 from ignite.base.mixins import Serializable
 from ignite.engine import Engine, Events
 
+from monitor.core._position import run_iteration
 from monitor.handlers.best import BestTracker
 from monitor.handlers.loss import TrainLoss
 from monitor.handlers.lr import LearningRates, learning_rates
@@ -110,7 +111,7 @@ class HistoryRecorder(Serializable):
         now = time.perf_counter()
         row: dict[str, Any] = {
             "epoch": self.trainer.state.epoch,
-            "iteration": self.trainer.state.iteration,
+            "iteration": run_iteration(self.trainer.state),
             "elapsed_s": round(self.elapsed_s, 6),
             "epoch_s": None if self._epoch_start is None else round(now - self._epoch_start, 6),
             **(self.throughput.values() if self.throughput is not None else {}),

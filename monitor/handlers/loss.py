@@ -14,7 +14,7 @@ from ignite.base.mixins import Serializable
 from ignite.engine import Engine, Events
 
 from monitor.core._checks import positive_int
-from monitor.core._position import done_in_epoch
+from monitor.core._position import done_in_epoch, run_iteration
 from monitor.core.status import StopReason, parse_reason, reason_value
 from monitor.handlers.step import StepWork
 from monitor.runtime.distributed import gather_json
@@ -200,7 +200,7 @@ class TrainLoss(Serializable):
             logger.warning(
                 "Training loss is not finite (epoch %d, iteration %d); stopping.",
                 self.trainer.state.epoch,
-                self.trainer.state.iteration,
+                run_iteration(self.trainer.state),
             )
             self.trainer.terminate()
 

@@ -65,7 +65,7 @@ from ignite.engine import Engine, Events
 from ignite.handlers.param_scheduler import ParamScheduler
 
 from monitor.core._checks import number_in, positive_int
-from monitor.core._position import done_in_epoch, is_mid_epoch
+from monitor.core._position import done_in_epoch, is_mid_epoch, run_iteration
 from monitor.core.status import StopReason, parse_reason, reason_value
 from monitor.diagnosis import diverging
 from monitor.handlers.part import PartContext
@@ -255,7 +255,7 @@ class Recovery:
     def _judge(self, trainer: Engine) -> None:
         """Judge the steps since the last check; roll back on trouble, else keep a good copy when due."""
         losses = self._pending_losses()
-        first = trainer.state.iteration - len(losses) + 1  # every step's, in order, since the last judgement
+        first = run_iteration(trainer.state) - len(losses) + 1  # every step's, in order, since the last judgement
         self._recent.clear()
         trouble: tuple[int, str, float] | None = None
         ceiling = highest(self._losses)
@@ -280,7 +280,7 @@ class Recovery:
             return
         state = trainer.state
         min_progress = self.min_progress or int(state.epoch_length or 0) or self.window
-        if self.attempts and state.iteration - self._clean_from >= min_progress:
+        if self.attempts and run_iteration(state) - self._clean_from >= min_progress:
             self.attempts = 0  # progress made: a new row of attempts
         self._keep_if_due(trainer)
 
@@ -294,7 +294,7 @@ class Recovery:
 
     def _copy(self, trainer: Engine) -> _Copy:
         start = time.perf_counter()
-        copy = _Copy(trainer.state.iteration, trainer.state.epoch, {
+        copy = _Copy(run_iteration(trainer.state), trainer.state.epoch, {
             key: _cpu_copy(obj.state_dict()) for key, obj in self._restorable(validated=True).items()})
         self.cost_s += time.perf_counter() - start
         return copy
@@ -306,7 +306,7 @@ class Recovery:
         cost = self.cost_s - before
         if self._chosen_every is None and self.keep_every is None and self._step_clock is not None:
             t0, i0 = self._step_clock
-            steps = trainer.state.iteration - i0
+            steps = run_iteration(trainer.state) - i0
             if steps > 0:  # every so many steps that the copies take at most max_share of the time
                 step_s = (time.perf_counter() - t0 - cost) / steps
                 steps_per_copy = max(1, math.ceil(cost / (self.max_share * max(step_s, 1e-9))))
@@ -317,13 +317,13 @@ class Recovery:
 
     def _keep_if_due(self, trainer: Engine) -> None:
         if self._step_clock is None:
-            self._step_clock = (time.perf_counter(), trainer.state.iteration)
+            self._step_clock = (time.perf_counter(), run_iteration(trainer.state))
         every = self.keep_every or self._chosen_every
         good = self._good
-        if every is None and good is not None and self._step_clock[1] < trainer.state.iteration:
+        if every is None and good is not None and self._step_clock[1] < run_iteration(trainer.state):
             self.keep(trainer)  # the first check after a clocked stretch: the cost sets keep_every
             return
-        if every is not None and good is not None and trainer.state.iteration - good.iteration >= every:
+        if every is not None and good is not None and run_iteration(trainer.state) - good.iteration >= every:
             self.keep(trainer)
 
     def _started(self, trainer: Engine) -> None:
@@ -341,9 +341,9 @@ class Recovery:
         assert self._context is not None
         best = self._context.best
         every, good = self._chosen_every, self._good
-        after_best = best.best_iteration == trainer.state.iteration
-        due = (self.keep_every is not None or good is None or trainer.state.iteration == 0 or every is None
-               or trainer.state.iteration - good.iteration >= every)
+        after_best = best.best_iteration == run_iteration(trainer.state)
+        due = (self.keep_every is not None or good is None or run_iteration(trainer.state) == 0 or every is None
+               or run_iteration(trainer.state) - good.iteration >= every)
         if not due and after_best:  # what a divergence goes back to, if the copies are within budget on every rank
             within = self.cost_s <= self.max_share * (time.perf_counter() - self._since)
             due = bool(_agreed(int(within), "MIN"))
@@ -351,7 +351,7 @@ class Recovery:
             return
         self.keep(trainer)
         assert self._good is not None
-        if trainer.state.iteration == 0:
+        if run_iteration(trainer.state) == 0:
             self._origin, self._origin_epoch = self._good, 0  # what a run that diverges at once goes back to
         elif after_best:
             self._anchor = self._good
@@ -376,7 +376,7 @@ class Recovery:
             targets = [c for c in (self._anchor, self._origin) if c is not None and c.iteration <= healthy_until]
             target = max(targets, key=lambda c: c.iteration) if targets else None
             value = finding.evidence.get("value", finding.evidence.get("spike", math.nan))
-            self._recover(trainer, int(finding.iteration or trainer.state.iteration), "divergence",
+            self._recover(trainer, int(finding.iteration or run_iteration(trainer.state)), "divergence",
                           float(value) if isinstance(value, (int, float)) else math.nan, target=target,
                           validated=True)
         elif is_mid_epoch(trainer.state) and not self._recent:
@@ -388,7 +388,7 @@ class Recovery:
         state = trainer.state
         entry: dict[str, Any] = {
             "iteration": iteration, "epoch": state.epoch, "reason": reason,
-            "loss": loss if math.isfinite(loss) else str(loss), "detected_at": state.iteration,
+            "loss": loss if math.isfinite(loss) else str(loss), "detected_at": run_iteration(state),
             "attempt": self.attempts + 1,
         }
         if target is None or target.state is None or self.attempts >= self.max_attempts:
@@ -413,13 +413,13 @@ class Recovery:
             changes["moments"] = "reset"
         self.attempts += 1
         entry.update(rolled_back_to=target.iteration, rolled_back_to_epoch=target.epoch,
-                     skipped=[target.iteration + 1, state.iteration], changes=changes)
+                     skipped=[target.iteration + 1, run_iteration(state)], changes=changes)
         self.recoveries.append(entry)
-        self._clean_from = state.iteration
+        self._clean_from = run_iteration(state)
         self._recent.clear()
         _say("Recovery: %s at iteration %d (loss %s): rolled back to iteration %d, skipping the %d batches "
              "after it%s (attempt %d of %d).", reason.replace("_", " "), iteration, _loss_text(loss),
-             target.iteration, state.iteration - target.iteration,
+             target.iteration, run_iteration(state) - target.iteration,
              "" if "lr" not in changes else f"; lr {_rates(changes['lr'][0])} -> {_rates(changes['lr'][1])}",
              self.attempts, self.max_attempts)
         # The restored state with its new rates is the newest good one, and stands in for the copy it came
@@ -462,7 +462,7 @@ class Recovery:
     # -- checkpoint --------------------------------------------------------------------------------
     def state_dict(self) -> OrderedDict[str, Any]:
         trainer = self._trainer
-        here = None if trainer is None else trainer.state.iteration
+        here = None if trainer is None else run_iteration(trainer.state)
         own = {"losses": list(self._losses), "pending": self._pending_losses()}
         copies: list[_Copy] = []
         for copy in (self._good, self._anchor, self._origin):

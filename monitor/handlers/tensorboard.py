@@ -13,6 +13,7 @@ from ignite.handlers import TensorboardLogger
 from ignite.handlers.tensorboard_logger import OutputHandler
 
 from monitor.core._checks import positive_int
+from monitor.core._position import run_iteration
 from monitor.handlers.best import BestTracker
 from monitor.handlers.loss import loss_from_output
 from monitor.handlers.lr import LearningRates, learning_rates
@@ -150,7 +151,7 @@ class _TrainLossPoint:
     def __call__(self, engine: Engine) -> None:
         value = float(loss_from_output(engine.state.output))  # (read at the NaN check's host sync)
         summary = self._summary(value=[self._summary.Value(tag="train/loss", simple_value=value)])
-        event = self._event(summary=summary, step=engine.state.iteration, wall_time=time.time())
+        event = self._event(summary=summary, step=run_iteration(engine.state), wall_time=time.time())
         self._tb_logger.writer._get_file_writer().add_event(event)  # tensorboardX's own way to its FileWriter
 
 
@@ -208,7 +209,7 @@ def attach_tensorboard(
     tb_logger = DurableTensorboardLogger(log_dir, purge_step=purge_step)
 
     def trainer_step(*_: Any) -> int:
-        return trainer.state.iteration
+        return run_iteration(trainer.state)
 
     if step is not None:
         step.every_log.append(_TrainLossPoint(tb_logger))

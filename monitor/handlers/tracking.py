@@ -27,6 +27,7 @@ from typing import Any
 
 from ignite.engine import Engine, Events
 
+from monitor.core._position import run_iteration
 from monitor.handlers.part import PartContext
 from monitor.runtime.distributed import is_main_process
 from monitor.store.record import library_versions
@@ -212,7 +213,7 @@ class MLflow:
             return
         history = self._context.objects.get("history")
         row = dict(getattr(history, "last_row", None) or {})
-        step = int(row.get("iteration") or self._context.trainer.state.iteration)
+        step = int(row.get("iteration") or run_iteration(self._context.trainer.state))
         with self._lock:  # the rows waiting go in one request: fast validations do not queue a request each
             self._rows.append((step, int(time.time() * 1000), row_metrics(row)))
             if len(self._rows) > 1:
@@ -297,7 +298,7 @@ class Tracker:
 
         self.logger.attach_output_handler(
             context.evaluator, event_name=Events.COMPLETED, tag=self.tag, output_transform=row,
-            global_step_transform=lambda *_: context.trainer.state.iteration,
+            global_step_transform=lambda *_: run_iteration(context.trainer.state),
         )
 
     def config(self) -> dict[str, Any]:

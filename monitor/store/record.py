@@ -120,9 +120,10 @@ class RunRecord:
         """The run ended (completed, early-stopped, diverged): a resume trains nothing."""
         return self.status is not None and self.status.is_finished
 
-    def start_segment(self, from_epoch: int, config: Mapping[str, Any]) -> None:
-        """A start or resume: a new segment, the config and library versions, status ``running``."""
-        segment = {"started": now_iso(), "from_epoch": from_epoch}
+    def start_segment(self, from_epoch: int, config: Mapping[str, Any], **fields: Any) -> None:
+        """A start or resume: a new segment (with ``fields``), the config and library versions, status
+        ``running``."""
+        segment = {"started": now_iso(), "from_epoch": from_epoch, **fields}
         self.data.setdefault("started", segment["started"])
         self.data.setdefault("segments", []).append(segment)
         self.data.update(config, versions=library_versions())

@@ -1,0 +1,104 @@
+"""The rest of an interrupted epoch on another data layout: each sample not yet trained, once.
+
+A data layout is the number of processes, the batch each takes and the steps an epoch has. A resume on
+another layout (a 2-process job back on 3, with ``idist.auto_dataloader``'s batch of 64 now 3 x 21)
+cannot skip the steps already done as steps: they were of another size. It can skip them as samples.
+After ``done`` steps of a global batch ``G``, the first ``done x G`` samples of the epoch's order are
+trained, whatever the number of processes: a ``DistributedSampler`` deals the order out to the ranks
+in turn and each rank's batches are consecutive, so each step trains the next stretch of the order.
+So a checkpoint keeps where its epoch's order came from (its *source*: a ``DistributedSampler``'s seed,
+or in one process the sampler itself, drawn again in the RNG state of the epoch's start) and how far
+it went; a resume on another layout draws the order again and deals what is left of it to the new
+ranks the way a ``DistributedSampler`` would (padded to equal shares, or cut with ``drop_last``).
+The epochs after it are the new layout's own.
+
+Examples:
+    .. code-block:: python
+
+        source = order_source(loader)                      # {"kind": "distributed", "seed": 0, ...}
+        order = distributed_order(source, epoch=2)          # the epoch's order over all processes
+        batches = deal(order[128:], processes=3, rank=0, batch_size=21)
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import ignite.distributed as idist
+from torch.utils.data import BatchSampler, DataLoader
+from torch.utils.data.distributed import DistributedSampler
+
+__all__ = ["distributed_sampler", "order_source", "distributed_order", "cannot_draw", "deal", "steps_to_deal"]
+
+
+def distributed_sampler(loader: DataLoader[Any]) -> DistributedSampler[Any] | None:
+    for sampler in (loader.sampler, getattr(loader.batch_sampler, "sampler", None)):
+        if isinstance(sampler, DistributedSampler):
+            return sampler
+    return None
+
+
+def order_source(loader: DataLoader[Any]) -> dict[str, Any] | None:
+    """Where ``loader``'s epoch order comes from, as kept in the checkpoint (``None``: monitor cannot
+    draw it again on another layout, e.g. a batch sampler of the user's own making)."""
+    sampler = distributed_sampler(loader)
+    if sampler is not None:
+        return {"kind": "distributed", "seed": int(sampler.seed), "shuffle": bool(sampler.shuffle),
+                "drop_last": bool(sampler.drop_last), "size": len(sampler.dataset),  # type: ignore[arg-type]
+                "processes": int(sampler.num_replicas)}
+    batch_sampler = loader.batch_sampler
+    if idist.get_world_size() == 1 and type(batch_sampler) is BatchSampler:
+        return {"kind": "sampler", "sampler": type(batch_sampler.sampler).__name__,
+                "size": len(batch_sampler.sampler)}  # type: ignore[arg-type]
+    return None
+
+
+def distributed_order(source: dict[str, Any], epoch: int) -> list[int]:
+    """The order a ``DistributedSampler`` of ``source`` deals out in ``epoch``, before it is split into
+    the ranks' shares (torch's own sampler, for one process: its permutation for ``seed + epoch``)."""
+    sampler: DistributedSampler[int] = DistributedSampler(
+        range(int(source["size"])), num_replicas=1, rank=0,  # type: ignore[arg-type]  # a range has a length
+        shuffle=bool(source["shuffle"]), seed=int(source["seed"]))
+    sampler.set_epoch(epoch)
+    order = list(sampler)
+    if source["drop_last"]:  # what the processes of that layout shared; the rest was never trained
+        processes = int(source["processes"])
+        order = order[: len(order) // processes * processes]
+    return order
+
+
+def cannot_draw(source: dict[str, Any] | None, loader: DataLoader[Any]) -> str | None:
+    """Why the order of ``source`` cannot be drawn again for ``loader`` (``None``: it can)."""
+    if source is None:
+        return "its order came from a sampler monitor cannot draw again"
+    if source["kind"] == "distributed":
+        return None
+    now = order_source(loader)
+    if now is None or now["kind"] != "sampler" or now["sampler"] != source["sampler"]:
+        return (f"its order came from a {source['sampler']} in one process, which the new layout's "
+                f"{type(loader.sampler).__name__} cannot draw again")
+    return None
+
+
+def deal(rest: Sequence[int], processes: int, rank: int, batch_size: int, *, pad: bool = True,
+         drop_last: bool = False) -> list[list[int]]:
+    """``rank``'s batches of ``rest``, dealt out to ``processes`` in turn as a ``DistributedSampler``
+    deals an order (padded with its first samples to equal shares, or cut to them when ``pad`` is
+    false), in batches of ``batch_size`` (the last one short, or left out with ``drop_last``)."""
+    order = list(rest)
+    short = -len(order) % processes
+    if short and pad and order:
+        order += (order * (short // len(order) + 1))[:short]
+    elif short:
+        order = order[: len(order) - (len(order) % processes)]
+    mine = order[rank::processes]
+    batches = [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]
+    if drop_last and batches and len(batches[-1]) < batch_size:
+        batches.pop()
+    return batches
+
+
+def steps_to_deal(count: int, processes: int, batch_size: int, *, pad: bool = True, drop_last: bool = False) -> int:
+    """How many batches :func:`deal` gives each rank for ``count`` samples."""
+    share = -(-count // processes) if pad else count // processes
+    return share // batch_size if drop_last else -(-share // batch_size)
