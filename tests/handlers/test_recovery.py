@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import monitor
 from monitor import Checkpoints, Console, Objective, Recovery, attach_monitoring
+from monitor.core._position import run_iteration
 from monitor.store.history import TIMING_COLUMNS
 from tests.runs import raise_at, run_or_crash
 
@@ -30,7 +31,7 @@ class FaultyLoss(nn.Module):
         self.faults, self.trainer, self.inner = dict(faults), None, nn.CrossEntropyLoss()
 
     def forward(self, y_pred, y):
-        at = self.trainer.state.iteration
+        at = run_iteration(self.trainer.state)  # the steps taken, as the history and run.json count them
         loss = self.inner(y_pred, y)
         fault = self.faults.get(at) or next(
             (kind for start, kind in self.faults.items() if isinstance(start, str) and at >= int(start)), None)
@@ -41,7 +42,7 @@ class FaultyLoss(nn.Module):
         return loss
 
 
-def setup(faults=(), lr=0.1, seed=0):
+def setup(faults=(), lr=0.1, seed=0, batch=16):
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(320, 8, generator=g)
@@ -53,14 +54,14 @@ def setup(faults=(), lr=0.1, seed=0):
     return dict(
         model=model, optimizer=optimizer, loss=loss, trainer=trainer,
         evaluator=monitor.build_evaluator(model, {"loss": Loss(nn.CrossEntropyLoss())}),
-        train_loader=DataLoader(TensorDataset(x[:256], y[:256]), batch_size=16, shuffle=True),
+        train_loader=DataLoader(TensorDataset(x[:256], y[:256]), batch_size=batch, shuffle=True),
         val_loader=DataLoader(TensorDataset(x[256:], y[256:]), batch_size=32),
     )
 
 
 def train(run_dir, recovery, *, faults=(), max_epochs=6, lr=0.1, resume=False, crash_at=None, log_every=4,
-          hot_epoch=None):
-    s = setup(faults, lr)
+          hot_epoch=None, batch=16):
+    s = setup(faults, lr, batch=batch)
     if hot_epoch is not None:  # a user's schedule that sets a rate 50x too high at this epoch
         @s["trainer"].on(Events.EPOCH_STARTED(once=hot_epoch))
         def hot(engine):
@@ -122,6 +123,19 @@ def test_a_rollback_is_shown_by_the_review(tmp_path):
     assert "<b>recovered</b> from epoch 3" in page
     figure = monitor.plot_runs([run])
     assert "rolled back" in [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+
+
+def test_a_rollback_after_a_resume_on_another_batch_counts_the_steps_taken(tmp_path):
+    # Issue #21: 16 steps of 16 an epoch, killed at 21 (checkpoint at 20: epoch 2, 64 samples in),
+    # resumed with batch 32: the rest of epoch 2 is 6 steps (21..26), then 8 an epoch. A NaN at 25.
+    train(tmp_path / "run", Recovery(keep_every=2), crash_at=21)
+    train(tmp_path / "run", Recovery(keep_every=2), resume=True, batch=32, faults={25: "nan"})
+    data = record(tmp_path / "run")
+    assert data["status"] == "completed" and data["segments"][-1]["layout_change"]["exact"]
+    [entry] = data["recoveries"]
+    assert entry["iteration"] == 25 and 20 <= entry["rolled_back_to"] < 25
+    assert entry["skipped"] == [entry["rolled_back_to"] + 1, 26]  # judged at 26, the epoch's last step
+    assert history(tmp_path / "run")["iteration"].tolist() == [16, 26, 34, 42, 50, 58]
 
 
 def test_a_huge_step_is_a_spike_rolled_back(tmp_path):
