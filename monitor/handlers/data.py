@@ -34,7 +34,16 @@ import torch
 from ignite.base.mixins import Serializable
 from ignite.engine import Engine, Events
 from ignite.engine.deterministic import DeterministicEngine, ReproducibleBatchSampler, update_dataloader
-from torch.utils.data import BatchSampler, DataLoader, IterableDataset
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    IterableDataset,
+    RandomSampler,
+    SequentialSampler,
+    SubsetRandomSampler,
+    WeightedRandomSampler,
+)
+from torch.utils.data.distributed import DistributedSampler
 
 from monitor.core._position import done_in_epoch, is_mid_epoch
 from monitor.handlers.elastic import (
@@ -50,6 +59,9 @@ from monitor.handlers.rng import _from_json, _to_json, capture_rng, capture_rng_
 from monitor.runtime.distributed import gather_json
 
 __all__ = ["DataOrder", "attach_data_order"]
+
+# Samplers that draw an epoch's order from torch's RNG (global or their generator) and nothing else.
+_TORCH_SAMPLERS = (RandomSampler, SequentialSampler, SubsetRandomSampler, WeightedRandomSampler, DistributedSampler)
 
 logger = logging.getLogger(__name__)
 
@@ -210,6 +222,7 @@ class DataOrder(Serializable):
         self._rest: Callable[[Iterable[list[int]]], list[list[int]]] | None = None  # this rank's rest of it
         self._saved_layout: dict[str, int] | None = None  # the checkpoint's, on a resume
         self._saved_source: dict[str, Any] | None = None
+        self._torch_only = False  # the order is drawn by torch's own samplers: from torch's RNG alone
 
     @property
     def epoch_rng(self) -> dict[str, Any] | None:
@@ -233,6 +246,8 @@ class DataOrder(Serializable):
         self.layout = _layout(data)
         self.replayable = is_replayable(data)
         self.source = order_source(data) if isinstance(data, DataLoader) and self.replayable else None
+        batch_sampler = getattr(data, "batch_sampler", None)
+        self._torch_only = type(batch_sampler) is BatchSampler and type(batch_sampler.sampler) in _TORCH_SAMPLERS
         self._relayout(trainer, data)
         self._loader = None
         self._generators = _generators(data) if isinstance(data, DataLoader) else []
@@ -304,7 +319,8 @@ class DataOrder(Serializable):
             if drop:
                 self._say_workers_replay(loader.original, done)
         else:
-            self._epoch_objects = (capture_rng_objects(), [g.get_state() for g in self._generators])
+            self._epoch_objects = (capture_rng_objects(torch_only=self._torch_only),
+                                   [g.get_state() for g in self._generators])
         # The loader's seed for its workers, then the order: drawn now, in this RNG state, whatever
         # Ignite or the user's handlers do before the first batch.
         iterator = iter(loader.loader)
