@@ -10,8 +10,8 @@ holds the work done every ``log_every`` steps; a window an interrupt hit is drop
 Per epoch: the median, over epoch ends, of the time from an epoch's last step to the next epoch's
 first, less one step (the validation, the history row, the checkpoint). Work a step defers to the
 epoch's end (TensorBoard's points, handed to the OS at each validation) lands there; so each variant
-also runs epochs of two lengths (``--steps`` / 2 and x 1.5), and the difference of their whole epochs
-splits the cost into what grows with the steps (per step, all work) and the fixed rest (per epoch).
+runs epochs of two lengths (``--steps`` / 2 and x 1.5), and how the epoch's end grows between them
+splits it into what belongs to the steps (added to the per-step cost) and the fixed rest (per epoch).
 
 Two workloads: a step that only returns a loss tensor (what is left is the engine's, the data
 loader's and monitor's own work, so the difference is sharp), and a linear layer on 32 features,
@@ -59,13 +59,12 @@ def loaders(steps: int) -> tuple[DataLoader, DataLoader]:
 WINDOW = 100  # steps per measured window (a multiple of log_every, so the periodic work is in each)
 
 
-def costs(variant: str, steps: int, workdir: Path, *, empty: bool, epochs: int = 4) -> tuple[float, float, float]:
+def costs(variant: str, steps: int, workdir: Path, *, empty: bool, epochs: int = 4) -> tuple[float, float]:
     """``variant``'s CPU time of the training thread per step and per epoch's own work (validation,
     history row, checkpoint): the median over ``WINDOW``-step windows within epochs (a window that an
     interrupt or a page fault hit is an outlier the median drops), and the median over epoch ends of
-    the time from an epoch's last step's start to the next epoch's first, less one step; and the
-    median time of a whole epoch, first step to first step (what :func:`measure` compares across two
-    epoch lengths). The first epoch warms up and is left out."""
+    the time from an epoch's last step's start to the next epoch's first, less one step. The first
+    epoch warms up and is left out."""
     torch.manual_seed(0)
     model = nn.Linear(FEATURES, 2)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
@@ -97,29 +96,28 @@ def costs(variant: str, steps: int, workdir: Path, *, empty: bool, epochs: int =
                for e in range(1, epochs + 1) for i in range(e * steps, (e + 1) * steps - WINDOW, WINDOW)]
     per_step = statistics.median(windows)
     ends = [marks[e * steps] - marks[e * steps - 1] - per_step for e in range(2, epochs + 1)]
-    whole = [marks[(e + 1) * steps] - marks[e * steps] for e in range(1, epochs)]
-    return per_step, statistics.median(ends), statistics.median(whole)
+    return per_step, statistics.median(ends)
 
 
 def measure(rounds: int, workdir: Path, *, empty: bool, steps: int) -> None:
     variants = ("bare", "bare again", "monitor", "monitor, checkpoint every epoch", "monitor, Recovery()",
                 "monitor, Recovery() checks")
     short, long = steps // 2, steps * 3 // 2  # two epoch lengths: what is per step and what is per epoch
-    found: dict[str, list[tuple[float, float, float, float]]] = {v: [] for v in variants}
+    found: dict[str, list[tuple[float, float, float]]] = {v: [] for v in variants}
     for r in range(rounds):
         for v in variants[r % len(variants):] + variants[: r % len(variants)]:
             kind = "bare" if v.startswith("bare") else v
-            per_step, end, whole_short = costs(kind, short, workdir, empty=empty)
-            _, _, whole_long = costs(kind, long, workdir, empty=empty)
-            found[v].append((per_step, end, whole_short, whole_long))
+            per_step, end_short = costs(kind, short, workdir, empty=empty)
+            _, end_long = costs(kind, long, workdir, empty=empty)
+            found[v].append((per_step, end_short, end_long))
     what = "a step that only returns a loss" if empty else f"a linear model, batch {BATCH}"
     base_step = statistics.median(f[0] for f in found["bare"])
     print(f"\n{what}: epochs of {short} and {long} steps; the bare engine's step {base_step * 1e6:.1f} us of CPU")
-    print("  A: per step, the median of 100-step windows within epochs. B: per epoch, from an epoch's last step "
-          "to the next one's first, less a step.\n  C: per step, all work, and D: per epoch, the fixed part, from "
-          f"whole epochs of {short} and {long} steps (C = difference / {long - short}; D = the rest): work "
-          "deferred to the epoch's end\n  (TensorBoard's points handed to the OS at each validation) is per "
-          "step in C and D, per epoch in B.")
+    print(f"  A: per step, the median of 100-step windows within epochs. B: per epoch, from an epoch's last "
+          f"step to the next one's first, less a step ({short}-step epochs).\n  B grows with the steps an epoch "
+          "holds where a step defers work to the epoch's end (TensorBoard's points, handed to the OS at each "
+          f"validation):\n  C = A + B's growth from {short} to {long} steps / {long - short} is all of a step's "
+          f"work; D = B less {short} x that growth is what an epoch costs by itself.")
     print(f"  {'':34s} {'A: step (us)':>17s} {'B: epoch (ms)':>17s} {'C: step (us)':>17s} {'D: epoch (ms)':>17s}")
     print(f"  {'':34s}" + f" {'median':>7s} {'min..max':>9s}" * 4)
     for name, variant, base in (("monitor (defaults) over bare", "monitor", "bare"),
@@ -130,9 +128,10 @@ def measure(rounds: int, workdir: Path, *, empty: bool, steps: int) -> None:
         pairs = list(zip(found[variant], found[base], strict=True))
         step = [(a[0] - b[0]) * 1e6 for a, b in pairs]
         epoch = [(a[1] - b[1]) * 1e3 for a, b in pairs]
-        all_step = [((a[3] - a[2]) - (b[3] - b[2])) / (long - short) for a, b in pairs]
-        fixed = [((a[2] - b[2]) - short * c) * 1e3 for (a, b), c in zip(pairs, all_step, strict=True)]
-        cells = [step, epoch, [c * 1e6 for c in all_step], fixed]
+        growth = [((a[2] - a[1]) - (b[2] - b[1])) / (long - short) for a, b in pairs]
+        all_step = [s + g * 1e6 for s, g in zip(step, growth, strict=True)]
+        fixed = [e - short * g * 1e3 for e, g in zip(epoch, growth, strict=True)]
+        cells = [step, epoch, all_step, fixed]
         print(f"  {name:34s}" + "".join(
             f" {statistics.median(c):7.2f} {min(c):4.1f}..{max(c):<4.1f}" for c in cells))
 

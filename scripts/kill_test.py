@@ -3,6 +3,7 @@
     .venv/bin/python scripts/kill_test.py --kills 200          # about 8 minutes on 2 cores
     .venv/bin/python scripts/kill_test.py --kills 200 --long-epoch --loader generator   # or global, workers, augmented
     .venv/bin/python scripts/kill_test.py --kills 50 --recovery   # a NaN batch at iteration 300, rolled back
+    .venv/bin/python scripts/kill_test.py --kills 30 --resize     # 2 <-> 3 processes (resize_kill_test.py)
 
 ``--long-epoch``: 438 iterations per epoch (batch 8), validation every 100 iterations, a last
 checkpoint every 50 iterations, 3 epochs; kills land inside epochs, and each resume continues
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -82,7 +84,9 @@ def redone_if_resumed(run_dir: Path) -> int | None:
         return None
     for path in last_checkpoints(run_dir / "checkpoints"):
         try:
-            return int(losses["step"].max()) - int(load_checkpoint(path)["trainer"]["iteration"])
+            state = load_checkpoint(path)  # its iteration as TensorBoard counts steps (run_iteration)
+            saved = int(state["trainer"]["iteration"]) + int((state.get("data_order") or {}).get("iteration_offset", 0))
+            return int(losses["step"].max()) - saved
         except CheckpointError:
             continue
     return int(losses["step"].max())
@@ -95,7 +99,16 @@ def main() -> int:
     parser.add_argument("--long-epoch", action="store_true", help="long epochs, checkpoints within them")
     parser.add_argument("--loader", choices=sorted(LOADERS), default="global")
     parser.add_argument("--recovery", action="store_true", help="a NaN batch at iteration 300, rolled back")
-    args = parser.parse_args()
+    parser.add_argument("--resize", action="store_true",
+                        help="the distributed example, each resume on the other number of processes "
+                             "(scripts/resize_kill_test.py; --batch-size N passes on)")
+    args, rest = parser.parse_known_args()
+    if args.resize:
+        resize = Path(__file__).with_name("resize_kill_test.py")
+        return subprocess.call([sys.executable, str(resize), "--kills", str(args.kills), "--seed", str(args.seed),
+                                *rest])
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     extra = [*LONG_EPOCH] if args.long_epoch else []
     extra += LOADERS[args.loader]
     extra += RECOVERY if args.recovery else []
