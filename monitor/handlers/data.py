@@ -383,24 +383,28 @@ class DataOrder(Serializable):
         offset = int(getattr(state, "iteration_offset", 0)) + state.iteration - iteration
         state.iteration, state.epoch_length = iteration, now["batches"]
         state.iteration_offset = offset  # type: ignore[attr-defined]  # an attribute of monitor's on Ignite's State
-        if saved == now:  # resumed within an epoch continued earlier, on the same layout: nothing changed
+        if saved == now or idist.get_rank() != 0:  # (the same layout: an epoch continued earlier goes on)
             return
         self.change = {"from": dict(saved), "to": dict(now), "epoch": epoch, "trained": trained,
                        "exact": why is None, "iteration_offset": offset}
         change = f"{_steps(saved)} -> {_steps(now)}"
-        numbering = (f"The history's iteration counts the steps taken; Ignite's trainer.state.iteration is "
-                     f"renumbered for {now['batches']} steps an epoch ({offset:+d}: trainer.state.iteration_offset).")
+        numbering = (f"The history's iteration counts the steps taken ({iteration + offset} so far); Ignite's "
+                     f"trainer.state.iteration is renumbered for {now['batches']} steps an epoch ({iteration}; "
+                     f"trainer.state.iteration_offset = {offset}).")
         if not done:
             logger.warning("Resuming with %s: %s. Epoch %d and the epochs after it are the new layout's. %s",
                            "another global batch" if before != after else "another number of steps an epoch",
                            change, epoch, numbering)
         elif why is None:
+            share = -(-left // now["processes"]) if pad else left // now["processes"]
+            last, padding = share - (steps - 1) * now["batch_size"], share * now["processes"] - left
+            notes = ([f"the last one {last} a process"] if last < now["batch_size"] else []) + (
+                [f"{padding} of them twice, for equal shares, as DistributedSampler pads"] if padding > 0 else [])
             logger.warning(
                 "Resuming with %s: %s. Epoch %d was %d samples in (%d steps): its %d samples not yet trained "
                 "are trained once each, in %d steps of the new layout%s; the epochs after it are the new "
                 "layout's. %s", "another global batch" if before != after else "another number of steps an "
-                "epoch", change, epoch, trained, done, left, steps,
-                "" if left % after == 0 else " (the last one short, or padded as DistributedSampler pads)",
+                "epoch", change, epoch, trained, done, left, steps, f" ({'; '.join(notes)})" if notes else "",
                 numbering)
         else:
             logger.warning(
