@@ -137,13 +137,12 @@ def make_deterministic(trainer, _):
     return DeterministicEngineState(engine)
 
 
-_STARTED = set()
-
-
 def deterministic_step(handler, trainer, i):
     engine = handler.engine
-    if id(handler) not in _STARTED:  # each instance's engine starts once: Ignite draws a seed, a loaded one is put back
-        _STARTED.add(id(handler))
+    # Each instance's engine starts once: Ignite draws a seed, a loaded one is put back. (Marked on the
+    # engine: a set of id()s was flaky, as a new instance can reuse a collected one's id.)
+    if not getattr(engine, "_test_started", False):
+        engine._test_started = True
         engine.fire_event(Events.STARTED)
     if engine.state.rng_states is not None:  # what Ignite does on a resume mid-epoch
         _set_rng_states(engine.state.rng_states)
