@@ -183,6 +183,31 @@ def test_a_resume_with_another_batch_trains_the_rest_of_the_epoch_once_and_count
     assert segment["layout_change"]["exact"] and segment["layout_change"]["trained"] == 128
 
 
+def test_a_resume_one_step_into_an_epoch_on_a_larger_batch_keeps_the_epoch_under_way(tmp_path):
+    # 8 samples trained (checkpoint at 41, 1 step into epoch 2), resumed with batch 10: the 312 left
+    # would be 32 steps, a whole epoch of the new layout, which Ignite would take for one not yet begun
+    # (the epoch's loss sum would start anew). They are 31, the last one 12 samples.
+    first, second, losses = [], [], {}
+    at_41 = Events.ITERATION_COMPLETED(once=41)
+
+    def with_losses(setup):
+        @setup["trainer"].on(Events.ITERATION_COMPLETED)
+        def keep(engine):
+            losses[monitor.core._position.run_iteration(engine.state)] = float(engine.state.output["loss"])
+        return setup
+
+    long_run(tmp_path / "run", crash_at=42, every=at_41, setup=with_losses(record_trained(long_setup(), first)))
+    long_run(tmp_path / "run", resume=True, every=at_41,
+             setup=with_losses(record_trained(long_setup(batch=10), second)))
+    epoch_2 = samples(first, 2, upto=41) + samples(second, 2)
+    assert set(epoch_2) == set(range(320)) and set(epoch_2.values()) == {1}
+    assert [len(rows) for e, _, rows in second if e == 2] == [10] * 30 + [12]
+    assert [it for e, it, _ in second if e == 2][-1] == 41 + 31
+    # the first validation after the resume (Ignite's step 40, 7 steps on) shows the mean of epoch 2's 8 steps
+    row = pd.read_csv(tmp_path / "run" / "history.csv").set_index("iteration").loc[48]
+    assert row["train_loss"] == pytest.approx(sum(losses[i] for i in range(41, 49)) / 8, rel=1e-6)
+
+
 @pytest.mark.parametrize("third", [10, 4])
 def test_an_epoch_continued_on_another_batch_and_killed_again_still_trains_each_sample_once(tmp_path, third):
     # Batch 8 killed in epoch 2 (checkpoint at 56), resumed with 10 and killed again within the rest of
@@ -267,8 +292,9 @@ def test_max_time_stops_resumably_and_a_resume_with_more_time_finishes_the_run(t
     long_run(tmp_path / "whole", every=None)
     whole = outcome(tmp_path / "whole")
     s = long_setup()
-    s["trainer"].add_event_handler(Events.ITERATION_COMPLETED, lambda _: time.sleep(0.005))
-    run, _ = long_run(tmp_path / "run", every=None, setup=s, max_time=0.25)
+    # 10 ms a step, 0.5 s in all: about 40 steps (a loaded machine's slow start still leaves more than 10)
+    s["trainer"].add_event_handler(Events.ITERATION_COMPLETED, lambda _: time.sleep(0.01))
+    run, _ = long_run(tmp_path / "run", every=None, setup=s, max_time=0.5)
     stopped_at = s["trainer"].state.iteration
     assert 10 < stopped_at < 120
     record = json.loads((tmp_path / "run" / "run.json").read_text())

@@ -368,17 +368,20 @@ class DataOrder(Serializable):
             left = max(end - trained, 0)
             sampler = distributed_sampler(data)
             pad, drop_last = sampler is None or not sampler.drop_last, bool(getattr(data.batch_sampler, "drop_last", 0))
-            steps = steps_to_deal(left, now["processes"], now["batch_size"], pad=pad, drop_last=drop_last)
-            if not 0 < steps <= now["batches"]:
-                why = f"the {left} samples left make {steps} steps of the new layout, outside 1..{now['batches']}"
+            # At most one step fewer than an epoch: the epoch must stay under way (a resume at its step
+            # 0 would start its sums anew); the last step then takes what is left.
+            steps = min(steps_to_deal(left, now["processes"], now["batch_size"], pad=pad, drop_last=drop_last),
+                        now["batches"] - 1)
+            if steps < 1:
+                why = "the new layout's epoch is one step" if now["batches"] < 2 else "no sample of it is left"
         if not done:
             new_done = 0
         elif why is None:
             new_done = now["batches"] - steps
             self.continued = {"epoch": epoch, "position": trained, "done": new_done, "source": source}
-            self._rest = self._dealer(epoch, trained, end, pad, drop_last)
-        else:  # the new layout's own order of the epoch, from about as far as the old one went
-            new_done = min(now["batches"] - 1, round(trained / after))
+            self._rest = self._dealer(epoch, trained, end, pad, drop_last, steps)
+        else:  # the new layout's own order of the epoch, from about as far as the old one went (under way)
+            new_done = max(1, min(now["batches"] - 1, round(trained / after))) if now["batches"] > 1 else 0
         iteration = (epoch - 1) * now["batches"] + new_done
         offset = int(getattr(state, "iteration_offset", 0)) + state.iteration - iteration
         state.iteration, state.epoch_length = iteration, now["batches"]
@@ -398,7 +401,7 @@ class DataOrder(Serializable):
         elif why is None:
             share = -(-left // now["processes"]) if pad else left // now["processes"]
             last, padding = share - (steps - 1) * now["batch_size"], share * now["processes"] - left
-            notes = ([f"the last one {last} a process"] if last < now["batch_size"] else []) + (
+            notes = ([f"the last one {last} a process"] if last != now["batch_size"] else []) + (
                 [f"{padding} of them twice, for equal shares, as DistributedSampler pads"] if padding > 0 else [])
             logger.warning(
                 "Resuming with %s: %s. Epoch %d was %d samples in (%d steps): its %d samples not yet trained "
@@ -414,8 +417,8 @@ class DataOrder(Serializable):
                 "another global batch" if before != after else "another number of steps an epoch", change,
                 why, epoch, new_done + 1, now["batches"], new_done * after, trained, numbering)
 
-    def _dealer(self, epoch: int, trained: int, end: int, pad: bool,
-                drop_last: bool) -> Callable[[Iterable[list[int]]], list[list[int]]]:
+    def _dealer(self, epoch: int, trained: int, end: int, pad: bool, drop_last: bool,
+                most: int) -> Callable[[Iterable[list[int]]], list[list[int]]]:
         """This rank's batches of the rest of ``epoch``'s order, from the batch sampler (in one process,
         its sampler is drawn again in the RNG state of the epoch's start: the order is the old one)."""
         layout, source = self.layout, (self.continued or {}).get("source")
@@ -425,7 +428,7 @@ class DataOrder(Serializable):
             order = distributed_order(source, epoch) if source["kind"] == "distributed" else \
                 list(batch_sampler.sampler)  # type: ignore[attr-defined]
             return deal(order[trained:end], layout["processes"], idist.get_rank(), layout["batch_size"],
-                        pad=pad, drop_last=drop_last)
+                        pad=pad, drop_last=drop_last, most=most)
         return rest
 
     def _say_workers_replay(self, loader: DataLoader[Any], done: int) -> None:

@@ -81,10 +81,12 @@ def cannot_draw(source: dict[str, Any] | None, loader: DataLoader[Any]) -> str |
 
 
 def deal(rest: Sequence[int], processes: int, rank: int, batch_size: int, *, pad: bool = True,
-         drop_last: bool = False) -> list[list[int]]:
+         drop_last: bool = False, most: int | None = None) -> list[list[int]]:
     """``rank``'s batches of ``rest``, dealt out to ``processes`` in turn as a ``DistributedSampler``
     deals an order (padded with its first samples to equal shares, or cut to them when ``pad`` is
-    false), in batches of ``batch_size`` (the last one short, or left out with ``drop_last``)."""
+    false), in batches of ``batch_size`` (the last one short, or left out with ``drop_last``); at
+    ``most`` batches, the last one taking what is left (every batch before it stays whole: a
+    checkpoint within them knows how far the order went)."""
     order = list(rest)
     short = -len(order) % processes
     if short and pad and order:
@@ -95,6 +97,8 @@ def deal(rest: Sequence[int], processes: int, rank: int, batch_size: int, *, pad
     batches = [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]
     if drop_last and batches and len(batches[-1]) < batch_size:
         batches.pop()
+    if most is not None and len(batches) > most:
+        batches[most - 1:] = [[i for batch in batches[most - 1:] for i in batch]]
     return batches
 
 

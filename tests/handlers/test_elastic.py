@@ -1,0 +1,26 @@
+"""The rest of an epoch dealt to a new layout as torch's DistributedSampler deals an epoch (issue #21)."""
+import pytest
+from torch.utils.data.distributed import DistributedSampler
+
+from monitor.handlers.elastic import deal, distributed_order, steps_to_deal
+
+
+@pytest.mark.parametrize(("size", "processes", "batch"), [(100, 3, 7), (99, 3, 33), (10, 4, 3), (5, 2, 8)])
+@pytest.mark.parametrize("pad", [True, False])
+def test_dealing_an_order_gives_each_rank_what_a_distributed_sampler_gives_it(size, processes, batch, pad):
+    order = distributed_order({"size": size, "shuffle": True, "seed": 3, "drop_last": False, "processes": 1}, 2)
+    for rank in range(processes):
+        sampler = DistributedSampler(range(size), num_replicas=processes, rank=rank, shuffle=True, seed=3,
+                                     drop_last=not pad)
+        sampler.set_epoch(2)
+        batches = deal(order, processes, rank, batch, pad=pad)
+        assert [i for b in batches for i in b] == list(sampler)
+        assert len(batches) == steps_to_deal(size, processes, batch, pad=pad)
+        assert all(len(b) == batch for b in batches[:-1])
+
+
+def test_at_most_so_many_steps_the_last_one_takes_the_rest():
+    batches = deal(list(range(50)), 2, 1, 5, most=3)
+    assert [len(b) for b in batches] == [5, 5, 15] and [i for b in batches for i in b] == list(range(1, 50, 2))
+    assert deal([], 3, 0, 4) == [] and steps_to_deal(0, 3, 4) == 0
+    assert deal(list(range(7)), 2, 0, 2, drop_last=True) == [[0, 2], [4, 6]]  # padded to 8, 4 each
