@@ -29,7 +29,18 @@ from monitor import (
 from monitor.store.history import TIMING_COLUMNS
 from tests.conftest import tiny_setup
 
-MLFLOW_STORE = f"sqlite:///{tempfile.mkdtemp(prefix='test_parts_mlflow-')}/mlflow.db"  # one store: a resume finds its run
+MLFLOW_FOLDER = tempfile.mkdtemp(prefix="test_parts_mlflow-")
+MLFLOW_STORE = f"sqlite:///{MLFLOW_FOLDER}/mlflow.db"  # one store: a resume finds its run
+
+
+def _mlflow_part():
+    """The part, its experiment made first with artifacts in the temporary folder (MLflow's default
+    for a SQLite store is ./mlruns in the working directory: the repository's, under pytest)."""
+    mlflow = pytest.importorskip("mlflow")
+    client = mlflow.MlflowClient(MLFLOW_STORE)
+    if client.get_experiment_by_name("parts") is None:
+        client.create_experiment("parts", artifact_location=f"{MLFLOW_FOLDER}/artifacts")
+    return MLflow(MLFLOW_STORE, experiment="parts")
 
 
 def _optuna_trial():
@@ -46,7 +57,7 @@ MAKERS = {
     LROnPlateau: lambda: LROnPlateau(patience=1, factor=0.5),
     GradNorm: GradNorm,
     Recovery: lambda: Recovery(keep_every=4),
-    MLflow: lambda: MLflow(pytest.importorskip("mlflow") and MLFLOW_STORE, experiment="parts"),
+    MLflow: _mlflow_part,
     OptunaPruning: lambda: OptunaPruning(_optuna_trial()),
     Tracker: lambda: Tracker(_tensorboard_logger()),
 }
