@@ -52,6 +52,7 @@ from monitor.handlers.elastic import (
     distributed_order,
     distributed_sampler,
     order_source,
+    share_of,
     steps_to_deal,
 )
 from monitor.handlers.outputs import Throughput
@@ -391,31 +392,29 @@ class DataOrder(Serializable):
         self.change = {"from": dict(saved), "to": dict(now), "epoch": epoch, "trained": trained,
                        "exact": why is None, "iteration_offset": offset}
         change = f"{_steps(saved)} -> {_steps(now)}"
+        what = "another global batch" if before != after else "another number of steps an epoch"
         numbering = (f"The history's iteration counts the steps taken ({iteration + offset} so far); Ignite's "
                      f"trainer.state.iteration is renumbered for {now['batches']} steps an epoch ({iteration}; "
                      f"trainer.state.iteration_offset = {offset}).")
         if not done:
             logger.warning("Resuming with %s: %s. Epoch %d and the epochs after it are the new layout's. %s",
-                           "another global batch" if before != after else "another number of steps an epoch",
-                           change, epoch, numbering)
+                           what, change, epoch, numbering)
         elif why is None:
-            share = -(-left // now["processes"]) if pad else left // now["processes"]
+            share = share_of(left, now["processes"], pad=pad)
             last, padding = share - (steps - 1) * now["batch_size"], share * now["processes"] - left
             notes = ([f"the last one {last} a process"] if last != now["batch_size"] else []) + (
                 [f"{padding} of them twice, for equal shares, as DistributedSampler pads"] if padding > 0 else [])
             logger.warning(
                 "Resuming with %s: %s. Epoch %d was %d samples in (%d steps): its %d samples not yet trained "
                 "are trained once each, in %d steps of the new layout%s; the epochs after it are the new "
-                "layout's. %s", "another global batch" if before != after else "another number of steps an "
-                "epoch", change, epoch, trained, done, left, steps, f" ({'; '.join(notes)})" if notes else "",
-                numbering)
+                "layout's. %s", what, change, epoch, trained, done, left, steps,
+                f" ({'; '.join(notes)})" if notes else "", numbering)
         else:
             logger.warning(
                 "Resuming with %s: %s. This resume is not exact: %s. So the rest of epoch %d is the new "
                 "layout's order from step %d of %d (about %d samples in, where the checkpoint was %d in): some "
                 "samples are trained twice in it, some not at all. The epochs after it are whole. %s",
-                "another global batch" if before != after else "another number of steps an epoch", change,
-                why, epoch, new_done + 1, now["batches"], new_done * after, trained, numbering)
+                what, change, why, epoch, new_done + 1, now["batches"], new_done * after, trained, numbering)
 
     def _dealer(self, epoch: int, trained: int, end: int, pad: bool, drop_last: bool,
                 most: int) -> Callable[[Iterable[list[int]]], list[list[int]]]:

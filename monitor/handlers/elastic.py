@@ -28,7 +28,8 @@ import ignite.distributed as idist
 from torch.utils.data import BatchSampler, DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
-__all__ = ["distributed_sampler", "order_source", "distributed_order", "cannot_draw", "deal", "steps_to_deal"]
+__all__ = ["distributed_sampler", "order_source", "distributed_order", "cannot_draw", "deal", "share_of",
+           "steps_to_deal"]
 
 
 def distributed_sampler(loader: DataLoader[Any]) -> DistributedSampler[Any] | None:
@@ -102,7 +103,12 @@ def deal(rest: Sequence[int], processes: int, rank: int, batch_size: int, *, pad
     return batches
 
 
+def share_of(count: int, processes: int, *, pad: bool = True) -> int:
+    """The samples :func:`deal` gives each rank of ``count`` (padded up to equal shares, or cut down)."""
+    return -(-count // processes) if pad else count // processes
+
+
 def steps_to_deal(count: int, processes: int, batch_size: int, *, pad: bool = True, drop_last: bool = False) -> int:
     """How many batches :func:`deal` gives each rank for ``count`` samples."""
-    share = -(-count // processes) if pad else count // processes
+    share = share_of(count, processes, pad=pad)
     return share // batch_size if drop_last else -(-share // batch_size)

@@ -61,7 +61,7 @@ class RNGState(Serializable):
     def _restore(own: Mapping[str, Any]) -> None:
         """Put back the generators ``own`` holds (an epoch's start may hold torch's alone)."""
         if "python" in own:
-            python, torch_state, numpy_state = _as_objects(own)
+            python, _, numpy_state = _as_objects(own)
             random.setstate(python)
             numpy.random.set_state(numpy_state)
         torch.set_rng_state(torch.frombuffer(bytearray(own["torch"]), dtype=torch.uint8))
