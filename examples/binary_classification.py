@@ -12,7 +12,6 @@ network starts fitting noise: validation loss turns up and early stopping fires.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
@@ -149,8 +148,6 @@ def main(argv: list[str] | None = None) -> monitor.Monitor:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("ignite").setLevel(logging.WARNING)  # Ignite's engines log every run at INFO
     run = main(sys.argv[1:])
     best = run.best
     reason = run.stop_reason.value if run.stop_reason else "-"

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 
 import torch
 from ignite.engine import Engine, Events
@@ -62,8 +61,6 @@ def main(argv: list[str] | None = None) -> monitor.Monitor:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("ignite").setLevel(logging.WARNING)
     run = main()
     best = "no validation yet" if run.best.best_value is None else \
         f"best val_accuracy {run.best.best_value:.3f} at epoch {run.best.best_epoch}"

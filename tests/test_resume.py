@@ -124,8 +124,28 @@ def test_the_plan_knows_a_stop_the_checkpoint_decided_and_a_finished_run(tmp_pat
     from monitor.core.status import StopReason
 
     start(tmp_path, max_epochs=3, patience=None)
-    assert plan_for(tmp_path).is_finished
+    plan = plan_for(tmp_path)  # completed: a larger max_epochs may continue it (decided at trainer.run)
+    assert not plan.is_finished and plan.extends and plan.decided_stop is StopReason.MAX_EPOCHS
     record = json.loads((tmp_path / "run.json").read_text())
     (tmp_path / "run.json").write_text(json.dumps({**record, "status": "running"}))  # killed before recording
     plan = plan_for(tmp_path)
     assert not plan.is_finished and plan.decided_stop is StopReason.MAX_EPOCHS
+
+
+@pytest.mark.parametrize("first, then", [({"max_epochs": 3, "patience": None}, {"max_epochs": 6, "patience": None}),
+                                          ({"max_epochs": 10, "patience": 1}, {"max_epochs": 10, "patience": 3})])
+def test_a_finished_run_goes_on_with_a_larger_max_epochs_or_patience_as_if_started_with_it(tmp_path, first, then):
+    _, s = start(tmp_path / "whole", **then)
+    whole_history, whole_record, whole_weights = final_state(tmp_path / "whole", s)
+    run_dir = tmp_path / "extended"
+    start(run_dir, **first)
+    stopped = json.loads((run_dir / "run.json").read_text())
+    assert stopped["epochs_completed"] < whole_record["epochs_completed"], "the first run should stop earlier"
+    run, s = start(run_dir, resume=True, **then)
+    history, record, weights = final_state(run_dir, s)
+    assert not run.is_finished
+    pd.testing.assert_frame_equal(history, whole_history)
+    for key in ("status", "stop_reason", "epochs_completed", "best"):
+        assert record[key] == whole_record[key]
+    assert all(torch.equal(weights[name], whole_weights[name]) for name in weights)
+    assert [seg["from_epoch"] for seg in record["segments"]] == [0, stopped["epochs_completed"]]

@@ -17,6 +17,7 @@ from monitor.compose.settings import LEGACY_KEYWORDS, Checkpoints, Console, Earl
 from monitor.core.objective import Objective
 from monitor.handlers.best import BestTracker
 from monitor.handlers.checkpoint import attach_best_checkpoint, last_checkpointer
+from monitor.handlers.console_log import ConsoleLog
 from monitor.handlers.data import attach_data_order
 from monitor.handlers.diagnosis import attach_live_diagnosis
 from monitor.handlers.history import attach_history
@@ -198,7 +199,10 @@ def attach_monitoring(
     # Rank 0 checks and locks the folder; its verdict (or error) reaches every rank.
     on_main_process(lambda: str(prepare_run_dir(run_dir, resume=resume, overwrite=overwrite, lock=lock).root))
     paths = RunPaths(run_dir)
+    console_log = ConsoleLog()
     try:
+        if not console.quiet and is_main_process():
+            console_log.install()
         run_record = RunRecord(on_main_process(lambda: read_record(paths.root)))
         own = set(RESERVED_KEYS) - set(OPTIONAL_KEYS) - ({"early_stopping"} if stopping is None else set())
         plan = plan_resume(paths, objective=objective, record=run_record, required={*to_save, *own},
@@ -219,7 +223,7 @@ def attach_monitoring(
                                  train_outputs=train_outputs, throughput=throughput,
                                  columns=[part.columns for part in parts])
         progress_bar = None
-        if main and not plan.is_finished:  # the epoch lines are written around it
+        if main and not plan.is_finished and not console.quiet:  # the epoch lines are written around it
             progress_bar = attach_progress_bar(trainer, **dict(console.tqdm_kwargs or {}))
         live_diagnosis = None
         if main:
@@ -277,7 +281,7 @@ def attach_monitoring(
                 best_checkpoint=best_checkpoint, last_checkpoint=last_checkpoint, cadence=cadence, step=step,
                 early_stopping=stopping, tensorboard=tensorboard, progress_bar=progress_bar,
                 graceful_stop=graceful_stop, learning_rates=rates, data_order=data_order,
-                live_diagnosis=live_diagnosis,
+                live_diagnosis=live_diagnosis, console_log=console_log,
             ),
             parts=parts,
             restore_best=model if checkpoints.restore_best else None,
@@ -287,6 +291,7 @@ def attach_monitoring(
         return run
     except BaseException:
         lock.release()
+        console_log.remove()
         raise
 
 

@@ -23,6 +23,7 @@ from monitor.diagnosis import diagnose, steps_after
 from monitor.handlers.best import BestTracker
 from monitor.handlers.cadence import CheckpointCadence
 from monitor.handlers.checkpoint import release_held, restore_best_weights
+from monitor.handlers.console_log import ConsoleLog
 from monitor.handlers.data import DataOrder
 from monitor.handlers.diagnosis import LiveDiagnosis
 from monitor.handlers.history import HistoryRecorder
@@ -78,6 +79,7 @@ class Handlers:
     learning_rates: LearningRates | None = None
     data_order: DataOrder | None = None
     live_diagnosis: LiveDiagnosis | None = None
+    console_log: ConsoleLog | None = None
 
 
 class Monitor:
@@ -136,8 +138,12 @@ class Monitor:
         self.learning_rates = handlers.learning_rates  # its optimizer hook is removed at close
         self.data_order = handlers.data_order
         self.live_diagnosis = handlers.live_diagnosis  # what it said during the run is not said again at the end
+        self.console_log = handlers.console_log  # removed at close
         if plan.state is not None:
             self.cadence.saved_iteration = plan.from_iteration  # that checkpoint is on disk already
+        self._decided_stop = plan.decided_stop  # None once a larger max_epochs or patience lifts it
+        self._position = (trainer.state.epoch, trainer.state.iteration)  # as restored
+        self._nothing_to_train = False  # a finished run asked to go no further
         self.status = RunStatus.RUNNING
         self.stop_reason: StopReason | None = None
         self.error: str | None = None
@@ -153,13 +159,14 @@ class Monitor:
 
     @property
     def is_finished(self) -> bool:
-        """The resumed run had already ended and recorded it: it trains nothing."""
-        return self.plan.is_finished
+        """The resumed run had already ended and recorded it: it trains nothing (known at attach, or,
+        for a run that may go on, once ``trainer.run`` asked for no more epochs than it has)."""
+        return self.plan.is_finished or self._nothing_to_train
 
     @property
     def decided_stop(self) -> StopReason | None:
         """The resumed run had decided to stop but not recorded it yet."""
-        return self.plan.decided_stop
+        return self._decided_stop
 
     @property
     def resumed_from_epoch(self) -> int | None:
@@ -176,6 +183,8 @@ class Monitor:
         if self.plan.is_finished:
             trainer.add_event_handler(Events.STARTED, self._train_nothing)
             return
+        if self.plan.decided_stop is not None:  # before the segment starts: it may not start at all
+            trainer.add_event_handler(Events.STARTED, self._go_on_or_stop)
         trainer.add_event_handler(Events.STARTED, self._on_started)
         if self.plan.decided_stop is not None:
             trainer.add_event_handler(Events.STARTED, self._stop_as_decided)
@@ -202,6 +211,8 @@ class Monitor:
         self._write_record()
 
     def _on_started(self, _: Engine) -> None:
+        if self._nothing_to_train:
+            return
         self._terminated, self._started = False, True
         tidy_for_resume(self.plan, paths=self.paths, history=self.history.history,
                         best_checkpoint=self.best_checkpoint, last_checkpoint=self.last_checkpoint)
@@ -216,11 +227,32 @@ class Monitor:
         # starts is never "history.csv but no run.json"
         self.writer.flush()
 
+    def _go_on_or_stop(self, trainer: Engine) -> None:
+        """A run that had reached its ``max_epochs`` goes on when ``trainer.run`` asks for more (as plain
+        Ignite does); a finished run asked for no more trains nothing and changes no file."""
+        epoch = self.plan.from_epoch
+        more = trainer.state.epoch == epoch and (trainer.state.max_epochs or 0) > epoch
+        stopping = self.early_stopping
+        patience_left = stopping is None or stopping.patience is None or stopping.counter < stopping.patience
+        reason = self._decided_stop
+        if more and (reason is StopReason.MAX_EPOCHS or (reason is StopReason.PATIENCE_EXHAUSTED and patience_left)):
+            logger.info("Run %s had stopped (%s) after %d epochs; continuing it to max_epochs=%d.",
+                        self.run_dir, reason.value if reason else "-", epoch, trainer.state.max_epochs)
+            self._decided_stop = None
+            if stopping is not None:
+                stopping.stop_reason = None  # its new patience has not run out
+        elif self.plan.extends:
+            self._nothing_to_train = True
+            # Ignite started over (its state was done): the position the resume restored, as it was
+            trainer.state.epoch, trainer.state.iteration = self._position
+            self._train_nothing(trainer)
+
     def _train_nothing(self, trainer: Engine) -> None:
         self._started = True
         logger.info(
-            "Run %s already finished (%s, %s); nothing to train.",
+            "Run %s already finished (%s, %s); nothing to train. %s",
             self.run_dir, self.record.data.get("status"), self.record.data.get("stop_reason"),
+            _how_to_continue(self.record.stop_reason, self.plan.from_epoch),
         )
         self.status = self.record.status or RunStatus.COMPLETED
         self.stop_reason = self.record.stop_reason
@@ -229,10 +261,12 @@ class Monitor:
             restore_best_weights(self.best_checkpoint, self.restore_best)
 
     def _stop_as_decided(self, trainer: Engine) -> None:
+        if self._decided_stop is None or self._nothing_to_train:
+            return
         # The last checkpoint says the run had stopped (early stopping, a NaN loss, max_epochs) but the
         # process died before run.json said so: train nothing more, just record the end. (Without this,
         # Ignite would train on, or, at max_epochs, restart from epoch 0.)
-        reason = self.plan.decided_stop.value if self.plan.decided_stop else "-"
+        reason = self._decided_stop.value
         logger.info("Run %s had stopped (%s) before it could record it; recording it now.", self.run_dir, reason)
         trainer.terminate()
 
@@ -241,6 +275,10 @@ class Monitor:
 
     def _on_completed(self, _: Engine) -> None:
         self._completed = True
+        if self._nothing_to_train:
+            self.status = self.record.status or RunStatus.COMPLETED
+            self.stop_reason = self.record.stop_reason
+            return
         self.stop_reason = self._why_it_ended()
         self._end(self.stop_reason.status)
 
@@ -264,8 +302,8 @@ class Monitor:
         stop decided before a resume, a signal, a handler's decision, another ``terminate()``, the end."""
         if error is not None:
             return StopReason.INTERRUPTED if isinstance(error, KeyboardInterrupt) else StopReason.FAILED
-        if self.plan.decided_stop is not None:
-            return self.plan.decided_stop
+        if self._decided_stop is not None:
+            return self._decided_stop
         if self.graceful_stop is not None and self.graceful_stop.reason is not None:
             return self.graceful_stop.reason  # a signal or the time limit
         return self.handler_stop_reason() or (StopReason.TERMINATED if self._terminated else StopReason.MAX_EPOCHS)
@@ -273,7 +311,7 @@ class Monitor:
     def _fail(self, error: BaseException) -> None:
         if self.graceful_stop is not None:
             self.graceful_stop.uninstall()
-        if self.status is not RunStatus.RUNNING or self.plan.is_finished:
+        if self.status is not RunStatus.RUNNING or self.plan.is_finished or self._nothing_to_train:
             return
         self.stop_reason = self._why_it_ended(error)
         if self.stop_reason is StopReason.FAILED:
@@ -429,6 +467,8 @@ class Monitor:
         if self.learning_rates is not None:
             self.learning_rates.remove()
         self.lock.release()
+        if self.console_log is not None:
+            self.console_log.remove()
         if idist.get_world_size() > 1 and (self._completed or self.plan.is_finished) and not self._closed:
             # Every rank leaves together, and none exits while gloo still holds its tensors (see
             # leave_together): after any end all ranks agreed on (finished, interrupted, time limit).
@@ -455,3 +495,16 @@ class Monitor:
                     f"it has trained {epoch} epochs already. Pass max_epochs >= {epoch} to trainer.run; the run "
                     "folder was not changed."
                 ) from exc
+
+
+def _how_to_continue(reason: StopReason | None, epoch: int) -> str:
+    """What it would take to train a finished run further, in words."""
+    if reason is StopReason.MAX_EPOCHS:
+        return f"To continue it, run it with resume=True and max_epochs above {epoch}."
+    if reason is StopReason.PATIENCE_EXHAUSTED:
+        return (f"To continue it, resume with a larger patience (early_stopping=EarlyStopping(patience=...)) "
+                f"or early_stopping=None, and max_epochs above {epoch}.")
+    if reason is StopReason.TARGET_REACHED:
+        return f"To continue it, resume with another target (or none) and max_epochs above {epoch}."
+    return ("Its last state is the one that stopped it; to train further, start a new run_dir from its best "
+            "checkpoint (model.load_state_dict(torch.load(best checkpoint)), see reports/README.md).")

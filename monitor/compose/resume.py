@@ -49,7 +49,11 @@ class ResumePlan:
         state: its content.
         damaged: newer last checkpoints found damaged, to set aside as ``*.damaged``.
         is_finished: ``run.json`` says the run ended: train nothing, change no file.
-        decided_stop: the restored state had decided to stop, but ``run.json`` does not say so yet.
+        decided_stop: the restored state had decided to stop, but ``run.json`` does not say so yet, or
+            (``extends``) it says so.
+        extends: ``run.json`` says the run completed its ``max_epochs`` or ran out of patience: a larger
+            ``max_epochs`` (and patience) continues it, as if it had been started with those numbers;
+            otherwise it trains nothing and changes no file.
         from_epoch: the last epoch completed (training continues in the next one).
         from_iteration: the iteration training continues after, as the history records it (the steps
             taken: :func:`~monitor.core._position.run_iteration`).
@@ -61,6 +65,7 @@ class ResumePlan:
     damaged: tuple[Path, ...] = ()
     is_finished: bool = False
     decided_stop: StopReason | None = None
+    extends: bool = False
     from_epoch: int = 0
     from_iteration: int = 0
 
@@ -122,13 +127,21 @@ def plan_resume(
     trainer = state["trainer"]
     iteration = int(trainer["iteration"])
     epoch = iteration // int(trainer["epoch_length"])
-    finished = record.is_finished
+    decided = _decided_stop(state, epoch, required)
+    # A run that completed its max_epochs, or ran out of patience, may go on with a larger one (decided
+    # when trainer.run starts).
+    extends = record.is_finished and record.stop_reason in _EXTENDABLE
+    if extends:
+        decided = record.stop_reason
+    finished = record.is_finished and not extends
     offset = int((state.get("data_order") or {}).get("iteration_offset", 0))  # see core._position.run_iteration
     return ResumePlan(
         resume=True, checkpoint=path, state=state, damaged=damaged, is_finished=finished, from_epoch=epoch,
-        from_iteration=iteration + offset,
-        decided_stop=None if finished else _decided_stop(state, epoch, required),
+        from_iteration=iteration + offset, decided_stop=None if finished else decided, extends=extends,
     )
+
+
+_EXTENDABLE = (StopReason.MAX_EPOCHS, StopReason.PATIENCE_EXHAUSTED)
 
 
 def _decided_stop(state: Mapping[str, Any], epoch: int, required: Collection[str]) -> StopReason | None:

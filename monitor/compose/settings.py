@@ -97,18 +97,27 @@ class Console:
             check, and under idist the agreement on a stop request). Default 10. The progress bar
             redraws by time (at most every 0.5 s) and only on a terminal or in a notebook.
         tqdm_kwargs: passed to the progress bar (``file=``, ``disable=``...). Default None.
+        quiet: ``True`` turns monitor's console off: no progress bar, and no console handler of its
+            own. By default (``False``), when the process has configured no logging, monitor's INFO
+            lines (the table of validations, the stop line) and warnings go to ``sys.stderr`` and
+            Ignite's "Engine run" lines stay quiet; configured logging always wins. Either way the
+            lines are logged (logger ``monitor``) for handlers the user sets up.
 
     Examples:
         .. code-block:: python
 
             attach_monitoring(..., console=Console(log_every=50, tqdm_kwargs={"file": sys.stderr}))
+            attach_monitoring(..., console=Console(quiet=True))     # nothing on the console
     """
 
     log_every: int = 10
     tqdm_kwargs: Mapping[str, Any] | None = None
+    quiet: bool = False
 
     def __post_init__(self) -> None:
         positive_int("log_every", self.log_every)
+        if not isinstance(self.quiet, bool):
+            raise TypeError(f"Argument quiet should be True or False, got {self.quiet!r}.")
         if self.tqdm_kwargs is not None and not isinstance(self.tqdm_kwargs, Mapping):
             raise TypeError(f"Argument tqdm_kwargs should be a mapping or None, got {self.tqdm_kwargs!r}.")
 

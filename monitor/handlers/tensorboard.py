@@ -98,8 +98,15 @@ def _durable_writer_classes() -> tuple[type, type]:
             self._default_metadata: dict[str, Any] = {}
 
     class DurableSummaryWriter(SummaryWriter):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self._opening = True  # no file until the first point: a start that trains nothing makes none
+            super().__init__(*args, **kwargs)
+            self._opening = False
+
         def _get_file_writer(self) -> Any:
             # As tensorboardX 2.6.5's, with the synchronous FileWriter above.
+            if self._opening:
+                return None
             if getattr(self, "all_writers", None) is None or getattr(self, "file_writer", None) is None:
                 self.file_writer = SyncFileWriter(self.logdir, self._filename_suffix)
                 if self.purge_step is not None:
@@ -223,7 +230,13 @@ def attach_tensorboard(
     # are written below with the rest of the validation's points, in one event.
     val_metrics = OutputHandler(tag="val", metric_names="all")
 
+    hparams_due = hparams is not None
+
     def log_validation(_: Engine) -> None:
+        nonlocal hparams_due
+        if hparams_due:  # with the first points, not at attach: a start that trains nothing writes no file
+            hparams_due = False
+            write_hparams(tb_logger, hparams or {}, [] if best is None else [_best_tag(best)])
         # One event for all of the validation's points (val/*, lr, the best, the row's train/* and
         # perf/*), instead of one add_scalar each (an event, a summary and two Python CRCs a point:
         # 0.6 ms per validation on a fast loop). Ignite's OptimizerParamsHandler has no
@@ -246,8 +259,6 @@ def attach_tensorboard(
         file_writer.event_writer.hand_over()
 
     evaluator.add_event_handler(Events.COMPLETED, log_validation)
-    if hparams is not None:
-        write_hparams(tb_logger, hparams, [] if best is None else [_best_tag(best)])
     return tb_logger
 
 

@@ -1,0 +1,74 @@
+"""What a first-time user meets with defaults only: the console talks, a kill costs at most one
+validation, a finished run goes on, schedulers are kept, review finds the runs it is given."""
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The README's snippet, with data: defaults only, no logging configured.
+SNIPPET = """
+import sys
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from ignite.metrics import Accuracy, Loss
+import monitor
+{setup}
+torch.manual_seed(0)
+x = torch.randn(400, 8); y = (x[:, 0] > 0).long()
+train_loader = DataLoader(TensorDataset(x[:300], y[:300]), batch_size=3, shuffle=True)
+val_loader = DataLoader(TensorDataset(x[300:], y[300:]), batch_size=50)
+model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+loss_fn = nn.CrossEntropyLoss()
+trainer = monitor.build_trainer(model, optimizer, loss_fn)
+evaluator = monitor.build_evaluator(model, {{"accuracy": Accuracy(), "loss": Loss(loss_fn)}})
+run = monitor.attach_monitoring(
+    trainer, evaluator, val_loader, run_dir=sys.argv[1],
+    objective=monitor.Objective("loss", mode="min"), to_save={{"model": model, "optimizer": optimizer}},
+    early_stopping=None, {kwargs}
+)
+with run:
+    trainer.run(train_loader, max_epochs=3)
+"""
+
+
+def run_snippet(tmp_path, *, setup="", kwargs=""):
+    script = tmp_path / "snippet.py"
+    script.write_text(textwrap.dedent(SNIPPET.format(setup=setup, kwargs=kwargs)))
+    return subprocess.run([sys.executable, str(script), str(tmp_path / "run")], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, check=True)
+
+
+def test_with_no_logging_configured_the_snippet_prints_its_table_and_ignite_stays_quiet(tmp_path):
+    out = run_snippet(tmp_path)
+    lines = out.stderr.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["epoch", "iter"])
+    assert [line.split()[0] for line in lines[header + 1:header + 4]] == ["1", "2", "3"]
+    assert any(line.startswith(f"Run {tmp_path / 'run'} ended: completed (max_epochs)") for line in lines)
+    assert "Engine run" not in out.stderr and out.stdout == ""
+
+
+def test_logging_the_user_configured_wins_and_prints_each_line_once(tmp_path):
+    setup = 'import logging; logging.basicConfig(level=logging.INFO, format="LOG %(message)s", stream=sys.stdout)'
+    out = run_snippet(tmp_path, setup=setup)
+    assert out.stderr == ""
+    epoch_lines = [line for line in out.stdout.splitlines() if line.split()[1:2] == ["1"]]
+    assert len(epoch_lines) == 1 and epoch_lines[0].startswith("LOG ")
+
+
+def test_console_quiet_prints_nothing(tmp_path):
+    out = run_snippet(tmp_path, kwargs="console=monitor.Console(quiet=True),")
+    assert (out.stdout, out.stderr) == ("", "")
+    assert (tmp_path / "run" / "history.csv").exists()
+
+
+def test_console_quiet_must_be_a_bool():
+    import monitor
+
+    with pytest.raises(TypeError, match=r"Argument quiet should be True or False, got 'yes'"):
+        monitor.Console(quiet="yes")
