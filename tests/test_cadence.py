@@ -275,11 +275,12 @@ def test_sigterm_mid_epoch_writes_a_checkpoint_there_and_the_resume_redoes_nothi
     whole = outcome(tmp_path / "whole")
     s = long_setup()
     s["trainer"].add_event_handler(Events.ITERATION_COMPLETED(once=53), lambda _: os.kill(os.getpid(), signal.SIGTERM))
-    run, _ = long_run(tmp_path / "run", every=None, setup=s)  # the budget: no save before the signal
+    run, _ = long_run(tmp_path / "run", every=None, setup=s)  # the budget: a save at the first validation only
     assert s["trainer"].state.iteration == 53
     record = json.loads((tmp_path / "run" / "run.json").read_text())
     assert (record["status"], record["stop_reason"]) == ("interrupted", "interrupted")
-    assert [p.name for p in (tmp_path / "run" / "checkpoints").glob("last_*.pt")] == ["last_epoch=2_iteration=53.pt"]
+    assert max((tmp_path / "run" / "checkpoints").glob("last_*.pt"), key=lambda p: p.stat().st_mtime_ns).name == \
+        "last_epoch=2_iteration=53.pt"
     resumed = long_setup()
     trained = []
     resumed["trainer"].add_event_handler(Events.ITERATION_STARTED, lambda e: trained.append(e.state.iteration))
@@ -306,20 +307,56 @@ def test_max_time_stops_resumably_and_a_resume_with_more_time_finishes_the_run(t
     assert_same(outcome(tmp_path / "run"), whole)
 
 
-def test_the_default_budget_saves_rarely_on_a_fast_run_and_by_the_clock_on_a_slow_one(tmp_path, monkeypatch):
-    run, _ = long_run(tmp_path / "fast", every=None)
-    assert run.cadence.saves == 1  # only at the end (120 iterations in about a second)
+def default_run(run_dir, s, *, validate_on=Events.ITERATION_COMPLETED(every=10), cost_s=None):
+    """A run with the default cadence; returns it and the iterations its last checkpoints were saved at."""
+    run = attach_monitoring(
+        s["trainer"], s["evaluator"], s["val_loader"], run_dir=run_dir, objective=Objective("loss", mode="min"),
+        to_save={"model": s["model"], "optimizer": s["optimizer"]}, validate_on=validate_on, early_stopping=None,
+        checkpoints=Checkpoints(restore_best=False), console=Console(log_every=5, tqdm_kwargs={"disable": True}),
+    )
+    if cost_s is not None:
+        run.cadence.cost_s = lambda: cost_s
+    saved = []
+    s["trainer"].add_event_handler(Events.ITERATION_STARTED,  # after any save of the step or epoch before
+                                   lambda e: saved.append(run.cadence.saved_iteration))
+    with run:
+        s["trainer"].run(s["train_loader"], max_epochs=3)
+    return run, sorted({i for i in saved if i is not None})
 
+
+def fake_clock(monkeypatch, s, seconds_per_step):
     import monitor.handlers.cadence as cadence_module
 
     clock = {"now": 0.0}
     monkeypatch.setattr(cadence_module.time, "monotonic", lambda: clock["now"])
+    s["trainer"].add_event_handler(Events.ITERATION_COMPLETED,
+                                   lambda _: clock.update(now=clock["now"] + seconds_per_step))
+
+
+def test_the_default_saves_at_each_validation_while_a_save_is_cheap(tmp_path, monkeypatch):
     s = long_setup()
-    s["trainer"].add_event_handler(Events.ITERATION_COMPLETED, lambda _: clock.update(now=clock["now"] + 100.0))
-    run, _ = long_run(tmp_path / "slow", every=None, setup=s)  # 100 s per iteration: a save every 600 s
-    assert run.cadence.saves == 120 // 6
+    fake_clock(monkeypatch, s, 1.0)  # 1 s a step: a save of a few ms is far below 1% of 10 steps
+    run, saved_at = default_run(tmp_path / "run", s)
+    assert saved_at == list(range(10, 121, 10))[:-1]  # each validation (the last one's save is at the end)
+    assert run.cadence.saves == 12
+
+
+def test_an_expensive_save_stretches_the_interval_and_says_so_once(tmp_path, monkeypatch, caplog):
+    s = long_setup()
+    fake_clock(monkeypatch, s, 1.0)
+    with caplog.at_level(logging.INFO, logger="monitor"):
+        run, saved_at = default_run(tmp_path / "run", s, cost_s=0.5)  # 0.5 s a save: at most every 50 s
+    assert saved_at == [50, 100]
+    assert caplog.text.count("to keep saving under 1% of the training time it is written about every 50 s") == 1
+
+
+def test_within_long_epochs_the_default_saves_by_the_clock(tmp_path, monkeypatch):
+    s = long_setup()
+    fake_clock(monkeypatch, s, 100.0)  # 100 s per iteration, a validation per 40: a save every 600 s too
+    run, _ = default_run(tmp_path / "slow", s, validate_on=Events.EPOCH_COMPLETED)
     names = sorted(p.name for p in (tmp_path / "slow" / "checkpoints").glob("last_*.pt"))
-    assert names == ["last_epoch=3.pt", "last_epoch=3_iteration=114.pt"]
+    assert names == ["last_epoch=3.pt", "last_epoch=3_iteration=116.pt"]
+    assert run.cadence.saves == 3 * (6 + 1)  # 6, 12, ..., 36 and the epoch's end, in each epoch
 
 
 def test_the_budget_keeps_saving_under_one_percent_of_the_time():
@@ -335,7 +372,7 @@ def test_the_budget_keeps_saving_under_one_percent_of_the_time():
     ("often", TypeError), (0, ValueError), (timedelta(seconds=-1), ValueError), (float("nan"), ValueError),
 ])
 def test_bad_cadences_are_refused_at_attach(tmp_path, every, match):
-    with pytest.raises(match, match="checkpoint_every should be"):
+    with pytest.raises(match, match="Argument every should be"):
         long_run(tmp_path / "run", every=every)
     assert not (tmp_path / "run").exists()
 

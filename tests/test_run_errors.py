@@ -76,7 +76,7 @@ def test_unwritable_run_dir_is_refused_at_attach(tmp_path, monkeypatch):
          "target should be a number or None, got .high."),
         (lambda: dict(resume=True, overwrite=True), ValueError, "resume and overwrite should not both be True"),
         (lambda: dict(checkpoints=Checkpoints(every="hourly")), TypeError,
-         "checkpoint_every should be an ignite event .* got 'hourly'"),
+         "Argument every should be an ignite event .* got 'hourly'"),
         (lambda: dict(record=Record(hparams=[("lr", 0.1)])), TypeError,
          r"hparams should be a mapping of names to values, got \[\('lr', 0.1\)\]"),
         (lambda: dict(early_stopping=10), TypeError, "early_stopping should be a monitor.EarlyStopping or None, got 10"),

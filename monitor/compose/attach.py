@@ -159,7 +159,7 @@ def attach_monitoring(
             raise TypeError(f"Argument {name} should be a monitor.{kind.__name__}{extra}, got {value!r}.")
     parts = _check_parts(parts, to_save)
     log_every = console.log_every
-    cadence = checkpoints.cadence(agree_every=log_every)
+    cadence = checkpoints.cadence(agree_every=log_every, validate_on=validate_on)
     max_time_s = _seconds("max_time", max_time)
     stopping = None if early_stopping is None else EarlyStoppingHandler(
         objective, trainer, early_stopping.patience, baseline=early_stopping.baseline, target=early_stopping.target,

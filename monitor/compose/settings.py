@@ -58,9 +58,11 @@ class Checkpoints:
         n_saved: best checkpoints kept. Default 3.
         every: when the last checkpoint is written: an Ignite event with its filters
             (``Events.ITERATION_COMPLETED(every=500)``), a wall-clock interval (``timedelta`` or
-            seconds), or ``None`` (default): a budget, every 10 minutes of training and never more
-            than 1% of the time spent saving. A run also saves when it ends, on SIGTERM/SIGINT and at
-            ``max_time``; a resume continues exactly from the newest one, mid-epoch included.
+            seconds), or ``None`` (default): a budget, at each validation and within long epochs every
+            10 minutes of training, but never more than 1% of the time spent saving (an expensive save
+            stretches the interval, said once at INFO). A run also saves when it ends, on
+            SIGTERM/SIGINT and at ``max_time``; a resume continues exactly from the newest one,
+            mid-epoch included.
         restore_best: load the best weights into the model when training ends. Default True.
         background_writes: write checkpoints and ``run.json`` on a background thread, in order
             (default); training then waits only for a copy of the state.
@@ -83,9 +85,10 @@ class Checkpoints:
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"Argument {name} should be True or False, got {getattr(self, name)!r}.")
 
-    def cadence(self, *, agree_every: int = 10) -> CheckpointCadence:
-        """A new :class:`~monitor.handlers.cadence.CheckpointCadence` for ``every``."""
-        return CheckpointCadence(self.every, agree_every=agree_every)
+    def cadence(self, *, agree_every: int = 10, validate_on: Any = None) -> CheckpointCadence:
+        """A new :class:`~monitor.handlers.cadence.CheckpointCadence` for ``every`` (the budget saves
+        after each ``validate_on``)."""
+        return CheckpointCadence(self.every, agree_every=agree_every, validate_on=validate_on)
 
 
 @dataclass(frozen=True)

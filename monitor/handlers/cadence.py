@@ -1,7 +1,8 @@
 """CheckpointCadence: when the last (resume) checkpoint is written: an Ignite event, a wall-clock
-interval, or by default a budget of time and cost."""
+interval, or by default at each validation within a budget of time and cost."""
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -17,8 +18,10 @@ from monitor.handlers.step import StepWork
 
 __all__ = ["CheckpointCadence", "DEFAULT_INTERVAL_S", "DEFAULT_MAX_SHARE"]
 
-DEFAULT_INTERVAL_S = 600.0  # at least this much training between two saves, by default
-DEFAULT_MAX_SHARE = 0.01  # and never so often that saving takes more than this share of the time
+logger = logging.getLogger(__name__)
+
+DEFAULT_INTERVAL_S = 600.0  # by default a save at each validation, and within epochs at most this far apart
+DEFAULT_MAX_SHARE = 0.01  # never so often that saving takes more than this share of the time
 
 
 class CheckpointCadence:
@@ -26,9 +29,11 @@ class CheckpointCadence:
 
     ``every`` is an Ignite event with its filters (``Events.ITERATION_COMPLETED(every=500)``,
     ``Events.EPOCH_COMPLETED(every=2)``), a wall-clock interval (``timedelta`` or seconds), or
-    ``None``: the budget, a save once ``interval_s`` of training has passed since the previous one
-    and never so often that saving takes more than ``max_share`` of the time (the cost of a save is
-    measured as the run goes, ``cost_s()``). A due save is made at the next iteration; at the last
+    ``None``: the budget, a save after each validation (``validate_on``) and once ``interval_s`` of
+    training has passed since the previous one (within long epochs), but never so often that saving
+    takes more than ``max_share`` of the time (the cost of a save is measured as the run goes,
+    ``cost_s()``; when it stretches the interval past a validation, that is said once at INFO). A due
+    save is made at the next iteration; at the last
     iteration of an epoch it waits for that epoch's own work (validation, history row, early
     stopping) and is made at the epoch's end, so a resume never skips it. Where the data cannot be
     replayed mid-epoch (``mid_epoch()`` false) it waits for the epoch's end too.
@@ -51,8 +56,10 @@ class CheckpointCadence:
         interval_s: float = DEFAULT_INTERVAL_S,
         max_share: float = DEFAULT_MAX_SHARE,
         agree_every: int = 10,
+        validate_on: Any = None,
     ) -> None:
         self.event: CallableEventWithFilter | EventsList | None = None
+        self.validate_on = validate_on  # the budget saves after each validation (this trainer event)
         self.interval_s: float | None = None  # a fixed interval; None with the budget or an event
         if isinstance(every, (CallableEventWithFilter, EventsList)):
             self.event = every
@@ -62,11 +69,11 @@ class CheckpointCadence:
             self.interval_s = float(every)
         elif every is not None:
             raise TypeError(
-                "Argument checkpoint_every should be an ignite event (e.g. Events.ITERATION_COMPLETED(every=500)), "
+                "Argument every should be an ignite event (e.g. Events.ITERATION_COMPLETED(every=500)), "
                 f"a datetime.timedelta, a number of seconds or None (the budget), got {every!r}."
             )
         if self.interval_s is not None and not (math.isfinite(self.interval_s) and self.interval_s > 0):
-            raise ValueError(f"Argument checkpoint_every should be a positive time, got {every!r}.")
+            raise ValueError(f"Argument every should be a positive time, got {every!r}.")
         if not (isinstance(max_share, (int, float)) and 0 < max_share <= 1):
             raise ValueError(f"Argument max_share should be a share in (0, 1], got {max_share!r}.")
         self.budget_interval_s = interval_s
@@ -79,6 +86,7 @@ class CheckpointCadence:
         self._last_save = time.monotonic()
         self.cost_s: Callable[[], float] = lambda: 0.0
         self.mid_epoch: Callable[[], bool] = lambda: True
+        self._stretched = False  # said once: a save at each validation would cost more than max_share
 
     def interval(self) -> float:
         """Seconds of training between two saves now."""
@@ -117,6 +125,9 @@ class CheckpointCadence:
             trainer.add_event_handler(Events.ITERATION_COMPLETED(every=self.agree_every), self._mark_by_rank_0)
         else:
             trainer.add_event_handler(Events.ITERATION_COMPLETED, self._mark_by_time)
+        if self.event is None and self.interval_s is None and self.validate_on is not None:
+            # after the validation's own handlers (attached before), before the save below
+            trainer.add_event_handler(self.validate_on, self._mark_after_validation)
         if step is not None:
             step.last.append(self._save_if_due)
             trainer.add_event_handler(Events.EPOCH_COMPLETED(event_filter=lambda *_: self.pending), self.save_now)
@@ -142,6 +153,29 @@ class CheckpointCadence:
     def _mark_by_time(self, _: Engine) -> None:
         if not self.pending and self._time_is_up():
             self.pending = True
+
+    def _validation_save_fits(self) -> bool:
+        """Whether a save now keeps saving within ``max_share`` of the time since the last one."""
+        elapsed = time.monotonic() - self._last_save
+        fits = elapsed * self.max_share >= self.cost_s()
+        if not fits and not self._stretched:
+            self._stretched = True
+            logger.info(
+                "A last checkpoint takes %.2f s to save: to keep saving under %g%% of the training time it is "
+                "written about every %.0f s instead of at each validation (a kill loses at most that much), and "
+                "the best checkpoints of the validations in between are written with it.",
+                self.cost_s(), self.max_share * 100, self.cost_s() / self.max_share,
+            )
+        return fits
+
+    def _mark_after_validation(self, _: Engine) -> None:
+        if self.pending:
+            return
+        if idist.get_world_size() > 1:  # every rank saves at the same iteration: rank 0's verdict
+            due = self._validation_save_fits() if idist.get_rank() == 0 else False
+            self.pending = bool(idist.broadcast(int(due), src=0))
+        else:
+            self.pending = self._validation_save_fits()
 
     def _mark_by_rank_0(self, _: Engine) -> None:
         due = self._time_is_up() if idist.get_rank() == 0 else False
