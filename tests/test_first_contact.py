@@ -97,3 +97,84 @@ def test_a_kill_after_the_third_validation_with_defaults_resumes_from_the_third(
     assert f"Resuming {tmp_path / 'run'} from last_epoch=3.pt" in resumed.stderr
     started = [int(line) for line in resumed.stdout.split()]
     assert started[0] == 301 and "dropped" not in resumed.stderr  # the three validations' rows are kept
+
+
+def scheduled_run(run_dir, kind, *, crash_at=None, resume=False):
+    """4 epochs of 4 steps with lr = 0.05 / (1 + step / 5), a per-step schedule: ``kind`` says how."""
+    import torch
+    from ignite.engine import Events
+    from ignite.handlers import LRScheduler
+
+    from monitor import Checkpoints, Objective, attach_monitoring
+    from tests.conftest import tiny_setup
+    from tests.runs import raise_at, run_or_crash
+
+    s = tiny_setup(lr=0.05)
+    trainer, optimizer = s["trainer"], s["optimizer"]
+    raise_at(trainer, crash_at)
+    decay = None if kind.endswith("after attach") else \
+        torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 / (1 + step / 5))
+    to_save = {"model": s["model"], "optimizer": optimizer}
+    if kind == "torch, stepped by the user's handler, in to_save":
+        to_save["scheduler"] = decay
+    if kind.startswith("torch"):
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda _: decay.step())
+    elif kind == "ignite handler, before attach":
+        trainer.add_event_handler(Events.ITERATION_STARTED, LRScheduler(decay))
+    run = attach_monitoring(
+        trainer, s["evaluator"], s["val_loader"], run_dir=run_dir, objective=Objective("loss", mode="min"),
+        to_save=to_save, early_stopping=None, resume=resume, checkpoints=Checkpoints(every=Events.EPOCH_COMPLETED),
+    )
+    if kind == "ignite handler, after attach":  # (its torch scheduler made after attach too)
+        late = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 / (1 + step / 5))
+        trainer.add_event_handler(Events.ITERATION_STARTED, LRScheduler(late))
+    run_or_crash(run, trainer, s["train_loader"], max_epochs=4, crashing=crash_at is not None)
+
+
+@pytest.mark.parametrize("kind", ["ignite handler, before attach", "ignite handler, after attach",
+                                  "torch, stepped by the user's handler, in to_save"])
+def test_a_scheduler_killed_and_resumed_gives_the_uninterrupted_lr_column(tmp_path, kind):
+    import pandas as pd
+
+    scheduled_run(tmp_path / "whole", kind)
+    scheduled_run(tmp_path / "run", kind, crash_at=10)  # in epoch 3, after epoch 2's checkpoint
+    scheduled_run(tmp_path / "run", kind, resume=True)
+    whole, resumed = (pd.read_csv(d / "history.csv")["lr"] for d in (tmp_path / "whole", tmp_path / "run"))
+    assert whole.is_monotonic_decreasing and whole.nunique() == 4  # a restart would show
+    pd.testing.assert_series_equal(resumed, whole)
+
+
+def test_a_torch_scheduler_left_out_of_to_save_is_refused_naming_it_and_the_line_to_add(tmp_path):
+    with pytest.raises(ValueError, match=r"Argument to_save should hold the scheduler that steps "
+                                         r"to_save\['optimizer'\]: found a LambdaLR .* to_save=\{\.\.\., 'scheduler'"):
+        scheduled_run(tmp_path / "run", "torch, stepped by the user's handler, left out")
+    assert not (tmp_path / "run").exists()
+
+
+def test_compare_skips_a_folder_that_is_not_a_run_and_finds_nested_runs(tmp_path, capsys):
+    from monitor.review.cli import main as cli_main
+    from tests.runs import start
+
+    runs = tmp_path / "runs"
+    for name in ("a", "sweep/trial_0", "sweep/trial_1"):
+        start(runs / name, max_epochs=2, patience=None)
+    (runs / "broken").mkdir()
+    (runs / "broken" / ".lock").write_text("")  # what a failed attach used to leave
+    for args in ([str(runs / "*")], [str(runs)]):
+        capsys.readouterr()
+        assert cli_main(["compare", *args, "--format", "csv"]) == 0
+        out = capsys.readouterr()
+        assert sorted(line.split(",")[1] for line in out.out.splitlines()[1:]) == ["a", "trial_0", "trial_1"]
+        if args[0].endswith("*"):
+            assert out.err.strip() == f"monitor: skipping {str(runs / 'broken')!r}: is not a run (no run.json)"
+
+
+def test_a_failed_attach_leaves_no_folder_behind(tmp_path):
+    import monitor
+    from tests.conftest import tiny_setup
+
+    s = tiny_setup()
+    with pytest.raises(KeyError, match="Objective metric 'nll' is not attached to the evaluator"):
+        monitor.attach_monitoring(s["trainer"], s["evaluator"], s["val_loader"], run_dir=tmp_path / "run",
+                                  objective=monitor.Objective("nll", mode="min"), to_save={"model": s["model"]})
+    assert not (tmp_path / "run").exists()

@@ -12,7 +12,8 @@ from ignite.engine import Engine, Events
 
 from monitor.compose.monitor import Handlers, Monitor, RunFiles
 from monitor.compose.resume import ResumePlan, apply_resume, plan_resume
-from monitor.compose.rundir import prepare_run_dir
+from monitor.compose.rundir import prepare_run_dir, remove_if_empty
+from monitor.compose.schedulers import check_torch_schedulers, engine_schedulers
 from monitor.compose.settings import LEGACY_KEYWORDS, Checkpoints, Console, EarlyStopping, Record
 from monitor.core.objective import Objective
 from monitor.handlers.best import BestTracker
@@ -158,6 +159,11 @@ def attach_monitoring(
             extra = " or None" if name == "early_stopping" else ""
             raise TypeError(f"Argument {name} should be a monitor.{kind.__name__}{extra}, got {value!r}.")
     parts = _check_parts(parts, to_save)
+    # Ignite's schedulers on the engines are kept under keys of their own; torch's must be in to_save.
+    schedulers = engine_schedulers((trainer, evaluator), taken=to_save.values(),
+                                   keys=[*to_save, *RESERVED_KEYS, *(part.key for part in parts)])
+    check_torch_schedulers(to_save, kept=[*to_save.values(), *schedulers.values(),
+                                          *(obj for part in parts for obj in vars(part).values())])
     log_every = console.log_every
     cadence = checkpoints.cadence(agree_every=log_every, validate_on=validate_on)
     max_time_s = _seconds("max_time", max_time)
@@ -183,7 +189,7 @@ def attach_monitoring(
     attach_validation(trainer, evaluator, val_loader, event=validate_on)
     lock = RunLock(run_dir)
     writer = OrderedWriter(background=checkpoints.background_writes, guard=lock.check)  # never into a folder taken over
-    state_types = {key: type(obj).__name__ for key, obj in to_save.items()}
+    state_types = {key: type(obj).__name__ for key, obj in {**to_save, **schedulers}.items()}
     config = {
         "objective": objective.to_dict(),
         "early_stopping": None if early_stopping is None else early_stopping.config(),
@@ -196,6 +202,7 @@ def attach_monitoring(
     config.update((part.key, dict(part.config())) for part in parts)  # the settings of each part
     context.config = config
 
+    created = is_main_process() and not Path(run_dir).exists()  # removed again if attach fails
     # Rank 0 checks and locks the folder; its verdict (or error) reaches every rank.
     on_main_process(lambda: str(prepare_run_dir(run_dir, resume=resume, overwrite=overwrite, lock=lock).root))
     paths = RunPaths(run_dir)
@@ -247,7 +254,7 @@ def attach_monitoring(
         data_order = attach_data_order(trainer)
         data_order.timer = throughput  # the batches it replays are timed as they are drawn
         objects: dict[str, Any] = {
-            **to_save, "trainer": engine_state(trainer), "best": best, "best_checkpoint": best_checkpoint,
+            **to_save, **schedulers, "trainer": engine_state(trainer), "best": best, "best_checkpoint": best_checkpoint,
             "train_loss": train_loss, "history": history, "rng": RNGState(), "data_order": data_order,
             "train_outputs": train_outputs, **{part.key: part for part in parts},
         }
@@ -286,13 +293,33 @@ def attach_monitoring(
             parts=parts,
             restore_best=model if checkpoints.restore_best else None,
         )
+        late_schedulers = _keep_late_schedulers(trainer, evaluator, context.objects, last_checkpoint, plan)
+        trainer.add_event_handler(Events.STARTED, late_schedulers)
         run.attach(trainer)  # after the last checkpoint's handler: run.json follows the file it names
         step.attach_last(trainer)  # after a validation within the epoch (if any): see StepWork
         return run
     except BaseException:
         lock.release()
         console_log.remove()
+        if created:
+            remove_if_empty(run_dir)
         raise
+
+
+def _keep_late_schedulers(
+    trainer: Engine, evaluator: Engine, objects: dict[str, Any], last_checkpoint: Any, plan: ResumePlan
+) -> Any:
+    """A trainer ``STARTED`` handler: Ignite schedulers attached after ``attach_monitoring`` join the last
+    checkpoint too (and get their state back at a resume), as if attached before."""
+    def keep(_: Engine) -> None:
+        late = engine_schedulers((trainer, evaluator), taken=objects.values(), keys=objects)
+        for key, handler in late.items():
+            objects[key] = last_checkpoint.to_save[key] = handler
+            if plan.state is not None and key in plan.state:
+                handler.load_state_dict(plan.state[key])
+            logger.debug("Keeping %s (attached after attach_monitoring) in the last checkpoint as %r",
+                         type(handler).__name__, key)
+    return keep
 
 
 def _refuse_removed(removed: Mapping[str, Any]) -> None:

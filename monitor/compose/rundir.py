@@ -27,6 +27,7 @@ from monitor.store.record import read_record
 __all__ = [
     "RunPaths",
     "prepare_run_dir",
+    "remove_if_empty",
     "load_checkpoint",
     "load_resume_checkpoint",
     "remove_unlisted_checkpoints",
@@ -89,3 +90,16 @@ def load_resume_checkpoint(checkpoints: Path, required: Collection[str]) -> tupl
         raise
     set_aside_damaged([path for path, _ in found.damaged])
     return None if found.path is None or found.state is None else (found.path, found.state)
+
+
+def remove_if_empty(run_dir: str | Path) -> bool:
+    """Remove ``run_dir`` if it holds no file but its (released) lock: what an attach that failed after
+    making the folder leaves, which a review would take for a broken run. Returns whether it did."""
+    paths = RunPaths(run_dir)
+    if not paths.root.is_dir():
+        return False
+    files = [p for p in paths.root.rglob("*") if not p.is_dir()]
+    if any(p != paths.lock for p in files):
+        return False
+    shutil.rmtree(paths.root, ignore_errors=True)
+    return True

@@ -7,15 +7,19 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from monitor.review import RunDirectoryError, compare, load_run, plot_runs, to_html
 from monitor.review.text import format_value
+from monitor.store.layout import RunPaths
 
 if TYPE_CHECKING:
     import pandas
+
+    from monitor.review.load import Run
 
 __all__ = ["main"]
 
@@ -24,18 +28,49 @@ FORMATS = ("text", "csv", "markdown", "json")
 
 def _expand(patterns: list[str]) -> list[Path]:
     """Run folders from arguments; globs the shell left unexpanded are expanded here. Plain files
-    (``reports/README.md`` in ``reports/*``) are skipped with a note; anything else must be a run."""
+    (``reports/README.md`` in ``reports/*``) are skipped with a note; a folder that is not a run is
+    searched for runs (a sweep's ``runs/sweep/trial_3``), in name order."""
     paths: list[Path] = []
     for pattern in patterns:
         matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
         for match in map(Path, matches):
             if match.is_file():
                 print(f"monitor: skipping {str(match)!r} (a file, not a run directory)", file=sys.stderr)
+            elif match.is_dir() and not RunPaths(match).record.exists():
+                inside = _runs_under(match)
+                paths.extend(inside or [match])  # none inside: it is reported as not a run
             else:
                 paths.append(match)
     if not paths:
         raise RunDirectoryError(f"{' '.join(patterns)!r}: no run directory matches")
     return paths
+
+
+def _runs_under(folder: Path) -> list[Path]:
+    """The run folders (those with a ``run.json``) anywhere under ``folder``, not looking inside a run."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        if RunPaths(root).record.name in files:
+            found.append(Path(root))
+            dirs.clear()
+        dirs.sort()
+    return sorted(found)
+
+
+def _load_runs(patterns: list[str]) -> list[Run]:
+    """The runs named by ``patterns``; one that cannot be read is skipped with a line on stderr, unless
+    none can (then its error is raised)."""
+    runs, errors = [], []
+    for path in _expand(patterns):
+        try:
+            runs.append(load_run(path))
+        except RunDirectoryError as e:
+            errors.append(e)
+    if not runs:
+        raise errors[0]
+    for error in errors:
+        print(f"monitor: skipping {error}", file=sys.stderr)
+    return runs
 
 
 def _render(frame: pandas.DataFrame, fmt: str) -> str:
@@ -58,27 +93,27 @@ def _render(frame: pandas.DataFrame, fmt: str) -> str:
 
 
 def _report(args: argparse.Namespace) -> str:
-    runs = [load_run(p) for p in _expand(args.run_dirs)]
+    runs = _load_runs(args.run_dirs)
     if args.format == "text":
         return "\n\n".join(run.summary() for run in runs)
     return _render(compare(runs), args.format)
 
 
 def _compare(args: argparse.Namespace) -> str:
-    table = compare(load_run(p) for p in _expand(args.run_dirs))
+    table = compare(_load_runs(args.run_dirs))
     if args.format == "text":
         table = table.drop(columns="path")
     return _render(table, args.format)
 
 
 def _plot(args: argparse.Namespace) -> str:
-    runs = [load_run(p) for p in _expand(args.run_dirs)]
+    runs = _load_runs(args.run_dirs)
     plot_runs(runs, args.output)
     return f"wrote {args.output}"
 
 
 def _html(args: argparse.Namespace) -> str:
-    runs = [load_run(p) for p in _expand(args.run_dirs)]
+    runs = _load_runs(args.run_dirs)
     Path(args.output).write_text(to_html(runs, title=args.title), encoding="utf-8")
     return f"wrote {args.output}"
 
