@@ -307,7 +307,10 @@ def test_max_time_stops_resumably_and_a_resume_with_more_time_finishes_the_run(t
     assert_same(outcome(tmp_path / "run"), whole)
 
 
-def default_run(run_dir, s, *, validate_on=Events.ITERATION_COMPLETED(every=10), cost_s=None):
+EVERY_10 = Events.ITERATION_COMPLETED(every=10)
+
+
+def default_run(run_dir, s, *, validate_on=EVERY_10, cost_s=None):
     """A run with the default cadence; returns it and the iterations its last checkpoints were saved at."""
     run = attach_monitoring(
         s["trainer"], s["evaluator"], s["val_loader"], run_dir=run_dir, objective=Objective("loss", mode="min"),

@@ -178,3 +178,69 @@ def test_a_failed_attach_leaves_no_folder_behind(tmp_path):
         monitor.attach_monitoring(s["trainer"], s["evaluator"], s["val_loader"], run_dir=tmp_path / "run",
                                   objective=monitor.Objective("nll", mode="min"), to_save={"model": s["model"]})
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("value, name", [(-2.35641, "best_epoch=27_val_nll=-2.3564.pt"),
+                                         (0.0000123456, "best_epoch=27_val_nll=1.2346e-05.pt")])
+def test_best_checkpoint_names_show_the_value_itself(tmp_path, value, name):
+    import torch
+    from ignite.engine import Events
+
+    from monitor import Objective
+    from monitor.handlers.best import BestTracker
+    from monitor.handlers.checkpoint import attach_best_checkpoint
+    from monitor.store.layout import parse_checkpoint_name
+    from tests.conftest import stub_engine
+
+    trainer, evaluator = stub_engine(), stub_engine()
+    best = BestTracker(Objective("nll", mode="min"), trainer)
+    best.attach(evaluator)
+    attach_best_checkpoint(evaluator, trainer, best, {"model": torch.nn.Linear(1, 1)}, tmp_path)
+    trainer.state.epoch, trainer.state.iteration = 27, 270
+    evaluator.state.metrics = {"nll": value}
+    evaluator.fire_event(Events.COMPLETED)
+    assert [p.name for p in tmp_path.glob("best_*.pt")] == [name]
+    assert parse_checkpoint_name(name).epoch == 27
+
+
+def test_a_run_with_no_best_says_so_in_words_in_the_text_and_the_page(tmp_path):
+    import monitor
+    from tests.conftest import tiny_setup
+    from tests.runs import raise_at, run_or_crash
+
+    s = tiny_setup()
+    raise_at(s["trainer"], 2)  # fails before its first validation
+    run = monitor.attach_monitoring(s["trainer"], s["evaluator"], s["val_loader"], run_dir=tmp_path / "run",
+                                    objective=monitor.Objective("loss", mode="min"), to_save={"model": s["model"]})
+    run_or_crash(run, s["trainer"], s["train_loader"], max_epochs=2, crashing=True)
+    loaded = monitor.load_run(tmp_path / "run")
+    assert "best        no best value of val_loss (min)" in loaded.summary()
+    page = monitor.review.to_html([loaded])
+    assert "None" not in page.split("<table", 1)[1].split("</table>", 1)[0]  # the runs table: seed '-'
+
+
+@pytest.mark.parametrize("when", ["attached after monitoring", "validation within epochs"])
+def test_a_trainer_metric_in_the_history_is_the_epoch_s_own(tmp_path, when):
+    import pandas as pd
+    from ignite.engine import Events
+    from ignite.metrics import Average
+
+    import monitor
+    from tests.conftest import tiny_setup
+
+    s = tiny_setup()
+    trainer = s["trainer"]
+    seen = Average(output_transform=lambda out: float(trainer.state.epoch))  # the epoch number, averaged
+    if when == "validation within epochs":
+        seen.attach(trainer, "epoch_seen")
+    run = monitor.attach_monitoring(
+        trainer, s["evaluator"], s["val_loader"], run_dir=tmp_path / "run", early_stopping=None,
+        objective=monitor.Objective("loss", mode="min"), to_save={"model": s["model"]},
+        validate_on=Events.ITERATION_COMPLETED(every=4) if when == "validation within epochs" else Events.EPOCH_COMPLETED,
+    )
+    if when == "attached after monitoring":
+        seen.attach(trainer, "epoch_seen")
+    with run:
+        trainer.run(s["train_loader"], max_epochs=3)
+    history = pd.read_csv(tmp_path / "run" / "history.csv")
+    assert history["train_epoch_seen"].tolist() == history["epoch"].astype(float).tolist()

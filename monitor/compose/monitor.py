@@ -367,11 +367,11 @@ class Monitor:
                     ended(self)
                 except Exception as e:  # a part's report never changes how the run ended
                     logger.error("Part %r could not report the end of the run: %s", part.key, e)
-        best = "-" if self.best.best_value is None else f"{self.best.best_value:.6g}"
+        best = (f"no best value of {self.objective.column}" if self.best.best_value is None else
+                f"best {self.objective.column}={self.best.best_value:.6g} at epoch {self.best.best_epoch}")
         logger.info(
-            "Run %s ended: %s (%s) after %d epochs; best %s=%s at epoch %s",
-            self.run_dir, status.value, self.stop_reason.value if self.stop_reason else "-",
-            self.history.history.last_epoch, self.objective.column, best, self.best.best_epoch,
+            "Run %s ended: %s (%s) after %d epochs; %s", self.run_dir, status.value,
+            self.stop_reason.value if self.stop_reason else "-", self.history.history.last_epoch, best,
         )
 
     def _after_last_row(self) -> dict[str, Any] | None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -20,7 +21,7 @@ from monitor.handlers.best import BestTracker
 from monitor.runtime.checkpoint_io import load_checkpoint
 from monitor.store._crash import crash_point
 from monitor.store._io import atomic_write, fsync_dir, remove_stale_temp_files
-from monitor.store.layout import BEST_PATTERN, BEST_PREFIX, LAST_PATTERN, LAST_PREFIX, best_step
+from monitor.store.layout import BEST_PREFIX, BEST_WRITE_PATTERN, LAST_PATTERN, LAST_PREFIX, best_named, best_step
 from monitor.store.manifest import ChecksumWriter, Manifest, trailer
 from monitor.store.writer import OrderedWriter
 
@@ -185,9 +186,9 @@ def attach_best_checkpoint(
 
     A file is written only when ``best`` marks a new best (an improvement beyond the Objective's
     threshold, never a NaN), so the newest best file is always the run's best epoch. Filenames carry
-    the epoch and the score: ``best_epoch=7_neg_val_loss=-0.3812.pt``; with ``name_by_iteration``
+    the epoch and the objective's value: ``best_epoch=7_val_loss=0.3812.pt``; with ``name_by_iteration``
     (for validation more than once per epoch) also the iteration:
-    ``best_epoch=7_iteration=450_neg_val_loss=-0.3812.pt``. Without it, two bests of one epoch whose
+    ``best_epoch=7_iteration=450_val_loss=0.3812.pt``. Without it, two bests of one epoch whose
     scores round to the same 4 decimals would get one name, and Ignite's ``Checkpoint`` replaces the
     earlier file with the later one (so fewer than ``n_saved`` would be kept).
 
@@ -215,10 +216,11 @@ def attach_best_checkpoint(
         score_function=score,
         score_name=objective.score_name,
         n_saved=n_saved,
-        global_step_transform=lambda *_: best_step(
-            trainer.state.epoch, run_iteration(trainer.state) if name_by_iteration else None
+        global_step_transform=lambda *_: best_named(  # the value itself in the name, not Ignite's score
+            trainer.state.epoch, run_iteration(trainer.state) if name_by_iteration else None, objective.column,
+            float(best.value if best.value is not None else math.nan),
         ),
-        filename_pattern=BEST_PATTERN,
+        filename_pattern=BEST_WRITE_PATTERN,
     )
     evaluator.add_event_handler(Events.COMPLETED(event_filter=lambda *_: best.is_best), checkpoint)
     evaluator.add_event_handler(

@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from ignite.base.mixins import Serializable
 from ignite.engine import Engine, Events
+from ignite.exceptions import NotComputableError
+from ignite.metrics import Metric
 
 from monitor.core._position import run_iteration
 from monitor.handlers.best import BestTracker
@@ -37,6 +39,23 @@ def _cells(column: str, value: Any) -> dict[str, Any]:
     if isinstance(value, (int, float, str, bool)) or value is None:
         return {column: value}
     return {}  # a dict: Ignite also puts each of its items among the metrics, under its own key
+
+
+def _epoch_metrics_now(trainer: Engine) -> dict[str, Any]:
+    """The trainer's epoch-wise metrics computed now, over the epoch so far.
+
+    Ignite's ``Metric`` writes ``trainer.state.metrics`` in its own ``EPOCH_COMPLETED`` handler: one
+    attached after monitoring, or read by a validation within the epoch, would give the row the
+    previous epoch's value. Computing them here gives each row its own epoch's (so far)."""
+    values = {}
+    for handler, args, _ in trainer._event_handlers.get(Events.EPOCH_COMPLETED, []):  # (no public listing)
+        metric = getattr(handler, "__self__", None)
+        if isinstance(metric, Metric) and getattr(handler, "__name__", None) == "completed" and len(args) > 1:
+            try:
+                values[str(args[-1])] = metric.compute()
+            except NotComputableError:  # no step yet in this epoch: no value, rather than the last epoch's
+                values[str(args[-1])] = None
+    return values
 
 
 class HistoryRecorder(Serializable):
@@ -139,7 +158,7 @@ class HistoryRecorder(Serializable):
             row["train_loss_start"] = self.train_loss.start
         if self.train_outputs is not None:
             row.update(self.train_outputs.values())
-        for name, value in self.trainer.state.metrics.items():
+        for name, value in {**self.trainer.state.metrics, **_epoch_metrics_now(self.trainer)}.items():
             for column, cell in _cells(f"train_{name}", value).items():
                 row.setdefault(column, cell)  # the step's own output and train_loss come first
         return row

@@ -82,7 +82,8 @@ def summary_text(run: _RunView) -> str:
         ("status", f"{run.status}  stop reason: {run.stop_reason or '-'}"),
         ("why", stop_reason_text(run.record, run.status)),
         ("epochs", f"{run.epochs}  ({run.record.get('elapsed_s') or 0:.1f} s)"),
-        ("best", f"{best.get('metric')}={value} ({best.get('mode')}) at epoch {best.get('epoch')}"),
+        ("best", f"{best.get('metric')}={value} ({best.get('mode')}) at epoch {best.get('epoch')}"
+                 if best.get("value") is not None else f"no best value of {best.get('metric')} ({best.get('mode')})"),
         ("checkpoint", str(checkpoint.relative_to(run.path)) if checkpoint else "-"),
     ]
     if run.status == "crashed":

@@ -30,6 +30,9 @@ __all__ = [
     "BEST_PREFIX",
     "LAST_PREFIX",
     "BEST_PATTERN",
+    "BEST_WRITE_PATTERN",
+    "best_named",
+    "score_text",
     "LAST_PATTERN",
     "CheckpointName",
     "RunPaths",
@@ -77,6 +80,26 @@ _PARSERS = {
 }
 
 
+# What Ignite's Checkpoint is given to write a best file: its ``global_step`` carries the whole name
+# after ``epoch=`` (``best_named``), since Ignite would write the score it ranks by (the negated value of
+# a "min" objective, to 4 decimals) where the name should show the value itself.
+BEST_WRITE_PATTERN = "{filename_prefix}_epoch={global_step}.{ext}"
+
+
+def score_text(value: float) -> str:
+    """A value as a filename shows it: 4 decimals, or 4 significant digits where those would hide it
+    (``0.4735``, ``-2.3564``, ``1.2346e-05``)."""
+    if value != 0 and not 1e-3 <= abs(value) < 1e6:
+        return f"{value:.4e}"
+    return f"{value:.4f}"
+
+
+def best_named(epoch: int, iteration: int | None, column: str, value: float) -> str:
+    """The ``global_step`` given to :data:`BEST_WRITE_PATTERN`, so that the file is named as
+    :data:`BEST_PATTERN` reads: ``best_epoch=27_val_nll=-2.3564.pt``."""
+    return f"{best_step(epoch, iteration)}_{column}={score_text(value)}"
+
+
 def best_step(epoch: int, iteration: int | None = None) -> str:
     """The ``global_step`` of a best file's name: ``"7"``, or ``"7_iteration=450"`` when validation runs
     more than once per epoch (two bests in one epoch whose scores round alike keep distinct files)."""
@@ -96,7 +119,8 @@ class CheckpointName:
 
 
 def parse_checkpoint_name(name: str) -> CheckpointName | None:
-    """Parse ``best_epoch=7_neg_val_loss=-0.3812.pt`` or ``last_epoch=7.pt``; ``None`` for other names."""
+    """Parse ``best_epoch=7_val_loss=0.3812.pt`` (or, written before 0.3, ``best_epoch=7_neg_val_loss=-0.3812.pt``)
+    or ``last_epoch=7.pt``; ``None`` for other names."""
     for kind, regex in _PARSERS.items():
         match = regex.match(name)
         if match is None:

@@ -29,22 +29,22 @@ def run_best_checkpoint(tmp_path, values, n_saved=2, mode="min"):
 def test_keeps_the_best_k_with_epoch_and_score_in_the_name(tmp_path):
     ckpt, best, _ = run_best_checkpoint(tmp_path, [0.9, 0.5, 0.7, 0.4, 0.6])
     names = sorted(p.name for p in tmp_path.glob("best_*.pt"))
-    assert names == ["best_epoch=2_neg_val_loss=-0.5000.pt", "best_epoch=4_neg_val_loss=-0.4000.pt"]
+    assert names == ["best_epoch=2_val_loss=0.5000.pt", "best_epoch=4_val_loss=0.4000.pt"]
     assert best.best_epoch == 4
-    assert ckpt.last_checkpoint == tmp_path / "best_epoch=4_neg_val_loss=-0.4000.pt"
+    assert ckpt.last_checkpoint == tmp_path / "best_epoch=4_val_loss=0.4000.pt"
 
 
 def test_nan_never_enters_best_k_and_better_files_are_still_saved(tmp_path):
     # Ignite 0.5.5 alone keeps a NaN-scored file and then never saves a better one.
     ckpt, best, _ = run_best_checkpoint(tmp_path, [0.9, math.nan, 0.5], n_saved=1)
-    assert [p.name for p in tmp_path.glob("best_*.pt")] == ["best_epoch=3_neg_val_loss=-0.5000.pt"]
+    assert [p.name for p in tmp_path.glob("best_*.pt")] == ["best_epoch=3_val_loss=0.5000.pt"]
     assert best.best_value == 0.5
 
 
 def test_restore_best_loads_the_best_epoch_weights(tmp_path):
     ckpt, _, model = run_best_checkpoint(tmp_path, [0.9, 0.3, 0.7])
     assert model.bias.item() == 3
-    assert restore_best_weights(ckpt, model) == tmp_path / "best_epoch=2_neg_val_loss=-0.3000.pt"
+    assert restore_best_weights(ckpt, model) == tmp_path / "best_epoch=2_val_loss=0.3000.pt"
     assert model.bias.item() == 2
 
 
