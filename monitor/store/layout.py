@@ -119,7 +119,7 @@ class CheckpointName:
 
 
 def parse_checkpoint_name(name: str) -> CheckpointName | None:
-    """Parse ``best_epoch=7_val_loss=0.3812.pt`` (or, written before 0.3, ``best_epoch=7_neg_val_loss=-0.3812.pt``)
+    """Parse ``best_epoch=7_val_loss=0.3812.pt`` (or, from earlier versions, ``best_epoch=7_neg_val_loss=-0.3812.pt``)
     or ``last_epoch=7.pt``; ``None`` for other names."""
     for kind, regex in _PARSERS.items():
         match = regex.match(name)
