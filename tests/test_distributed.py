@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from monitor.store.layout import last_checkpoints
 from tests.crash_helpers import TIME_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -193,7 +194,7 @@ def test_a_resume_on_three_processes_with_the_same_global_batch_trains_every_sam
     assert stopped.returncode == 0, stopped.stderr[-3000:]
     record = json.loads((run_dir / "run.json").read_text())
     assert record["status"] == "interrupted"
-    assert [p.name for p in (run_dir / "checkpoints").glob("last_*.pt")] == ["last_epoch=2_iteration=100.pt"]
+    assert last_checkpoints(run_dir / "checkpoints")[0].name == "last_epoch=2_iteration=100.pt"  # the newest: the signal's
     resumed = subprocess.run([*args, "--nproc", "3", "--resume", "--record-trained", str(second)],
                              capture_output=True, text=True, timeout=240)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -222,7 +223,7 @@ def test_a_resume_on_another_number_of_processes_and_global_batch_trains_each_sa
     stopped = subprocess.run([*args, "--nproc", str(before), "--signal-rank", "1", "--signal-at", "20",
                               "--record-trained", str(first)], capture_output=True, text=True, timeout=240)
     assert stopped.returncode == 0, stopped.stderr[-3000:]
-    assert [p.name for p in (run_dir / "checkpoints").glob("last_*.pt")] == ["last_epoch=1_iteration=20.pt"]
+    assert last_checkpoints(run_dir / "checkpoints")[0].name == "last_epoch=1_iteration=20.pt"  # the newest: the signal's
     resumed = subprocess.run([*args, "--nproc", str(after), "--resume", "--record-trained", str(second)],
                              capture_output=True, text=True, timeout=240)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
