@@ -208,6 +208,26 @@ def test_a_resume_on_three_processes_with_the_same_global_batch_trains_every_sam
     assert set(epoch_3) == set(range(3500)) and sum(epoch_3.values()) == 3500 + padding
 
 
+@pytest.mark.parametrize(("before", "after"), [(2, 1), (1, 2)])
+def test_a_resume_to_or_from_one_process_with_the_same_global_batch_trains_every_sample_once(tmp_path, before, after):
+    # Issue #29: one process draws its order with a RandomSampler, several with DistributedSamplers: the
+    # steps done could not be skipped as steps (a third of the rest was trained twice, as many never).
+    run_dir, first, second = tmp_path / "run", tmp_path / "first", tmp_path / "second"
+    first.mkdir(), second.mkdir()
+    common = ["--no-progress", "--seed", "0", "--max-epochs", "3", "--patience", "50", "--batch-size", "48"]
+    args = [sys.executable, DRIVER, "train", "--run-dir", str(run_dir), *common]
+    stopped = subprocess.run([*args, "--nproc", str(before), "--signal-rank", "0", "--signal-at", "100",
+                              "--record-trained", str(first)], capture_output=True, text=True, timeout=240)
+    assert stopped.returncode == 0, stopped.stderr[-3000:]
+    assert last_checkpoints(run_dir / "checkpoints")[0].name == "last_epoch=2_iteration=100.pt"
+    resumed = subprocess.run([*args, "--nproc", str(after), "--resume", "--record-trained", str(second)],
+                             capture_output=True, text=True, timeout=240)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "are trained once each" in resumed.stderr and "exactly" not in resumed.stderr
+    for epoch, counts in ((2, trained(first, 2, upto=100) + trained(second, 2)), (3, trained(second, 3))):
+        assert set(counts) == set(range(3500)) and sum(counts.values()) == 3500, f"epoch {epoch}"
+
+
 @pytest.mark.parametrize(("before", "after", "workers"), [(2, 3, 0), (3, 2, 4)])
 def test_a_resume_on_another_number_of_processes_and_global_batch_trains_each_sample_of_the_epoch_once(
         tmp_path, before, after, workers):

@@ -52,6 +52,7 @@ from monitor.handlers.elastic import (
     distributed_order,
     distributed_sampler,
     order_source,
+    sampler_order,
     share_of,
     steps_to_deal,
 )
@@ -348,7 +349,11 @@ class DataOrder(Serializable):
         if continued is not None and (continued["epoch"] != epoch or not done):
             continued = None
         before, after = saved["processes"] * saved["batch_size"], now["processes"] * now["batch_size"]
-        if continued is None and before == after and now["batches"] == length:
+        # The steps done can be skipped as steps only where both layouts deal one order alike: several
+        # processes' DistributedSamplers of one seed (one process draws with its own sampler, another order).
+        kinds = ((self._saved_source or {}).get("kind"), (order_source(data) or {}).get("kind"))
+        if continued is None and before == after and now["batches"] == length and (
+                saved == now or kinds == ("distributed", "distributed")):
             if saved != now:  # the same global batch on another number of processes: skipped as steps
                 logger.info("Resuming with the data laid out anew: %s -> %s. The global batch is the same, so %s.",
                             _steps(saved), _steps(now),
@@ -392,7 +397,8 @@ class DataOrder(Serializable):
         self.change = {"from": dict(saved), "to": dict(now), "epoch": epoch, "trained": trained,
                        "exact": why is None, "iteration_offset": offset}
         change = f"{_steps(saved)} -> {_steps(now)}"
-        what = "another global batch" if before != after else "another number of steps an epoch"
+        what = "another global batch" if before != after else (
+            "another number of steps an epoch" if now["batches"] != length else "another number of processes")
         numbering = (f"The history's iteration counts the steps taken ({iteration + offset} so far); Ignite's "
                      f"trainer.state.iteration is renumbered for {now['batches']} steps an epoch ({iteration}; "
                      f"trainer.state.iteration_offset = {offset}).")
@@ -424,8 +430,13 @@ class DataOrder(Serializable):
         assert layout is not None and source is not None
 
         def rest(batch_sampler: Iterable[list[int]]) -> list[list[int]]:
-            order = distributed_order(source, epoch) if source["kind"] == "distributed" else \
-                list(batch_sampler.sampler)  # type: ignore[attr-defined]
+            sampler = getattr(batch_sampler, "sampler", None)
+            if source["kind"] == "distributed":
+                order = distributed_order(source, epoch)
+            elif sampler is not None and type(sampler).__name__ == source["sampler"]:
+                order = list(sampler)
+            else:  # one process's RandomSampler, drawn again on another number of them (cannot_draw said so)
+                order = sampler_order(source)
             return deal(order[trained:end], layout["processes"], idist.get_rank(), layout["batch_size"],
                         pad=pad, drop_last=drop_last, most=most)
         return rest

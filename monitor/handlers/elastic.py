@@ -25,11 +25,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import ignite.distributed as idist
-from torch.utils.data import BatchSampler, DataLoader
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 from torch.utils.data.distributed import DistributedSampler
 
-__all__ = ["distributed_sampler", "order_source", "distributed_order", "cannot_draw", "deal", "share_of",
-           "steps_to_deal"]
+__all__ = ["distributed_sampler", "order_source", "distributed_order", "sampler_order", "cannot_draw", "deal",
+           "share_of", "steps_to_deal"]
 
 
 def distributed_sampler(loader: DataLoader[Any]) -> DistributedSampler[Any] | None:
@@ -75,10 +75,26 @@ def cannot_draw(source: dict[str, Any] | None, loader: DataLoader[Any]) -> str |
     if source["kind"] == "distributed":
         return None
     now = order_source(loader)
-    if now is None or now["kind"] != "sampler" or now["sampler"] != source["sampler"]:
-        return (f"its order came from a {source['sampler']} in one process, which the new layout's "
-                f"{type(loader.sampler).__name__} cannot draw again")
-    return None
+    if now is not None and now["kind"] == "sampler" and now["sampler"] == source["sampler"]:
+        return None
+    if source["sampler"] in _DRAWN_ANYWHERE and now is not None:
+        return None
+    return (f"its order came from a {source['sampler']} in one process, which the new layout's "
+            f"{type(loader.sampler).__name__} cannot draw again")
+
+
+# One process's samplers whose order any layout can draw again in the RNG state of the epoch's start
+# (a RandomSampler draws its seed from torch's global RNG; neither has a state of its own).
+_DRAWN_ANYWHERE = ("RandomSampler", "SequentialSampler")
+
+
+def sampler_order(source: dict[str, Any]) -> list[int]:
+    """The order one process's ``RandomSampler`` or ``SequentialSampler`` of ``source`` draws now (call it
+    in the RNG state that sampler drew in: the epoch's start, after the loader's seed)."""
+    size = int(source["size"])
+    if source["sampler"] == "SequentialSampler":
+        return list(range(size))
+    return list(RandomSampler(range(size)))
 
 
 def deal(rest: Sequence[int], processes: int, rank: int, batch_size: int, *, pad: bool = True,
