@@ -33,6 +33,7 @@ from monitor.handlers.signals import GracefulStop
 from monitor.handlers.step import StepWork
 from monitor.handlers.stopping import EarlyStoppingHandler
 from monitor.runtime.distributed import is_main_process, leave_together
+from monitor.store.history import rows_digest
 from monitor.store.layout import RunPaths
 from monitor.store.lock import RunLock
 from monitor.store.record import RunRecord, write_record
@@ -445,6 +446,9 @@ class Monitor:
                 "checkpoint": None if checkpoint is None else str(Path(checkpoint).relative_to(self.run_dir)),
             },
             elapsed_s=round(self.history.elapsed_s, 3),
+            # what history.csv holds now, for a review to check it against (store.history.rows_digest)
+            history_rows={"count": len(self.history.history.written),
+                          "crc32": rows_digest(self.history.history.written)},
         )
         self._part_records()
         text = self.record.text()  # the record as it is now, written now or a little later

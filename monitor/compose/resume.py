@@ -32,6 +32,7 @@ from monitor.runtime.checkpoint_io import (
 from monitor.runtime.distributed import is_main_process, on_main_process
 from monitor.store.history import History
 from monitor.store.layout import BEST_PREFIX, LAST_PREFIX, RunPaths
+from monitor.store.manifest import Manifest, check_file
 from monitor.store.record import RunRecord
 
 __all__ = ["ResumePlan", "plan_resume", "apply_resume", "tidy_for_resume", "check_model_fits"]
@@ -128,13 +129,19 @@ def plan_resume(
     iteration = int(trainer["iteration"])
     epoch = iteration // int(trainer["epoch_length"])
     decided = _decided_stop(state, epoch, required)
+    offset = int((state.get("data_order") or {}).get("iteration_offset", 0))  # see core._position.run_iteration
+    if _record_disagrees(record, decided, iteration + offset):
+        logger.warning(
+            "run.json of %s says %r (%s), but its last checkpoint (epoch %d, iteration %d) had not stopped: "
+            "resuming from the checkpoint. (Was run.json edited or copied from another run?)", paths.root,
+            record.data.get("status"), record.data.get("stop_reason"), epoch, iteration + offset)
+        record = RunRecord({**record.data, "status": "running", "stop_reason": None})
     # A run that completed its max_epochs, or ran out of patience, may go on with a larger one (decided
     # when trainer.run starts).
     extends = record.is_finished and record.stop_reason in _EXTENDABLE
     if extends:
         decided = record.stop_reason
     finished = record.is_finished and not extends
-    offset = int((state.get("data_order") or {}).get("iteration_offset", 0))  # see core._position.run_iteration
     return ResumePlan(
         resume=True, checkpoint=path, state=state, damaged=damaged, is_finished=finished, from_epoch=epoch,
         from_iteration=iteration + offset, decided_stop=None if finished else decided, extends=extends,
@@ -142,6 +149,37 @@ def plan_resume(
 
 
 _EXTENDABLE = (StopReason.MAX_EPOCHS, StopReason.PATIENCE_EXHAUSTED)
+# Stops a last checkpoint records itself (early stopping's, the training loss's, max_epochs): a record
+# claiming one of them over a checkpoint that shows none is not obeyed.
+_IN_THE_CHECKPOINT = (StopReason.MAX_EPOCHS, StopReason.PATIENCE_EXHAUSTED, StopReason.TARGET_REACHED,
+                      StopReason.DIVERGED, StopReason.NONFINITE_METRIC, StopReason.NONFINITE_LOSS)
+
+
+def _record_disagrees(record: RunRecord, decided: StopReason | None, iteration: int) -> bool:
+    """Whether ``run.json`` says the run finished where its newest checkpoint, at ``iteration``, shows
+    that it had not (only where the checkpoint can tell: it is at or after the record's last row, and
+    the stop claimed is one a checkpoint records)."""
+    if not record.is_finished or decided is not None:
+        return False
+    claimed = record.stop_reason
+    # (a claimed reason that is no finishing one, e.g. 'failed' under 'completed', cannot be the run's own)
+    return (claimed is None or claimed in _IN_THE_CHECKPOINT or not claimed.status.is_finished) and \
+        iteration >= int(record.data.get("iterations_completed") or 0)
+
+
+def _damaged_best_files(paths: RunPaths, names: list[str]) -> list[str]:
+    """Which of the best files ``names`` are missing or fail their checksum."""
+    entries = Manifest(paths.checkpoints).entries()
+    damaged = []
+    for name in names:
+        path = paths.checkpoints / name
+        try:
+            problem = check_file(path, entries.get(name))[0] if path.exists() else "missing"
+        except OSError as e:
+            problem = str(e)
+        if problem is not None:
+            damaged.append(name)
+    return damaged
 
 
 def _decided_stop(state: Mapping[str, Any], epoch: int, required: Collection[str]) -> StopReason | None:
@@ -214,7 +252,21 @@ def tidy_for_resume(
     dropped = history.truncate(after_iteration=plan.from_iteration)
     if dropped:
         logger.info("Dropped %d history row(s) after iteration %d (redone now)", dropped, plan.from_iteration)
+    recorded = (plan.state.get("history") or {}).get("rows")
+    if recorded is not None:
+        damage = history.repair(recorded)
+        if damage:
+            logger.warning(
+                "%s did not hold the rows the last checkpoint recorded (%s): restored from the checkpoint; the "
+                "file as found is kept as %s.damaged.", history.path, "; ".join(damage), history.path.name)
     saved = list(best_checkpoint.state_dict()["_saved"])  # worst first
+    damaged = _damaged_best_files(paths, [name for _, name in saved])
+    if damaged:
+        set_aside_damaged([paths.checkpoints / name for name in damaged])
+        saved = [item for item in saved if item[1] not in damaged]
+        best_checkpoint.load_state_dict({"_saved": saved})
+        logger.warning("Best checkpoint(s) %s failed their checksum: set aside as *.damaged and dropped from the "
+                       "best %s; the next better validation takes their place.", damaged, best_checkpoint.n_saved)
     n_saved = best_checkpoint.n_saved
     if n_saved is not None and len(saved) > n_saved:  # n_saved made smaller on resume: keep the best ones
         best_checkpoint.load_state_dict({"_saved": saved[-n_saved:]})

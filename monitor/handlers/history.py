@@ -164,11 +164,13 @@ class HistoryRecorder(Serializable):
         return row
 
     def state_dict(self) -> OrderedDict[str, Any]:
-        return OrderedDict(elapsed_s=self.elapsed_s)
+        # The rows as written so far: a resume checks the file against them (and repairs it from them).
+        return OrderedDict(elapsed_s=self.elapsed_s, rows=[dict(row) for row in self.history.written])
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         super().load_state_dict(state_dict)
         self._elapsed_before = float(state_dict["elapsed_s"])
+
         if self._segment_start is not None:
             self._segment_start = time.perf_counter()
 

@@ -13,7 +13,7 @@ from monitor.diagnosis import Finding
 from monitor.diagnosis import diagnose as diagnose_rows
 from monitor.review.events import read_scalars
 from monitor.review.text import summary_text
-from monitor.store.history import complete_rows_text, read_history_rows
+from monitor.store.history import complete_rows_text, raw_rows, read_history_rows, rows_digest
 from monitor.store.layout import (
     BEST_PREFIX,
     HISTORY_NAME,
@@ -138,6 +138,21 @@ class Run:
             mode=str(self.best.get("mode") or "min"), stop_reason=self.stop_reason,
             after_last_row=self.record.get("after_last_row"), recoveries=self.record.get("recoveries") or (),
         )
+
+    @property
+    def damage(self) -> list[str]:
+        """What in the folder is not what the run wrote, in words (empty: nothing found): history rows
+        changed or lost since ``run.json`` recorded them (rows written after it are not checked)."""
+        recorded = self.record.get("history_rows")
+        if not isinstance(recorded, dict):
+            return []  # a run of a version that did not record them
+        rows = raw_rows(RunPaths(self.path).history)
+        count = int(recorded.get("count", 0))
+        if len(rows) < count:
+            return [f"history.csv has {len(rows)} rows where run.json recorded {count}: rows were lost"]
+        if rows_digest(rows[:count]) != recorded.get("crc32"):
+            return [f"history.csv's first {count} rows are not those run.json recorded (a row was changed)"]
+        return []
 
     def summary(self) -> str:
         """A few aligned lines: status, epochs, best, and the metrics at the best epoch."""

@@ -20,6 +20,8 @@ class _RunView(Protocol):
     @property
     def name(self) -> str: ...
     @property
+    def damage(self) -> list[str]: ...
+    @property
     def status(self) -> str: ...
     @property
     def stop_reason(self) -> str | None: ...
@@ -90,6 +92,7 @@ def summary_text(run: _RunView) -> str:
         lines.append(("note", "run.json says running, but its process is gone: resume it to continue"))
     if run.record.get("error"):
         lines.append(("error", str(run.record["error"])))
+    lines += [("damaged", damage) for damage in run.damage]
     at_best = {k: v for k, v in run.best_row().items() if k.startswith("val_") or k == "train_loss"}
     if at_best:
         lines.append(("at best", "  ".join(f"{k}={format_value(v)}" for k, v in at_best.items())))

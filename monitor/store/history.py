@@ -8,7 +8,9 @@ import csv
 import io
 import math
 import os
-from collections.abc import Mapping
+import shutil
+import zlib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +19,8 @@ from monitor.store._io import atomic_write_text
 if TYPE_CHECKING:
     import pandas
 
-__all__ = ["History", "complete_rows_text", "read_history_rows", "TIMING_COLUMNS", "is_evidence_column"]
+__all__ = ["History", "complete_rows_text", "read_history_rows", "raw_rows", "rows_digest", "compare_rows",
+           "TIMING_COLUMNS", "is_evidence_column"]
 
 # Columns that measure time, not training: a resumed run equals an uninterrupted one in every other.
 TIMING_COLUMNS = ("elapsed_s", "epoch_s", "samples_per_s", "data_wait_frac")
@@ -80,6 +83,40 @@ def _rows(text: str) -> tuple[list[str], list[dict[str, Any]]]:
     ]
 
 
+Cells = dict[str, str]  # a row as written: its non-empty cells, by column
+
+
+def raw_rows(path: Path | str) -> list[Cells]:
+    """Every whole line of ``path`` after the header, as the text of its non-empty cells (a line with
+    too many or too few cells too: a check must see it)."""
+    text, _ = complete_rows_text(path)
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None) or []
+    return [{k: v for k, v in zip(header, line, strict=False) if v != ""} | (
+        {"<extra cells>": ",".join(line[len(header):])} if len(line) > len(header) else {}) for line in reader]
+
+
+def rows_digest(rows: Sequence[Mapping[str, str]]) -> str:
+    """A CRC-32 of ``rows`` (as :func:`raw_rows` gives them), whatever columns the file gained since."""
+    text = "\x1e".join("\x1f".join(f"{k}={v}" for k, v in sorted(row.items())) for row in rows)
+    return f"{zlib.crc32(text.encode()):08x}"
+
+
+def compare_rows(found: Sequence[Mapping[str, str]], recorded: Sequence[Mapping[str, str]]) -> list[str]:
+    """What differs between the rows ``found`` in a file and the rows ``recorded`` (the first few, in
+    words; empty: none)."""
+    problems = []
+    for i, (row, want) in enumerate(zip(found, recorded, strict=False), start=1):
+        changed = [k for k in {*row, *want} if row.get(k, "") != want.get(k, "")]
+        if changed:
+            column = sorted(changed)[0]
+            problems.append(f"row {i} (epoch {want.get('epoch', '?')}) has {column}={row.get(column, '')!r} "
+                            f"where {want.get(column, '')!r} was written")
+    if len(found) < len(recorded):
+        problems.append(f"{len(recorded) - len(found)} of its {len(recorded)} rows are missing")
+    return problems[:3]
+
+
 def read_history_rows(path: Path | str) -> list[dict[str, Any]]:
     """The whole rows of a ``history.csv``, parsed as :meth:`History.read_rows` does (an empty cell is
     ``None``, a NaN is ``nan``), without repairing the file. For readers, e.g. the review.
@@ -120,11 +157,13 @@ class History:
         self.last_epoch = 0
         self.last_iteration = 0
         self._torn = False  # set by read_rows: the file ends in a line a crash cut short
+        self.written: list[Cells] = []  # each row as this process knows it was written (a checkpoint keeps them)
         if self.path.exists():
             rows = self.read_rows()
             self._set_last(rows[-1] if rows else None)
             if self._torn:  # rewrite, so the next append starts on a row boundary
                 self._rewrite(rows)
+            self.written = raw_rows(self.path)
 
     def read_rows(self) -> list[dict[str, Any]]:
         """All complete rows in the file, values parsed (int, float, bool, str or ``None``)."""
@@ -152,6 +191,7 @@ class History:
                     f.write(self._line(row))
             except OSError as e:  # e.g. ENOSPC: a torn line is dropped at the next open
                 raise OSError(e.errno, e.strerror, str(self.path)) from e
+        self.written.append({k: c for k in self.columns if (c := _cell(row.get(k))) != ""})
         self._set_last(row)
 
     def sync(self) -> None:
@@ -181,7 +221,27 @@ class History:
         if len(kept) != len(rows) or self._torn:
             self._rewrite(kept)
         self._set_last(kept[-1] if kept else None)
+        self.written = raw_rows(self.path)
         return len(rows) - len(kept)
+
+    def repair(self, recorded: Sequence[Mapping[str, str]]) -> list[str]:
+        """Make the file hold exactly the ``recorded`` rows (what a last checkpoint kept) if it does not:
+        the file as found is kept beside it as ``history.csv.damaged``. Returns what differed (empty:
+        nothing did, nothing was written)."""
+        problems = compare_rows(raw_rows(self.path), recorded)
+        if not problems and len(raw_rows(self.path)) == len(recorded):
+            return []
+        if not problems:
+            problems = [f"it has {len(raw_rows(self.path)) - len(recorded)} row(s) the checkpoint did not write"]
+        if self.path.exists():
+            shutil.copyfile(self.path, self.path.with_name(self.path.name + ".damaged"))
+        columns = list(_LEADING) + [k for row in recorded for k in row if k not in _LEADING]
+        self.columns = list(dict.fromkeys(columns))
+        self._rewrite([{k: _parse(v) for k, v in row.items()} for row in recorded])
+        rows = self.read_rows()
+        self._set_last(rows[-1] if rows else None)
+        self.written = raw_rows(self.path)
+        return problems
 
     def _set_last(self, row: Mapping[str, Any] | None) -> None:
         self.last_epoch = int(row["epoch"]) if row else 0
