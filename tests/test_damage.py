@@ -93,3 +93,29 @@ def test_best_checkpoints_that_fail_their_checksum_are_dropped_from_best_k_with_
     assert all(path.with_name(path.name + ".damaged").exists() for path in bests)
     listed = json.loads((run_dir / "run.json").read_text())["best"]["checkpoint"]
     assert listed is None or (run_dir / listed).exists() and torch.load(run_dir / listed) is not None
+
+
+def test_a_model_the_optimizer_does_not_step_is_refused_at_attach(tmp_path):
+    from tests.conftest import tiny_setup
+
+    s = tiny_setup()
+    other = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+    with pytest.raises(ValueError, match=r"to_save\['model'\] should be the model to_save\['optimizer'\] steps, got a "
+                                         r"Sequential none of whose 4 parameters it holds"):
+        monitor.attach_monitoring(s["trainer"], s["evaluator"], s["val_loader"], run_dir=tmp_path / "run",
+                                  objective=monitor.Objective("loss", mode="min"),
+                                  to_save={"model": other, "optimizer": s["optimizer"]})
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_model_that_does_not_change_in_the_first_epoch_is_said(tmp_path, caplog):
+    from tests.conftest import tiny_setup
+
+    s = tiny_setup()
+    other = torch.nn.Linear(8, 2)  # not the trainer's; no optimizer in to_save to tell
+    run = monitor.attach_monitoring(s["trainer"], s["evaluator"], s["val_loader"], run_dir=tmp_path / "run",
+                                    objective=monitor.Objective("loss", mode="min"), to_save={"model": other},
+                                    early_stopping=None)
+    with caplog.at_level(logging.WARNING, logger="monitor"), run:
+        s["trainer"].run(s["train_loader"], max_epochs=2)
+    assert caplog.text.count("None of the parameters of to_save['model'] (Linear) changed in epoch 1") == 1

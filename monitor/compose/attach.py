@@ -24,6 +24,7 @@ from monitor.handlers.diagnosis import attach_live_diagnosis
 from monitor.handlers.history import attach_history
 from monitor.handlers.loss import attach_train_loss
 from monitor.handlers.lr import LearningRates
+from monitor.handlers.model_check import attach_model_watch, check_model_is_stepped
 from monitor.handlers.outputs import attach_throughput, attach_train_outputs
 from monitor.handlers.part import Part, PartContext
 from monitor.handlers.progress import attach_epoch_log, attach_progress_bar
@@ -150,6 +151,7 @@ def attach_monitoring(
     if not isinstance(objective, Objective):
         raise TypeError(f"Argument objective should be a monitor.Objective, got {objective!r}.")
     _check_to_save(to_save)
+    check_model_is_stepped(to_save)
     # Each setting checked itself when it was made; here only that each is of its kind, and the
     # checks that need the objective or to_save. All before anything touches the disk.
     settings = (("early_stopping", early_stopping, EarlyStopping), ("checkpoints", checkpoints, Checkpoints),
@@ -251,6 +253,7 @@ def attach_monitoring(
             stopping.attach(evaluator)
         for part in parts:
             part.attach(context)
+        attach_model_watch(trainer, model)
         data_order = attach_data_order(trainer)
         data_order.timer = throughput  # the batches it replays are timed as they are drawn
         objects: dict[str, Any] = {
