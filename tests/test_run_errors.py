@@ -1,7 +1,10 @@
 """Bad input is refused when attaching, naming the value and what would be accepted."""
 import pytest
+import torch
+from ignite.handlers import TensorboardLogger
 from torch import nn
 
+import monitor
 from monitor import Checkpoints, Console, EarlyStopping, LROnPlateau, Objective, Record, attach_monitoring
 from tests.conftest import tiny_setup
 
@@ -82,6 +85,27 @@ def test_unwritable_run_dir_is_refused_at_attach(tmp_path, monkeypatch):
         (lambda: dict(early_stopping=10), TypeError, "early_stopping should be a monitor.EarlyStopping or None, got 10"),
         (lambda: dict(parts=[object()]), TypeError, "parts should hold parts .*got <object object"),
         (lambda: dict(parts=[LROnPlateau(), LROnPlateau()]), ValueError, "key 'lr_on_plateau' is taken"),
+        # issue #29: accepted before, or failed late naming no argument
+        (lambda: dict(resume="yes"), TypeError, "Argument resume should be True or False, got 'yes'"),
+        (lambda: dict(run_dir=None), TypeError, r"Argument run_dir should be a folder .*, got None"),
+        (lambda: dict(parts=[monitor.Recovery]), TypeError,
+         r"parts should hold parts \(instances\), got the class Recovery; pass Recovery\(...\)"),
+        (lambda: dict(record=Record(hparams={"lr": torch.tensor(0.1)})), TypeError,
+         r"hparams should hold plain values .* got 'lr': tensor\(0.1000\) \(Tensor\)"),
+        (lambda: dict(parts=[monitor.Tracker(TensorboardLogger)]), TypeError,
+         "ignite_logger should be an Ignite logger .*got the class TensorboardLogger"),
+        (lambda: dict(parts=[monitor.Tracker(_Logger(), tag=123)]), TypeError, "tag should be a non-empty name"),
+        (lambda: dict(parts=[monitor.MLflow(123)]), TypeError, "tracking_uri should be a URI .*got 123"),
+        (lambda: dict(parts=[monitor.MLflow("htp://localhost:5000")]), ValueError,
+         "tracking_uri should have a scheme MLflow knows .*got 'htp://localhost:5000'"),
+        (lambda: dict(parts=[monitor.MLflow("not a uri://x")]), ValueError, "tracking_uri should have a scheme"),
+        (lambda: dict(parts=[monitor.MLflow(timeout=float("inf"))]), ValueError,
+         "timeout should be a positive, finite number of seconds, got inf"),
+        (lambda: dict(parts=[monitor.MLflow(log_checkpoint="no")]), TypeError,
+         "log_checkpoint should be True or False, got 'no'"),
+        (lambda: dict(parts=[monitor.MLflow(run_name=123)]), TypeError, "run_name should be a name"),
+        (lambda: dict(parts=[monitor.OptunaPruning(_frozen_trial())]), TypeError,
+         "trial should be the optuna.trial.Trial the study passes to its objective function"),
     ],
 )
 def test_bad_arguments(tmp_path, overrides, error, match):
@@ -133,3 +157,16 @@ attach_monitoring(s["trainer"], s["evaluator"], s["val_loader"], run_dir={str(fo
     assert child.returncode != 0
     assert f"PermissionError: Run directory '{folder / 'run'}' cannot be written" in child.stderr, child.stderr[-2000:]
     assert not (folder / "run").exists()
+
+
+class _Logger:
+    def attach_output_handler(self, *args, **kwargs):
+        pass
+
+
+def _frozen_trial():
+    import optuna
+
+    study = optuna.create_study()
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=1)
+    return study.trials[0]  # a FrozenTrial: it has report() and should_prune() too, but they do nothing

@@ -59,7 +59,8 @@ def server(tmp_path_factory):
     process.wait(timeout=30)
 
 
-def train(run_dir, parts, *, max_epochs=5, resume=False, crash_at=None, lr=0.1, hparams=None, stop_at=None):
+def train(run_dir, parts, *, max_epochs=5, resume=False, crash_at=None, lr=0.1, hparams=None, stop_at=None,
+          overwrite=False):
     s = tiny_setup(lr=lr)
     raise_at(s["trainer"], crash_at)
     if stop_at is not None:
@@ -68,7 +69,7 @@ def train(run_dir, parts, *, max_epochs=5, resume=False, crash_at=None, lr=0.1, 
         s["trainer"], s["evaluator"], s["val_loader"], run_dir=run_dir, objective=Objective("loss", mode="min"),
         to_save={"model": s["model"], "optimizer": s["optimizer"]}, early_stopping=None, parts=parts,
         checkpoints=Checkpoints(every=Events.ITERATION_COMPLETED(every=3)), console=Console(log_every=2),
-        record=Record(hparams=hparams or {"lr": lr}), resume=resume,
+        record=Record(hparams=hparams or {"lr": lr}), resume=resume, overwrite=overwrite,
     )
     run_or_crash(run, s["trainer"], s["train_loader"], max_epochs=max_epochs, crashing=crash_at is not None)
     return run
@@ -190,3 +191,38 @@ def test_a_study_in_the_other_direction_is_refused_at_attach(tmp_path):
     with pytest.raises(ValueError, match="direction \\['maximize'\\].*mode='min'.*direction='minimize'"):
         train(tmp_path / "run", [monitor.OptunaPruning(trial)])
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_killed_before_its_first_checkpoint_continues_its_mlflow_run(tmp_path, server):
+    # killed at iteration 2: before the first checkpoint (every 3), after the MLflow run was made
+    train(tmp_path / "run", [monitor.MLflow(server, experiment="early")], crash_at=2)
+    first = json.loads((tmp_path / "run" / "run.json").read_text())["mlflow_run"]["run_id"]
+    train(tmp_path / "run", [monitor.MLflow(server, experiment="early")], resume=True)
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["mlflow_run"]["run_id"] == first
+    client = mlflow.MlflowClient(server)
+    runs = client.search_runs([client.get_experiment_by_name("early").experiment_id])
+    assert [r.info.run_id for r in runs] == [first] and runs[0].info.status == "FINISHED"
+
+
+def test_a_folder_of_other_hyper_parameters_is_refused_at_resume_naming_them(tmp_path):
+    train(tmp_path / "run", [], lr=0.1, max_epochs=2)
+    with pytest.raises(ValueError, match=r"other hyper-parameters; changed \(was, now\): \{'lr': \(0.1, 0.05\)\}"):
+        train(tmp_path / "run", [], lr=0.05, resume=True)
+
+
+def test_a_trial_never_takes_another_trial_s_folder(tmp_path):
+    study = optuna.create_study(direction="minimize")
+    train(tmp_path / "run", [monitor.OptunaPruning(study.ask())], max_epochs=2)
+    with pytest.raises(ValueError, match=r"holds trial 0 of study .* a trial never takes another's folder"):
+        train(tmp_path / "run", [monitor.OptunaPruning(study.ask())], overwrite=True)
+
+
+def test_the_trial_that_resumes_a_folder_reports_the_whole_curve(tmp_path):
+    study = optuna.create_study(direction="minimize")
+    train(tmp_path / "run", [monitor.OptunaPruning(study.ask())], crash_at=13)  # epochs 1-3 done
+    second = study.ask()
+    train(tmp_path / "run", [monitor.OptunaPruning(second)], resume=True)
+    reported = study.trials[1].intermediate_values
+    assert sorted(reported) == [1, 2, 3, 4, 5]
+    values = pd.read_csv(tmp_path / "run" / "history.csv").groupby("epoch")["val_loss"].last().cummin()
+    assert [reported[e] for e in range(1, 6)] == pytest.approx(values.tolist())

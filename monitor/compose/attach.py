@@ -143,6 +143,11 @@ def attach_monitoring(
                 trainer.run(train_loader, max_epochs=1000)
     """
     _refuse_removed(removed)
+    for name, flag in (("resume", resume), ("overwrite", overwrite)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"Argument {name} should be True or False, got {flag!r}.")
+    if not isinstance(run_dir, (str, Path)) or not str(run_dir):
+        raise TypeError(f"Argument run_dir should be a folder (a str or pathlib.Path), got {run_dir!r}.")
     if not isinstance(trainer, Engine) or not isinstance(evaluator, Engine):
         raise TypeError(
             f"Arguments trainer and evaluator should be ignite Engines, got {type(trainer).__name__} "
@@ -182,7 +187,7 @@ def attach_monitoring(
     step = StepWork(log_every=log_every, last_apart=not _once_per_epoch(validate_on)).attach(trainer)
     context = PartContext(trainer=trainer, evaluator=evaluator, objective=objective, best=best, model=model,
                           optimizer=first_optimizer, step_work=step.first, to_save_keys=tuple(to_save),
-                          check_work=step.checks, run_dir=Path(run_dir))
+                          check_work=step.checks, run_dir=Path(run_dir), resume=resume)
     for part in parts:
         check = getattr(part, "check", None)
         if callable(check):
@@ -215,7 +220,7 @@ def attach_monitoring(
         run_record = RunRecord(on_main_process(lambda: read_record(paths.root)))
         own = set(RESERVED_KEYS) - set(OPTIONAL_KEYS) - ({"early_stopping"} if stopping is None else set())
         plan = plan_resume(paths, objective=objective, record=run_record, required={*to_save, *own},
-                           state_types=state_types) if resume else ResumePlan(resume=False)
+                           state_types=state_types, hparams=record.hparams) if resume else ResumePlan(resume=False)
         if plan.state is not None and not plan.is_finished:
             _log_changes(run_record.data, config)
         main = is_main_process()
@@ -343,6 +348,9 @@ def _check_parts(parts: Sequence[Any], to_save: Mapping[str, Any]) -> list[Part]
         raise TypeError(f"Argument parts should be a list of parts (e.g. [LROnPlateau()]), got {parts!r}.")
     keys: set[str] = set()
     for part in parts:
+        if isinstance(part, type):  # the class, where an instance was meant: Recovery, not Recovery()
+            raise TypeError(f"Argument parts should hold parts (instances), got the class {part.__name__}; pass "
+                            f"{part.__name__}(...).")
         if not isinstance(part, Part):
             raise TypeError(
                 f"Argument parts should hold parts (key, attach, config, columns, state_dict, load_state_dict; see "

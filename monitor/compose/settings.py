@@ -5,6 +5,7 @@ accepted and the value), so a bad value fails at the line that wrote it, before 
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -145,6 +146,14 @@ class Record:
     def __post_init__(self) -> None:
         if not isinstance(self.hparams, Mapping):
             raise TypeError(f"Argument hparams should be a mapping of names to values, got {self.hparams!r}.")
+        for name, value in self.hparams.items():
+            try:
+                json.dumps(value)
+            except (TypeError, ValueError):
+                raise TypeError(
+                    f"Argument hparams should hold plain values (numbers, strings, lists; run.json is JSON), got "
+                    f"{name!r}: {value!r} ({type(value).__name__}); pass e.g. float(...) or str(...)."
+                ) from None
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
             raise TypeError(f"Argument seed should be an int or None, got {self.seed!r}.")
 

@@ -83,6 +83,7 @@ class PartContext:
     check_work: list[Callable[[Engine], None]] = field(default_factory=list)
     objects: dict[str, Any] = field(default_factory=dict)
     run_dir: Path | None = None  # the run folder
+    resume: bool = False  # attach_monitoring(resume=True): the folder's run is continued
     config: Mapping[str, Any] = field(default_factory=dict)  # the settings run.json records (hparams, seed...)
 
     def on_step(self, work: Callable[[Engine], None]) -> None:

@@ -29,6 +29,8 @@ Examples:
 from __future__ import annotations
 
 import logging
+import math
+import warnings
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
@@ -38,6 +40,7 @@ from ignite.engine import Engine, Events
 from monitor.core._position import is_mid_epoch
 from monitor.core.status import StopReason
 from monitor.handlers.part import PartContext
+from monitor.store.record import read_record
 
 __all__ = ["OptunaPruning"]
 
@@ -58,14 +61,24 @@ class OptunaPruning:
     key = "optuna"
 
     def __init__(self, trial: Any) -> None:
-        if not all(callable(getattr(trial, name, None)) for name in ("report", "should_prune", "set_user_attr")):
-            raise TypeError(f"Argument trial should be an optuna.trial.Trial, got {trial!r}.")
+        if isinstance(trial, type) or type(trial).__name__ == "FrozenTrial" or not all(
+                callable(getattr(trial, name, None)) for name in ("report", "should_prune", "set_user_attr")):
+            raise TypeError(f"Argument trial should be the optuna.trial.Trial the study passes to its objective "
+                            f"function, got {trial!r}.")
         self.trial = trial
         self.stop_reason: StopReason | None = None
         self.pruned_at: int | None = None  # the epoch it was pruned at
         self._context: PartContext | None = None
+        self._reported_earlier = False  # the epochs of earlier segments, reported at the first validation
 
     def check(self, context: PartContext) -> None:
+        study = getattr(getattr(self.trial, "study", None), "study_name", None)
+        held = ((read_record(context.run_dir) or {}).get(self.key) or {}) if context.run_dir is not None else {}
+        if held.get("study") == study and held.get("trial") not in (None, getattr(self.trial, "number", None)) and \
+                not context.resume:
+            raise ValueError(
+                f"Argument run_dir {str(context.run_dir)!r} holds trial {held['trial']} of study {study!r}: a trial "
+                "never takes another's folder. Give each trial its own, e.g. run_dir=f'.../trial_{trial.number}'.")
         directions = getattr(getattr(self.trial, "study", None), "directions", None)
         if directions:  # a study of one objective, in the Objective's direction
             names = [getattr(d, "name", str(d)).lower() for d in directions]
@@ -90,9 +103,32 @@ class OptunaPruning:
     def columns(self) -> dict[str, Any]:
         return {}
 
+    def _report_earlier_epochs(self, epoch: int) -> None:
+        """A trial resuming a folder: the epochs of earlier segments, as they were reported (the best so far
+        at each epoch's end), so that the pruner judges the whole curve."""
+        assert self._context is not None
+        history = self._context.objects.get("history")
+        objective = self._context.objective
+        ends: dict[int, float] = {}
+        for row in history.history.read_rows() if history is not None else []:
+            value = row.get(objective.column)
+            if row.get("epoch") is not None and int(row["epoch"]) < epoch and isinstance(value, (int, float)):
+                ends[int(row["epoch"])] = float(value)  # the epoch's last validation
+        best = None
+        with warnings.catch_warnings():  # a step this trial has already is ignored by Optuna, with a warning
+            warnings.simplefilter("ignore")
+            for step, value in sorted(ends.items()):
+                if math.isfinite(value) and (best is None or objective.is_better_or_equal(value, best)):
+                    best = value
+                if best is not None:
+                    self.trial.report(best, step=step)
+
     def _validated(self, _: Engine) -> None:
         assert self._context is not None
         trainer, best = self._context.trainer, self._context.best
+        if not self._reported_earlier:
+            self._reported_earlier = True
+            self._report_earlier_epochs(int(trainer.state.epoch))
         if is_mid_epoch(trainer.state) or best.value is None or trainer.should_terminate:
             return  # reported at epoch ends (a step Optuna compares across trials); not after another stop
         epoch = int(trainer.state.epoch)

@@ -30,7 +30,7 @@ from ignite.engine import Engine, Events
 from monitor.core._position import run_iteration
 from monitor.handlers.part import PartContext
 from monitor.runtime.distributed import is_main_process
-from monitor.store.record import library_versions
+from monitor.store.record import library_versions, read_record
 
 __all__ = ["MLflow", "Tracker"]
 
@@ -83,7 +83,7 @@ class _Sender:
                 if self.failed == 1:
                     logger.warning("%s could not be reached (%s: %s); training goes on, the run folder stays the "
                                    "record; what it missed is not sent again.", self.what, type(e).__name__,
-                                   str(e).splitlines()[0][:200] if str(e) else "")
+                                   " ".join(str(e).split()) or "no message")
             finally:
                 self.jobs.task_done()
 
@@ -93,6 +93,23 @@ class _Sender:
         while self.jobs.unfinished_tasks and time.monotonic() < deadline:
             time.sleep(0.01)
         return not self.jobs.unfinished_tasks
+
+
+# The URI schemes an MLflow tracking URI may have (MLflow's own stores and its REST server).
+_MLFLOW_SCHEMES = ("http", "https", "file", "databricks", "databricks-uc", "uc", "sqlite", "postgresql", "mysql",
+                   "mssql")
+
+
+def _check_tracking_uri(uri: Any) -> None:
+    """Refuse what MLflow would take as a tracking URI only to fail at the first request."""
+    if uri is None:
+        return
+    if not isinstance(uri, str) or not uri:
+        raise TypeError(f"Argument tracking_uri should be a URI (str) or None, got {uri!r}.")
+    scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else None
+    if scheme is not None and scheme not in _MLFLOW_SCHEMES:
+        raise ValueError(f"Argument tracking_uri should have a scheme MLflow knows ({', '.join(_MLFLOW_SCHEMES)}) "
+                         f"or be a local folder, got {uri!r}.")
 
 
 class MLflow:
@@ -128,14 +145,20 @@ class MLflow:
     def __init__(self, tracking_uri: str | None = None, *, experiment: str = "monitor", run_name: str | None = None,
                  log_checkpoint: bool = True, timeout: float = 5.0, end_timeout: float = 30.0) -> None:
         for name, value in (("timeout", timeout), ("end_timeout", end_timeout)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ValueError(f"Argument {name} should be a positive number of seconds, got {value!r}.")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < math.inf):
+                raise ValueError(f"Argument {name} should be a positive, finite number of seconds, got {value!r}.")
+        _check_tracking_uri(tracking_uri)
         if not isinstance(experiment, str) or not experiment:
             raise ValueError(f"Argument experiment should be a non-empty name, got {experiment!r}.")
+        if run_name is not None and not isinstance(run_name, str):
+            raise TypeError(f"Argument run_name should be a name (str) or None, got {run_name!r}.")
+        if not isinstance(log_checkpoint, bool):
+            raise TypeError(f"Argument log_checkpoint should be True or False, got {log_checkpoint!r}.")
         self.tracking_uri, self.experiment, self.run_name = tracking_uri, experiment, run_name
         self.log_checkpoint, self.timeout, self.end_timeout = log_checkpoint, float(timeout), float(end_timeout)
         self.run_id: str | None = None
         self.logged_step = 0  # the highest step the MLflow run has (rows up to it are not sent again)
+        self.missed_rows = 0  # history rows this process could not send (said at the end)
         self._context: PartContext | None = None
         self._client: Any = None
         self._sender: _Sender | None = None
@@ -202,6 +225,12 @@ class MLflow:
     def _started(self, _: Engine) -> None:
         if not is_main_process():
             return
+        if self.run_id is None and self._context is not None and self._context.run_dir is not None:
+            # A run killed before its first checkpoint: the MLflow run run.json names is this run's too.
+            named = (read_record(self._context.run_dir) or {}).get("mlflow_run") or {}
+            if named.get("run_id") and (named.get("tracking_uri"), named.get("experiment")) == (
+                    self.tracking_uri, self.experiment):
+                self.run_id = str(named["run_id"])
         if self._sender is None:
             self._sender = _Sender(f"MLflow ({self.tracking_uri or 'default tracking URI'})")
         self._sender.submit(self._start)
@@ -226,11 +255,16 @@ class MLflow:
         with self._lock:
             rows, self._rows = self._rows, []
         if self._client is None or self.run_id is None:
+            self.missed_rows += len(rows)
             return  # not started (the server was down)
         metrics = [Metric(k, v, at, step) for step, at, values in rows if step > self.logged_step  # not twice
                    for k, v in values.items()]
-        for i in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics a request
-            self._client.log_batch(self.run_id, metrics=metrics[i:i + 1000])
+        try:
+            for i in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics a request
+                self._client.log_batch(self.run_id, metrics=metrics[i:i + 1000])
+        except Exception:
+            self.missed_rows += sum(1 for step, _, _ in rows if step > self.logged_step)
+            raise
         if rows:
             self.logged_step = max(self.logged_step, max(step for step, _, _ in rows))
 
@@ -242,6 +276,9 @@ class MLflow:
         if not self._sender.drain(self.end_timeout):
             logger.warning("MLflow: still sending after %.0f s; the rest is dropped (the run folder has it all).",
                            self.end_timeout)
+        if self.missed_rows:
+            logger.warning("MLflow missed %d history row(s) of this run (the server could not be reached); "
+                           "history.csv has them all.", self.missed_rows)
 
     def _finish(self, run: Any) -> None:
         from mlflow.entities import RunTag
@@ -286,6 +323,11 @@ class Tracker:
     key = "tracker"
 
     def __init__(self, ignite_logger: Any, *, tag: str = "history") -> None:
+        if isinstance(ignite_logger, type):
+            raise TypeError(f"Argument ignite_logger should be an Ignite logger (an instance, e.g. "
+                            f"{ignite_logger.__name__}(...)), got the class {ignite_logger.__name__}.")
+        if not isinstance(tag, str) or not tag:
+            raise TypeError(f"Argument tag should be a non-empty name (str), got {tag!r}.")
         if not callable(getattr(ignite_logger, "attach_output_handler", None)):
             raise TypeError(f"Argument ignite_logger should be an Ignite BaseLogger (ClearMLLogger, NeptuneLogger, "
                             f"WandBLogger, ...), got {ignite_logger!r}.")
