@@ -254,8 +254,10 @@ def attach_monitoring(
             evaluator, trainer, best, {"model": model}, paths.checkpoints, n_saved=checkpoints.n_saved, writer=writer,
             name_by_iteration=not _once_per_epoch(validate_on), hold=True,
         )
-        if stopping is not None:
-            stopping.attach(evaluator)
+        # Without early stopping, a NaN objective still ends the run (Objective(on_nonfinite="stop")): the
+        # handler with no patience, target or divergence stops for that alone (kept out of the checkpoint).
+        stops = stopping or EarlyStoppingHandler(objective, trainer, None)
+        stops.attach(evaluator)
         for part in parts:
             part.attach(context)
         attach_model_watch(trainer, model)
@@ -294,7 +296,7 @@ def attach_monitoring(
             handlers=Handlers(
                 objective=objective, best=best, history=history, train_loss=train_loss,
                 best_checkpoint=best_checkpoint, last_checkpoint=last_checkpoint, cadence=cadence, step=step,
-                early_stopping=stopping, tensorboard=tensorboard, progress_bar=progress_bar,
+                early_stopping=stops, tensorboard=tensorboard, progress_bar=progress_bar,
                 graceful_stop=graceful_stop, learning_rates=rates, data_order=data_order,
                 live_diagnosis=live_diagnosis, console_log=console_log,
             ),

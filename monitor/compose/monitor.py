@@ -34,7 +34,7 @@ from monitor.handlers.step import StepWork
 from monitor.handlers.stopping import EarlyStoppingHandler
 from monitor.runtime.distributed import is_main_process, leave_together
 from monitor.store.history import rows_digest
-from monitor.store.layout import RunPaths
+from monitor.store.layout import RunPaths, parse_checkpoint_name
 from monitor.store.lock import RunLock
 from monitor.store.record import RunRecord, write_record
 from monitor.store.writer import OrderedWriter
@@ -397,7 +397,9 @@ class Monitor:
         steps = steps_after(rows, tail)  # not a row of an earlier segment's (last_row is this segment's only)
         self._part_records()
         recoveries = self.record.data.get("recoveries") or ()  # Recovery's rollbacks: the rows do not show them
-        findings = diagnose(rows, objective_column=self.objective.column, mode=self.objective.mode,
+        kept = {name.epoch for _, file in self.best_checkpoint.state_dict()["_saved"]
+                if (name := parse_checkpoint_name(file)) is not None}  # the best files on disk
+        findings = diagnose(rows, objective_column=self.objective.column, mode=self.objective.mode, kept_epochs=kept,
                             stop_reason=reason_value(self.stop_reason), after_last_row=steps, recoveries=recoveries)
         self.record.update(findings=[f.to_dict() for f in findings], after_last_row=steps)
         if self.live_diagnosis is not None:  # seen only now: in the steps after the last validation

@@ -126,7 +126,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -134,7 +134,7 @@ __all__ = ["Finding", "diagnose", "diverging", "rollbacks", "by_level", "steps_a
 
 KINDS = (
     "nonfinite", "divergence", "overfitting", "plateau", "oscillation", "data_bound",
-    "exploding_gradients", "vanishing_gradients", "recovered",
+    "exploding_gradients", "vanishing_gradients", "recovered", "loss_shift", "not_learning",
 )
 
 LEVELS = ("problem", "note")
@@ -155,13 +155,30 @@ ADVICE = {
     "vanishing_gradients": "Use ReLU-like activations instead of sigmoid/tanh, residual connections or "
                            "normalisation, and a suitable initialisation (Kaiming/Xavier).",
     "recovered": "The run was rolled back and went on; if it happens again, start from the lower rate.",
+    "not_learning": "The model has stopped learning: its loss sits at the level of its first steps (a constant "
+                    "prediction). After a rate too high, its units may be dead (ReLU): restart from the initial weights "
+                    "at a 10x lower rate; else check the labels, the inputs and the loss function.",
+    "loss_shift": "The objective did not get worse, so this is no divergence: did the data change (a curriculum, "
+                  "an augmentation switched on, another mix)? Nothing to undo.",
 }
 
 # The factor each kind's advice applies to the rate of the run (None: it says nothing of the rate).
 RATE_FACTOR: dict[str, float | None] = {
     "nonfinite": 0.1, "divergence": 0.1, "oscillation": 1 / 3, "exploding_gradients": 0.1, "plateau": 10.0,
-    "overfitting": None, "data_bound": None, "vanishing_gradients": None, "recovered": None,
+    "overfitting": None, "data_bound": None, "vanishing_gradients": None, "recovered": None, "loss_shift": None,
+    "not_learning": 0.1,
 }
+# not_learning: at least this many last validations whose training loss stays within 1% of their
+# mean and at least half the run's first step loss (the untrained, constant-prediction level).
+NOT_LEARNING_VALIDATIONS = 5
+NOT_LEARNING_SPREAD = 0.01
+NOT_LEARNING_LEVEL = 0.5
+# A rollback is judged by the objective over this many validations after it: back to its best from
+# before the trouble (within OBJECTIVE_HOLDS) is "undone"; fewer validations cannot tell.
+RECOVERY_VALIDATIONS = 3
+# How far the objective may be from its best before a rise and still be "as good" (a rise it does not
+# confirm is no divergence): 1% of the best.
+OBJECTIVE_HOLDS = 0.01
 # The kinds whose trouble a rollback undoes: the advice names the epoch to go back to.
 _ROLL_BACK = ("nonfinite", "divergence", "oscillation", "exploding_gradients")
 
@@ -258,17 +275,39 @@ def _dead_start(rows: Sequence[Mapping[str, Any]], column: str) -> int | None:
     return None
 
 
+def _objective_holds(
+    rows: Sequence[Mapping[str, Any]], i: int, began: int, objective: str | None, mode: str | None
+) -> dict[str, Any] | None:
+    """Evidence that the ``objective`` at row ``i`` is as good as its best before row ``began`` (within
+    :data:`OBJECTIVE_HOLDS`): a rise of the training loss it does not confirm. ``None``: it confirms,
+    or cannot tell (no value before the rise, or none now)."""
+    if objective is None or mode not in ("min", "max") or not 0 <= i < len(rows):
+        return None
+    before = [v for _, v in _series(rows[:began], objective) if math.isfinite(v)]
+    now = _number(rows[i].get(objective))
+    if not before or now is None or not math.isfinite(now):
+        return None
+    best = min(before) if mode == "min" else max(before)
+    margin = OBJECTIVE_HOLDS * abs(best)
+    holds = now <= best + margin if mode == "min" else now >= best - margin
+    return {"objective": objective, "objective_best_before": best, "objective_now": now} if holds else None
+
+
 def _divergence(
-    rows: Sequence[Mapping[str, Any]], column: str, stop_reason: str | None
+    rows: Sequence[Mapping[str, Any]], column: str, stop_reason: str | None,
+    objective: str | None = None, mode: str | None = None,
 ) -> tuple[Finding, int] | None:
     """The divergence, and the row its rise began at (the lowest before it): from there on, what the
-    other rules would see (a rising loss, a gap) is the divergence's doing."""
+    other rules would see (a rising loss, a gap) is the divergence's doing. A rise of ``column`` to
+    10x its lowest that the ``objective`` does not confirm (it is as good as before the rise) is a
+    ``loss_shift`` note instead (the data changed), and the rows after it are judged as usual."""
     lowest, lowest_at = math.inf, 0
     finite = [v for _, v in _series(rows, column) if math.isfinite(v)]
     first = finite[0] if finite else 0.0
     spikes = dict(_series(rows, f"{column}_spike"))
     typical = _typical_spike(rows, column)
     dead = _dead_start(rows, column)
+    shift: Finding | None = None
     for i, value in _series(rows, column):
         spike = spikes.get(i)
         if spike is not None and spike >= 5 * typical:  # within the epoch, before its mean shows it (or is NaN)
@@ -279,21 +318,30 @@ def _divergence(
         if not math.isfinite(value):
             break
         if value > 0 and lowest < math.inf and value >= 10 * lowest and value - lowest >= 0.05 * first:
-            return _finding("divergence", rows, i, column=column, lowest=lowest, value=value,
-                            ratio=value / lowest), lowest_at + 1
+            holds = _objective_holds(rows, i, lowest_at + 1, objective, mode) if objective != column else None
+            if holds is None:
+                return _finding("divergence", rows, i, column=column, lowest=lowest, value=value,
+                                ratio=value / lowest), lowest_at + 1
+            if shift is None:
+                shift = replace(_finding("loss_shift", rows, i, column=column, lowest=lowest, value=value,
+                                         ratio=value / lowest, **holds), level="note")
+            lowest, lowest_at = value, i  # the new level is the one a later rise is measured from
+            continue
         if 0 < value < lowest:
             lowest, lowest_at = value, i
     if stop_reason == "diverged":
         return _finding("divergence", rows, len(rows) - 1, stop_reason=stop_reason), len(rows) - 1
-    return None
+    return (shift, len(rows)) if shift is not None else None
 
 
 def diverging(rows: Sequence[Mapping[str, Any]], *, objective_column: str, mode: str) -> tuple[Finding, int] | None:
     """The divergence rule alone (the training loss, and a loss objective), cheap enough to run at
     every validation (what :class:`~monitor.Recovery` acts on): the finding, and the index of the row
     its rise began at (the last healthy row is the one before it)."""
-    found = _divergence(rows, "train_loss", None) or (
-        _divergence(rows, objective_column, None) if mode == "min" else None)
+    found = _divergence(rows, "train_loss", None, objective_column, mode)
+    if found is not None and not found[0].is_problem:  # a rise the objective does not confirm: nothing to undo
+        found = None
+    found = found or (_divergence(rows, objective_column, None) if mode == "min" else None)
     if found is not None and "start" in found[0].evidence:
         return found[0], 0  # a dead start: knocked out from its first steps, not from the row that shows it
     return found
@@ -415,9 +463,9 @@ def _exploding(rows: Sequence[Mapping[str, Any]]) -> Finding | None:
     return None
 
 
-def _gradients(rows: Sequence[Mapping[str, Any]], train: str) -> list[Finding]:
+def _vanishing(rows: Sequence[Mapping[str, Any]], train: str) -> list[Finding]:
     norms = [(i, v) for i, v in _series(rows, "train_grad_norm") if math.isfinite(v)]
-    found = [f for f in [_exploding(rows)] if f is not None]
+    found: list[Finding] = []
     losses = dict(_series(rows, train))
     firsts = dict(_series(rows, "train_grad_norm_first"))
     run, started = 0, 0
@@ -435,6 +483,27 @@ def _gradients(rows: Sequence[Mapping[str, Any]], train: str) -> list[Finding]:
             found.append(_finding("vanishing_gradients", rows, started, **evidence))
             break
     return found
+
+
+def _not_learning(rows: Sequence[Mapping[str, Any]], train: str) -> Finding | None:
+    """The last validations' training loss flat at about its first step's (untrained) level: a model that
+    learns nothing any more (dead units after a rate too high, a rollback that did not help)."""
+    starts = [v for _, v in _series(rows, f"{train}_start") if math.isfinite(v) and v > 0]
+    values = [(i, v) for i, v in _series(rows, train)]
+    tail = values[-NOT_LEARNING_VALIDATIONS:]
+    if not starts or len(tail) < NOT_LEARNING_VALIDATIONS or not all(math.isfinite(v) for _, v in tail):
+        return None
+    mean = statistics.fmean(v for _, v in tail)
+    flat = all(abs(v - mean) <= NOT_LEARNING_SPREAD * mean for _, v in tail)
+    if not flat or mean < NOT_LEARNING_LEVEL * starts[0]:
+        return None
+    first = tail[0][0]
+    for i, v in reversed(values[:-NOT_LEARNING_VALIDATIONS]):  # where the flat stretch began
+        if not (math.isfinite(v) and abs(v - mean) <= NOT_LEARNING_SPREAD * mean):
+            break
+        first = i
+    return _finding("not_learning", rows, first, loss=mean, first_step_loss=starts[0],
+                    validations=len(values) - values.index(next(p for p in values if p[0] == first)))
 
 
 def _row_index(rows: Sequence[Mapping[str, Any]], finding: Finding) -> int:
@@ -491,7 +560,8 @@ def _best_before(
 
 
 def _explained(
-    finding: Finding, rows: Sequence[Mapping[str, Any]], train: str, objective: str, mode: str
+    finding: Finding, rows: Sequence[Mapping[str, Any]], train: str, objective: str, mode: str,
+    kept_epochs: Collection[int] | None = None,
 ) -> Finding:
     """The finding with its level and advice for this run: the rate at the time and a value to try,
     the epoch to roll back to, the best checkpoint to keep; a note where the run explains it."""
@@ -528,16 +598,26 @@ def _explained(
                  f"lr was {_show(value)} from epoch {since}; try {_show(value * factor)}.")
         advice = f"{tried} {advice.replace('Lower the learning rate (by 10x)', 'Lower the rate')}"
     if finding.kind in _ROLL_BACK:
-        best = _best_before(rows, objective, mode, i + (finding.kind != "nonfinite"))
+        # Only a state from before the trouble, and one whose best file is kept (when that is known).
+        usable = rows[:i] if kept_epochs is None else [r for r in rows[:i] if r.get("epoch") in kept_epochs]
+        best = _best_before(usable, objective, mode, len(usable))
         if best is not None:
             advice += f" Roll back to epoch {best[0]} ({objective} {_show(best[1])}), the best checkpoint before it."
+        else:
+            advice += (" No checkpoint from before it is kept: restart from the initial (or pre-trained) weights "
+                       "at the lower rate.")
     return replace(finding, evidence=evidence, advice=advice)
 
 
 def _one_story(findings: list[Finding]) -> list[Finding]:
-    """The findings reconciled: a loss that rose (an oscillation or divergence) is not also a plateau."""
+    """The findings reconciled: a loss that rose (an oscillation or divergence) is not also a plateau,
+    and a rise the objective did not confirm (a ``loss_shift``) is not also an oscillation."""
+    shifts = {f.epoch for f in findings if f.kind == "loss_shift"}
+    findings = [f for f in findings if not (f.kind == "oscillation" and f.epoch in shifts)]
     unstable = any(f.kind in ("divergence", "oscillation", "nonfinite") and f.is_problem for f in findings)
-    return [f for f in findings if not (unstable and f.kind == "plateau")]
+    # Flat from the start (a plateau), or since a divergence or a NaN (their consequence): said once.
+    said = unstable or any(f.kind == "plateau" for f in findings)
+    return [f for f in findings if not (unstable and f.kind == "plateau") and not (said and f.kind == "not_learning")]
 
 
 def by_level(findings: Sequence[Finding]) -> tuple[list[Finding], list[Finding]]:
@@ -590,15 +670,32 @@ def _recovered(recoveries: Sequence[Mapping[str, Any]], findings: list[Finding],
                                                      "data or the model, not only in the rate.")
         return notes
     cut = max(_int(e.get("epoch")) or 0 for e in done)  # the last rollback: what came before it was undone
+    after = [row for row in rows if (_number(row.get("epoch")) or 0) > cut]
+    again = [f for f in diagnose(after, **how) if f.kind in (*_ROLL_BACK, "not_learning") and f.is_problem] \
+        if len(after) >= 2 else []  # judged again from the rollback on
+    # "Undone" only where the objective shows it: it came back to its best from before the trouble.
+    objective, mode = str(how.get("objective_column")), str(how.get("mode"))
+    before = _best_before(rows, objective, mode, next((k for k, r in enumerate(rows)
+                                                        if (_number(r.get("epoch")) or 0) > cut), len(rows)))
+    since = _best_before(after, objective, mode, len(after))
+    came_back = not after or (before is not None and since is not None and (
+        since[1] <= before[1] + OBJECTIVE_HOLDS * abs(before[1]) if mode == "min"
+        else since[1] >= before[1] - OBJECTIVE_HOLDS * abs(before[1])))
+    stuck = any(f.kind == "not_learning" for f in again)
     for i, finding in enumerate(findings):
         if finding.is_problem and finding.kind in _ROLL_BACK and (finding.epoch or 0) <= cut:
-            findings[i] = replace(finding, level="note", advice=f"Undone: the run was rolled back at epoch {cut} "
-                                                                f"and went on. {finding.advice}")
-    after = [row for row in rows if (_number(row.get("epoch")) or 0) > cut]
-    if len(after) >= 2:  # judged again from the rollback on
-        seen = {(f.kind, f.epoch) for f in findings}
-        notes += [f for f in diagnose(after, **how) if f.kind in _ROLL_BACK and f.is_problem
-                  and (f.kind, f.epoch) not in seen]
+            if came_back and not stuck:
+                findings[i] = replace(finding, level="note", advice=f"Undone: the run was rolled back at epoch "
+                                                                    f"{cut} and went on. {finding.advice}")
+            elif len(after) < RECOVERY_VALIDATIONS and not stuck:  # too soon to tell
+                findings[i] = replace(finding, level="note", advice=(
+                    f"Rolled back at epoch {cut}; the run ended {len(after)} validation(s) later, too soon to see "
+                    f"the objective come back to its best from before. {finding.advice}"))
+            else:
+                findings[i] = replace(finding, advice=f"{finding.advice} Recovery rolled back at epoch {cut}, but "
+                                                      f"the objective did not come back to its best from before.")
+    seen = {(f.kind, f.epoch) for f in findings}
+    notes += [f for f in again if (f.kind, f.epoch) not in seen]
     return notes
 
 
@@ -609,6 +706,7 @@ def _int(value: Any) -> int | None:
 def diagnose(
     rows: Sequence[Mapping[str, Any]], *, objective_column: str, mode: str, stop_reason: str | None = None,
     after_last_row: Mapping[str, Any] | None = None, recoveries: Sequence[Mapping[str, Any]] = (),
+    kept_epochs: Collection[int] | None = None,
 ) -> list[Finding]:
     """The findings in a history (``rows``: one mapping per validation, as ``history.csv``'s), in
     the order they started; empty for a healthy run. See the table in this module's docstring.
@@ -622,14 +720,18 @@ def diagnose(
             ``after_last_row``: a run stopped between validations, by a NaN mid-epoch), read by
             the rules of a broken run (nonfinite, divergence, exploding gradients) only.
         recoveries: ``run.json``'s ``recoveries`` (:class:`~monitor.Recovery`'s rollbacks): a note each.
+        kept_epochs: the epochs whose best checkpoint is on disk: rollback advice names only those
+            (``None``: not known, any epoch before the trouble).
     """
     train = "train_loss"
     val_loss = objective_column if mode == "min" else "val_loss"
     tail = steps_after(rows, after_last_row)
     with_tail = [*rows, tail] if tail is not None else rows
     nonfinite = _nonfinite(with_tail, [train, objective_column, "train_grad_norm"], stop_reason)
-    divergence = _divergence(with_tail, train, stop_reason) or (
+    shift = _divergence(with_tail, train, stop_reason, objective_column, mode)
+    divergence = shift if shift is not None and shift[0].is_problem else (
         _divergence(rows, objective_column, None) if mode == "min" else None)
+    shift = shift if shift is not None and not shift[0].is_problem else None
     # What follows a divergence or a NaN is its consequence (swings, a growing gap): the other rules
     # read only the rows before the first of them (before the divergence's rise began).
     starts = [_row_index(rows, nonfinite)] if nonfinite is not None else []
@@ -638,13 +740,16 @@ def diagnose(
     found = [
         nonfinite,
         divergence[0] if divergence is not None else None,
+        shift[0] if shift is not None else None,
         _overfitting(healthy, val_loss, train),
         _plateau(healthy, train),
         _oscillation(healthy, train) or _rise(healthy, train),
         _data_bound(rows),
-        *_gradients(with_tail, train),
+        _exploding(with_tail),
+        *_vanishing(healthy, train),  # after a divergence or a NaN, small gradients are its consequence
+        _not_learning(rows, train),  # the state at the end, after any trouble
     ]
-    findings = [_explained(f, with_tail, train, objective_column, mode) for f in found if f is not None]
+    findings = [_explained(f, with_tail, train, objective_column, mode, kept_epochs) for f in found if f is not None]
     findings = _one_story(findings)
     if recoveries:
         findings += _recovered(recoveries, findings, rows, objective_column=objective_column, mode=mode,

@@ -137,6 +137,8 @@ class Run:
             read_history_rows(RunPaths(self.path).history), objective_column=str(self.best.get("metric")),
             mode=str(self.best.get("mode") or "min"), stop_reason=self.stop_reason,
             after_last_row=self.record.get("after_last_row"), recoveries=self.record.get("recoveries") or (),
+            kept_epochs={name.epoch for path in checkpoint_files(RunPaths(self.path).checkpoints, BEST_PREFIX)
+                         if (name := parse_checkpoint_name(path.name)) is not None},
         )
 
     @property

@@ -1,0 +1,96 @@
+"""Do no harm: monitor acts on a run only on evidence the objective confirms (issue #28)."""
+import json
+
+import pytest
+from ignite.metrics import Loss
+from torch import nn
+
+import monitor
+from tests.conftest import EpochMetric, tiny_setup
+
+
+def test_a_nan_objective_ends_the_run_without_early_stopping_too(tmp_path):
+    s = tiny_setup()
+    evaluator = monitor.build_evaluator(s["model"], {"loss": Loss(nn.CrossEntropyLoss()),
+                                                     "score": EpochMetric([0.5, float("nan"), 0.4, 0.3], s["trainer"])})
+    run = monitor.attach_monitoring(s["trainer"], evaluator, s["val_loader"], run_dir=tmp_path,
+                                    objective=monitor.Objective("score", mode="min"), to_save={"model": s["model"]},
+                                    early_stopping=None)
+    with run:
+        s["trainer"].run(s["train_loader"], max_epochs=4)
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert (record["status"], record["stop_reason"], record["epochs_completed"]) == ("diverged", "nonfinite_metric", 2)
+
+
+def rows_of(train, val, lr=0.1):
+    return [{"epoch": e, "iteration": 10 * e, "train_loss": t, "val_loss": v, "lr": lr}
+            for e, (t, v) in enumerate(zip(train, val, strict=True), start=1)]
+
+
+CURRICULUM = rows_of(train=[0.5, 0.05, 0.02, 0.6, 0.4, 0.3], val=[0.9, 0.7, 0.65, 0.5, 0.45, 0.42])
+DIVERGING = rows_of(train=[0.5, 0.05, 0.02, 0.6, 0.9, 1.3], val=[0.9, 0.7, 0.65, 0.8, 1.0, 1.4])
+
+
+def test_a_training_loss_that_rises_while_the_objective_improves_is_a_note_not_a_divergence():
+    from monitor.diagnosis import diagnose
+    from monitor.diagnosis.rules import diverging
+
+    found = diagnose(CURRICULUM, objective_column="val_loss", mode="min")
+    assert [(f.kind, f.level, f.epoch) for f in found] == [("loss_shift", "note", 4)]
+    assert "did the data change" in found[0].advice and found[0].evidence["objective_now"] == 0.5
+    assert diverging(CURRICULUM, objective_column="val_loss", mode="min") is None  # nothing for Recovery to undo
+    confirmed = diagnose(DIVERGING, objective_column="val_loss", mode="min")
+    assert [(f.kind, f.level, f.epoch) for f in confirmed][:1] == [("divergence", "problem", 4)]
+    assert diverging(DIVERGING, objective_column="val_loss", mode="min") is not None
+
+
+def test_trouble_in_the_first_epoch_names_no_checkpoint_after_the_damage():
+    from monitor.diagnosis import diagnose
+
+    rows = rows_of(train=[40.0, 80.0, 90.0], val=[8.4e21, 9e21, 9e21], lr=0.5)
+    rows[0].update(train_loss_start=0.02, train_loss_spike=1000.0)  # a fine-tune knocked out in epoch 1
+    found = [f for f in diagnose(rows, objective_column="val_loss", mode="min") if f.kind == "divergence"]
+    assert found and found[0].epoch == 1
+    assert "Roll back to epoch" not in found[0].advice
+    assert "restart from the initial (or pre-trained) weights at the lower rate" in found[0].advice
+
+
+def test_rollback_advice_names_only_a_kept_checkpoint_from_before_the_trouble():
+    from monitor.diagnosis import diagnose
+
+    rows = rows_of(train=[0.9, 0.5, 0.3, 0.2, 6.0], val=[0.9, 0.6, 0.5, 0.45, 5.0])
+    advice = [f for f in diagnose(rows, objective_column="val_loss", mode="min") if f.kind == "divergence"][0].advice
+    assert "Roll back to epoch 4 (val_loss 0.45)" in advice
+    kept = [f for f in diagnose(rows, objective_column="val_loss", mode="min", kept_epochs={2, 3})
+            if f.kind == "divergence"][0].advice
+    assert "Roll back to epoch 3 (val_loss 0.5)" in kept  # epoch 4's file is gone (n_saved rotated it out)
+
+
+def test_after_a_divergence_small_gradients_are_its_consequence_not_a_second_story():
+    from monitor.diagnosis import diagnose
+
+    rows = rows_of(train=[0.9, 0.5, 0.3, 6.0, 6.0, 6.0, 6.0], val=[0.9, 0.6, 0.5, 5.0, 5.0, 5.0, 5.0])
+    for row, norm in zip(rows, [1.0, 0.8, 0.7, 1e-7, 1e-7, 1e-7, 1e-7], strict=True):
+        row.update(train_grad_norm=norm, train_grad_norm_first=norm / 2)
+    kinds = [f.kind for f in diagnose(rows, objective_column="val_loss", mode="min") if f.is_problem]
+    assert "divergence" in kinds and "vanishing_gradients" not in kinds
+
+
+def test_a_rollback_after_which_the_model_learns_nothing_is_not_called_undone():
+    from monitor.diagnosis import diagnose
+
+    # SGD at lr 1.5 on a ReLU network: a divergence in epoch 2, one rollback at lr/2, then chance for 8 epochs
+    train = [1.2, 30.0] + [2.3026] * 8
+    val = [1.0, 40.0] + [2.3026] * 8
+    rows = rows_of(train, val, lr=1.5)
+    for row in rows:
+        row["train_loss_start"] = 2.31
+    recoveries = [{"iteration": 20, "epoch": 2, "reason": "divergence", "loss": 30.0, "attempt": 1,
+                   "rolled_back_to": 10, "changes": {"lr": [[1.5], [0.75]]}}]
+    found = diagnose(rows, objective_column="val_loss", mode="min", recoveries=recoveries)
+    problems = {f.kind for f in found if f.is_problem}
+    assert problems == {"divergence", "not_learning"}
+    divergence = next(f for f in found if f.kind == "divergence")
+    assert "Undone" not in divergence.advice and "did not come back" in divergence.advice
+    stuck = next(f for f in found if f.kind == "not_learning")
+    assert stuck.epoch == 3 and "restart from the initial weights" in stuck.advice
