@@ -1,7 +1,6 @@
 """Do no harm: monitor acts on a run only on evidence the objective confirms (issue #28)."""
 import json
 
-import pytest
 from ignite.metrics import Loss
 from torch import nn
 

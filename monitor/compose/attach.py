@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -209,7 +210,7 @@ def attach_monitoring(
     config.update((part.key, dict(part.config())) for part in parts)  # the settings of each part
     context.config = config
 
-    created = is_main_process() and not Path(run_dir).exists()  # removed again if attach fails
+    created = is_main_process() and not os.path.exists(run_dir)  # removed again if attach fails (False: unreadable)
     # Rank 0 checks and locks the folder; its verdict (or error) reaches every rank.
     on_main_process(lambda: str(prepare_run_dir(run_dir, resume=resume, overwrite=overwrite, lock=lock).root))
     paths = RunPaths(run_dir)

@@ -155,9 +155,9 @@ ADVICE = {
     "vanishing_gradients": "Use ReLU-like activations instead of sigmoid/tanh, residual connections or "
                            "normalisation, and a suitable initialisation (Kaiming/Xavier).",
     "recovered": "The run was rolled back and went on; if it happens again, start from the lower rate.",
-    "not_learning": "The model has stopped learning: its loss sits at the level of its first steps (a constant "
-                    "prediction). After a rate too high, its units may be dead (ReLU): restart from the initial weights "
-                    "at a 10x lower rate; else check the labels, the inputs and the loss function.",
+    "not_learning": "The model has stopped learning: its loss sits at the level of its first steps (a "
+                    "constant prediction). After a rate too high, its units may be dead (ReLU): restart from the "
+                    "initial weights at a 10x lower rate; else check the labels, the inputs and the loss function.",
     "loss_shift": "The objective did not get worse, so this is no divergence: did the data change (a curriculum, "
                   "an augmentation switched on, another mix)? Nothing to undo.",
 }
@@ -502,6 +502,8 @@ def _not_learning(rows: Sequence[Mapping[str, Any]], train: str) -> Finding | No
         if not (math.isfinite(v) and abs(v - mean) <= NOT_LEARNING_SPREAD * mean):
             break
         first = i
+    if not any(math.isfinite(v) and v < 0.9 * mean for i, v in values if i < first):
+        return None  # it never learned (a plateau, whose advice is the other way), rather than stopped
     return _finding("not_learning", rows, first, loss=mean, first_step_loss=starts[0],
                     validations=len(values) - values.index(next(p for p in values if p[0] == first)))
 
@@ -615,9 +617,8 @@ def _one_story(findings: list[Finding]) -> list[Finding]:
     shifts = {f.epoch for f in findings if f.kind == "loss_shift"}
     findings = [f for f in findings if not (f.kind == "oscillation" and f.epoch in shifts)]
     unstable = any(f.kind in ("divergence", "oscillation", "nonfinite") and f.is_problem for f in findings)
-    # Flat from the start (a plateau), or since a divergence or a NaN (their consequence): said once.
-    said = unstable or any(f.kind == "plateau" for f in findings)
-    return [f for f in findings if not (unstable and f.kind == "plateau") and not (said and f.kind == "not_learning")]
+    # Flat since a divergence or a NaN: their consequence, said once.
+    return [f for f in findings if not (unstable and f.kind in ("plateau", "not_learning"))]
 
 
 def by_level(findings: Sequence[Finding]) -> tuple[list[Finding], list[Finding]]:
@@ -671,8 +672,11 @@ def _recovered(recoveries: Sequence[Mapping[str, Any]], findings: list[Finding],
         return notes
     cut = max(_int(e.get("epoch")) or 0 for e in done)  # the last rollback: what came before it was undone
     after = [row for row in rows if (_number(row.get("epoch")) or 0) > cut]
-    again = [f for f in diagnose(after, **how) if f.kind in (*_ROLL_BACK, "not_learning") and f.is_problem] \
+    again = [f for f in diagnose(after, **how) if f.kind in _ROLL_BACK and f.is_problem] \
         if len(after) >= 2 else []  # judged again from the rollback on
+    stuck_at = _not_learning(rows, "train_loss")  # flat at the untrained level since (it had learned before)
+    if stuck_at is not None and (stuck_at.epoch or 0) > cut:
+        again.append(_explained(stuck_at, rows, "train_loss", str(how.get("objective_column")), str(how.get("mode"))))
     # "Undone" only where the objective shows it: it came back to its best from before the trouble.
     objective, mode = str(how.get("objective_column")), str(how.get("mode"))
     before = _best_before(rows, objective, mode, next((k for k, r in enumerate(rows)
