@@ -219,6 +219,7 @@ def per_step(s: dict[str, Any], make: Callable[[torch.optim.Optimizer, int], Any
     steps = s["epochs"] * len(s["train"])
     schedule = make(s["optimizer"], steps)
     s["trainer"].add_event_handler(Events.ITERATION_COMPLETED, lambda _: schedule.step())
+    s["scheduler"] = schedule  # in to_save: monitor refuses a torch scheduler left out of it
     return s
 
 
@@ -226,6 +227,7 @@ def warm_restarts(s: dict[str, Any], period: int) -> dict[str, Any]:
     """Cosine annealing with warm restarts every ``period`` epochs (the rate jumps back up on purpose)."""
     schedule = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(s["optimizer"], T_0=period)
     s["trainer"].add_event_handler(Events.EPOCH_COMPLETED, lambda _: schedule.step())
+    s["scheduler"] = schedule
     return s
 
 
@@ -430,13 +432,19 @@ def contradictions(findings: list[Any], train_loss: list[float]) -> list[str]:
     return wrong
 
 
+def to_save(s: dict[str, Any]) -> dict[str, Any]:
+    """The run's state for its checkpoints: the model, the optimizer and a torch scheduler if it has one."""
+    return {"model": s["model"], "optimizer": s["optimizer"], **({"scheduler": s["scheduler"]} if "scheduler" in s
+                                                                else {})}
+
+
 def run_case(case: Case, workdir: Path) -> Result:
     torch.manual_seed(zlib.crc32(case.name.encode()) + SEED_SHIFT)  # the model's weights: each case its own
     s = case.make()
     run = monitor.attach_monitoring(
         s["trainer"], s["evaluator"], s["val"], run_dir=workdir / case.name.replace(" ", "_").replace("/", "_per_"),
-        objective=monitor.Objective("loss", mode="min"), to_save={"model": s["model"], "optimizer": s["optimizer"]},
-        overwrite=True, early_stopping=None if s["patience"] is None else monitor.EarlyStopping(patience=s["patience"]),
+        objective=monitor.Objective("loss", mode="min"), overwrite=True, to_save=to_save(s),
+        early_stopping=None if s["patience"] is None else monitor.EarlyStopping(patience=s["patience"]),
         checkpoints=monitor.Checkpoints(restore_best=False), console=monitor.Console(tqdm_kwargs={"disable": True}),
         validate_on=s["validate_on"],
     )

@@ -71,7 +71,7 @@ def run(case: suite.Case, workdir: Path, *, recovery: bool, fault: Callable[[dic
     name = (case.name + tag + ("-recovery" if recovery else "")).replace(" ", "_").replace("/", "_per_")
     watch = monitor.attach_monitoring(
         s["trainer"], s["evaluator"], s["val"], run_dir=workdir / name,
-        objective=monitor.Objective("loss", mode="min"), to_save={"model": s["model"], "optimizer": s["optimizer"]},
+        objective=monitor.Objective("loss", mode="min"), to_save=suite.to_save(s),
         overwrite=True, early_stopping=None if s["patience"] is None else monitor.EarlyStopping(patience=s["patience"]),
         checkpoints=monitor.Checkpoints(restore_best=False), console=monitor.Console(tqdm_kwargs={"disable": True}),
         validate_on=s["validate_on"], parts=[] if part is None else [part],

@@ -1,6 +1,8 @@
 """Do no harm: monitor acts on a run only on evidence the objective confirms (issue #28)."""
 import json
 
+import pytest
+import torch
 from ignite.metrics import Loss
 from torch import nn
 
@@ -93,3 +95,52 @@ def test_a_rollback_after_which_the_model_learns_nothing_is_not_called_undone():
     assert "Undone" not in divergence.advice and "did not come back" in divergence.advice
     stuck = next(f for f in found if f.kind == "not_learning")
     assert stuck.epoch == 3 and "restart from the initial weights" in stuck.advice
+
+
+@pytest.mark.parametrize("make", [
+    lambda o: torch.optim.lr_scheduler.ReduceLROnPlateau(o, patience=0, factor=0.5, min_lr=0.01),
+    lambda o: torch.optim.lr_scheduler.CyclicLR(o, base_lr=0.01, max_lr=0.1, step_size_up=4),
+    lambda o: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=0.1, total_steps=40),
+    lambda o: torch.optim.lr_scheduler.LambdaLR(o, lambda step: 1 / (1 + step)),
+], ids=["ReduceLROnPlateau", "CyclicLR", "OneCycleLR", "LambdaLR"])
+def test_a_rate_cut_scales_every_schedule_so_it_never_comes_back(make):
+    from monitor.handlers.recovery import _scale_schedule
+
+    def rates(cut):
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.9)
+        schedule = make(optimizer)
+        out = []
+        for step in range(12):
+            if cut and step == 3:  # what a rollback does: the groups' rates and the schedule's bounds
+                for group in optimizer.param_groups:
+                    group["lr"] *= 0.5
+                _scale_schedule(schedule, 0.5)
+            optimizer.step()
+            schedule.step(*([1.0] if isinstance(schedule, torch.optim.lr_scheduler.ReduceLROnPlateau) else []))
+            out.append(optimizer.param_groups[0]["lr"])
+        return out
+
+    plain, cut = rates(False), rates(True)
+    assert cut[3:] == pytest.approx([r * 0.5 for r in plain[3:]])
+
+
+def test_a_rollback_whose_objective_never_comes_back_is_tried_again_then_stops_as_recovery_failed(tmp_path):
+    from ignite.engine import Events
+
+    from tests.handlers.test_recovery import setup
+
+    s = setup(faults={40: "huge"})  # a spike in epoch 3 (16 steps an epoch)
+    scores = [0.5, 0.4] + [0.9] * 10  # and the objective never comes back to 0.4 after it
+    evaluator = monitor.build_evaluator(s["model"], {"score": EpochMetric(scores, s["trainer"])})
+    run = monitor.attach_monitoring(
+        s["trainer"], evaluator, s["val_loader"], run_dir=tmp_path, objective=monitor.Objective("score", mode="min"),
+        to_save={"model": s["model"], "optimizer": s["optimizer"]}, early_stopping=None,
+        parts=[monitor.Recovery(max_attempts=2, window=20, keep_every=4)], console=monitor.Console(log_every=4),
+        checkpoints=monitor.Checkpoints(every=Events.EPOCH_COMPLETED))
+    with run:
+        s["trainer"].run(s["train_loader"], max_epochs=12)
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert (record["status"], record["stop_reason"], record["epochs_completed"]) == ("diverged", "recovery_failed", 8)
+    reasons = [(e["reason"], e["epoch"], e.get("gave_up", False)) for e in record["recoveries"]]
+    assert reasons == [("loss_spike", 3, False), ("no_comeback", 5, False), ("no_comeback", 8, True)]
+    assert record["recoveries"][1]["rolled_back_to"] == 2 * 16  # the state of the best validation

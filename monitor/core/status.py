@@ -36,6 +36,7 @@ class StopReason(str, Enum):
     FAILED = "failed"
     TERMINATED = "terminated"  # trainer.terminate() called by a handler monitor does not own
     PRUNED = "pruned"  # an Optuna pruner ended the trial (OptunaPruning): early stopping across trials
+    RECOVERY_FAILED = "recovery_failed"  # Recovery's rollbacks did not bring the objective back
 
     @property
     def status(self) -> RunStatus:
@@ -51,6 +52,7 @@ _STATUS = {
     StopReason.DIVERGED: RunStatus.DIVERGED,
     StopReason.NONFINITE_METRIC: RunStatus.DIVERGED,
     StopReason.NONFINITE_LOSS: RunStatus.DIVERGED,
+    StopReason.RECOVERY_FAILED: RunStatus.DIVERGED,
     StopReason.MAX_EPOCHS: RunStatus.COMPLETED,
     StopReason.INTERRUPTED: RunStatus.INTERRUPTED,
     StopReason.TIME_LIMIT: RunStatus.INTERRUPTED,

@@ -329,7 +329,7 @@ def _divergence(
             continue
         if 0 < value < lowest:
             lowest, lowest_at = value, i
-    if stop_reason == "diverged":
+    if stop_reason in ("diverged", "recovery_failed"):
         return _finding("divergence", rows, len(rows) - 1, stop_reason=stop_reason), len(rows) - 1
     return (shift, len(rows)) if shift is not None else None
 
@@ -661,7 +661,8 @@ def _recovered(recoveries: Sequence[Mapping[str, Any]], findings: list[Finding],
                              advice, level="note"))
     if not done:
         return notes
-    if recoveries[-1].get("gave_up") or how.get("stop_reason") in ("nonfinite_loss", "nonfinite_metric", "diverged"):
+    if recoveries[-1].get("gave_up") or how.get("stop_reason") in ("nonfinite_loss", "nonfinite_metric", "diverged",
+                                                                       "recovery_failed"):
         last = next((e for e in reversed(done) if (e.get("changes") or {}).get("lr")), None)
         rate = "" if last is None else f" (the last at lr {_show(last['changes']['lr'][1][0])})"
         for i, finding in enumerate(findings):

@@ -68,6 +68,7 @@ from monitor.core._checks import number_in, positive_int
 from monitor.core._position import done_in_epoch, is_mid_epoch, run_iteration
 from monitor.core.status import StopReason, parse_reason, reason_value
 from monitor.diagnosis import diverging
+from monitor.diagnosis.rules import OBJECTIVE_HOLDS, RECOVERY_VALIDATIONS
 from monitor.handlers.part import PartContext
 from monitor.runtime.distributed import gather_json
 from monitor.runtime.skip import highest, window_size
@@ -115,10 +116,18 @@ def _schedules(obj: Any) -> Iterator[Any]:
 def _scale_schedule(schedule: Any, factor: float) -> None:
     """Multiply what a schedule computes the rate from by ``factor``."""
     if isinstance(schedule, torch.optim.lr_scheduler.LRScheduler):
-        schedule.base_lrs = [r * factor for r in schedule.base_lrs]
-        last = getattr(schedule, "_last_lr", None)
-        if last is not None:
-            schedule._last_lr = [r * factor for r in last]
+        # Every bound torch schedules compute from: base_lrs (most), CyclicLR's max_lrs, ReduceLROnPlateau's
+        # min_lrs (it has no base_lrs: a floor left above the cut rate would raise it back), and what
+        # OneCycleLR keeps in the param groups.
+        for name in ("base_lrs", "max_lrs", "min_lrs", "_last_lr"):
+            values = getattr(schedule, name, None)
+            if isinstance(values, list) and all(isinstance(v, (int, float)) for v in values):
+                setattr(schedule, name, [v * factor for v in values])
+        if isinstance(schedule, torch.optim.lr_scheduler.OneCycleLR):
+            for group in schedule.optimizer.param_groups:
+                for key in ("initial_lr", "max_lr", "min_lr"):
+                    if isinstance(group.get(key), (int, float)):
+                        group[key] *= factor
         return
     if getattr(schedule, "param_name", "lr") != "lr":
         return  # a schedule of another parameter (momentum...)
@@ -199,6 +208,7 @@ class Recovery:
         self._chosen_every: int | None = None  # keep_every chosen from the cost (None: not yet)
         self._step_clock: tuple[float, int] | None = None  # (time, iteration) at the first check
         self._since = time.perf_counter()  # when this segment's training started
+        self._watch: dict[str, float] | None = None  # after a rollback: the objective's level to come back to
 
     # -- the part protocol ------------------------------------------------------------------------
     def check(self, context: PartContext) -> None:
@@ -280,7 +290,7 @@ class Recovery:
             return
         state = trainer.state
         min_progress = self.min_progress or int(state.epoch_length or 0) or self.window
-        if self.attempts and run_iteration(state) - self._clean_from >= min_progress:
+        if self.attempts and self._watch is None and run_iteration(state) - self._clean_from >= min_progress:
             self.attempts = 0  # progress made: a new row of attempts
         self._keep_if_due(trainer)
 
@@ -375,19 +385,31 @@ class Recovery:
             healthy_until = int(self._rows[rise - 1]["iteration"]) if rise > 0 and self._rows else 0
             targets = [c for c in (self._anchor, self._origin) if c is not None and c.iteration <= healthy_until]
             target = max(targets, key=lambda c: c.iteration) if targets else None
+            best = self._context.best
+            if target is not None and target.iteration == 0 and best.best_epoch is not None and \
+                    (best.best_iteration or 0) <= healthy_until:
+                # Never back to the run's start while a validated state is better: the run goes on, and
+                # early stopping and restore_best keep that state.
+                _say("Recovery: divergence at epoch %d, but no kept copy is as good as the best validation "
+                     "(epoch %d); not rolling back to the run's start.", finding.epoch or trainer.state.epoch,
+                     best.best_epoch)
+                self._rows = []
+                return
             value = finding.evidence.get("value", finding.evidence.get("spike", math.nan))
             self._recover(trainer, int(finding.iteration or run_iteration(trainer.state)), "divergence",
                           float(value) if isinstance(value, (int, float)) else math.nan, target=target,
-                          validated=True)
+                          validated=True, epoch=finding.epoch, level_row=rise - 1 if rise > 0 else len(self._rows))
+        elif self._watch is not None and not is_mid_epoch(trainer.state):
+            self._came_back(trainer)
         elif is_mid_epoch(trainer.state) and not self._recent:
             self.keep(trainer)  # a validation within the epoch: no rollback goes back past its row
 
     # -- the rollback ---------------------------------------------------------------------------
     def _recover(self, trainer: Engine, iteration: int, reason: str, loss: float, *, target: _Copy | None,
-                 validated: bool = False) -> None:
+                 validated: bool = False, epoch: int | None = None, level_row: int = -1) -> None:
         state = trainer.state
         entry: dict[str, Any] = {
-            "iteration": iteration, "epoch": state.epoch, "reason": reason,
+            "iteration": iteration, "epoch": state.epoch if epoch is None else epoch, "reason": reason,
             "loss": loss if math.isfinite(loss) else str(loss), "detected_at": run_iteration(state),
             "attempt": self.attempts + 1,
         }
@@ -398,7 +420,8 @@ class Recovery:
             _say("Recovery: %s at iteration %d (loss %s), %s; giving up, the run stops.",
                  reason.replace("_", " "), iteration, _loss_text(loss), why)
             if reason != "nonfinite_loss":  # a non-finite loss is stopped by monitor's own check, right after
-                self.stop_reason = StopReason.DIVERGED
+                # (out of attempts: a stop of Recovery's own; the best weights are restored at the end)
+                self.stop_reason = StopReason.RECOVERY_FAILED if self.attempts else StopReason.DIVERGED
                 trainer.terminate()
             return
         for key, obj in self._restorable(validated=validated).items():
@@ -412,6 +435,9 @@ class Recovery:
                 optimizer.state.clear()
             changes["moments"] = "reset"
         self.attempts += 1
+        level = self._last_objective(level_row)
+        if level is not None and math.isfinite(level):  # the objective must come back to where it was before
+            self._watch = {"level": level, "left": RECOVERY_VALIDATIONS}
         entry.update(rolled_back_to=target.iteration, rolled_back_to_epoch=target.epoch,
                      skipped=[target.iteration + 1, run_iteration(state)], changes=changes)
         self.recoveries.append(entry)
@@ -433,6 +459,43 @@ class Recovery:
             self._origin, self._origin_epoch = stand_in, state.epoch  # a new stretch starts here
         if validated:
             self._rows = []  # the divergence is judged anew from here
+
+    def _last_objective(self, row: int) -> float | None:
+        """The objective of the last validation before the trouble (``self._rows[row]``; before any
+        rollback of this row of attempts)."""
+        assert self._context is not None
+        if self._watch is not None:
+            return float(self._watch["level"])  # a further attempt: still the level from before the first
+        column = self._context.objective.column
+        history = self._context.objects.get("history")
+        rows = self._rows or [getattr(history, "last_row", None) or {}]
+        value = rows[row].get(column) if -len(rows) <= row < len(rows) else None
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    def _came_back(self, trainer: Engine) -> None:
+        """After a rollback: the objective back to its level from before the trouble within
+        RECOVERY_VALIDATIONS validations, or another attempt (from the state of the best validation, at a
+        further cut); out of attempts, the run stops (``recovery_failed``)."""
+        assert self._context is not None and self._watch is not None
+        objective = self._context.objective
+        value = objective.value(self._context.evaluator.state.metrics)
+        level = float(self._watch["level"])
+        margin = OBJECTIVE_HOLDS * abs(level)
+        if math.isfinite(value) and (value <= level + margin if objective.mode == "min" else value >= level - margin):
+            self._watch = None
+            return
+        self._watch["left"] = int(self._watch["left"]) - 1
+        if self._watch["left"] > 0:
+            return
+        self._watch["left"] = RECOVERY_VALIDATIONS
+        _say("Recovery: %s is %s after %d validations, not back to %s from before the trouble.", objective.column,
+             _loss_text(value), RECOVERY_VALIDATIONS, _loss_text(level))
+        # back to the state of the best validation; never to the run's start while a validated best exists
+        # (then, with no such copy kept, Recovery gives up: the run stops with the best weights)
+        target = self._anchor or self._origin
+        if target is not None and target.iteration == 0 and self._context.best.best_epoch is not None:
+            target = None
+        self._recover(trainer, run_iteration(trainer.state), "no_comeback", value, target=target, validated=True)
 
     def _optimizers(self) -> list[torch.optim.Optimizer]:
         assert self._context is not None
@@ -480,7 +543,7 @@ class Recovery:
             copies=[{"iteration": c.iteration, "epoch": c.epoch,
                      "state": None if c is self._good and c.iteration == here else c.state} for c in copies],
             good=index(self._good), anchor=index(self._anchor), origin=index(self._origin),
-            origin_epoch=self._origin_epoch, **own,
+            origin_epoch=self._origin_epoch, watch=None if self._watch is None else dict(self._watch), **own,
         )
         if idist.get_world_size() > 1:  # each rank judges its own share's losses
             state["ranks"] = gather_json(own)
@@ -502,6 +565,8 @@ class Recovery:
 
         self._good, self._anchor, self._origin = (pick(state_dict[k]) for k in ("good", "anchor", "origin"))
         self._origin_epoch = int(state_dict["origin_epoch"])
+        watch = state_dict.get("watch")  # (None in a checkpoint of a version without it)
+        self._watch = None if watch is None else {k: float(v) for k, v in watch.items()}
         self._losses = deque((float(x) for x in own["losses"]), maxlen=self.window)
         # the unjudged steps' losses, judged with the ones TrainLoss appends from here
         self._recent[:] = [None if x is None else float(x) for x in own["pending"]]

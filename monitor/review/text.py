@@ -64,6 +64,8 @@ def stop_reason_text(record: dict[str, Any], status: str | None = None) -> str:
     if any(isinstance(e, dict) and e.get("gave_up") for e in record.get("recoveries") or ()):
         tried = len(rollbacks(record.get("recoveries")))
         texts["diverged"] = f"the training loss blew up again after {tried} rollbacks, and Recovery gave up"
+        texts["recovery_failed"] = (f"Recovery rolled back {tried} times and the trouble came back, or {metric} did "
+                                    "not come back to its level from before it; the best weights were kept")
         texts["nonfinite_loss"] = (f"the training loss was NaN or infinite again after {tried} rollbacks "
                                    "(Recovery gave up)")
     reason = record.get("stop_reason")
