@@ -266,6 +266,34 @@ def growing_weights(s: dict[str, Any], factor: float) -> dict[str, Any]:
     return s
 
 
+class _Curriculum(Dataset[Any]):
+    """A training set that serves its ``easy`` indices (cycled) until ``epoch`` reaches ``switch``, then all
+    of its samples: the training loss rises at the switch for a good reason, while the validation loss
+    (on all the data) improves."""
+
+    def __init__(self, data: TensorDataset, switch: int, easy: list[int]) -> None:
+        self.data, self.switch, self.easy, self.epoch = data, switch, easy, 1
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.data[self.easy[i % len(self.easy)] if self.epoch < self.switch else i]
+
+
+def curriculum(seed: int) -> dict[str, Any]:
+    """A healthy run on the clearest samples for 3 epochs (right side of the margin, far from it), then on
+    all of them (15% of the labels noisy)."""
+    train, val = two_class(3000, 20, seed, label_noise=0.15)
+    x, y = train.tensors
+    score = x[:, :3].sum(1)
+    clear = ((score > 0).long() == y) & (score.abs() > 1.5)
+    data = _Curriculum(train, 4, [int(i) for i in torch.nonzero(clear).flatten()])
+    s = setup(mlp(20, 256), data, val, lr=0.02, epochs=30)
+    s["trainer"].add_event_handler(Events.EPOCH_STARTED, lambda e: setattr(data, "epoch", e.state.epoch))
+    return s
+
+
 def digits_mlp_trained(seed: int) -> nn.Module:
     return pretrained(mlp(64, 100, out=10), digits(seed)[0], lr=0.1, epochs=8)
 
@@ -327,6 +355,9 @@ CASES = [
         mlp(20, 64), *two_class(4000, 20, 22, positive=0.1), lr=0.01, epochs=40)),
     Case("healthy validation within epochs", None, lambda: setup(
         mlp(20, 64), *two_class(6000, 20, 23), lr=0.01, epochs=8, batch=32, validate_every=22), half="B"),
+    # Healthy runs whose training loss rises for a good reason (issue #28): the objective improves.
+    Case("healthy curriculum: clear samples for 3 epochs, then all", None, lambda: curriculum(11)),
+    Case("healthy curriculum, seed 12", None, lambda: curriculum(12), half="B"),
     Case("healthy AdamW weight decay batches of 8", None, lambda: setup(
         mlp(64, 64, out=10), *digits(24), lr=3e-4, epochs=8, batch=8, optimizer="adamw", weight_decay=0.01)),
     # overfitting: a large model on little data (noisy labels, or just too few) without regularisation
