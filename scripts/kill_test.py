@@ -4,6 +4,7 @@
     .venv/bin/python scripts/kill_test.py --kills 200 --long-epoch --loader generator   # or global, workers, augmented
     .venv/bin/python scripts/kill_test.py --kills 50 --recovery   # a NaN batch at iteration 300, rolled back
     .venv/bin/python scripts/kill_test.py --kills 30 --resize     # 2 <-> 3 processes (resize_kill_test.py)
+    .venv/bin/python scripts/kill_test.py --kills 60 --damage     # a file damaged between each kill and resume
 
 ``--long-epoch``: 438 iterations per epoch (batch 8), validation every 100 iterations, a last
 checkpoint every 50 iterations, 3 epochs; kills land inside epochs, and each resume continues
@@ -15,6 +16,13 @@ the last training-loss point the killed run wrote). ``--recovery``: the case stu
 ``monitor.Recovery(keep_every=20)`` and a NaN batch at iteration 300 (epoch 6): kills land before,
 during and after the rollback, and the resumed run must end as the uninterrupted recovered one
 (its ``recoveries`` in run.json included).
+
+``--damage``: between each kill and its resume, one file of the run is damaged at random (history.csv
+torn mid-line, a row deleted, a value changed, emptied or deleted; run.json's status edited to
+``completed``; a byte of a best or last checkpoint flipped). Each damage ends one of three ways:
+*repaired or harmless* (the run ends as the uninterrupted one), *found and said* (the resume refused
+with an error, or the run ends otherwise with the damage set aside as ``*.damaged`` and a WARNING:
+a best checkpoint lost), or *silent* (it ends otherwise and nothing says why: the target is 0).
 
 Each trial runs the case study in a fresh folder, kills it at a random instant (during start-up,
 training, a checkpoint save, anywhere), resumes it with --resume, and repeats until a resume runs to
@@ -48,6 +56,55 @@ LONG_EPOCH = ["--batch-size", "8", "--validate-every", "100", "--checkpoint-ever
 RECOVERY = ["--recovery", "--keep-every", "20", "--nan-at", "300"]
 LOADERS = {"global": [], "generator": ["--loader-seed", "7"], "workers": ["--num-workers", "2"],
            "augmented": ["--num-workers", "2", "--augment", "0.02"]}  # random transforms in the workers
+
+
+def _rows_edit(path: Path, rng: random.Random, how: str) -> None:
+    lines = path.read_text().splitlines(keepends=True)
+    if len(lines) < 3:
+        path.write_text("")
+        return
+    n = rng.randrange(1, len(lines))
+    if how == "torn":
+        text = "".join(lines)
+        path.write_text(text[: len(text) - rng.randint(2, len(lines[-1]) - 1)])
+    elif how == "row deleted":
+        path.write_text("".join(lines[:n] + lines[n + 1:]))
+    else:  # a value changed
+        cells = lines[n].rstrip("\n").split(",")
+        k = rng.randrange(2, len(cells))
+        cells[k] = "0.123456" if cells[k] != "0.123456" else "0.654321"
+        lines[n] = ",".join(cells) + "\n"
+        path.write_text("".join(lines))
+
+
+def damage(run_dir: Path, rng: random.Random) -> str:
+    """Damage one file of ``run_dir`` at random; what was done, in words."""
+    history, record = run_dir / "history.csv", run_dir / "run.json"
+    bests = sorted((run_dir / "checkpoints").glob("best_*.pt"))
+    lasts = sorted((run_dir / "checkpoints").glob("last_*.pt"))
+    choices = [k for k, ok in (("history torn", history.exists()), ("history row deleted", history.exists()),
+                               ("history value changed", history.exists()), ("history emptied", history.exists()),
+                               ("history deleted", history.exists()), ("run.json status edited", record.exists()),
+                               ("best checkpoint byte flipped", bool(bests)),
+                               ("last checkpoint byte flipped", bool(lasts))) if ok]
+    if not choices:
+        return "nothing to damage yet"
+    what = rng.choice(choices)
+    if what == "history emptied":
+        history.write_text("")
+    elif what == "history deleted":
+        history.unlink()
+    elif what.startswith("history"):
+        _rows_edit(history, rng, {"history torn": "torn", "history row deleted": "row deleted"}.get(what, "value"))
+    elif what == "run.json status edited":
+        data = json.loads(record.read_text())
+        record.write_text(json.dumps({**data, "status": "completed"}))
+    else:
+        path = rng.choice(bests if what.startswith("best") else lasts)
+        data = bytearray(path.read_bytes())
+        data[rng.randrange(len(data))] ^= 0xFF
+        path.write_bytes(bytes(data))
+    return what
 
 
 def corrupt_files(run_dir: Path) -> list[str]:
@@ -99,6 +156,7 @@ def main() -> int:
     parser.add_argument("--long-epoch", action="store_true", help="long epochs, checkpoints within them")
     parser.add_argument("--loader", choices=sorted(LOADERS), default="global")
     parser.add_argument("--recovery", action="store_true", help="a NaN batch at iteration 300, rolled back")
+    parser.add_argument("--damage", action="store_true", help="damage a file between each kill and resume")
     parser.add_argument("--resize", action="store_true",
                         help="the distributed example, each resume on the other number of processes "
                              "(scripts/resize_kill_test.py; --batch-size N passes on)")
@@ -122,6 +180,9 @@ def main() -> int:
 
     totals = {"trials": 0, "kills": 0, "corrupt files": 0, "duplicated rows": 0, "missing rows": 0,
               "mismatches": 0, "fallbacks to an older checkpoint": 0, "most iterations redone": 0}
+    if args.damage:
+        totals.update({"files damaged": 0, "repaired or harmless": 0, "found and said": 0, "silent": 0})
+    damaged: list[str] = []
     while totals["kills"] < args.kills:
         totals["trials"] += 1
         run_dir = work / f"trial{totals['trials']}"
@@ -139,6 +200,19 @@ def main() -> int:
                 totals["corrupt files"] += len(corrupt_files(run_dir))
             redone = redone_if_resumed(run_dir) if (run_dir / "tb").exists() else None
             totals["most iterations redone"] = max(totals["most iterations redone"], redone or 0)
+            if args.damage and run_dir.exists():
+                damaged.append(damage(run_dir, rng))
+                totals["files damaged"] += 1
+        if args.damage:
+            said = process.returncode != 0 or any(run_dir.rglob("*.damaged"))
+            same = process.returncode == 0 and _same(run_dir, reference)
+            key = "repaired or harmless" if same else "found and said" if said else "silent"
+            totals[key] += 1
+            if key == "silent":
+                print(f"trial {totals['trials']}: SILENT after {damaged}", file=sys.stderr)
+            print(f"trial {totals['trials']}: {kills_here} kills, damage {damaged}: {key}", flush=True)
+            damaged = []
+            continue
         if process.returncode != 0:
             print(f"trial {totals['trials']}: the final run exited {process.returncode}", file=sys.stderr)
             print(process.stderr.read().decode() if process.stderr else "", file=sys.stderr)
@@ -157,13 +231,22 @@ def main() -> int:
         print(f"trial {totals['trials']}: {kills_here} kills; totals {totals}", flush=True)
 
     mode = f"long epochs, loader {args.loader}" if args.long_epoch else f"loader {args.loader}"
+    mode += ", a file damaged before each resume" if args.damage else ""
     mode += ", a NaN batch rolled back by Recovery" if args.recovery else ""
     print(f"\nkill test of the case study ({mode}; kill -9 at random instants, then --resume)")
     for key, value in totals.items():
         print(f"  {key:34s} {value}")
     print(f"  {'wall time':34s} {time.monotonic() - started:.0f} s")
-    failed = any(totals[k] for k in ("corrupt files", "duplicated rows", "missing rows", "mismatches"))
+    failed = any(totals.get(k) for k in ("corrupt files", "duplicated rows", "missing rows", "mismatches", "silent"))
     return 1 if failed else 0
+
+
+def _same(run_dir: Path, reference: object) -> bool:
+    try:
+        assert_same_outcome(outcome(run_dir), reference)
+    except (AssertionError, OSError, ValueError, KeyError):
+        return False
+    return True
 
 
 if __name__ == "__main__":

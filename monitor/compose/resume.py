@@ -167,11 +167,14 @@ _IN_THE_CHECKPOINT = (StopReason.MAX_EPOCHS, StopReason.PATIENCE_EXHAUSTED, Stop
 
 
 def _record_disagrees(record: RunRecord, decided: StopReason | None, iteration: int) -> bool:
-    """Whether ``run.json`` says the run finished where its newest checkpoint, at ``iteration``, shows
-    that it had not (only where the checkpoint can tell: it is at or after the record's last row, and
-    the stop claimed is one a checkpoint records)."""
+    """Whether ``run.json`` says the run finished where that cannot be so: its last segment never ended,
+    or its newest checkpoint, at ``iteration``, shows that it had not stopped (where the checkpoint can
+    tell: it is at or after the record's last row, and the stop claimed is one a checkpoint records)."""
     if not record.is_finished or decided is not None:
         return False
+    segments = record.data.get("segments") or []
+    if segments and isinstance(segments[-1], Mapping) and "ended" not in segments[-1]:
+        return True  # no end of a segment wrote this status (an end records when it ended)
     claimed = record.stop_reason
     # (a claimed reason that is no finishing one, e.g. 'failed' under 'completed', cannot be the run's own)
     return (claimed is None or claimed in _IN_THE_CHECKPOINT or not claimed.status.is_finished) and \
