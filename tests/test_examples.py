@@ -44,23 +44,6 @@ def test_case_study_resume_of_the_finished_run_trains_nothing(tmp_path):
     assert (run_dir / "history.csv").read_bytes() == history
 
 
-def test_case_study_completed_run_goes_on_with_a_larger_max_epochs_as_if_started_with_it(tmp_path):
-    run_script("examples/binary_classification.py", "--run-dir", str(tmp_path / "whole"), "--no-progress",
-               "--max-epochs", "6")
-    run_dir = tmp_path / "extended"
-    run_script("examples/binary_classification.py", "--run-dir", str(run_dir), "--no-progress", "--max-epochs", "3")
-    out = run_script("examples/binary_classification.py", "--run-dir", str(run_dir), "--no-progress", "--resume",
-                     "--max-epochs", "6")
-    assert "continuing it to max_epochs=6" in out.stderr
-    timings = ["elapsed_s", "epoch_s", "samples_per_s", "data_wait_frac"]
-    whole, extended = (pd.read_csv(d / "history.csv").drop(columns=timings) for d in (tmp_path / "whole", run_dir))
-    pd.testing.assert_frame_equal(extended, whole)
-    records = [json.loads((d / "run.json").read_text()) for d in (tmp_path / "whole", run_dir)]
-    for key in ("status", "stop_reason", "epochs_completed", "best"):
-        assert records[1][key] == records[0][key]
-    assert [s["from_epoch"] for s in records[1]["segments"]] == [0, 3]
-
-
 def test_own_engines_example_monitors_hand_built_engines(tmp_path, capsys):
     run_dir = tmp_path / "own"
     run_script("examples/own_engines.py", "--run-dir", str(run_dir))
