@@ -4,7 +4,7 @@
     .venv/bin/python scripts/kill_test.py --kills 200 --long-epoch --loader generator   # or global, workers, augmented
     .venv/bin/python scripts/kill_test.py --kills 50 --recovery   # a NaN batch at iteration 300, rolled back
     .venv/bin/python scripts/kill_test.py --kills 30 --resize     # 2 <-> 3 processes (resize_kill_test.py)
-    .venv/bin/python scripts/kill_test.py --kills 60 --damage     # a file damaged between each kill and resume
+    .venv/bin/python scripts/kill_test.py --kills 60 --damage     # a file damaged after a trial's first kill
 
 ``--long-epoch``: 438 iterations per epoch (batch 8), validation every 100 iterations, a last
 checkpoint every 50 iterations, 3 epochs; kills land inside epochs, and each resume continues
@@ -17,7 +17,7 @@ the last training-loss point the killed run wrote). ``--recovery``: the case stu
 during and after the rollback, and the resumed run must end as the uninterrupted recovered one
 (its ``recoveries`` in run.json included).
 
-``--damage``: between each kill and its resume, one file of the run is damaged at random (history.csv
+``--damage``: between a trial's first kill and its resume, one file of the run is damaged at random (history.csv
 torn mid-line, a row deleted, a value changed, emptied or deleted; run.json's status edited to
 ``completed``; a byte of a best or last checkpoint flipped). Each damage ends one of three ways:
 *repaired or harmless* (the run ends as the uninterrupted one), *found and said* (the resume refused
@@ -156,7 +156,7 @@ def main() -> int:
     parser.add_argument("--long-epoch", action="store_true", help="long epochs, checkpoints within them")
     parser.add_argument("--loader", choices=sorted(LOADERS), default="global")
     parser.add_argument("--recovery", action="store_true", help="a NaN batch at iteration 300, rolled back")
-    parser.add_argument("--damage", action="store_true", help="damage a file between each kill and resume")
+    parser.add_argument("--damage", action="store_true", help="damage a file after each trial's first kill")
     parser.add_argument("--resize", action="store_true",
                         help="the distributed example, each resume on the other number of processes "
                              "(scripts/resize_kill_test.py; --batch-size N passes on)")
@@ -200,7 +200,7 @@ def main() -> int:
                 totals["corrupt files"] += len(corrupt_files(run_dir))
             redone = redone_if_resumed(run_dir) if (run_dir / "tb").exists() else None
             totals["most iterations redone"] = max(totals["most iterations redone"], redone or 0)
-            if args.damage and run_dir.exists():
+            if args.damage and run_dir.exists() and not damaged:  # one damage a trial, after its first kill
                 damaged.append(damage(run_dir, rng))
                 totals["files damaged"] += 1
         if args.damage:
