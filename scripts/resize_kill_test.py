@@ -1,7 +1,11 @@
 """The kill test with a resize: kill -9 a distributed run at random instants and resume it on the other
 number of processes (2 <-> 3), then count the samples trained.
 
-    .venv/bin/python scripts/resize_kill_test.py [--kills 10] [--seed 0] [--batch-size 64]
+    .venv/bin/python scripts/resize_kill_test.py [--kills 10] [--seed 0] [--batch-size 64] [--processes 2,3]
+    .venv/bin/python scripts/resize_kill_test.py --processes 1,2,3 --batch-size 48   # 1 <-> 2 <-> 3, same batch
+
+``--processes``: the numbers of processes the segments run on; each resume picks another at random
+(1 process draws its order with a RandomSampler, several with DistributedSamplers).
 
 Each segment runs the distributed example through ``tests/distributed_driver.py`` (gloo, 3 epochs, a
 last checkpoint every 10 iterations), each rank writing the sample indices of every step it trains
@@ -87,12 +91,16 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=10, help="stop after at least this many kills")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=64, help="in all (auto_dataloader splits it)")
+    parser.add_argument("--processes", default="2,3", help="the numbers of processes to resume on, e.g. 1,2,3")
     args = parser.parse_args()
+    layouts = [int(n) for n in args.processes.split(",")]
+    if len(layouts) < 2 or any(n < 1 for n in layouts):
+        parser.error(f"argument --processes should list two or more numbers of processes, got {args.processes!r}")
     BATCH[1] = str(args.batch_size)
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="resize_kill_test-"))
     started = time.monotonic()
-    whole = start(work / "whole", 2, work / "whole-record", resume=False)
+    whole = start(work / "whole", layouts[0], work / "whole-record", resume=False)
     _, err = whole.communicate(timeout=600)
     assert whole.returncode == 0, err.decode()[-3000:]
     duration = time.monotonic() - started
@@ -104,7 +112,7 @@ def main() -> int:
         records: list[Path] = []
         sizes: list[int] = []
         while True:
-            nproc = 3 if len(records) % 2 else 2  # 2, 3, 2, 3 ...
+            nproc = layouts[0] if not sizes else rng.choice([n for n in layouts if n != sizes[-1]])
             records.append(work / f"trial{trials}-segment{len(records)}")
             sizes.append(nproc)
             process = start(run_dir, nproc, records[-1], resume=len(records) > 1)
