@@ -196,7 +196,7 @@ def main() -> int:
             process.wait()
             kills_here += 1
             totals["kills"] += 1
-            if (run_dir / "history.csv").exists():
+            if (run_dir / "history.csv").exists() and not args.damage:  # (--damage makes its own)
                 totals["corrupt files"] += len(corrupt_files(run_dir))
             redone = redone_if_resumed(run_dir) if (run_dir / "tb").exists() else None
             totals["most iterations redone"] = max(totals["most iterations redone"], redone or 0)
