@@ -13,6 +13,9 @@ the per-iteration check costs.
    checkpoint at every validation. For each: the per-iteration time as a ratio to the floor, the
    share of training time spent saving on the training thread (measured by the cadence), and the
    longest stretch of training between two saves, which is what a kill can cost at most.
+3. The case study (55 iterations an epoch, 40 epochs, no early stopping): the default cadence, a
+   save at every validation, and no checkpoint until the end, interleaved: seconds per epoch, the
+   saves made and the saving share, and what a save at each epoch costs per epoch.
 """
 from __future__ import annotations
 
@@ -100,6 +103,37 @@ def long_epoch_run(workdir: Path, variant: str, interval_s: float, results: dict
     return training_s / trainer.state.iteration
 
 
+def case_study_run(workdir: Path, variant: str, results: dict[str, Any]) -> float:
+    """One run of the case study (40 epochs); returns seconds per epoch of training."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+    from binary_classification import make_data, make_model
+
+    train, val = make_data(0)
+    torch.manual_seed(0)
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    loss_fn = nn.CrossEntropyLoss()
+    trainer = monitor.build_trainer(model, optimizer, loss_fn)
+    evaluator = monitor.build_evaluator(model, {"accuracy": Accuracy(), "loss": Loss(loss_fn)})
+    every = {"no checkpoint until the end": 10.0**9, "a save at every validation": Events.EPOCH_COMPLETED}.get(variant)
+    run = monitor.attach_monitoring(
+        trainer, evaluator, DataLoader(val, batch_size=256), run_dir=Path(tempfile.mkdtemp(dir=workdir)) / "run",
+        objective=monitor.Objective("loss", mode="min"), to_save={"model": model, "optimizer": optimizer},
+        early_stopping=None, checkpoints=monitor.Checkpoints(restore_best=False, every=every),
+        console=monitor.Console(tqdm_kwargs={"disable": True}),
+    )
+    times: dict[str, float] = {}
+    trainer.add_event_handler(Events.STARTED, lambda _: times.setdefault("start", time.perf_counter()))
+    trainer.add_event_handler(Events.COMPLETED, lambda _: times.setdefault("end", time.perf_counter()))
+    with run:
+        trainer.run(DataLoader(train, batch_size=64, shuffle=True), max_epochs=40)
+    training_s = times["end"] - times["start"]
+    result = results.setdefault(variant, {"share": [], "saves": []})
+    result["share"].append(run.cadence.saving_s / training_s)
+    result["saves"].append(run.cadence.saves)
+    return training_s / 40
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -136,6 +170,18 @@ def main() -> None:
               f"{statistics.median(r['gap']):14.2f} {statistics.median(r['interval']):18.2f}")
     print("  (saving share: training-thread time in saves / training time; longest gap: training between two "
           "saves, the most a kill can lose)")
+
+    case: dict[str, Any] = {}
+    kinds = ["no checkpoint until the end", "default", "a save at every validation"]
+    per_epoch = interleaved({k: (lambda k=k: case_study_run(workdir, k, case)) for k in kinds}, args.repeats)
+    print("\n3. the case study: 55 iterations an epoch, validation each epoch, 40 epochs")
+    print(ratio_table(per_epoch, "no checkpoint until the end", unit="ms"))
+    floor = statistics.median(per_epoch["no checkpoint until the end"])
+    for name in kinds:
+        r = case[name]
+        print(f"  {name:30s} saves {statistics.median(r['saves']):4.0f}  saving share "
+              f"{statistics.median(r['share']) * 100:5.2f}%  per epoch vs the floor "
+              f"{(statistics.median(per_epoch[name]) - floor) * 1e3:+.2f} ms")
 
 
 if __name__ == "__main__":
