@@ -119,3 +119,20 @@ def test_a_model_that_does_not_change_in_the_first_epoch_is_said(tmp_path, caplo
     with caplog.at_level(logging.WARNING, logger="monitor"), run:
         s["trainer"].run(s["train_loader"], max_epochs=2)
     assert caplog.text.count("None of the parameters of to_save['model'] (Linear) changed in epoch 1") == 1
+
+
+def test_damage_to_a_finished_run_is_repaired_at_a_resume_that_trains_nothing(tmp_path, caplog):
+    _, s = start(tmp_path / "whole", patience=None, max_epochs=4)
+    whole_history, whole_record, _ = final_state(tmp_path / "whole", s)
+    run_dir = tmp_path / "run"
+    start(run_dir, patience=None, max_epochs=4)
+    (run_dir / "history.csv").unlink()
+    record = json.loads((run_dir / "run.json").read_text())
+    (run_dir / "run.json").write_text(json.dumps({**record, "status": "early_stopped"}))  # max_epochs means completed
+    with caplog.at_level(logging.WARNING, logger="monitor"):
+        run, s = start(run_dir, resume=True, patience=None, max_epochs=4)
+    assert run.is_finished
+    assert "did not hold the rows" in caplog.text and "'early_stopped', but its stop reason 'max_epochs'" in caplog.text
+    history, record, _ = final_state(run_dir, s)
+    pd.testing.assert_frame_equal(history, whole_history)
+    assert (record["status"], record["stop_reason"]) == ("completed", "max_epochs")

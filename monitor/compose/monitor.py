@@ -15,7 +15,7 @@ import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, ProgressBar, TensorboardLogger
 
-from monitor.compose.resume import ResumePlan, tidy_for_resume
+from monitor.compose.resume import ResumePlan, repair_history, tidy_for_resume
 from monitor.core._position import run_iteration
 from monitor.core.objective import Objective
 from monitor.core.status import RunStatus, StopReason, reason_value
@@ -250,6 +250,9 @@ class Monitor:
 
     def _train_nothing(self, trainer: Engine) -> None:
         self._started = True
+        if is_main_process():  # a finished run's files stay as they are, but damage is repaired
+            repair_history(self.plan, self.history.history, keep_later=True)
+            self._repair_status()
         logger.info(
             "Run %s already finished (%s, %s); nothing to train. %s",
             self.run_dir, self.record.data.get("status"), self.record.data.get("stop_reason"),
@@ -260,6 +263,16 @@ class Monitor:
         trainer.terminate()
         if self.restore_best is not None:
             restore_best_weights(self.best_checkpoint, self.restore_best)
+
+    def _repair_status(self) -> None:
+        """A finished record whose status is not its stop reason's (an edit): the stop reason's, said."""
+        reason, status = self.record.stop_reason, self.record.status
+        if reason is None or status is None or reason.status is status:
+            return
+        logger.warning("run.json of %s says %r, but its stop reason %r means %r: corrected.", self.run_dir,
+                       status.value, reason.value, reason.status.value)
+        self.record.update(status=reason.status, stop_reason=reason)
+        write_record(self.run_dir, self.record.text())
 
     def _stop_as_decided(self, trainer: Engine) -> None:
         if self._decided_stop is None or self._nothing_to_train:

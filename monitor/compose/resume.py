@@ -36,7 +36,7 @@ from monitor.store.layout import BEST_PREFIX, LAST_PREFIX, RunPaths
 from monitor.store.manifest import Manifest, check_file
 from monitor.store.record import RunRecord
 
-__all__ = ["ResumePlan", "plan_resume", "apply_resume", "tidy_for_resume", "check_model_fits"]
+__all__ = ["ResumePlan", "plan_resume", "apply_resume", "tidy_for_resume", "repair_history", "check_model_fits"]
 
 logger = logging.getLogger(__name__)
 
@@ -181,6 +181,19 @@ def _record_disagrees(record: RunRecord, decided: StopReason | None, iteration: 
         iteration >= int(record.data.get("iterations_completed") or 0)
 
 
+def repair_history(plan: ResumePlan, history: History, *, keep_later: bool = False) -> None:
+    """``history.csv`` checked against the rows the last checkpoint recorded, and restored from them if it
+    differs (said at WARNING; see :meth:`~monitor.store.history.History.repair`)."""
+    recorded = (plan.state or {}).get("history", {}).get("rows")
+    if recorded is None:
+        return  # a checkpoint of a version that did not keep them
+    damage = history.repair(recorded, keep_later=keep_later)
+    if damage:
+        logger.warning(
+            "%s did not hold the rows the last checkpoint recorded (%s): restored from the checkpoint; the "
+            "file as found is kept as %s.damaged.", history.path, "; ".join(damage), history.path.name)
+
+
 def _damaged_best_files(paths: RunPaths, names: list[str]) -> list[str]:
     """Which of the best files ``names`` are missing or fail their checksum."""
     entries = Manifest(paths.checkpoints).entries()
@@ -266,13 +279,7 @@ def tidy_for_resume(
     dropped = history.truncate(after_iteration=plan.from_iteration)
     if dropped:
         logger.info("Dropped %d history row(s) after iteration %d (redone now)", dropped, plan.from_iteration)
-    recorded = (plan.state.get("history") or {}).get("rows")
-    if recorded is not None:
-        damage = history.repair(recorded)
-        if damage:
-            logger.warning(
-                "%s did not hold the rows the last checkpoint recorded (%s): restored from the checkpoint; the "
-                "file as found is kept as %s.damaged.", history.path, "; ".join(damage), history.path.name)
+    repair_history(plan, history)
     saved = list(best_checkpoint.state_dict()["_saved"])  # worst first
     damaged = _damaged_best_files(paths, [name for _, name in saved])
     if damaged:

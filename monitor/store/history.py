@@ -224,20 +224,27 @@ class History:
         self.written = raw_rows(self.path)
         return len(rows) - len(kept)
 
-    def repair(self, recorded: Sequence[Mapping[str, str]]) -> list[str]:
-        """Make the file hold exactly the ``recorded`` rows (what a last checkpoint kept) if it does not:
-        the file as found is kept beside it as ``history.csv.damaged``. Returns what differed (empty:
-        nothing did, nothing was written)."""
-        problems = compare_rows(raw_rows(self.path), recorded)
-        if not problems and len(raw_rows(self.path)) == len(recorded):
+    def repair(self, recorded: Sequence[Mapping[str, str]], *, keep_later: bool = False) -> list[str]:
+        """Make the file hold the ``recorded`` rows (what a last checkpoint kept) if it does not: the file
+        as found is kept beside it as ``history.csv.damaged``. With ``keep_later`` (a finished run, whose
+        rows after its checkpoint are not trained again), the file's rows after the last recorded
+        iteration are kept after them; else the file holds exactly the recorded rows. Returns what
+        differed (empty: nothing did, nothing was written)."""
+        found = raw_rows(self.path)
+        last = _parse(recorded[-1].get("iteration", "")) if recorded else 0
+        later = [row for row in found if keep_later and isinstance(_parse(row.get("iteration", "")), int)
+                 and isinstance(last, int) and _parse(row["iteration"]) > last]
+        problems = compare_rows(found, recorded)
+        if not problems and len(found) == len(recorded) + len(later):
             return []
         if not problems:
-            problems = [f"it has {len(raw_rows(self.path)) - len(recorded)} row(s) the checkpoint did not write"]
+            problems = [f"it has {len(found) - len(recorded) - len(later)} row(s) the checkpoint did not write"]
         if self.path.exists():
             shutil.copyfile(self.path, self.path.with_name(self.path.name + ".damaged"))
-        columns = list(_LEADING) + [k for row in recorded for k in row if k not in _LEADING]
+        kept = [*recorded, *later]
+        columns = list(_LEADING) + [k for row in kept for k in row if k not in _LEADING]
         self.columns = list(dict.fromkeys(columns))
-        self._rewrite([{k: _parse(v) for k, v in row.items()} for row in recorded])
+        self._rewrite([{k: _parse(v) for k, v in row.items()} for row in kept])
         rows = self.read_rows()
         self._set_last(rows[-1] if rows else None)
         self.written = raw_rows(self.path)
