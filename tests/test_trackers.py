@@ -224,5 +224,6 @@ def test_the_trial_that_resumes_a_folder_reports_the_whole_curve(tmp_path):
     train(tmp_path / "run", [monitor.OptunaPruning(second)], resume=True)
     reported = study.trials[1].intermediate_values
     assert sorted(reported) == [1, 2, 3, 4, 5]
+    assert study.trials[0].state == optuna.trial.TrialState.FAIL  # the killed trial is not left RUNNING
     values = pd.read_csv(tmp_path / "run" / "history.csv").groupby("epoch")["val_loss"].last().cummin()
     assert [reported[e] for e in range(1, 6)] == pytest.approx(values.tolist())

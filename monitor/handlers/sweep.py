@@ -92,9 +92,29 @@ class OptunaPruning:
     def attach(self, context: PartContext) -> None:
         self.check(context)
         self._context = context
+        self._fail_killed_trial(context)
         if context.run_dir is not None:
             self.trial.set_user_attr("run_dir", str(context.run_dir))
         context.evaluator.add_event_handler(Events.COMPLETED, self._validated)
+
+    def _fail_killed_trial(self, context: PartContext) -> None:
+        """A trial resuming the folder of another trial of its study, killed (the folder is locked now, so
+        its process is gone): that trial is marked FAIL, not left RUNNING in the study for ever."""
+        study = getattr(self.trial, "study", None)
+        held = ((read_record(context.run_dir) or {}).get(self.key) or {}) if context.run_dir is not None else {}
+        killed = held.get("trial")
+        if not context.resume or study is None or held.get("study") != getattr(study, "study_name", None) or \
+                killed in (None, getattr(self.trial, "number", None)):
+            return
+        try:
+            import optuna
+
+            study.tell(int(killed), state=optuna.trial.TrialState.FAIL)
+        except Exception as e:  # already finished, or a storage that refuses: nothing to mark
+            logger.debug("Trial %s of the folder not marked FAIL: %s", killed, e)
+            return
+        logger.info("Trial %s, killed in %s, marked FAIL in the study; trial %s goes on from its checkpoint.",
+                    killed, context.run_dir, getattr(self.trial, "number", "?"))
 
     def config(self) -> dict[str, Any]:
         study = getattr(self.trial, "study", None)
