@@ -170,6 +170,8 @@ class HistoryRecorder(Serializable):
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         super().load_state_dict(state_dict)
         self._elapsed_before = float(state_dict["elapsed_s"])
+        if state_dict.get("rows") is not None:  # the rows as written (a resume makes the file hold them again)
+            self.history.written = [dict(row) for row in state_dict["rows"]]
 
         if self._segment_start is not None:
             self._segment_start = time.perf_counter()

@@ -3,6 +3,7 @@ finds its callbacks): state_dict holds plain types, and a new instance loaded fr
 the same decisions as the original would have, the stop included."""
 import importlib
 import inspect
+import itertools
 import math
 import pickle
 import pkgutil
@@ -30,7 +31,7 @@ from monitor.handlers.outputs import TrainOutputs
 from monitor.handlers.plateau import LROnPlateau
 from monitor.handlers.rng import DeterministicEngineState, RNGState
 from monitor.handlers.stopping import EarlyStoppingHandler
-from monitor.store.history import History
+from monitor.store.history import TIMING_COLUMNS, History
 from tests.conftest import stub_engine
 
 
@@ -180,9 +181,14 @@ def plateau_step(handler, trainer, i):
     return cut, handler.improvements, handler.scheduler.num_bad_epochs, handler.scheduler.cooldown_counter
 
 
+_FILES = itertools.count()
+
+
 def make_history(trainer, tmp_path):
     best = BestTracker(Objective("loss", mode="min"), trainer)
-    return HistoryRecorder(History(tmp_path / f"h{random.random()}.csv"), trainer, best)
+    # a file of its own each time (random.random() repeats after the scenario's reseeding, and a file with
+    # the rows of an earlier round is not the history of this one)
+    return HistoryRecorder(History(tmp_path / f"h{next(_FILES)}.csv"), trainer, best)
 
 
 SCENARIOS = {
@@ -193,7 +199,10 @@ SCENARIOS = {
     BestTracker: Scenario(lambda trainer, _: BestTracker(Objective("loss", mode="min"), trainer), best_step, len(SCORES)),
     TrainLoss: Scenario(lambda trainer, _: TrainLoss(trainer), loss_step, len(EPOCH_LOSSES),
                         lambda state: {**state, "sum": repr(state["sum"])}),  # nan == nan, as text
-    HistoryRecorder: Scenario(make_history, history_step, len(SCORES), lambda state: {**state, "elapsed_s": None}),
+    HistoryRecorder: Scenario(make_history, history_step, len(SCORES), lambda state: {
+        # (timings differ from run to run, in the rows too; is_best is the BestTracker's, not round-tripped here)
+        **state, "elapsed_s": None,
+        "rows": [{k: v for k, v in row.items() if k not in (*TIMING_COLUMNS, "is_best")} for row in state["rows"]]}),
     RNGState: Scenario(lambda trainer, _: RNGState(), rng_step, 6),
     LROnPlateau: Scenario(make_plateau, plateau_step, len(VERDICTS),
                           lambda state: {**state, "scheduler": {k: v for k, v in state["scheduler"].items()
