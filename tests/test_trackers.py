@@ -204,10 +204,12 @@ def test_a_run_killed_before_its_first_checkpoint_continues_its_mlflow_run(tmp_p
     assert [r.info.run_id for r in runs] == [first] and runs[0].info.status == "FINISHED"
 
 
-def test_a_folder_of_other_hyper_parameters_is_refused_at_resume_naming_them(tmp_path):
-    train(tmp_path / "run", [], lr=0.1, max_epochs=2)
+def test_a_trial_resuming_a_folder_of_other_hyper_parameters_is_refused_naming_them(tmp_path):
+    study = optuna.create_study(direction="minimize")
+    train(tmp_path / "run", [monitor.OptunaPruning(study.ask())], lr=0.1, crash_at=10)
     with pytest.raises(ValueError, match=r"other hyper-parameters; changed \(was, now\): \{'lr': \(0.1, 0.05\)\}"):
-        train(tmp_path / "run", [], lr=0.05, resume=True)
+        train(tmp_path / "run", [monitor.OptunaPruning(study.ask())], lr=0.05, resume=True)
+    train(tmp_path / "run", [], lr=0.05, resume=True)  # outside a sweep, a changed value is said at INFO and used
 
 
 def test_a_trial_never_takes_another_trial_s_folder(tmp_path):

@@ -221,7 +221,7 @@ def attach_monitoring(
         run_record = RunRecord(on_main_process(lambda: read_record(paths.root)))
         own = set(RESERVED_KEYS) - set(OPTIONAL_KEYS) - ({"early_stopping"} if stopping is None else set())
         plan = plan_resume(paths, objective=objective, record=run_record, required={*to_save, *own},
-                           state_types=state_types, hparams=record.hparams) if resume else ResumePlan(resume=False)
+                           state_types=state_types) if resume else ResumePlan(resume=False)
         if plan.state is not None and not plan.is_finished:
             _log_changes(run_record.data, config)
         main = is_main_process()

@@ -11,7 +11,6 @@ Examples:
 """
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -87,7 +86,6 @@ def plan_resume(
     record: RunRecord,
     required: Collection[str],
     state_types: Mapping[str, str] | None = None,
-    hparams: Mapping[str, Any] | None = None,
 ) -> ResumePlan:
     """Read ``paths`` and decide how to resume: the newest usable last checkpoint holding ``required``.
 
@@ -95,9 +93,8 @@ def plan_resume(
     the files and every rank follows its choice.
 
     Raises:
-        ValueError: the objective or the ``hparams`` differ from the recorded ones (another trial's
-            folder), or an object of ``to_save`` is of another class than the one saved
-            (``state_types``: key -> class name); names each change.
+        ValueError: the objective differs from the recorded one, or an object of ``to_save`` is of
+            another class than the one saved (``state_types``: key -> class name); names each change.
         CheckpointError: checkpoints exist but none is usable.
     """
     saved_types = record.data.get("to_save") or {}
@@ -107,14 +104,6 @@ def plan_resume(
                 f"Cannot resume {str(paths.root)!r}: to_save[{key!r}] is {name}; the run was saved with "
                 f"{saved_types[key]}. Resume with the same classes, or start a new run_dir."
             )
-    recorded = record.data.get("hparams")
-    if hparams is not None and isinstance(recorded, Mapping):
-        now = json.loads(json.dumps(dict(hparams), default=str))  # as run.json holds them
-        changed = {k: (recorded.get(k), now.get(k)) for k in sorted({*recorded, *now}) if recorded.get(k) != now.get(k)}
-        if changed:
-            raise ValueError(
-                f"Cannot resume {str(paths.root)!r} with other hyper-parameters; changed (was, now): {changed}. "
-                "It holds another run (another trial?): pass a run_dir of its own.")
     previous = record.data.get("objective")
     if previous is not None and previous != objective.to_dict():
         changed = {k: (previous.get(k), v) for k, v in objective.to_dict().items() if previous.get(k) != v}

@@ -28,6 +28,7 @@ Examples:
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import warnings
@@ -92,10 +93,24 @@ class OptunaPruning:
     def attach(self, context: PartContext) -> None:
         self.check(context)
         self._context = context
+        self._refuse_other_hparams(context)
         self._fail_killed_trial(context)
         if context.run_dir is not None:
             self.trial.set_user_attr("run_dir", str(context.run_dir))
         context.evaluator.add_event_handler(Events.COMPLETED, self._validated)
+
+    def _refuse_other_hparams(self, context: PartContext) -> None:
+        """A trial resuming a folder whose run was recorded with other hyper-parameters would report that
+        run's curve for its own parameters: refused, naming each change."""
+        recorded = (read_record(context.run_dir) or {}).get("hparams") if context.run_dir is not None else None
+        if not context.resume or not isinstance(recorded, Mapping):
+            return
+        now = json.loads(json.dumps(dict(context.config.get("hparams") or {}), default=str))  # as run.json has them
+        changed = {k: (recorded.get(k), now.get(k)) for k in sorted({*recorded, *now}) if recorded.get(k) != now.get(k)}
+        if changed:
+            raise ValueError(
+                f"Cannot resume {str(context.run_dir)!r} in this trial: its run has other hyper-parameters; changed "
+                f"(was, now): {changed}. Give each trial its own run_dir.")
 
     def _fail_killed_trial(self, context: PartContext) -> None:
         """A trial resuming the folder of another trial of its study, killed (the folder is locked now, so
