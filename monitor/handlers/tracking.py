@@ -277,8 +277,7 @@ class MLflow:
             logger.warning("MLflow: still sending after %.0f s; the rest is dropped (the run folder has it all).",
                            self.end_timeout)
         if self.missed_rows:
-            logger.warning("MLflow missed %d history row(s) of this run (the server could not be reached); "
-                           "history.csv has them all.", self.missed_rows)
+            logger.warning("MLflow missed %d history row(s) of this run; history.csv has them all.", self.missed_rows)
 
     def _finish(self, run: Any) -> None:
         from mlflow.entities import RunTag
