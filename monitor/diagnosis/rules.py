@@ -130,7 +130,8 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-__all__ = ["Finding", "diagnose", "diverging", "rollbacks", "by_level", "steps_after", "KINDS", "ADVICE", "LEVELS"]
+__all__ = ["Finding", "diagnose", "diverging", "as_good", "rollbacks", "by_level", "steps_after", "KINDS", "ADVICE",
+           "LEVELS"]
 
 KINDS = (
     "nonfinite", "divergence", "overfitting", "plateau", "oscillation", "data_bound",
@@ -275,6 +276,13 @@ def _dead_start(rows: Sequence[Mapping[str, Any]], column: str) -> int | None:
     return None
 
 
+def as_good(value: float, reference: float, mode: str) -> bool:
+    """Whether ``value`` is as good as ``reference`` for the objective's ``mode``: better, or within
+    :data:`OBJECTIVE_HOLDS` of it."""
+    margin = OBJECTIVE_HOLDS * abs(reference)
+    return value <= reference + margin if mode == "min" else value >= reference - margin
+
+
 def _objective_holds(
     rows: Sequence[Mapping[str, Any]], i: int, began: int, objective: str | None, mode: str | None
 ) -> dict[str, Any] | None:
@@ -288,9 +296,9 @@ def _objective_holds(
     if not before or now is None or not math.isfinite(now):
         return None
     best = min(before) if mode == "min" else max(before)
-    margin = OBJECTIVE_HOLDS * abs(best)
-    holds = now <= best + margin if mode == "min" else now >= best - margin
-    return {"objective": objective, "objective_best_before": best, "objective_now": now} if holds else None
+    if not as_good(now, best, mode):
+        return None
+    return {"objective": objective, "objective_best_before": best, "objective_now": now}
 
 
 def _divergence(
@@ -497,15 +505,14 @@ def _not_learning(rows: Sequence[Mapping[str, Any]], train: str) -> Finding | No
     flat = all(abs(v - mean) <= NOT_LEARNING_SPREAD * mean for _, v in tail)
     if not flat or mean < NOT_LEARNING_LEVEL * starts[0]:
         return None
-    first = tail[0][0]
-    for i, v in reversed(values[:-NOT_LEARNING_VALIDATIONS]):  # where the flat stretch began
-        if not (math.isfinite(v) and abs(v - mean) <= NOT_LEARNING_SPREAD * mean):
-            break
-        first = i
-    if not any(math.isfinite(v) and v < 0.9 * mean for i, v in values if i < first):
+    start = len(values) - NOT_LEARNING_VALIDATIONS  # where the flat stretch began, among the values
+    while start > 0 and math.isfinite(values[start - 1][1]) and \
+            abs(values[start - 1][1] - mean) <= NOT_LEARNING_SPREAD * mean:
+        start -= 1
+    if not any(math.isfinite(v) and v < 0.9 * mean for _, v in values[:start]):
         return None  # it never learned (a plateau, whose advice is the other way), rather than stopped
-    return _finding("not_learning", rows, first, loss=mean, first_step_loss=starts[0],
-                    validations=len(values) - values.index(next(p for p in values if p[0] == first)))
+    return _finding("not_learning", rows, values[start][0], loss=mean, first_step_loss=starts[0],
+                    validations=len(values) - start)
 
 
 def _row_index(rows: Sequence[Mapping[str, Any]], finding: Finding) -> int:
@@ -680,12 +687,9 @@ def _recovered(recoveries: Sequence[Mapping[str, Any]], findings: list[Finding],
         again.append(_explained(stuck_at, rows, "train_loss", str(how.get("objective_column")), str(how.get("mode"))))
     # "Undone" only where the objective shows it: it came back to its best from before the trouble.
     objective, mode = str(how.get("objective_column")), str(how.get("mode"))
-    before = _best_before(rows, objective, mode, next((k for k, r in enumerate(rows)
-                                                        if (_number(r.get("epoch")) or 0) > cut), len(rows)))
+    before = _best_before(rows, objective, mode, len(rows) - len(after))  # (rows are in epoch order)
     since = _best_before(after, objective, mode, len(after))
-    came_back = not after or (before is not None and since is not None and (
-        since[1] <= before[1] + OBJECTIVE_HOLDS * abs(before[1]) if mode == "min"
-        else since[1] >= before[1] - OBJECTIVE_HOLDS * abs(before[1])))
+    came_back = not after or (before is not None and since is not None and as_good(since[1], before[1], mode))
     stuck = any(f.kind == "not_learning" for f in again)
     for i, finding in enumerate(findings):
         if finding.is_problem and finding.kind in _ROLL_BACK and (finding.epoch or 0) <= cut:

@@ -68,7 +68,7 @@ from monitor.core._checks import number_in, positive_int
 from monitor.core._position import done_in_epoch, is_mid_epoch, run_iteration
 from monitor.core.status import StopReason, parse_reason, reason_value
 from monitor.diagnosis import diverging
-from monitor.diagnosis.rules import OBJECTIVE_HOLDS, RECOVERY_VALIDATIONS
+from monitor.diagnosis.rules import RECOVERY_VALIDATIONS, as_good
 from monitor.handlers.part import PartContext
 from monitor.runtime.distributed import gather_json
 from monitor.runtime.skip import highest, window_size
@@ -480,8 +480,7 @@ class Recovery:
         objective = self._context.objective
         value = objective.value(self._context.evaluator.state.metrics)
         level = float(self._watch["level"])
-        margin = OBJECTIVE_HOLDS * abs(level)
-        if math.isfinite(value) and (value <= level + margin if objective.mode == "min" else value >= level - margin):
+        if math.isfinite(value) and as_good(value, level, objective.mode):
             self._watch = None
             return
         self._watch["left"] = int(self._watch["left"]) - 1
