@@ -350,7 +350,8 @@ def test_an_expensive_save_stretches_the_interval_and_says_so_once(tmp_path, mon
     with caplog.at_level(logging.INFO, logger="monitor"):
         run, saved_at = default_run(tmp_path / "run", s, cost_s=0.5)  # 0.5 s a save: at most every 50 s
     assert saved_at == [50, 100]
-    assert caplog.text.count("to keep saving under 1% of the training time it is written about every 50 s") == 1
+    assert caplog.text.count("to keep saving under 1% of the training time it is written at the first validation "
+                             "about every 50 s instead of at each one") == 1
 
 
 def test_within_long_epochs_the_default_saves_by_the_clock(tmp_path, monkeypatch):

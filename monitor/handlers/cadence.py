@@ -162,8 +162,9 @@ class CheckpointCadence:
             self._stretched = True
             logger.info(
                 "A last checkpoint takes %.2f s to save: to keep saving under %g%% of the training time it is "
-                "written about every %.0f s instead of at each validation (a kill loses at most that much), and "
-                "the best checkpoints of the validations in between are written with it.",
+                "written at the first validation about every %.0f s instead of at each one (a kill loses about "
+                "that much, up to one validation more), and the best checkpoints of the validations in between "
+                "are written with it.",
                 self.cost_s(), self.max_share * 100, self.cost_s() / self.max_share,
             )
         return fits
