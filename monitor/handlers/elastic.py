@@ -50,7 +50,9 @@ def order_source(loader: DataLoader[Any]) -> dict[str, Any] | None:
     batch_sampler = loader.batch_sampler
     if idist.get_world_size() == 1 and type(batch_sampler) is BatchSampler:
         return {"kind": "sampler", "sampler": type(batch_sampler.sampler).__name__,
-                "size": len(batch_sampler.sampler)}  # type: ignore[arg-type]
+                "size": len(batch_sampler.sampler),  # type: ignore[arg-type]
+                # a generator of its own: drawn from that generator, not from torch's global RNG
+                "own_generator": getattr(batch_sampler.sampler, "generator", None) is not None}
     return None
 
 
@@ -77,14 +79,15 @@ def cannot_draw(source: dict[str, Any] | None, loader: DataLoader[Any]) -> str |
     now = order_source(loader)
     if now is not None and now["kind"] == "sampler" and now["sampler"] == source["sampler"]:
         return None
-    if source["sampler"] in _DRAWN_ANYWHERE and now is not None:
+    if source["sampler"] in _DRAWN_ANYWHERE and not source.get("own_generator", True) and now is not None:
         return None
     return (f"its order came from a {source['sampler']} in one process, which the new layout's "
             f"{type(loader.sampler).__name__} cannot draw again")
 
 
 # One process's samplers whose order any layout can draw again in the RNG state of the epoch's start
-# (a RandomSampler draws its seed from torch's global RNG; neither has a state of its own).
+# (a RandomSampler without a generator of its own draws its seed from torch's global RNG; neither has a
+# state of its own). A checkpoint that does not say whether it had one is not taken as drawable.
 _DRAWN_ANYWHERE = ("RandomSampler", "SequentialSampler")
 
 
