@@ -144,3 +144,63 @@ def test_a_rollback_whose_objective_never_comes_back_is_tried_again_then_stops_a
     reasons = [(e["reason"], e["epoch"], e.get("gave_up", False)) for e in record["recoveries"]]
     assert reasons == [("loss_spike", 3, False), ("no_comeback", 5, False), ("no_comeback", 8, True)]
     assert record["recoveries"][1]["rolled_back_to"] == 2 * 16  # the state of the best validation
+
+
+def _scheduled(kind):
+    """A user's schedule and how it is wired: (to_save entries, attach(trainer, evaluator), the peak rate)."""
+    from ignite.engine import Events
+    from ignite.handlers import PiecewiseLinear
+
+    def make(optimizer):
+        if kind == "ReduceLROnPlateau":
+            schedule = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, patience=0, factor=0.5, min_lr=0.02)
+            return {"scheduler": schedule}, lambda t, e: e.add_event_handler(
+                Events.COMPLETED, lambda ev: schedule.step(ev.state.metrics["loss"]))
+        if kind == "PiecewiseLinear every 2 steps":  # Ignite's, attached with an event filter, not in to_save
+            schedule = PiecewiseLinear(optimizer, "lr", [(0, 0.02), (30, 0.1), (96, 0.02)])
+            return {}, lambda t, e: t.add_event_handler(Events.ITERATION_STARTED(every=2), schedule)
+        schedule = (torch.optim.lr_scheduler.CyclicLR(optimizer, base_lr=0.02, max_lr=0.1, step_size_up=8)
+                    if kind == "CyclicLR" else torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.1,
+                                                                                  total_steps=100))
+        return {"scheduler": schedule}, lambda t, e: t.add_event_handler(Events.ITERATION_COMPLETED,
+                                                                         lambda _: schedule.step())
+    return make
+
+
+def _train_scheduled(run_dir, kind, *, crash_at=None, resume=False):
+    from ignite.engine import Events
+
+    from tests.handlers.test_recovery import setup
+    from tests.runs import raise_at, run_or_crash
+
+    s = setup(faults={40: "nan"})  # a NaN at iteration 40, in epoch 3 (16 steps an epoch)
+    saved, wire = _scheduled(kind)(s["optimizer"])
+    wire(s["trainer"], s["evaluator"])
+    raise_at(s["trainer"], crash_at)
+    run = monitor.attach_monitoring(
+        s["trainer"], s["evaluator"], s["val_loader"], run_dir=run_dir, objective=monitor.Objective("loss", mode="min"),
+        to_save={"model": s["model"], "optimizer": s["optimizer"], **saved}, early_stopping=None,
+        parts=[monitor.Recovery(keep_every=6)], resume=resume, console=monitor.Console(log_every=4),
+        checkpoints=monitor.Checkpoints(every=Events.ITERATION_COMPLETED(every=5), restore_best=False))
+    run_or_crash(run, s["trainer"], s["train_loader"], max_epochs=6, crashing=crash_at is not None)
+    return s
+
+
+@pytest.mark.parametrize("kind", ["ReduceLROnPlateau", "CyclicLR", "OneCycleLR", "PiecewiseLinear every 2 steps"])
+def test_every_schedule_goes_on_from_its_cut_rate_after_a_rollback_and_through_a_kill(tmp_path, kind):
+    import pandas as pd
+
+    from monitor.store.history import TIMING_COLUMNS
+
+    whole = _train_scheduled(tmp_path / "whole", kind)
+    record = json.loads((tmp_path / "whole" / "run.json").read_text())
+    assert record["status"] == "completed" and len(record["recoveries"]) == 1
+    history = pd.read_csv(tmp_path / "whole" / "history.csv")
+    after = history[history["epoch"] >= 3]["lr"]  # the schedule's rates from the rollback on: at most half its peak
+    assert after.max() <= 0.05 + 1e-9, after.tolist()
+    _train_scheduled(tmp_path / "split", kind, crash_at=55)  # killed after the rollback, then resumed
+    split = _train_scheduled(tmp_path / "split", kind, resume=True)
+    a, b = (pd.read_csv(tmp_path / n / "history.csv").drop(columns=list(TIMING_COLUMNS)) for n in ("whole", "split"))
+    pd.testing.assert_frame_equal(a, b)
+    for p, q in zip(whole["model"].parameters(), split["model"].parameters(), strict=True):
+        assert torch.equal(p, q)

@@ -22,16 +22,11 @@ import torch
 from ignite.engine import Engine
 from ignite.handlers.param_scheduler import BaseParamScheduler, ParamGroupScheduler
 
+from monitor.runtime.attached import attached_handlers
+
 __all__ = ["engine_schedulers", "check_torch_schedulers", "KEY"]
 
 KEY = "param_scheduler"
-
-
-def _handlers(engine: Engine) -> Iterator[Any]:
-    for handlers in engine._event_handlers.values():  # Ignite keeps them there (no public listing)
-        for handler, _, _ in handlers:
-            parent = getattr(handler, "_parent", None)  # a filtered event's wrapper: its weakref to the handler
-            yield parent() if parent is not None else handler
 
 
 def engine_schedulers(engines: Iterable[Engine], taken: Iterable[Any], keys: Iterable[str]) -> dict[str, Any]:
@@ -46,7 +41,7 @@ def engine_schedulers(engines: Iterable[Engine], taken: Iterable[Any], keys: Ite
     used = set(keys)
     found: dict[str, Any] = {}
     for engine in engines:
-        for handler in _handlers(engine):
+        for handler in attached_handlers(engine):
             if isinstance(handler, (BaseParamScheduler, ParamGroupScheduler)) and id(handler) not in seen:
                 seen.add(id(handler))
                 n = 1

@@ -70,6 +70,7 @@ from monitor.core.status import StopReason, parse_reason, reason_value
 from monitor.diagnosis import diverging
 from monitor.diagnosis.rules import RECOVERY_VALIDATIONS, as_good
 from monitor.handlers.part import PartContext
+from monitor.runtime.attached import attached_handlers
 from monitor.runtime.distributed import gather_json
 from monitor.runtime.skip import highest, window_size
 from monitor.runtime.skip import trouble as step_trouble
@@ -511,7 +512,7 @@ class Recovery:
                     if isinstance(group.get(name), (int, float)):
                         group[name] = group[name] * factor
         assert self._context is not None
-        handlers = [h for hs in getattr(trainer, "_event_handlers", {}).values() for h, *_ in hs]
+        handlers = list(attached_handlers(trainer))  # a schedule attached with an event filter included
         seen: list[Any] = []
         for obj in [*self._context.objects.values(), *handlers]:  # to_save's, and those on the trainer
             for schedule in _schedules(obj):
