@@ -44,6 +44,7 @@ from binary_classification import make_data, make_model  # noqa: E402
 
 import monitor  # noqa: E402
 from monitor.diagnosis.rules import KINDS, RATE_FACTOR  # noqa: E402
+from monitor.store.layout import BEST_PREFIX, checkpoint_files, parse_checkpoint_name  # noqa: E402
 
 
 @dataclass
@@ -56,6 +57,7 @@ class Case:
 
 
 SEED_SHIFT = 0  # --seed-shift: the same recipes on other data and other initial weights
+GRAD_NORM = False  # --grad-norm: every run with attach_grad_norm (the gradient rules read every run)
 
 
 def split(x: torch.Tensor, y: torch.Tensor) -> tuple[TensorDataset, TensorDataset]:
@@ -149,7 +151,7 @@ def setup(model: nn.Module, train: Dataset, val: Dataset, *, lr: float, epochs: 
             if engine.state.epoch >= nan_at:
                 engine.state.batch = (engine.state.batch[0] * float("nan"), engine.state.batch[1])
         trainer.add_event_handler(Events.GET_BATCH_COMPLETED, poison)
-    if grad_norm:
+    if grad_norm or GRAD_NORM:
         monitor.attach_grad_norm(trainer, model)
     metrics = {"loss": Loss(nn.MSELoss() if regression else nn.CrossEntropyLoss())}
     if not regression:
@@ -294,6 +296,61 @@ def curriculum(seed: int) -> dict[str, Any]:
     return s
 
 
+class _Mixup(nn.Module):
+    """Mixup switched on at epoch ``switch``: from then on each batch's inputs are mixed with a shuffled copy
+    of themselves (a Beta(1, 1) share) and the loss alike. The training loss rises at the switch for a good
+    reason (soft targets), while the validation loss goes on improving."""
+
+    def __init__(self, switch: int) -> None:
+        super().__init__()
+        self.switch, self.mix = switch, None
+        self.inner = nn.CrossEntropyLoss()
+
+    def batch(self, engine: Any) -> None:
+        self.mix = None
+        if engine.state.epoch >= self.switch:
+            x, y = engine.state.batch
+            share, order = float(torch.distributions.Beta(1.0, 1.0).sample()), torch.randperm(len(x))
+            engine.state.batch = (share * x + (1 - share) * x[order], y)
+            self.mix = (share, order)
+
+    def forward(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.mix is None:
+            return self.inner(out, y)  # type: ignore[no-any-return]
+        share, order = self.mix
+        return share * self.inner(out, y) + (1 - share) * self.inner(out, y[order])  # type: ignore[no-any-return]
+
+
+def mixup(seed: int) -> dict[str, Any]:
+    """A healthy digits MLP with mixup switched on at epoch 5."""
+    mix = _Mixup(5)
+    s = setup(mlp(64, 100, out=10), *digits(seed), lr=0.02, epochs=25, batch=32, loss=mix)
+    s["trainer"].add_event_handler(Events.GET_BATCH_COMPLETED, mix.batch)
+    return s
+
+
+class RNN(nn.Module):
+    """A ReLU RNN reading ``steps`` x ``features`` sequences (flattened), classifying from its last state."""
+
+    def __init__(self, features: int, steps: int, hidden: int = 64) -> None:
+        super().__init__()
+        self.features, self.steps = features, steps
+        self.rnn = nn.RNN(features, hidden, nonlinearity="relu", batch_first=True)
+        self.head = nn.Linear(hidden, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.rnn(x.view(len(x), self.steps, self.features))
+        return self.head(out[:, -1])  # type: ignore[no-any-return]
+
+
+def sequences(n: int, steps: int, features: int, seed: int) -> tuple[TensorDataset, TensorDataset]:
+    """Sequences whose label is the sign of their first feature's sum over time."""
+    g = torch.Generator().manual_seed(seed + SEED_SHIFT)
+    x = torch.randn(n, steps, features, generator=g)
+    y = (x[:, :, 0].sum(1) > 0).long()
+    return split(x.flatten(1), y)
+
+
 def digits_mlp_trained(seed: int) -> nn.Module:
     return pretrained(mlp(64, 100, out=10), digits(seed)[0], lr=0.1, epochs=8)
 
@@ -358,6 +415,8 @@ CASES = [
     # Healthy runs whose training loss rises for a good reason (issue #28): the objective improves.
     Case("healthy curriculum: clear samples for 3 epochs, then all", None, lambda: curriculum(11)),
     Case("healthy curriculum, seed 12", None, lambda: curriculum(12), half="B"),
+    Case("healthy mixup switched on at epoch 5", None, lambda: mixup(13)),
+    Case("healthy mixup switched on at epoch 5, seed 14", None, lambda: mixup(14), half="B"),
     Case("healthy AdamW weight decay batches of 8", None, lambda: setup(
         mlp(64, 64, out=10), *digits(24), lr=3e-4, epochs=8, batch=8, optimizer="adamw", weight_decay=0.01)),
     # overfitting: a large model on little data (noisy labels, or just too few) without regularisation
@@ -378,6 +437,19 @@ CASES = [
     Case("divergence digits Adam lr 0.5", "divergence", lambda: setup(
         mlp(64, 100, out=10), *digits(27), lr=0.5, epochs=15, optimizer="adam", patience=None),
         allowed={"nonfinite"}, half="B"),
+    # trouble in the first epoch (issue #28): nothing healthy on disk before it
+    Case("divergence fine-tuned digits at lr 3 (epoch 1)", "divergence", lambda: setup(
+        digits_mlp_trained(28), *digits(28), lr=3.0, epochs=10, patience=None),
+        allowed={"nonfinite", "exploding_gradients"}),
+    Case("divergence ReLU MLP killed at lr 0.8", "divergence", lambda: setup(
+        mlp(20, 64, depth=3), *two_class(3000, 20, 43), lr=0.8, epochs=20, patience=None),
+        allowed={"nonfinite", "oscillation"}, half="B"),
+    Case("exploding gradients ReLU RNN without clipping (epoch 1)", "exploding_gradients", lambda: setup(
+        RNN(4, 30), *sequences(2000, 30, 4, 29), lr=0.08, epochs=10, patience=None, grad_norm=True),
+        allowed=UNSTABLE),
+    Case("exploding gradients ReLU RNN lr 0.1, seed 30 (epoch 1)", "exploding_gradients", lambda: setup(
+        RNN(4, 30), *sequences(2000, 30, 4, 30), lr=0.1, epochs=10, patience=None, grad_norm=True),
+        allowed=UNSTABLE, half="B"),
     # nonfinite: a poisoned batch (NaN) from some epoch on; a linear regression whose rate overflows it; 0/0 in
     # the preprocessing
     *[Case(f"nonfinite from epoch {e}", "nonfinite", lambda e=e: setup(
@@ -396,6 +468,8 @@ CASES = [
         mlp(20, 64), *two_class(3000, 20, 41, zero_inputs=True), lr=0.01, epochs=15)),
     Case("plateau dead ReLUs", "plateau", lambda: setup(
         scaled(mlp(20, 64, depth=3), 1.0, bias=-5.0), *two_class(3000, 20, 42), lr=0.01, epochs=15), half="B"),
+    Case("plateau random labels on a linear model (never learns)", "plateau", lambda: setup(
+        nn.Linear(20, 2), *two_class(3000, 20, 44, label_noise=0.5), lr=0.01, epochs=15), allowed={"not_learning"}),
     # oscillation: a rate too high to settle, but not enough to diverge; momentum too high
     *[Case(f"oscillation lr {lr}", "oscillation", lambda lr=lr: setup(
         nn.Linear(20, 2), *two_class(600, 20, 50), lr=lr, epochs=40, batch=420, momentum=0.95, patience=None),
@@ -447,6 +521,8 @@ class Result:
     notes: list[str]  # the kinds found as notes
     contradictions: list[str]  # advice that points the wrong way
     spike: float | None  # the run's highest train_loss_spike
+    bad_rollbacks: list[str]  # rollback advice naming a checkpoint not on disk, or not from before the trouble
+    early_grad: float | None  # the highest step's gradient norm of the first 3 validations over the first step's
 
 
 def contradictions(findings: list[Any], train_loss: list[float]) -> list[str]:
@@ -460,6 +536,18 @@ def contradictions(findings: list[Any], train_loss: list[float]) -> list[str]:
         factor = RATE_FACTOR[finding.kind]
         if factor is not None and finding.is_problem and ((factor > 1 and rose) or (factor < 1 and still)):
             wrong.append(f"{finding.kind} advises {'raising' if factor > 1 else 'lowering'} the rate")
+    return wrong
+
+
+def bad_rollbacks(findings: list[Any], kept: set[int]) -> list[str]:
+    """Rollback advice naming an epoch whose best checkpoint is not on disk or is not from before the trouble."""
+    import re
+
+    wrong = []
+    for finding in findings:
+        named = re.search(r"Roll back to epoch (\d+)", finding.advice)
+        if named and (int(named[1]) not in kept or int(named[1]) >= (finding.epoch or 0)):
+            wrong.append(f"{finding.kind} at epoch {finding.epoch} names epoch {named[1]} (kept: {sorted(kept)})")
     return wrong
 
 
@@ -485,8 +573,14 @@ def run_case(case: Case, workdir: Path) -> Result:
     spikes = review.history.get("train_loss_spike")
     findings = review.findings
     losses = [float(v) for v in review.history["train_loss"]] if "train_loss" in review.history else []
+    kept = {name.epoch for path in checkpoint_files(run.run_dir / "checkpoints", BEST_PREFIX)
+            if (name := parse_checkpoint_name(path.name)) is not None}
+    early = None
+    if {"train_grad_norm_max", "train_grad_norm_start"} <= set(review.history.columns):
+        early = float(review.history["train_grad_norm_max"][:3].max() / review.history["train_grad_norm_start"][0])
     return Result(case, [f.kind for f in findings if f.is_problem], [f.kind for f in findings if not f.is_problem],
-                  contradictions(findings, losses), None if spikes is None else float(spikes.max()))
+                  contradictions(findings, losses), None if spikes is None else float(spikes.max()),
+                  bad_rollbacks(findings, kept), early)
 
 
 def table(results: list[Result], title: str) -> None:
@@ -504,8 +598,9 @@ def table(results: list[Result], title: str) -> None:
     alarms = sum(len(r.problems) for r in healthy)
     notes = sum(len(r.notes) for r in results)
     wrong = sum(len(r.contradictions) for r in results)
+    missing = sum(len(r.bad_rollbacks) for r in results)
     print(f"  healthy runs: {len(healthy)}, false alarms on them: {alarms}; notes: {notes}; "
-          f"contradictions: {wrong}")
+          f"contradictions: {wrong}; rollback advice naming a missing or later checkpoint: {missing}")
 
 
 def main() -> None:
@@ -514,9 +609,10 @@ def main() -> None:
     parser.add_argument("--only", default=None, help="run the cases whose name contains this")
     parser.add_argument("--half", choices=("A", "B"), default=None, help="run one half of the suite only")
     parser.add_argument("--seed-shift", type=int, default=0, help="move every seed by this (held-out runs)")
+    parser.add_argument("--grad-norm", action="store_true", help="every run with attach_grad_norm")
     args = parser.parse_args()
-    global SEED_SHIFT
-    SEED_SHIFT = args.seed_shift
+    global SEED_SHIFT, GRAD_NORM
+    SEED_SHIFT, GRAD_NORM = args.seed_shift, args.grad_norm
     torch.set_num_threads(1)
     logging.disable(logging.WARNING)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench_diagnosis-"))
@@ -529,11 +625,14 @@ def main() -> None:
         r = run_case(case, workdir)
         results.append(r)
         false = [k for k in r.problems if k != case.expected and k not in case.allowed]
-        ok = (case.expected is None or case.expected in r.problems) and not false and not r.contradictions
+        ok = (case.expected is None or case.expected in r.problems) and not false and not r.contradictions \
+            and not r.bad_rollbacks
         shown = "-" if r.spike is None else f"{r.spike:.3g}"
+        grad = "" if r.early_grad is None else f" grad {r.early_grad:.3g}"
         notes = f"  notes {', '.join(r.notes)}" if r.notes else ""
         wrong = f"  CONTRADICTION {'; '.join(r.contradictions)}" if r.contradictions else ""
-        print(f"  {'ok ' if ok else 'BAD'} {case.half} {case.name:50s} spike {shown:>8s}  expected "
+        wrong += f"  MISSING CHECKPOINT {'; '.join(r.bad_rollbacks)}" if r.bad_rollbacks else ""
+        print(f"  {'ok ' if ok else 'BAD'} {case.half} {case.name:50s} spike {shown:>8s}{grad}  expected "
               f"{case.expected or 'nothing':20s} found {', '.join(r.problems) or '-'}{notes}{wrong}", flush=True)
     for half, title in (("A", "half A (thresholds set on it)"), ("B", "half B (held out)")):
         chosen = [r for r in results if r.case.half == half]

@@ -177,6 +177,17 @@ def test_a_single_steps_gradient_norm_two_orders_above_the_start_is_exploding():
     assert kinds(rows) == []  # 40x: a healthy run's norms vary that much from step to step
 
 
+def test_a_gradient_that_blows_up_in_the_first_epoch_is_judged_against_the_runs_first_step():
+    # An RNN without clipping: one step of epoch 1 at 1825, its epoch's mean raised with it (no earlier epoch).
+    rows = history([0.7], train_grad_norm=[40.0], train_grad_norm_max=[1825.0], train_grad_norm_start=[2.0])
+    (finding,) = diagnose(rows, objective_column="val_loss", mode="min")
+    assert (finding.kind, finding.epoch, finding.evidence["first_step"]) == ("exploding_gradients", 1, 2.0)
+    assert "No checkpoint from before it is kept" in finding.advice  # nothing healthy on disk before epoch 1
+    rows = history([0.7, 0.6], train_grad_norm=[3.0, 3.0], train_grad_norm_max=[40.0, 60.0],
+                   train_grad_norm_start=[2.0, 2.0])
+    assert kinds(rows) == []  # 30x the first step: norms grow that much as a network leaves its initialisation
+
+
 def test_the_steps_after_the_last_row_of_a_run_stopped_by_a_nan_are_read_by_the_rules_of_a_broken_run():
     rows = history([0.69, 0.5, 0.3, 0.26], train_grad_norm=[0.1, 0.12, 0.15, 0.4], train_loss_spike=[1.0] * 4)
     tail = {"epoch": 5, "iteration": 480, "train_loss": float("nan"), "train_loss_spike": 3e15,

@@ -7,6 +7,7 @@ from ignite.metrics import Loss
 from torch import nn
 
 import monitor
+from monitor.diagnosis.rules import diagnose
 from tests.conftest import EpochMetric, tiny_setup
 
 
@@ -43,6 +44,22 @@ def test_a_training_loss_that_rises_while_the_objective_improves_is_a_note_not_a
     confirmed = diagnose(DIVERGING, objective_column="val_loss", mode="min")
     assert [(f.kind, f.level, f.epoch) for f in confirmed][:1] == [("divergence", "problem", 4)]
     assert diverging(DIVERGING, objective_column="val_loss", mode="min") is not None
+
+
+def test_a_training_loss_that_settles_higher_while_the_objective_comes_back_is_a_shift_not_an_oscillation():
+    # Mixup switched on at epoch 4: the training loss rises 3x and stays there (soft targets), the validation
+    # loss is worse for one epoch and then better than ever.
+    rows = rows_of(train=[2.2, 0.7, 0.35, 1.15, 1.06, 0.84, 0.91, 0.95], val=[2.1, 0.46, 0.29, 0.34, 0.30, 0.26, 0.26,
+                                                                           0.25])
+    (finding,) = diagnose(rows, objective_column="val_loss", mode="min")
+    assert (finding.kind, finding.level, finding.epoch) == ("loss_shift", "note", 4)
+    assert finding.evidence["objective_back_at_epoch"] == 6
+    swinging = rows_of(train=[2.2, 0.7, 0.35, 1.15, 0.3, 1.2, 0.28, 1.1], val=[2.1, 0.46, 0.29, 0.34, 0.27, 0.35,
+                                                                               0.26, 0.3])
+    assert "oscillation" in [f.kind for f in diagnose(swinging, objective_column="val_loss", mode="min")]
+    worse = rows_of(train=[2.2, 0.7, 0.35, 1.15, 1.06, 0.84, 0.91, 0.95], val=[2.1, 0.46, 0.29, 0.34, 0.36, 0.38,
+                                                                              0.4, 0.41])
+    assert [f.kind for f in diagnose(worse, objective_column="val_loss", mode="min")] == ["oscillation"]
 
 
 def test_trouble_in_the_first_epoch_names_no_checkpoint_after_the_damage():

@@ -79,7 +79,8 @@ oscillation            the training loss, which steps of the right size keep bri
                        summary of its steps. Breaks on very noisy epochs (a few batches an
                        epoch: use validation within epochs or longer epochs) and on a schedule
                        whose rise the ``lr`` column does not show (a rate set outside the first
-                       param group).
+                       param group). A rise the objective does not confirm is a ``loss_shift``
+                       note instead (see there).
 data_bound             over at least 3 validations, the median ``data_wait_frac`` is 0.5 or more
                        and the loader delivers under 50,000 samples/s (the median wait is 20 us a
                        sample or more): the loop waits for data more than it trains, and the data
@@ -90,16 +91,33 @@ data_bound             over at least 3 validations, the median ``data_wait_frac`
 exploding_gradients    ``train_grad_norm`` (from the 4th validation) or ``train_grad_norm_max``
                        (a single step's norm, an infinite one included) at least 100x the median
                        of the first 3 validations' ``train_grad_norm``: two orders of magnitude,
-                       where a healthy run's norms change by a few times. Premise: the first
-                       validations are healthy. Breaks on a run whose gradients are huge from
-                       the start (a bad initialisation: nothing to compare with) and on losses
-                       scaled up on purpose (AMP's scaler: use the unscaled norm).
+                       where a healthy run's norms change by a few times. In those first 3
+                       validations a step is also judged against the run's first step's norm
+                       (``train_grad_norm_start``): a blow-up in epoch 1 (an RNN without clipping)
+                       raises that epoch's mean with it, and there is no earlier epoch. Premise:
+                       the first validations (or the first step) are healthy. Breaks on a run
+                       whose gradients are huge from the start (a bad initialisation: nothing to
+                       compare with) and on losses scaled up on purpose (AMP's scaler: use the
+                       unscaled norm).
 vanishing_gradients    ``train_grad_norm_first`` (the first layer's, from :func:`~monitor.attach_grad_norm`)
                        under 1/1000 of ``train_grad_norm`` for 3 validations in a row, or the whole
                        norm under 1e-4 while the training loss is above 0.01: the first layers
                        learn (almost) nothing. Premise: the first parameter tensor is the input
                        layer's. Breaks on a model whose first parameter is something else (an
                        embedding that most batches barely touch reads as vanishing).
+loss_shift             a *note*: a divergence (a) or an oscillation's rise that the objective does
+                       not confirm: at the row of the rise it is as good as its best before the
+                       rise (within 1%), or it comes back to that best later while the training
+                       loss stays at 1.5x its lowest or more (a new level, not a swing). The data
+                       changed (a curriculum, an augmentation or mixup switched on); nothing to
+                       undo, and Recovery does not act on it. Breaks on an objective that cannot
+                       see the damage (a metric saturated at its best).
+not_learning           the last 5 validations' training loss within 1% of their mean and at least
+                       half the run's first step loss (a constant prediction), after the run had
+                       learned (a loss 10% lower before): a model that stopped learning (dead
+                       units after a rate too high, a rollback that did not help). Said once
+                       beside an instability (its consequence). A run that never learned is a
+                       plateau instead, whose advice is the other way.
 recovered              a rollback by :class:`~monitor.Recovery` (``run.json``'s ``recoveries``): a
                        *note*, with the trouble's iteration and loss, where the run went back to
                        and the rate it went on with. The rows show nothing of it (the epoch's
@@ -159,8 +177,9 @@ ADVICE = {
     "not_learning": "The model has stopped learning: its loss sits at the level of its first steps (a "
                     "constant prediction). After a rate too high, its units may be dead (ReLU): restart from the "
                     "initial weights at a 10x lower rate; else check the labels, the inputs and the loss function.",
-    "loss_shift": "The objective did not get worse, so this is no divergence: did the data change (a curriculum, "
-                  "an augmentation switched on, another mix)? Nothing to undo.",
+    "loss_shift": "The objective does not confirm the rise (it held, or came back to its best while the training loss "
+                  "stayed at its new level), so this is no instability: did the data change (a curriculum, an "
+                  "augmentation or mixup switched on, another mix)? Nothing to undo.",
 }
 
 # The factor each kind's advice applies to the rate of the run (None: it says nothing of the rate).
@@ -174,6 +193,12 @@ RATE_FACTOR: dict[str, float | None] = {
 NOT_LEARNING_VALIDATIONS = 5
 NOT_LEARNING_SPREAD = 0.01
 NOT_LEARNING_LEVEL = 0.5
+# oscillation: an epoch's training loss this many times the lowest before it is a rise.
+RISE = 1.5
+# exploding_gradients: a gradient norm this many times its early level (the median of the first
+# EXPLODING_EARLY validations' means; in those validations, also the run's first step's norm).
+EXPLODING = 100
+EXPLODING_EARLY = 3
 # A rollback is judged by the objective over this many validations after it: back to its best from
 # before the trouble (within OBJECTIVE_HOLDS) is "undone"; fewer validations cannot tell.
 RECOVERY_VALIDATIONS = 3
@@ -284,11 +309,14 @@ def as_good(value: float, reference: float, mode: str) -> bool:
 
 
 def _objective_holds(
-    rows: Sequence[Mapping[str, Any]], i: int, began: int, objective: str | None, mode: str | None
+    rows: Sequence[Mapping[str, Any]], i: int, began: int, objective: str | None, mode: str | None,
+    column: str = "train_loss", lowest: float | None = None,
 ) -> dict[str, Any] | None:
-    """Evidence that the ``objective`` at row ``i`` is as good as its best before row ``began`` (within
-    :data:`OBJECTIVE_HOLDS`): a rise of the training loss it does not confirm. ``None``: it confirms,
-    or cannot tell (no value before the rise, or none now)."""
+    """Evidence that the ``objective`` does not confirm a rise of ``column`` seen at row ``i`` (from
+    its ``lowest`` before row ``began``): at row ``i`` it is as good as its best before the rise
+    (within :data:`OBJECTIVE_HOLDS`), or, later, it came back to that best while ``column`` stayed at
+    its new level (never back under :data:`RISE` x its lowest: the data changed, the loss did not
+    swing). ``None``: it confirms, or cannot tell (no value before the rise, or none now)."""
     if objective is None or mode not in ("min", "max") or not 0 <= i < len(rows):
         return None
     before = [v for _, v in _series(rows[:began], objective) if math.isfinite(v)]
@@ -296,9 +324,17 @@ def _objective_holds(
     if not before or now is None or not math.isfinite(now):
         return None
     best = min(before) if mode == "min" else max(before)
-    if not as_good(now, best, mode):
+    if as_good(now, best, mode):
+        return {"objective": objective, "objective_best_before": best, "objective_now": now}
+    if lowest is None:
         return None
-    return {"objective": objective, "objective_best_before": best, "objective_now": now}
+    later = _series(rows[i + 1:], objective)
+    stayed = all(not math.isfinite(v) or v >= RISE * lowest for _, v in _series(rows[i + 1:], column))
+    back = next(((k, v) for k, v in later if math.isfinite(v) and as_good(v, best, mode)), None)
+    if not stayed or back is None:
+        return None
+    return {"objective": objective, "objective_best_before": best, "objective_now": now,
+            "objective_back_at_epoch": rows[i + 1 + back[0]].get("epoch"), "objective_then": back[1]}
 
 
 def _divergence(
@@ -326,7 +362,8 @@ def _divergence(
         if not math.isfinite(value):
             break
         if value > 0 and lowest < math.inf and value >= 10 * lowest and value - lowest >= 0.05 * first:
-            holds = _objective_holds(rows, i, lowest_at + 1, objective, mode) if objective != column else None
+            holds = _objective_holds(rows, i, lowest_at + 1, objective, mode, column, lowest) \
+                if objective != column else None
             if holds is None:
                 return _finding("divergence", rows, i, column=column, lowest=lowest, value=value,
                                 ratio=value / lowest), lowest_at + 1
@@ -406,17 +443,22 @@ def _rates_rose(rows: Sequence[Mapping[str, Any]], i: int) -> bool:
     return False
 
 
-def _rise(rows: Sequence[Mapping[str, Any]], train: str) -> Finding | None:
-    """The training loss back at 1.5x its lowest or more (and by 5% of its first value)."""
+def _rise(rows: Sequence[Mapping[str, Any]], train: str, objective: str | None = None,
+          mode: str | None = None) -> Finding | None:
+    """The training loss back at :data:`RISE` x its lowest or more (and by 5% of its first value); a
+    ``loss_shift`` note instead where the objective does not confirm it (see :func:`_objective_holds`)."""
     ends = set(_epoch_ends(rows))
     values = [(i, v) for i, v in _series(rows, train) if math.isfinite(v) and i in ends]
     if not values:
         return None
     first, lowest, lowest_at = values[0][1], values[0][1], values[0][0]
     for i, v in values[1:]:
-        if lowest > 0 and v >= 1.5 * lowest and v - lowest >= 0.05 * first and not _rates_rose(rows, i):
-            return _finding("oscillation", rows, i, lowest=lowest, lowest_epoch=rows[lowest_at].get("epoch"),
-                            value=v, ratio=v / lowest)
+        if lowest > 0 and v >= RISE * lowest and v - lowest >= 0.05 * first and not _rates_rose(rows, i):
+            evidence = dict(lowest=lowest, lowest_epoch=rows[lowest_at].get("epoch"), value=v, ratio=v / lowest)
+            holds = _objective_holds(rows, i, lowest_at + 1, objective, mode, train, lowest)
+            if holds is not None:
+                return replace(_finding("loss_shift", rows, i, column=train, **evidence, **holds), level="note")
+            return _finding("oscillation", rows, i, **evidence)
         if v < lowest:
             lowest, lowest_at = v, i
     return None
@@ -458,14 +500,22 @@ def _data_bound(rows: Sequence[Mapping[str, Any]]) -> Finding | None:
 
 def _exploding(rows: Sequence[Mapping[str, Any]]) -> Finding | None:
     norms = [(i, v) for i, v in _series(rows, "train_grad_norm") if math.isfinite(v)]
-    if len(norms) < 2:
+    starts = [v for _, v in _series(rows, "train_grad_norm_start") if math.isfinite(v) and v > 0]
+    if len(norms) < 2 and not starts:
         return None
-    early = statistics.median(v for _, v in norms[:3])
+    early = statistics.median(v for _, v in norms[:EXPLODING_EARLY]) if len(norms) >= 2 else 0.0
     highest = dict(_series(rows, "train_grad_norm_max"))  # a step's norm (inf counts; NaN steps are left out)
-    means = dict(norms[3:])
+    means = dict(norms[EXPLODING_EARLY:])
     for i in range(len(rows)):
-        for column, v in (("train_grad_norm_max", highest.get(i)), ("train_grad_norm", means.get(i))):
-            if early > 0 and v is not None and not math.isnan(v) and v >= 100 * early:
+        step = highest.get(i)
+        # In the first validations, whose own steps make the early median, a step is also judged against the
+        # run's first step: a blow-up in the first epoch raises that epoch's mean with it.
+        if starts and i < EXPLODING_EARLY and step is not None and not math.isnan(step) and \
+                step >= EXPLODING * starts[0]:
+            return _finding("exploding_gradients", rows, i, column="train_grad_norm_max", first_step=starts[0],
+                            value=step, ratio=step / starts[0])
+        for column, v in (("train_grad_norm_max", step), ("train_grad_norm", means.get(i))):
+            if early > 0 and v is not None and not math.isnan(v) and v >= EXPLODING * early:
                 return _finding("exploding_gradients", rows, i, column=column, early_median=early, value=v,
                                 ratio=v / early)
     return None
@@ -623,6 +673,8 @@ def _one_story(findings: list[Finding]) -> list[Finding]:
     and a rise the objective did not confirm (a ``loss_shift``) is not also an oscillation."""
     shifts = {f.epoch for f in findings if f.kind == "loss_shift"}
     findings = [f for f in findings if not (f.kind == "oscillation" and f.epoch in shifts)]
+    findings = [f for k, f in enumerate(findings)  # the divergence rule and the rise rule may both see a shift
+                if f.kind != "loss_shift" or all(g.kind != "loss_shift" or g.epoch != f.epoch for g in findings[:k])]
     unstable = any(f.kind in ("divergence", "oscillation", "nonfinite") and f.is_problem for f in findings)
     # Flat since a divergence or a NaN: their consequence, said once.
     return [f for f in findings if not (unstable and f.kind in ("plateau", "not_learning"))]
@@ -752,7 +804,7 @@ def diagnose(
         shift[0] if shift is not None else None,
         _overfitting(healthy, val_loss, train),
         _plateau(healthy, train),
-        _oscillation(healthy, train) or _rise(healthy, train),
+        _oscillation(healthy, train) or _rise(healthy, train, objective_column, mode),
         _data_bound(rows),
         _exploding(with_tail),
         *_vanishing(healthy, train),  # after a divergence or a NaN, small gradients are its consequence

@@ -29,7 +29,9 @@ class TrainOutputs(Serializable):
 
     For the names in ``peaks`` the epoch's highest value is kept too (``train_<name>_max``; NaN
     steps left out, an infinite one kept): a gradient norm that blows up for a few steps shows there
-    when the mean hides it. That is one ``torch.fmax`` on the device per step and name.
+    when the mean hides it. That is one ``torch.fmax`` on the device per step and name. So is the
+    run's first step's value (``train_<name>_start``, the same on every row): the reference a blow-up
+    in the first epoch is judged against, before there are earlier epochs to compare with.
 
     Args:
         trainer: the engine whose ``state.output`` is read after each iteration.
@@ -55,6 +57,8 @@ class TrainOutputs(Serializable):
         self._sums: dict[str, torch.Tensor | float] = {}
         self._counts: dict[str, int] = {}
         self._maxes: dict[str, torch.Tensor | float] = {}
+        self._firsts: dict[str, torch.Tensor | float] = {}  # the run's first step's, for the names in peaks
+        self._firsts_known = True  # False after a resume from a checkpoint that did not keep them
 
     def started(self, _: Engine) -> None:
         if done_in_epoch(self.trainer.state) == 0:  # not a resume going on mid-epoch
@@ -79,6 +83,8 @@ class TrainOutputs(Serializable):
             self._counts[name] = self._counts.get(name, 0) + 1
             if name in self.peaks:
                 self._maxes[name] = highest_of(self._maxes.get(name), value)
+                if name not in self._firsts and self._firsts_known:
+                    self._firsts[name] = value.clone() if isinstance(value, torch.Tensor) else value
 
     def values(self) -> dict[str, float]:
         """``{"train_<name>": mean over the epoch so far}`` (under idist: over every rank's steps)."""
@@ -97,6 +103,13 @@ class TrainOutputs(Serializable):
             assert isinstance(reduced, torch.Tensor)
             highest = reduced.tolist()
         values.update((f"train_{n}_max", v) for n, v in zip(peaks, highest, strict=True) if v != -math.inf)
+        firsts = sorted(self._firsts)
+        start = [float(self._firsts[n]) for n in firsts]
+        if idist.get_world_size() > 1 and firsts:  # the highest rank's: a blow-up is judged against no less
+            reduced = idist.all_reduce(torch.tensor(start, dtype=torch.float64).nan_to_num(-math.inf), op="MAX")
+            assert isinstance(reduced, torch.Tensor)
+            start = reduced.tolist()
+        values.update((f"train_{n}_start", v) for n, v in zip(firsts, start, strict=True) if math.isfinite(v))
         return values
 
     def state_dict(self) -> OrderedDict[str, Any]:
@@ -104,20 +117,25 @@ class TrainOutputs(Serializable):
         state: OrderedDict[str, Any] = OrderedDict(
             sums={n: float(v) for n, v in self._sums.items()}, counts=dict(self._counts),
             maxes={n: float(v) for n, v in self._maxes.items()},
+            firsts={n: float(v) for n, v in self._firsts.items()} if self._firsts_known else None,
         )
         if idist.get_world_size() > 1:
-            state["ranks"] = gather_json([state["sums"], state["counts"], state["maxes"]])
+            state["ranks"] = gather_json([state["sums"], state["counts"], state["maxes"], state["firsts"]])
         return state
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         super().load_state_dict(state_dict)
         ranks = state_dict.get("ranks")
         own = ranks[idist.get_rank()] if ranks is not None and len(ranks) == idist.get_world_size() else None
-        sums, counts, *maxes = own if own is not None else (
-            state_dict["sums"], state_dict["counts"], state_dict.get("maxes", {}))
+        sums, counts, *rest = own if own is not None else (
+            state_dict["sums"], state_dict["counts"], state_dict.get("maxes", {}), state_dict.get("firsts"))
         self._sums = {str(n): float(v) for n, v in sums.items()}
         self._counts = {str(n): int(v) for n, v in counts.items()}
-        self._maxes = {str(n): float(v) for n, v in (maxes[0] if maxes else {}).items()}
+        self._maxes = {str(n): float(v) for n, v in (rest[0] if rest else {}).items()}
+        firsts = rest[1] if len(rest) > 1 else None
+        # A checkpoint from before the run's first values were kept: a later step is not the first.
+        self._firsts_known = firsts is not None
+        self._firsts = {str(n): float(v) for n, v in (firsts or {}).items()}
 
 
 def _batch_size(batch: Any) -> int | None:

@@ -166,6 +166,8 @@ def test_the_epochs_highest_gradient_norm_leaves_nan_steps_out_and_survives_a_re
     trainer.add_event_handler(Events.ITERATION_COMPLETED, outputs)
     highest = []
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: highest.append(outputs.values()["train_grad_norm_max"]))
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: starts.append(outputs.values()["train_grad_norm_start"]))
+    starts = []
     trainer.add_event_handler(Events.ITERATION_COMPLETED(once=3), lambda e: e.terminate())
     trainer.run(range(4), max_epochs=2)
     saved, state = outputs.state_dict(), trainer.state_dict()
@@ -175,8 +177,10 @@ def test_the_epochs_highest_gradient_norm_leaves_nan_steps_out_and_survives_a_re
     trainer.add_event_handler(Events.EPOCH_STARTED, resumed.started)
     trainer.add_event_handler(Events.ITERATION_COMPLETED, resumed)
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: highest.append(resumed.values()["train_grad_norm_max"]))
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: starts.append(resumed.values()["train_grad_norm_start"]))
     trainer.load_state_dict({**state, "epoch_length": 4})
     trainer.run(range(4), max_epochs=2)
     assert highest == [50.0, float("inf")]  # an infinite step counts: it is the blow-up
+    assert starts == [1.0, 1.0]  # the run's first step's, kept through the resume (not the resumed one's 2.0)
     with pytest.raises(TypeError, match="peaks"):
         TrainOutputs(trainer, peaks="grad_norm")
