@@ -367,6 +367,10 @@ CASES = [
     *[Case(f"healthy case study seed {s}", None, lambda s=s: case_study(s), half="AB"[s % 2]) for s in (0, 1, 2)],
     Case("healthy logistic regression", None, lambda: setup(
         nn.Linear(20, 2), *two_class(3000, 20, 3), lr=0.05, epochs=60)),
+    Case("healthy logistic regression on 30% noisy labels", None, lambda: setup(
+        nn.Linear(20, 2), *two_class(3000, 20, 46, label_noise=0.3), lr=0.05, epochs=30)),
+    Case("healthy MLP on 35% noisy labels", None, lambda: setup(
+        mlp(20, 64), *two_class(3000, 20, 47, label_noise=0.35), lr=0.01, epochs=30), half="B"),
     Case("healthy MLP with weight decay", None, lambda: setup(
         mlp(20, 64), *two_class(4000, 20, 4), lr=0.02, epochs=80, weight_decay=1e-3), half="B"),
     Case("healthy deep ReLU MLP", None, lambda: setup(
@@ -441,9 +445,9 @@ CASES = [
     Case("divergence fine-tuned digits at lr 3 (epoch 1)", "divergence", lambda: setup(
         digits_mlp_trained(28), *digits(28), lr=3.0, epochs=10, patience=None),
         allowed={"nonfinite", "exploding_gradients"}),
-    Case("divergence ReLU MLP killed at lr 0.8", "divergence", lambda: setup(
-        mlp(20, 64, depth=3), *two_class(3000, 20, 43), lr=0.8, epochs=20, patience=None),
-        allowed={"nonfinite", "oscillation"}, half="B"),
+    Case("divergence ReLU MLP killed by Adam at lr 0.3 (epoch 1)", "divergence", lambda: setup(
+        mlp(20, 64, depth=3), *two_class(3000, 20, 43), lr=0.3, epochs=15, patience=None, optimizer="adam"),
+        allowed={"nonfinite", "oscillation", "exploding_gradients"}, half="B"),
     Case("exploding gradients ReLU RNN without clipping (epoch 1)", "exploding_gradients", lambda: setup(
         RNN(4, 30), *sequences(2000, 30, 4, 29), lr=0.08, epochs=10, patience=None, grad_norm=True),
         allowed=UNSTABLE),
@@ -468,8 +472,12 @@ CASES = [
         mlp(20, 64), *two_class(3000, 20, 41, zero_inputs=True), lr=0.01, epochs=15)),
     Case("plateau dead ReLUs", "plateau", lambda: setup(
         scaled(mlp(20, 64, depth=3), 1.0, bias=-5.0), *two_class(3000, 20, 42), lr=0.01, epochs=15), half="B"),
-    Case("plateau random labels on a linear model (never learns)", "plateau", lambda: setup(
-        nn.Linear(20, 2), *two_class(3000, 20, 44, label_noise=0.5), lr=0.01, epochs=15), allowed={"not_learning"}),
+    # not learning: random labels (a linear model, an MLP); the loss at the constant prediction's level
+    Case("not learning: random labels on a linear model", "not_learning", lambda: setup(
+        nn.Linear(20, 2), *two_class(3000, 20, 44, label_noise=0.5), lr=0.01, epochs=15), allowed={"plateau"}),
+    Case("not learning: random labels on an MLP", "not_learning", lambda: setup(
+        mlp(20, 64), *two_class(3000, 20, 45, label_noise=0.5), lr=0.01, epochs=15), allowed={"plateau"},
+        half="B"),
     # oscillation: a rate too high to settle, but not enough to diverge; momentum too high
     *[Case(f"oscillation lr {lr}", "oscillation", lambda lr=lr: setup(
         nn.Linear(20, 2), *two_class(600, 20, 50), lr=lr, epochs=40, batch=420, momentum=0.95, patience=None),

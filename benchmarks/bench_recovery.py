@@ -102,30 +102,38 @@ def main() -> None:
     shares: list[float] = []
 
     if not args.skip_healthy:
-        print("  healthy runs with Recovery(): rollbacks (target 0)")
-        false = 0
+        print("  healthy runs with Recovery(): rollbacks (target 0), best beside the run without it "
+              "(target: within 1%)")
+        false = off = 0
         for case in (c for c in chosen if c.expected is None):
-            r = run(case, workdir, recovery=True)
+            r, plain = run(case, workdir, recovery=True), run(case, workdir, recovery=False)
             false += r["rollbacks"]
             shares.append(r["share"])
-            print(f"  {'ok ' if not r['rollbacks'] else 'BAD'} {case.name:58s} rollbacks {r['rollbacks']}  "
-                  f"copies {100 * r['share']:.2f}% of the time", flush=True)
-        print(f"  false rollbacks: {false}")
+            gap = _gap(r["best"], plain["best"])
+            off += gap is None or gap > 0.01
+            print(f"  {'ok ' if not r['rollbacks'] and gap is not None and gap <= 0.01 else 'BAD'} {case.name:58s} "
+                  f"rollbacks {r['rollbacks']}  best {_value(plain['best'])} -> {_value(r['best'])} "
+                  f"({_percent(gap)})  copies {100 * r['share']:.2f}% of the time", flush=True)
+        print(f"  false rollbacks: {false}; best more than 1% worse than without Recovery: {off}")
 
-    print("\n  broken runs: without -> with Recovery()")
-    healed = total = 0
+    print("\n  broken runs: without -> with Recovery() (never worse: the best with it at most the best without)")
+    healed = total = worse = 0
     for case in (c for c in chosen if c.expected in BROKEN):
         plain, fixed = run(case, workdir, recovery=False), run(case, workdir, recovery=True)
         shares.append(fixed["share"])
         total += 1
         ended_healthy = fixed["status"] in ("completed", "early_stopped") and not fixed["problems"]
         healed += ended_healthy
-        print(f"  {'healed' if ended_healthy else 'not   '} {case.name:52s} {plain['status']:>13s} best "
-              f"{_value(plain['best'])} -> {fixed['status']:>13s} best {_value(fixed['best'])}, rollbacks "
-              f"{fixed['rollbacks']} ({', '.join(dict.fromkeys(fixed['reasons'])) or '-'}), problems "
+        gap = _gap(fixed["best"], plain["best"])
+        hurt = gap is None and fixed["best"] is None and plain["best"] is not None or (gap is not None and gap > 0)
+        worse += hurt
+        verdict = "WORSE " if hurt else "healed" if ended_healthy else "not   "
+        print(f"  {verdict} {case.name:52s} {plain['status']:>13s} best {_value(plain['best'])} -> "
+              f"{fixed['status']:>13s} best {_value(fixed['best'])} ({_percent(gap)}), "
+              f"rollbacks {fixed['rollbacks']} ({', '.join(dict.fromkeys(fixed['reasons'])) or '-'}), problems "
               f"{', '.join(fixed['problems']) or '-'}", flush=True)
     if total:
-        print(f"  ended healthy: {healed} of {total}")
+        print(f"  ended healthy: {healed} of {total}; best worse than without Recovery: {worse} of {total}")
 
     print("\n  transient faults: clean best -> with the fault and Recovery() (target: within 1%)")
     within = faults = 0
@@ -152,6 +160,17 @@ def main() -> None:
 
 def _value(value: Any) -> str:
     return "-" if value is None else f"{value:.4f}"
+
+
+def _gap(value: float | None, reference: float | None) -> float | None:
+    """How much worse ``value`` is than ``reference`` (a loss: higher is worse), as a share of it."""
+    if value is None or reference is None or reference == 0:
+        return None
+    return (value - reference) / abs(reference)
+
+
+def _percent(gap: float | None) -> str:
+    return "-" if gap is None else f"{100 * gap:+.2f}%"
 
 
 if __name__ == "__main__":

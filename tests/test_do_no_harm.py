@@ -62,6 +62,20 @@ def test_a_training_loss_that_settles_higher_while_the_objective_comes_back_is_a
     assert [f.kind for f in diagnose(worse, objective_column="val_loss", mode="min")] == ["oscillation"]
 
 
+def test_a_model_that_never_learns_is_told_to_check_its_data_not_its_rate():
+    # Random labels: the loss drops from its first step's 0.76 to the constant prediction's 0.693 and stays.
+    rows = rows_of(train=[0.70, 0.694, 0.695, 0.693, 0.694, 0.694], val=[0.695, 0.694, 0.697, 0.694, 0.694, 0.696])
+    for row in rows:
+        row.update(train_loss_start=0.76, train_loss_spike=0.95)
+    (finding,) = diagnose(rows, objective_column="val_loss", mode="min")
+    assert (finding.kind, finding.epoch, finding.evidence["learned"]) == ("not_learning", 1, False)
+    assert "labels match the inputs" in finding.advice and "try 0.01" not in finding.advice
+    converged = [{**row, "train_loss_spike": 4.5} for row in rows]  # a converged model's hard batches: at its floor
+    assert diagnose(converged, objective_column="val_loss", mode="min") == []
+    learning = [{**row, "val_loss": 0.695 - 0.01 * k} for k, row in enumerate(rows)]  # its objective improves
+    assert diagnose(learning, objective_column="val_loss", mode="min") == []
+
+
 def test_trouble_in_the_first_epoch_names_no_checkpoint_after_the_damage():
     from monitor.diagnosis import diagnose
 

@@ -115,9 +115,17 @@ loss_shift             a *note*: a divergence (a) or an oscillation's rise that 
 not_learning           the last 5 validations' training loss within 1% of their mean and at least
                        half the run's first step loss (a constant prediction), after the run had
                        learned (a loss 10% lower before): a model that stopped learning (dead
-                       units after a rate too high, a rollback that did not help). Said once
-                       beside an instability (its consequence). A run that never learned is a
-                       plateau instead, whose advice is the other way.
+                       units after a rate too high, a rollback that did not help). Or one that
+                       never learned: that flat loss at 0.9x its first step's or more, the
+                       objective no better over the flat stretch than where it began, and the
+                       batches alike (typical ``train_loss_spike`` 2 or less; a converged model
+                       fine-tuned at a small rate is as flat, but has hard batches): random
+                       labels, inputs that do not reach the model. Its advice is to check the
+                       data, not the rate; a plateau (the loss never moved) says it instead.
+                       Not said beside an instability (its consequence). Premise: an untrained
+                       network's first loss is about a constant prediction's. Breaks on a model
+                       that converged in its first epoch to a loss near that level (labels that
+                       are mostly noise: it is told to check its labels, which is then right).
 recovered              a rollback by :class:`~monitor.Recovery` (``run.json``'s ``recoveries``): a
                        *note*, with the trouble's iteration and loss, where the run went back to
                        and the rate it went on with. The rows show nothing of it (the epoch's
@@ -182,6 +190,12 @@ ADVICE = {
                   "augmentation or mixup switched on, another mix)? Nothing to undo.",
 }
 
+# not_learning, for a run that never learned: the rate is not the first suspect.
+NEVER_LEARNED_ADVICE = ("The model has learned nothing: its objective is no better than at its first validation and "
+                        "its loss sits at the level of its first steps (a constant prediction). Check that the labels "
+                        "match the inputs (one shuffled without the other?), that the inputs reach the model (not "
+                        "constant or all zeros) and the loss function; only then try a 10x higher rate.")
+
 # The factor each kind's advice applies to the rate of the run (None: it says nothing of the rate).
 RATE_FACTOR: dict[str, float | None] = {
     "nonfinite": 0.1, "divergence": 0.1, "oscillation": 1 / 3, "exploding_gradients": 0.1, "plateau": 10.0,
@@ -193,6 +207,8 @@ RATE_FACTOR: dict[str, float | None] = {
 NOT_LEARNING_VALIDATIONS = 5
 NOT_LEARNING_SPREAD = 0.01
 NOT_LEARNING_LEVEL = 0.5
+# ... and, for a run that never learned (no lower loss before), at least this share of its first step's.
+NEVER_LEARNED_LEVEL = 0.9
 # oscillation: an epoch's training loss this many times the lowest before it is a rise.
 RISE = 1.5
 # exploding_gradients: a gradient norm this many times its early level (the median of the first
@@ -543,9 +559,11 @@ def _vanishing(rows: Sequence[Mapping[str, Any]], train: str) -> list[Finding]:
     return found
 
 
-def _not_learning(rows: Sequence[Mapping[str, Any]], train: str) -> Finding | None:
+def _not_learning(rows: Sequence[Mapping[str, Any]], train: str, objective: str | None = None,
+                  mode: str | None = None) -> Finding | None:
     """The last validations' training loss flat at about its first step's (untrained) level: a model that
-    learns nothing any more (dead units after a rate too high, a rollback that did not help)."""
+    learns nothing any more (dead units after a rate too high, a rollback that did not help), or one that
+    never learned (its objective never got better than at its first validation: random labels)."""
     starts = [v for _, v in _series(rows, f"{train}_start") if math.isfinite(v) and v > 0]
     values = [(i, v) for i, v in _series(rows, train)]
     tail = values[-NOT_LEARNING_VALIDATIONS:]
@@ -559,10 +577,32 @@ def _not_learning(rows: Sequence[Mapping[str, Any]], train: str) -> Finding | No
     while start > 0 and math.isfinite(values[start - 1][1]) and \
             abs(values[start - 1][1] - mean) <= NOT_LEARNING_SPREAD * mean:
         start -= 1
-    if not any(math.isfinite(v) and v < 0.9 * mean for _, v in values[:start]):
-        return None  # it never learned (a plateau, whose advice is the other way), rather than stopped
-    return _finding("not_learning", rows, values[start][0], loss=mean, first_step_loss=starts[0],
-                    validations=len(values) - start)
+    if any(math.isfinite(v) and v < 0.9 * mean for _, v in values[:start]):
+        return _finding("not_learning", rows, values[start][0], loss=mean, first_step_loss=starts[0],
+                        validations=len(values) - start, learned=True)
+    return _never_learned(rows, train, objective, mode, mean, starts[0], values[start][0])
+
+
+def _never_learned(rows: Sequence[Mapping[str, Any]], train: str, objective: str | None, mode: str | None,
+                   loss: float, first_step: float, start: int) -> Finding | None:
+    """:func:`_not_learning` for a run that never learned: its training loss flat at
+    :data:`NEVER_LEARNED_LEVEL` x its first step's or more (an untrained network's first loss is about
+    a constant prediction's), its objective no better over that stretch (from row ``start``) than
+    where it began, and its batches alike (a typical ``train_loss_spike`` of 2 or less: a constant
+    prediction; a converged model fine-tuned at a small rate is as flat, but its hard batches are 2-7x
+    its first step)."""
+    if objective is None or mode not in ("min", "max") or loss < NEVER_LEARNED_LEVEL * first_step:
+        return None
+    scores = [v for _, v in _series(rows[start:], objective) if math.isfinite(v)]
+    spikes = [v for _, v in _series(rows, f"{train}_spike") if math.isfinite(v)]
+    if len(scores) < NOT_LEARNING_VALIDATIONS or not spikes or statistics.median(spikes) > 2:
+        return None
+    best = min(scores) if mode == "min" else max(scores)
+    if not as_good(scores[0], best, mode):
+        return None  # the objective got better over the stretch: it learns something
+    return replace(_finding("not_learning", rows, 0, loss=loss, first_step_loss=first_step, objective=objective,
+                            objective_first=scores[0], objective_best=best, learned=False),
+                   advice=NEVER_LEARNED_ADVICE)
 
 
 def _row_index(rows: Sequence[Mapping[str, Any]], finding: Finding) -> int:
@@ -629,6 +669,8 @@ def _explained(
         return finding
     advice, evidence = finding.advice, dict(finding.evidence)
     rate, factor = _rate_at(rows, i), RATE_FACTOR[finding.kind]
+    if finding.evidence.get("learned") is False:
+        factor = None  # a model that never learned: no rate advice before the data is checked
     # The rate while it happened: the highest from where the loss was lowest before a rise, or over a
     # swing's window of validations (a rise is seen once 1.5x: often after the peak it began at).
     start = max((k for k, row in enumerate(rows[:i]) if row.get("epoch") == finding.evidence.get("lowest_epoch")),
@@ -677,7 +719,9 @@ def _one_story(findings: list[Finding]) -> list[Finding]:
                 if f.kind != "loss_shift" or all(g.kind != "loss_shift" or g.epoch != f.epoch for g in findings[:k])]
     unstable = any(f.kind in ("divergence", "oscillation", "nonfinite") and f.is_problem for f in findings)
     # Flat since a divergence or a NaN: their consequence, said once.
-    return [f for f in findings if not (unstable and f.kind in ("plateau", "not_learning"))]
+    flat = any(f.kind == "plateau" for f in findings)  # a plateau's advice says it: not twice
+    return [f for f in findings if not (unstable and f.kind in ("plateau", "not_learning"))
+            and not (flat and f.kind == "not_learning" and f.evidence.get("learned") is False)]
 
 
 def by_level(findings: Sequence[Finding]) -> tuple[list[Finding], list[Finding]]:
@@ -808,7 +852,7 @@ def diagnose(
         _data_bound(rows),
         _exploding(with_tail),
         *_vanishing(healthy, train),  # after a divergence or a NaN, small gradients are its consequence
-        _not_learning(rows, train),  # the state at the end, after any trouble
+        _not_learning(rows, train, objective_column, mode),  # the state at the end, after any trouble
     ]
     findings = [_explained(f, with_tail, train, objective_column, mode, kept_epochs) for f in found if f is not None]
     findings = _one_story(findings)
