@@ -148,8 +148,8 @@ def to_html(runs: Sequence[Run], *, title: str = "monitor report") -> str:
     """
     runs = list(runs)
     table = compare(runs).drop(columns="path")
-    for column in table.select_dtypes(include="object").columns:  # None (no seed) as the text shows it: '-'
-        table[column] = table[column].map(lambda v: "-" if v is None else v)
+    for column in table.select_dtypes(include=["object", "str"]).columns:  # no value (no seed) as the text shows it
+        table[column] = table[column].astype(object).where(table[column].notna(), "-")
     parts = [
         "<!DOCTYPE html>",
         f'<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">'
