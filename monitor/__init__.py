@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from monitor.core.version import VERSION as __version__
 
 # Public name -> the module that defines it. Static: nothing is discovered at run time.
 _EXPORTS = {

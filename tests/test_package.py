@@ -35,20 +35,28 @@ def test_reviewing_runs_imports_neither_torch_nor_ignite():
     assert out.strip() == "[]"
 
 
+def _is_type_checking(node):
+    return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+
+
 def module_imports(path, *, type_checking=True):
-    """Top-level (not function-local) imports of the file at ``path``, as module names; with those
+    """Every import of the file at ``path`` (top-level and function-local), as module names; with those
     under ``if TYPE_CHECKING:`` unless ``type_checking`` is False."""
-    tree = ast.parse(path.read_text())
     names = set()
-    for node in tree.body:
-        if isinstance(node, ast.If) and not type_checking:
-            continue
-        nodes = node.body if isinstance(node, ast.If) else [node]
-        for inner in nodes:
-            if isinstance(inner, ast.Import):
-                names |= {a.name for a in inner.names}
-            elif isinstance(inner, ast.ImportFrom) and inner.module:
-                names.add(inner.module)
+
+    def visit(node):
+        if _is_type_checking(node) and not type_checking:
+            for inner in node.orelse:
+                visit(inner)
+            return
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(path.read_text()))
     return names
 
 
@@ -73,7 +81,8 @@ def test_imports_point_down_the_layers():
 def test_no_import_cycles():
     modules = {".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__"): p
                for p in PACKAGE.rglob("*.py")}
-    graph = {m: {i for i in module_imports(p) if i in modules and i != m and i != "monitor"} for m, p in modules.items()}
+    graph = {m: {i for i in module_imports(p, type_checking=False) if i in modules and i != m and i != "monitor"}
+             for m, p in modules.items()}
 
     def visit(module, path):
         for nxt in graph[module]:

@@ -33,6 +33,7 @@ from monitor.handlers.signals import GracefulStop
 from monitor.handlers.step import StepWork
 from monitor.handlers.stopping import EarlyStoppingHandler
 from monitor.runtime.distributed import is_main_process, leave_together
+from monitor.runtime.versions import library_versions
 from monitor.store.history import rows_digest
 from monitor.store.layout import RunPaths, parse_checkpoint_name
 from monitor.store.lock import RunLock
@@ -221,7 +222,7 @@ class Monitor:
         layout = {} if order is None or order.layout is None else {"layout": order.layout}
         if order is not None and order.change is not None:
             layout["layout_change"] = order.change
-        self.record.start_segment(self.plan.from_epoch, self.config, **layout)
+        self.record.start_segment(self.plan.from_epoch, self.config, library_versions(), **layout)
         self.status, self.stop_reason, self.error = RunStatus.RUNNING, None, None
         self._write_record()
         # run.json on disk before the first history row (written at once): a run read while it

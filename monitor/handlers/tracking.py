@@ -30,7 +30,8 @@ from ignite.engine import Engine, Events
 from monitor.core._position import run_iteration
 from monitor.handlers.part import PartContext
 from monitor.runtime.distributed import is_main_process
-from monitor.store.record import library_versions, read_record
+from monitor.runtime.versions import library_versions
+from monitor.store.record import read_record
 
 __all__ = ["MLflow", "Tracker"]
 

@@ -114,8 +114,8 @@ def on_main_process(func: Callable[[], T]) -> T:
 
 
 def _error_types() -> dict[str, type[Exception]]:
-    # Imported here: lock and rundir import this module's users, not the other way round.
-    from monitor.compose.rundir import CheckpointError
+    # Imported here: checkpoint_io imports this module.
+    from monitor.runtime.checkpoint_io import CheckpointError
     from monitor.store.lock import RunDirectoryBusy
 
     builtin = (ValueError, TypeError, KeyError, PermissionError, FileNotFoundError, OSError, RuntimeError)

@@ -1,6 +1,6 @@
 """History: one row per validation run in ``history.csv``; crash-safe appends, truncation on resume.
 
-Pure Python (the csv module); :meth:`History.to_dataframe` imports pandas only when called.
+Pure Python (the csv module); the review reads it into pandas (``monitor.load_run(run_dir).history``).
 """
 from __future__ import annotations
 
@@ -12,12 +12,9 @@ import shutil
 import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from monitor.store._io import atomic_write_text
-
-if TYPE_CHECKING:
-    import pandas
 
 __all__ = ["History", "complete_rows_text", "read_history_rows", "raw_rows", "rows_digest", "compare_rows",
            "TIMING_COLUMNS", "is_evidence_column"]
@@ -148,7 +145,6 @@ class History:
             history = History(run_dir / "history.csv")
             history.append({"epoch": 1, "iteration": 55, "val_loss": 0.41, "is_best": True})
             history.truncate(after_epoch=0)      # on resume: drop rows of work being redone
-            df = history.to_dataframe()          # pandas, one row per epoch
     """
 
     def __init__(self, path: Path | str) -> None:
@@ -253,12 +249,6 @@ class History:
     def _set_last(self, row: Mapping[str, Any] | None) -> None:
         self.last_epoch = int(row["epoch"]) if row else 0
         self.last_iteration = int(row["iteration"]) if row and row.get("iteration") is not None else 0
-
-    def to_dataframe(self) -> pandas.DataFrame:
-        """The history as a ``pandas.DataFrame``, one row per epoch."""
-        import pandas
-
-        return pandas.DataFrame(self.read_rows(), columns=self.columns or list(_LEADING))
 
     def _line(self, row: Mapping[str, Any]) -> str:
         buffer = io.StringIO()

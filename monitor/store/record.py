@@ -24,7 +24,6 @@ __all__ = [
     "write_record",
     "record_text",
     "now_iso",
-    "library_versions",
 ]
 
 FORMAT_VERSION = 1
@@ -69,22 +68,6 @@ def write_record(run_dir: str | Path, record: dict[str, Any] | str) -> None:
     atomic_write_text(Path(run_dir) / RECORD_NAME, record if isinstance(record, str) else record_text(record))
 
 
-def library_versions() -> dict[str, str]:
-    """Versions of Python, torch, ignite and monitor, for the record."""
-    import ignite
-    import torch
-
-    from monitor import __version__
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "ignite": ignite.__version__,
-        "monitor": __version__,
-        "platform": sys.platform,
-    }
-
-
 class RunRecord:
     """What ``run.json`` holds, and its lifecycle: a segment per start or resume, updates as the run
     goes, the status at its end. Writing is the caller's (``text()`` now, written later, in order).
@@ -120,13 +103,15 @@ class RunRecord:
         """The run ended (completed, early-stopped, diverged): a resume trains nothing."""
         return self.status is not None and self.status.is_finished
 
-    def start_segment(self, from_epoch: int, config: Mapping[str, Any], **fields: Any) -> None:
-        """A start or resume: a new segment (with ``fields``), the config and library versions, status
-        ``running``."""
+    def start_segment(self, from_epoch: int, config: Mapping[str, Any], versions: Mapping[str, str] | None = None,
+                      **fields: Any) -> None:
+        """A start or resume: a new segment (with ``fields``), the config and the library ``versions``
+        (handed in by the layer that knows them), status ``running``."""
         segment = {"started": now_iso(), "from_epoch": from_epoch, **fields}
         self.data.setdefault("started", segment["started"])
         self.data.setdefault("segments", []).append(segment)
-        self.data.update(config, versions=library_versions())
+        self.data.update(config, versions={"python": platform.python_version(), "platform": sys.platform,
+                                           **(versions or {})})
         self.update(status=RunStatus.RUNNING, stop_reason=None, error=None)
 
     def update(self, *, status: RunStatus | None = None, stop_reason: StopReason | None = None,
