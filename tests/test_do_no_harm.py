@@ -74,6 +74,8 @@ def test_a_model_that_never_learns_is_told_to_check_its_data_not_its_rate():
     assert diagnose(converged, objective_column="val_loss", mode="min") == []
     learning = [{**row, "val_loss": 0.695 - 0.01 * k} for k, row in enumerate(rows)]  # its objective improves
     assert diagnose(learning, objective_column="val_loss", mode="min") == []
+    vanishing = [{**row, "train_grad_norm": 1.0, "train_grad_norm_first": 1e-5} for row in rows]  # the cause, said
+    assert [f.kind for f in diagnose(vanishing, objective_column="val_loss", mode="min")] == ["vanishing_gradients"]
 
 
 def test_trouble_in_the_first_epoch_names_no_checkpoint_after_the_damage():

@@ -712,14 +712,16 @@ def _explained(
 
 def _one_story(findings: list[Finding]) -> list[Finding]:
     """The findings reconciled: a loss that rose (an oscillation or divergence) is not also a plateau,
-    and a rise the objective did not confirm (a ``loss_shift``) is not also an oscillation."""
+    a rise the objective did not confirm (a ``loss_shift``) is not also an oscillation, and a model
+    that never learned is said once, by its plateau or its vanishing gradients where either is found."""
     shifts = {f.epoch for f in findings if f.kind == "loss_shift"}
     findings = [f for f in findings if not (f.kind == "oscillation" and f.epoch in shifts)]
     findings = [f for k, f in enumerate(findings)  # the divergence rule and the rise rule may both see a shift
                 if f.kind != "loss_shift" or all(g.kind != "loss_shift" or g.epoch != f.epoch for g in findings[:k])]
     unstable = any(f.kind in ("divergence", "oscillation", "nonfinite") and f.is_problem for f in findings)
     # Flat since a divergence or a NaN: their consequence, said once.
-    flat = any(f.kind == "plateau" for f in findings)  # a plateau's advice says it: not twice
+    # A plateau's advice says it, and vanishing gradients are why it learns nothing: not twice.
+    flat = any(f.kind in ("plateau", "vanishing_gradients") for f in findings)
     return [f for f in findings if not (unstable and f.kind in ("plateau", "not_learning"))
             and not (flat and f.kind == "not_learning" and f.evidence.get("learned") is False)]
 
