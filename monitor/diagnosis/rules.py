@@ -93,8 +93,10 @@ exploding_gradients    ``train_grad_norm`` (from the 4th validation) or ``train_
                        of the first 3 validations' ``train_grad_norm``: two orders of magnitude,
                        where a healthy run's norms change by a few times. In those first 3
                        validations a step is also judged against the run's first step's norm
-                       (``train_grad_norm_start``): a blow-up in epoch 1 (an RNN without clipping)
-                       raises that epoch's mean with it, and there is no earlier epoch. Premise:
+                       (``train_grad_norm_start``), at 1000x: a blow-up in epoch 1 (an RNN without
+                       clipping) raises that epoch's mean with it, and there is no earlier epoch;
+                       a fine-tune's first batch may be an easy one (a hard one's norm 191x it,
+                       with batches of 8), hence the third order of magnitude. Premise:
                        the first validations (or the first step) are healthy. Breaks on a run
                        whose gradients are huge from the start (a bad initialisation: nothing to
                        compare with) and on losses scaled up on purpose (AMP's scaler: use the
@@ -215,6 +217,9 @@ RISE = 1.5
 # EXPLODING_EARLY validations' means; in those validations, also the run's first step's norm).
 EXPLODING = 100
 EXPLODING_EARLY = 3
+# ... and against the run's first step's norm, in those first validations: a weaker reference (a fine-tune's
+# first batch may be an easy one for a converged model, 191x under a hard one's with batches of 8).
+EXPLODING_FROM_START = 1000
 # A rollback is judged by the objective over this many validations after it: back to its best from
 # before the trouble (within OBJECTIVE_HOLDS) is "undone"; fewer validations cannot tell.
 RECOVERY_VALIDATIONS = 3
@@ -527,7 +532,7 @@ def _exploding(rows: Sequence[Mapping[str, Any]]) -> Finding | None:
         # In the first validations, whose own steps make the early median, a step is also judged against the
         # run's first step: a blow-up in the first epoch raises that epoch's mean with it.
         if starts and i < EXPLODING_EARLY and step is not None and not math.isnan(step) and \
-                step >= EXPLODING * starts[0]:
+                step >= EXPLODING_FROM_START * starts[0]:
             return _finding("exploding_gradients", rows, i, column="train_grad_norm_max", first_step=starts[0],
                             value=step, ratio=step / starts[0])
         for column, v in (("train_grad_norm_max", step), ("train_grad_norm", means.get(i))):
