@@ -183,7 +183,7 @@ def test_a_gradient_that_blows_up_in_the_first_epoch_is_judged_against_the_runs_
     (finding,) = diagnose(rows, objective_column="val_loss", mode="min")
     assert (finding.kind, finding.epoch, finding.evidence["first_step"]) == ("exploding_gradients", 1, 1.5)
     assert "No checkpoint from before it is kept" in finding.advice  # nothing healthy on disk before epoch 1
-    rows = history([0.7, 0.6], train_grad_norm=[3.0, 3.0], train_grad_norm_max=[40.0, 380.0],
+    rows = history([0.7, 0.6], train_grad_norm=[5.0, 5.0], train_grad_norm_max=[40.0, 380.0],
                    train_grad_norm_start=[2.0, 2.0])
     assert kinds(rows) == []  # 190x the first step: a fine-tune's hard batch against an easy first one
 
