@@ -114,7 +114,8 @@ loss_shift             a *note*: a divergence (a) or an oscillation's rise that 
                        changed (a curriculum, an augmentation or mixup switched on); nothing to
                        undo, and Recovery does not act on it. Breaks on an objective that cannot
                        see the damage (a metric saturated at its best).
-not_learning           the last 5 validations' training loss within 1% of their mean and at least
+not_learning           the last 5 validations' training loss within 1% of their mean (and not
+                       down by 1% from the first of them to the last: a slow fall is learning) and at least
                        half the run's first step loss (a constant prediction), after the run had
                        learned (a loss 10% lower before): a model that stopped learning (dead
                        units after a rate too high, a rollback that did not help). Or one that
@@ -576,7 +577,8 @@ def _not_learning(rows: Sequence[Mapping[str, Any]], train: str, objective: str 
         return None
     mean = statistics.fmean(v for _, v in tail)
     flat = all(abs(v - mean) <= NOT_LEARNING_SPREAD * mean for _, v in tail)
-    if not flat or mean < NOT_LEARNING_LEVEL * starts[0]:
+    falling = tail[0][1] - tail[-1][1] > NOT_LEARNING_SPREAD * mean  # slowly, but learning (a weak signal)
+    if not flat or falling or mean < NOT_LEARNING_LEVEL * starts[0]:
         return None
     start = len(values) - NOT_LEARNING_VALIDATIONS  # where the flat stretch began, among the values
     while start > 0 and math.isfinite(values[start - 1][1]) and \
