@@ -40,9 +40,9 @@ _EXPORTS = {
     "Checkpoints": "monitor.compose.settings",
     "Console": "monitor.compose.settings",
     "Record": "monitor.compose.settings",
-    "Part": "monitor.handlers.part",
-    "PartContext": "monitor.handlers.part",
-    "GradNorm": "monitor.handlers.outputs",
+    "Part": "monitor.parts.base",
+    "PartContext": "monitor.parts.base",
+    "GradNorm": "monitor.parts.grad_norm",
     "EarlyStoppingHandler": "monitor.handlers.stopping",
     "HistoryRecorder": "monitor.handlers.history",
     "TrainLoss": "monitor.handlers.loss",
@@ -55,17 +55,17 @@ _EXPORTS = {
     "attach_tensorboard": "monitor.handlers.tensorboard",
     "attach_train_loss": "monitor.handlers.loss",
     "attach_validation": "monitor.handlers.validation",
-    "LROnPlateau": "monitor.handlers.plateau",
-    "attach_grad_norm": "monitor.handlers.outputs",
-    "attach_lr_on_plateau": "monitor.handlers.plateau",
-    "Recovery": "monitor.handlers.recovery",
+    "LROnPlateau": "monitor.parts.plateau",
+    "attach_grad_norm": "monitor.parts.grad_norm",
+    "attach_lr_on_plateau": "monitor.parts.plateau",
+    "Recovery": "monitor.parts.recovery",
     "SkipStep": "monitor.runtime.skip",
-    "MLflow": "monitor.handlers.tracking",
-    "Tracker": "monitor.handlers.tracking",
-    "OptunaPruning": "monitor.handlers.sweep",
+    "MLflow": "monitor.parts.tracking",
+    "Tracker": "monitor.parts.tracking",
+    "OptunaPruning": "monitor.parts.sweep",
 }
 # Submodules reachable as attributes (``monitor.store.manifest.Manifest``) without importing them first.
-_SUBMODULES = ("compose", "core", "diagnosis", "handlers", "review", "runtime", "store")
+_SUBMODULES = ("compose", "core", "diagnosis", "handlers", "parts", "review", "runtime", "store")
 
 __all__ = [
     "__version__",
@@ -149,16 +149,16 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
     from monitor.handlers.checkpoint import DurableDiskSaver, attach_best_checkpoint, attach_last_checkpoint
     from monitor.handlers.history import HistoryRecorder, attach_history
     from monitor.handlers.loss import TrainLoss, attach_train_loss
-    from monitor.handlers.outputs import GradNorm, attach_grad_norm
-    from monitor.handlers.part import Part, PartContext
-    from monitor.handlers.plateau import LROnPlateau, attach_lr_on_plateau
     from monitor.handlers.progress import attach_progress_bar
-    from monitor.handlers.recovery import Recovery
     from monitor.handlers.stopping import EarlyStoppingHandler, attach_early_stopping
-    from monitor.handlers.sweep import OptunaPruning
     from monitor.handlers.tensorboard import attach_tensorboard
-    from monitor.handlers.tracking import MLflow, Tracker
     from monitor.handlers.validation import attach_validation
+    from monitor.parts.base import Part, PartContext
+    from monitor.parts.grad_norm import GradNorm, attach_grad_norm
+    from monitor.parts.plateau import LROnPlateau, attach_lr_on_plateau
+    from monitor.parts.recovery import Recovery
+    from monitor.parts.sweep import OptunaPruning
+    from monitor.parts.tracking import MLflow, Tracker
     from monitor.review.events import read_scalars
     from monitor.review.html import to_html
     from monitor.review.load import Run, RunDirectoryError, diagnose, load_run

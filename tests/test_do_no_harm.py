@@ -140,7 +140,7 @@ def test_a_rollback_after_which_the_model_learns_nothing_is_not_called_undone():
     lambda o: torch.optim.lr_scheduler.LambdaLR(o, lambda step: 1 / (1 + step)),
 ], ids=["ReduceLROnPlateau", "CyclicLR", "OneCycleLR", "LambdaLR"])
 def test_a_rate_cut_scales_every_schedule_so_it_never_comes_back(make):
-    from monitor.handlers.recovery import _scale_schedule
+    from monitor.parts.recovery import _scale_schedule
 
     def rates(cut):
         optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.9)
@@ -163,7 +163,7 @@ def test_a_rate_cut_scales_every_schedule_so_it_never_comes_back(make):
 def test_a_rollback_whose_objective_never_comes_back_is_tried_again_then_stops_as_recovery_failed(tmp_path):
     from ignite.engine import Events
 
-    from tests.handlers.test_recovery import setup
+    from tests.parts.test_recovery import setup
 
     s = setup(faults={40: "huge"})  # a spike in epoch 3 (16 steps an epoch)
     scores = [0.5, 0.4] + [0.9] * 10  # and the objective never comes back to 0.4 after it
@@ -206,7 +206,7 @@ def _scheduled(kind):
 def _train_scheduled(run_dir, kind, *, crash_at=None, resume=False):
     from ignite.engine import Events
 
-    from tests.handlers.test_recovery import setup
+    from tests.parts.test_recovery import setup
     from tests.runs import raise_at, run_or_crash
 
     s = setup(faults={40: "nan"})  # a NaN at iteration 40, in epoch 3 (16 steps an epoch)

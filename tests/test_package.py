@@ -15,7 +15,8 @@ LAYERS = {
     "diagnosis": {"core", "store"},
     "runtime": {"core", "store"},
     "handlers": {"core", "store", "diagnosis", "runtime"},
-    "compose": {"core", "store", "diagnosis", "runtime", "handlers"},
+    "parts": {"core", "store", "diagnosis", "runtime", "handlers"},
+    "compose": {"core", "store", "diagnosis", "runtime", "handlers", "parts"},
     "review": {"core", "store", "diagnosis"},
 }
 STDLIB_ONLY = {"core", "store", "diagnosis"}

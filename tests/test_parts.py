@@ -1,4 +1,4 @@
-"""Contract test over every optional part in monitor.handlers, found by looking: it follows the Part
+"""Contract test over every optional part in monitor.parts, found by looking: it follows the Part
 protocol, attaches through attach_monitoring(parts=[...]), records its settings in run.json, is in
 the last checkpoint under its key, and a run stopped and resumed ends as the same run uninterrupted."""
 import importlib
@@ -12,7 +12,7 @@ import pytest
 import torch
 from ignite.engine import Events
 
-import monitor.handlers
+import monitor.parts
 from monitor import (
     Checkpoints,
     Console,
@@ -81,10 +81,10 @@ def same_state(a, b):
 
 def discovered_parts():
     found = set()
-    for info in pkgutil.iter_modules(monitor.handlers.__path__):
-        module = importlib.import_module(f"monitor.handlers.{info.name}")
+    for info in pkgutil.iter_modules(monitor.parts.__path__):
+        module = importlib.import_module(f"monitor.parts.{info.name}")
         for _, cls in inspect.getmembers(module, inspect.isclass):
-            if cls.__module__ == module.__name__ and isinstance(getattr(cls, "key", None), str) and hasattr(cls, "attach"):
+            if cls.__module__ == module.__name__ and issubclass(cls, Part) and cls is not Part:
                 found.add(cls)
     return found
 
@@ -145,3 +145,38 @@ def test_lr_on_plateau_as_a_part_cuts_the_rate(tmp_path):
     run(tmp_path / "run", LROnPlateau(patience=1, factor=0.5), max_epochs=8)
     rates = pd.read_csv(tmp_path / "run" / "history.csv")["lr"]
     assert rates.iloc[-1] < rates.iloc[0]
+
+
+class CountSteps(Part):
+    """A part written with only what it must: a key and attach."""
+
+    key = "count_steps"
+
+    def __init__(self):
+        self.steps = 0
+
+    def attach(self, context):
+        context.on_step(self.step)
+
+    def step(self, trainer):
+        self.steps += 1
+
+
+def test_a_part_with_only_a_key_and_attach_runs_and_resumes(tmp_path):
+    part = CountSteps()
+    run(tmp_path / "run", part, max_epochs=2)
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert part.steps == 2 * 4 and record["count_steps"] == {} and record["status"] == "completed"
+    run(tmp_path / "run", CountSteps(), max_epochs=3, resume=True)  # its empty state is saved and loaded
+
+
+@pytest.mark.parametrize("part, error, message", [
+    (object(), TypeError, r"subclasses of monitor.Part, with a key and attach\), got <object object .*> \(object\)"),
+    (type("NoKey", (Part,), {"attach": lambda self, context: None})(), ValueError,
+     "Part NoKey should set key to a name .* got ''"),
+    (type("NoAttach", (Part,), {"key": "no_attach"})(), NotImplementedError, r"NoAttach should define attach\(context\)"),
+])
+def test_a_part_missing_what_it_must_have_is_refused_by_name(tmp_path, part, error, message):
+    with pytest.raises(error, match=message):
+        run(tmp_path / "run", part, max_epochs=1)
+    assert not (tmp_path / "run").exists()  # nothing left behind

@@ -27,7 +27,6 @@ from monitor.handlers.loss import attach_train_loss
 from monitor.handlers.lr import LearningRates
 from monitor.handlers.model_check import attach_model_watch, check_model_is_stepped
 from monitor.handlers.outputs import attach_throughput, attach_train_outputs
-from monitor.handlers.part import Part, PartContext
 from monitor.handlers.progress import attach_epoch_log, attach_progress_bar
 from monitor.handlers.rng import RNGState, engine_state
 from monitor.handlers.signals import attach_graceful_stop, attach_time_limit
@@ -35,6 +34,7 @@ from monitor.handlers.step import StepWork
 from monitor.handlers.stopping import EarlyStoppingHandler
 from monitor.handlers.tensorboard import attach_tensorboard
 from monitor.handlers.validation import attach_validation
+from monitor.parts.base import Part, PartContext
 from monitor.runtime.distributed import is_main_process, on_main_process
 from monitor.store.layout import RunPaths
 from monitor.store.lock import RunLock
@@ -119,7 +119,7 @@ def attach_monitoring(
         console: a :class:`~monitor.Console` (``log_every``, the progress bar's ``tqdm_kwargs``).
         record: a :class:`~monitor.Record` (``hparams``, ``seed``) for ``run.json``; the library never seeds.
         parts: optional parts (:class:`~monitor.LROnPlateau`, :class:`~monitor.GradNorm`, your own:
-            see :mod:`monitor.handlers.part`); each is in the last checkpoint under its ``key``.
+            see :mod:`monitor.parts.base`); each is in the last checkpoint under its ``key``.
         validate_on: trainer event running validation. Default ``Events.EPOCH_COMPLETED``.
         max_time: training time (``timedelta`` or seconds, summed over resumed segments) after which
             the run stops with a checkpoint, status ``interrupted``, stop reason ``time_limit``;
@@ -190,9 +190,7 @@ def attach_monitoring(
                           optimizer=first_optimizer, step_work=step.first, to_save_keys=tuple(to_save),
                           check_work=step.checks, run_dir=Path(run_dir), resume=resume)
     for part in parts:
-        check = getattr(part, "check", None)
-        if callable(check):
-            check(context)
+        part.check(context)
     train_loss = attach_train_loss(trainer, check_every=log_every, step=step)
     attach_validation(trainer, evaluator, val_loader, event=validate_on)
     lock = RunLock(run_dir)
@@ -345,7 +343,7 @@ def _refuse_removed(removed: Mapping[str, Any]) -> None:
 
 
 def _check_parts(parts: Sequence[Any], to_save: Mapping[str, Any]) -> list[Part]:
-    """``parts`` as a list, each following the :class:`~monitor.handlers.part.Part` protocol, under a key
+    """``parts`` as a list, each following the :class:`~monitor.parts.base.Part` protocol, under a key
     of its own."""
     if isinstance(parts, (str, bytes)) or not isinstance(parts, Sequence):
         raise TypeError(f"Argument parts should be a list of parts (e.g. [LROnPlateau()]), got {parts!r}.")
@@ -355,10 +353,11 @@ def _check_parts(parts: Sequence[Any], to_save: Mapping[str, Any]) -> list[Part]
             raise TypeError(f"Argument parts should hold parts (instances), got the class {part.__name__}; pass "
                             f"{part.__name__}(...).")
         if not isinstance(part, Part):
-            raise TypeError(
-                f"Argument parts should hold parts (key, attach, config, columns, state_dict, load_state_dict; see "
-                f"monitor.handlers.part), got {part!r}."
-            )
+            raise TypeError(f"Argument parts should hold parts (subclasses of monitor.Part, with a key and attach), "
+                            f"got {part!r} ({type(part).__name__}).")
+        if not isinstance(part.key, str) or not part.key.isidentifier():
+            raise ValueError(f"Part {type(part).__name__} should set key to a name (its entry in the checkpoint and "
+                             f"run.json, e.g. 'count_steps'), got {part.key!r}.")
         if part.key in RESERVED_KEYS or part.key in to_save or part.key in keys:
             raise ValueError(
                 f"Argument parts has a part whose key {part.key!r} is taken (by monitor, to_save or another part); "

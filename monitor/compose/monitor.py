@@ -32,6 +32,7 @@ from monitor.handlers.lr import LearningRates
 from monitor.handlers.signals import GracefulStop
 from monitor.handlers.step import StepWork
 from monitor.handlers.stopping import EarlyStoppingHandler
+from monitor.parts.base import Part
 from monitor.runtime.distributed import is_main_process, leave_together
 from monitor.runtime.versions import library_versions
 from monitor.store.history import rows_digest
@@ -116,7 +117,7 @@ class Monitor:
         files: RunFiles,
         plan: ResumePlan,
         handlers: Handlers,
-        parts: Sequence[Any] = (),
+        parts: Sequence[Part] = (),
         restore_best: torch.nn.Module | None = None,
     ) -> None:
         self.trainer = trainer
@@ -308,8 +309,8 @@ class Monitor:
         if self.early_stopping is not None and self.early_stopping.stop_reason is not None:
             return self.early_stopping.stop_reason
         for part in self.parts:  # e.g. Recovery, out of attempts
-            if getattr(part, "stop_reason", None) is not None:
-                return part.stop_reason  # type: ignore[no-any-return]
+            if part.stop_reason is not None:
+                return part.stop_reason
         return self.train_loss.stop_reason
 
     def _why_it_ended(self, error: BaseException | None = None) -> StopReason:
@@ -376,12 +377,10 @@ class Monitor:
             self.tensorboard.writer.flush()
         self._restore_best_weights(after_error)
         for part in self.parts:  # a tracker logs the outcome, now that it is recorded
-            ended = getattr(part, "ended", None)
-            if callable(ended):
-                try:
-                    ended(self)
-                except Exception as e:  # a part's report never changes how the run ended
-                    logger.error("Part %r could not report the end of the run: %s", part.key, e)
+            try:
+                part.ended(self)
+            except Exception as e:  # a part's report never changes how the run ended
+                logger.error("Part %r could not report the end of the run: %s", part.key, e)
         best = (f"no best value of {self.objective.column}" if self.best.best_value is None else
                 f"best {self.objective.column}={self.best.best_value:.6g} at epoch {self.best.best_epoch}")
         logger.info(
@@ -439,9 +438,7 @@ class Monitor:
     def _part_records(self) -> None:
         """The fields the parts keep in ``run.json`` (Recovery: ``recoveries``), as they are now."""
         for part in self.parts:
-            record = getattr(part, "record", None)
-            if callable(record):
-                self.record.update(**dict(record()))
+            self.record.update(**dict(part.record()))
 
     def _write_record(self, _: Engine | None = None, *, now: bool = False) -> None:
         """Update ``run.json``: through the writer, after the files it names, or ``now`` (at the end)."""

@@ -9,7 +9,6 @@ from monitor.handlers.checkpoint import (
 from monitor.handlers.history import HistoryRecorder, attach_history
 from monitor.handlers.loss import TrainLoss, attach_train_loss
 from monitor.handlers.lr import LearningRates
-from monitor.handlers.plateau import LROnPlateau, attach_lr_on_plateau
 from monitor.handlers.progress import attach_epoch_log, attach_progress_bar
 from monitor.handlers.rng import RNGState
 from monitor.handlers.stopping import EarlyStoppingHandler, attach_early_stopping
@@ -21,7 +20,6 @@ __all__ = [
     "DurableDiskSaver",
     "EarlyStoppingHandler",
     "HistoryRecorder",
-    "LROnPlateau",
     "LearningRates",
     "RNGState",
     "TrainLoss",
@@ -31,7 +29,6 @@ __all__ = [
     "attach_epoch_log",
     "attach_history",
     "attach_last_checkpoint",
-    "attach_lr_on_plateau",
     "attach_progress_bar",
     "attach_restore_best",
     "attach_tensorboard",

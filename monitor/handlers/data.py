@@ -16,7 +16,7 @@ instead (each worker's random state, seeded from the loader's base seed, advance
 it loads: random augmentation in workers then resumes exactly); persistent workers, whose state
 carries over epochs, cannot be replayed, and that is said at resume. A resume on another layout
 (number of processes, batch a process) continues the interrupted epoch with its samples not yet
-trained, each once (:mod:`monitor.handlers.elastic`), and renumbers Ignite's iteration for the new
+trained, each once (:mod:`monitor.runtime.elastic`), and renumbers Ignite's iteration for the new
 epoch length (the history keeps counting steps: ``run_iteration``). Other data (a list, a
 generator, an ``IterableDataset``) cannot be replayed: resume then continues from the last completed
 epoch, and this is said once when training starts.
@@ -46,7 +46,10 @@ from torch.utils.data import (
 from torch.utils.data.distributed import DistributedSampler
 
 from monitor.core._position import done_in_epoch, is_mid_epoch
-from monitor.handlers.elastic import (
+from monitor.handlers.outputs import Throughput
+from monitor.handlers.rng import _from_json, _to_json, capture_rng, capture_rng_objects, restore_rng, rng_state
+from monitor.runtime.distributed import gather_json
+from monitor.runtime.elastic import (
     cannot_draw,
     deal,
     distributed_order,
@@ -56,9 +59,6 @@ from monitor.handlers.elastic import (
     share_of,
     steps_to_deal,
 )
-from monitor.handlers.outputs import Throughput
-from monitor.handlers.rng import _from_json, _to_json, capture_rng, capture_rng_objects, restore_rng, rng_state
-from monitor.runtime.distributed import gather_json
 
 __all__ = ["DataOrder", "attach_data_order"]
 

@@ -24,7 +24,7 @@ class StepWork:
     1. ``first``: the parts' own work (e.g. gradient norms added to the step's output);
     2. ``every_step``: the loss and output sums, the throughput clock;
     3. ``checks`` (every ``log_every`` iterations and at an epoch's last one; empty unless a part
-       asks): e.g. :class:`~monitor.handlers.recovery.Recovery` judging the steps since the last check,
+       asks): e.g. :class:`~monitor.parts.recovery.Recovery` judging the steps since the last check,
        before monitor's own NaN check can stop the run;
     4. ``every_log`` (every ``log_every`` iterations): the NaN check, TensorBoard's ``train/loss``;
     5. ``last``: the stop request, the time limit, the checkpoint cadence (which may save here).

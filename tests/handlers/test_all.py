@@ -1,4 +1,4 @@
-"""Contract test over every stateful handler in monitor.handlers, found by looking (as skorch's test_all
+"""Contract test over every stateful handler in monitor.handlers and monitor.parts, found by looking (as skorch's test_all
 finds its callbacks): state_dict holds plain types, and a new instance loaded from it at any point takes
 the same decisions as the original would have, the stop included."""
 import importlib
@@ -22,26 +22,28 @@ from ignite.engine.deterministic import DeterministicEngine, _set_rng_states
 from torch.utils.data import DataLoader, TensorDataset
 
 import monitor.handlers
+import monitor.parts
 from monitor import Objective
 from monitor.handlers.best import BestTracker
 from monitor.handlers.data import DataOrder, _ReplayableLoader
 from monitor.handlers.history import HistoryRecorder
 from monitor.handlers.loss import TrainLoss
 from monitor.handlers.outputs import TrainOutputs
-from monitor.handlers.plateau import LROnPlateau
 from monitor.handlers.rng import DeterministicEngineState, RNGState
 from monitor.handlers.stopping import EarlyStoppingHandler
+from monitor.parts.plateau import LROnPlateau
 from monitor.store.history import TIMING_COLUMNS, History
 from tests.conftest import stub_engine
 
 
 def discovered_handlers():
     found = set()
-    for info in pkgutil.iter_modules(monitor.handlers.__path__):
-        module = importlib.import_module(f"monitor.handlers.{info.name}")
-        for _, cls in inspect.getmembers(module, inspect.isclass):
-            if issubclass(cls, Serializable) and cls.__module__.startswith("monitor.handlers."):
-                found.add(cls)
+    for package in (monitor.handlers, monitor.parts):
+        for info in pkgutil.iter_modules(package.__path__):
+            module = importlib.import_module(f"{package.__name__}.{info.name}")
+            for _, cls in inspect.getmembers(module, inspect.isclass):
+                if issubclass(cls, Serializable) and cls.__module__ == module.__name__:
+                    found.add(cls)
     return found
 
 

@@ -10,8 +10,8 @@ from ignite.engine import Events
 import monitor
 from monitor import Checkpoints, LROnPlateau, Objective, attach_monitoring
 from monitor.handlers.best import BestTracker
-from monitor.handlers.plateau import attach_lr_on_plateau
 from monitor.handlers.stopping import EarlyStoppingHandler
+from monitor.parts.plateau import attach_lr_on_plateau
 from tests.conftest import EpochMetric, stub_engine, tiny_setup
 
 # 0.88 after 0.90 is below the threshold of 0.05: no improvement, for early stopping and the LR alike.

@@ -2,7 +2,7 @@
 import pytest
 from torch.utils.data.distributed import DistributedSampler
 
-from monitor.handlers.elastic import deal, distributed_order, steps_to_deal
+from monitor.runtime.elastic import deal, distributed_order, steps_to_deal
 
 
 @pytest.mark.parametrize(("size", "processes", "batch"), [(100, 3, 7), (99, 3, 33), (10, 4, 3), (5, 2, 8)])
@@ -30,7 +30,7 @@ def test_one_process_order_drawn_from_a_generator_of_its_own_is_not_taken_as_dra
     import torch
     from torch.utils.data import DataLoader
 
-    from monitor.handlers.elastic import cannot_draw, order_source
+    from monitor.runtime.elastic import cannot_draw, order_source
 
     data = list(range(40))
     own = order_source(DataLoader(data, batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(3)))

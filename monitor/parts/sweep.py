@@ -40,7 +40,7 @@ from ignite.engine import Engine, Events
 
 from monitor.core._position import is_mid_epoch
 from monitor.core.status import StopReason
-from monitor.handlers.part import PartContext
+from monitor.parts.base import Part, PartContext
 from monitor.store.record import read_record
 
 __all__ = ["OptunaPruning"]
@@ -48,7 +48,7 @@ __all__ = ["OptunaPruning"]
 logger = logging.getLogger(__name__)
 
 
-class OptunaPruning:
+class OptunaPruning(Part):
     """A part: report the objective to an Optuna ``trial`` at each epoch's validation; stop the run
     (stop reason ``pruned``) when ``trial.should_prune()``.
 
@@ -134,9 +134,6 @@ class OptunaPruning:
     def config(self) -> dict[str, Any]:
         study = getattr(self.trial, "study", None)
         return {"study": getattr(study, "study_name", None), "trial": getattr(self.trial, "number", None)}
-
-    def columns(self) -> dict[str, Any]:
-        return {}
 
     def _report_earlier_epochs(self, epoch: int) -> None:
         """A trial resuming a folder: the epochs of earlier segments, as they were reported (the best so far

@@ -28,7 +28,7 @@ from typing import Any
 from ignite.engine import Engine, Events
 
 from monitor.core._position import run_iteration
-from monitor.handlers.part import PartContext
+from monitor.parts.base import Part, PartContext
 from monitor.runtime.distributed import is_main_process
 from monitor.runtime.versions import library_versions
 from monitor.store.record import read_record
@@ -113,7 +113,7 @@ def _check_tracking_uri(uri: Any) -> None:
                          f"or be a local folder, got {uri!r}.")
 
 
-class MLflow:
+class MLflow(Part):
     """A part that mirrors the run to an MLflow tracking server (or a local ``mlruns`` folder).
 
     - **params** at the start: the settings ``run.json`` records (objective, early stopping,
@@ -180,9 +180,6 @@ class MLflow:
 
     def config(self) -> dict[str, Any]:
         return {"tracking_uri": self.tracking_uri, "experiment": self.experiment, "run_name": self.run_name}
-
-    def columns(self) -> dict[str, Any]:
-        return {}
 
     def record(self) -> dict[str, Any]:
         """``run.json``'s ``mlflow_run``: the MLflow run this one is mirrored to."""
@@ -309,7 +306,7 @@ class MLflow:
         self.run_id = state_dict.get("run_id")
 
 
-class Tracker:
+class Tracker(Part):
     """A part that feeds each history row to any Ignite logger (a ``BaseLogger``: ClearML, Neptune,
     W&B, Visdom, Polyaxon, MLflow, TensorBoard): the same values as ``history.csv``, under
     ``tag/column``, at step = iteration, through the logger's own output handler on the evaluator.
@@ -346,11 +343,3 @@ class Tracker:
     def config(self) -> dict[str, Any]:
         return {"logger": type(self.logger).__name__, "tag": self.tag}
 
-    def columns(self) -> dict[str, Any]:
-        return {}
-
-    def state_dict(self) -> OrderedDict[str, Any]:
-        return OrderedDict()
-
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        pass

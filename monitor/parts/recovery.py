@@ -69,7 +69,7 @@ from monitor.core._position import done_in_epoch, is_mid_epoch, run_iteration
 from monitor.core.status import StopReason, parse_reason, reason_value
 from monitor.diagnosis import diverging
 from monitor.diagnosis.rules import RECOVERY_VALIDATIONS, as_good
-from monitor.handlers.part import PartContext
+from monitor.parts.base import Part, PartContext
 from monitor.runtime.attached import attached_handlers
 from monitor.runtime.distributed import gather_json
 from monitor.runtime.skip import highest, window_size
@@ -141,7 +141,7 @@ def _scale_schedule(schedule: Any, factor: float) -> None:
         schedule.values = [v * factor for v in values]
 
 
-class Recovery:
+class Recovery(Part):
     """A part that rolls a run back to a good state when the loss goes non-finite, spikes or diverges,
     cuts the rate, skips the batches in between, and trains on (see the module's docstring).
 
@@ -232,9 +232,6 @@ class Recovery:
         return {"spike": self.spike, "window": self.window, "lr_factor": self.lr_factor,
                 "reset_moments": self.reset_moments, "max_attempts": self.max_attempts,
                 "min_progress": self.min_progress, "keep_every": self.keep_every, "max_share": self.max_share}
-
-    def columns(self) -> dict[str, Any]:
-        return {}  # the rollbacks are in run.json's recoveries
 
     def record(self) -> dict[str, Any]:
         """``run.json``'s ``recoveries``."""

@@ -13,14 +13,14 @@ from ignite.engine import Engine, Events
 
 from monitor.core._checks import number_in, positive_int
 from monitor.handlers.best import BestTracker
-from monitor.handlers.part import PartContext
+from monitor.parts.base import Part, PartContext
 
 __all__ = ["LROnPlateau", "attach_lr_on_plateau"]
 
 logger = logging.getLogger(__name__)
 
 
-class LROnPlateau(Serializable):
+class LROnPlateau(Serializable, Part):
     """Multiply the learning rate by ``factor`` after ``patience`` validations without improvement.
 
     What counts as an improvement is :class:`~monitor.handlers.best.BestTracker`'s verdict, the
@@ -46,7 +46,7 @@ class LROnPlateau(Serializable):
     """
 
     _state_dict_all_req_keys = ("improvements", "scheduler")
-    key = "lr_on_plateau"  # a part of attach_monitoring (see monitor.handlers.part)
+    key = "lr_on_plateau"  # a part of attach_monitoring (see monitor.parts.base)
 
     def __init__(
         self, patience: int = 3, *, factor: float = 0.1, cooldown: int = 0, min_lr: float | list[float] = 0.0
@@ -96,9 +96,6 @@ class LROnPlateau(Serializable):
 
     def config(self) -> dict[str, Any]:
         return {"patience": self.patience, "factor": self.factor, "cooldown": self.cooldown, "min_lr": self.min_lr}
-
-    def columns(self) -> dict[str, Any]:
-        return {}  # the cuts show in the lr column
 
     def __call__(self, _: Engine) -> None:
         if self.best is None or self.scheduler is None:

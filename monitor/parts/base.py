@@ -1,35 +1,37 @@
-"""The protocol of an optional part (``attach_monitoring(parts=[...])``) and what it is handed.
+"""Part: the base class of an optional part (``attach_monitoring(parts=[...])``), and what it is handed.
 
-A part is one object that:
+A part is a subclass of :class:`Part` that sets:
 
-- has a ``key``: its entry in the last checkpoint and in ``run.json``'s configuration (unique; not a
-  key of ``to_save`` nor one monitor reserves);
+- ``key``: its entry in the last checkpoint and in ``run.json``'s configuration (unique; not a key of
+  ``to_save`` nor one monitor reserves);
 - ``attach(context)``: registers its handlers on ``context.trainer`` / ``context.evaluator``
   (evaluator ``COMPLETED`` handlers run after monitor's own: best tracking, the history row, the
   log line, TensorBoard, the best checkpoint, early stopping), and its per-step work, if any, with
-  ``context.on_step`` (run first in monitor's one step handler, never as a handler of its own);
+  ``context.on_step`` (run first in monitor's one step handler, never as a handler of its own).
+
+and overrides what it needs of the rest (each does nothing by default):
+
+- ``check(context)``: refuse what it cannot work with (a clear ``ValueError``), before monitor touches
+  the run folder; ``attach`` follows it;
+- ``config()``: its settings as plain types, recorded in ``run.json``;
+- ``columns()``: the columns it adds to each history row;
 - ``state_dict()`` / ``load_state_dict()``: plain types, saved in every last checkpoint and loaded on
   resume (a part new at a resume starts from its own defaults);
-- ``config()``: its settings as plain types, recorded in ``run.json``;
-- ``columns()``: the columns it adds to each history row (``{}`` for none);
-- optionally ``check(context)``: refuse what it cannot work with (a clear ``ValueError``), before
-  monitor touches the run folder; ``attach`` follows it;
-- optionally ``record()``: top-level fields it keeps in ``run.json`` (e.g. ``recoveries``), read at
-  each write of it, and ``stop_reason``: a :class:`~monitor.core.status.StopReason` once it stopped
-  the run (``None`` before), which ``Monitor`` reports as the run's; and ``ended(run)``, called
-  with the :class:`~monitor.Monitor` once the run's end is recorded (status, stop reason,
-  findings and ``run.json`` final): where a tracker logs the outcome.
+- ``record()``: top-level fields it keeps in ``run.json`` (e.g. ``recoveries``), read at each write;
+- ``stop_reason``: a :class:`~monitor.core.status.StopReason` once it stopped the run (``None``
+  before), which ``Monitor`` reports as the run's;
+- ``ended(run)``: called with the :class:`~monitor.Monitor` once the run's end is recorded (status,
+  stop reason, findings and ``run.json`` final): where a tracker logs the outcome.
 
 Examples:
     .. code-block:: python
 
-        class CountSteps:                       # a part that counts optimizer steps
+        class CountSteps(monitor.Part):          # a part that counts optimizer steps
             key = "count_steps"
             def __init__(self): self.steps = 0
             def attach(self, context): context.on_step(self.step)
             def step(self, trainer): self.steps += 1
             def columns(self): return {"steps": self.steps}
-            def config(self): return {}
             def state_dict(self): return {"steps": self.steps}
             def load_state_dict(self, state): self.steps = int(state["steps"])
 """
@@ -38,30 +40,53 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import torch
 from ignite.engine import Engine
 
 from monitor.core.objective import Objective
+from monitor.core.status import StopReason
 from monitor.handlers.best import BestTracker
 
 __all__ = ["Part", "PartContext"]
 
 
-@runtime_checkable
-class Part(Protocol):
-    key: str
+class Part:
+    """The base of a part (Keras's and skorch's ``Callback``): set ``key`` and write ``attach``; the rest
+    does nothing unless overridden (see the module's docstring)."""
 
-    def attach(self, context: PartContext) -> None: ...
+    key: str = ""
+    stop_reason: StopReason | None = None
 
-    def config(self) -> Mapping[str, Any]: ...
+    def attach(self, context: PartContext) -> None:
+        raise NotImplementedError(f"{type(self).__name__} should define attach(context), where it registers "
+                                  f"its handlers (see monitor.Part).")
 
-    def columns(self) -> Mapping[str, Any]: ...
+    def check(self, context: PartContext) -> None:
+        """Refuse what the part cannot work with (a ``ValueError``), before the run folder is touched."""
 
-    def state_dict(self) -> Mapping[str, Any]: ...
+    def config(self) -> Mapping[str, Any]:
+        """Its settings, as plain types, for ``run.json``."""
+        return {}
 
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None: ...
+    def columns(self) -> Mapping[str, Any]:
+        """The columns it adds to each history row."""
+        return {}
+
+    def state_dict(self) -> Mapping[str, Any]:
+        """Its state, as plain types, for the last checkpoint."""
+        return {}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Its state back from the last checkpoint, at a resume."""
+
+    def record(self) -> Mapping[str, Any]:
+        """Top-level fields it keeps in ``run.json``."""
+        return {}
+
+    def ended(self, run: Any) -> None:
+        """Called with the Monitor once the run's end is recorded."""
 
 
 @dataclass
