@@ -152,7 +152,7 @@ def setup(model: nn.Module, train: Dataset, val: Dataset, *, lr: float, epochs: 
                 engine.state.batch = (engine.state.batch[0] * float("nan"), engine.state.batch[1])
         trainer.add_event_handler(Events.GET_BATCH_COMPLETED, poison)
     if grad_norm or GRAD_NORM:
-        monitor.attach_grad_norm(trainer, model)
+        monitor.parts.attach_grad_norm(trainer, model)
     metrics = {"loss": Loss(nn.MSELoss() if regression else nn.CrossEntropyLoss())}
     if not regression:
         metrics["accuracy"] = Accuracy()

@@ -9,7 +9,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from monitor import History
+from monitor.store import History
 
 ROW = {"elapsed_s": 1.0, "epoch_s": 0.1, "lr": 0.01, "train_loss": 0.4, "val_accuracy": 0.8, "val_loss": 0.45,
        "is_best": False}

@@ -11,7 +11,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from monitor import compare, load_run, read_scalars
+from monitor import compare, load_run
+from monitor.review import read_scalars
 
 
 def write_events(folder: Path, n: int) -> None:
@@ -72,13 +73,13 @@ def main() -> None:
     write_events(folder / "tb", args.scalars)
     results = {}
     for name, func in (
-        ("monitor.read_scalars", lambda: len(read_scalars(folder / "tb"))),
+        ("monitor.review.read_scalars", lambda: len(read_scalars(folder / "tb"))),
         ("tbparse SummaryReader", lambda: with_tbparse(folder / "tb")),
         ("TensorBoard EventAccumulator", lambda: with_event_accumulator(folder / "tb")),
     ):
         seconds, count = timed(func)
         results[name] = (seconds, count)
-    base = results["monitor.read_scalars"][0]
+    base = results["monitor.review.read_scalars"][0]
     print(f"reading {args.scalars:,} TensorBoard scalars into memory")
     print(f"  {'reader':32s} {'seconds':>8s} {'scalars/s':>12s} {'x slower than monitor':>22s}")
     for name, (seconds, count) in results.items():

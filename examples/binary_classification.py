@@ -101,7 +101,7 @@ def checkpoint_every(text: str) -> object:
     return float(text)
 
 
-def main(argv: list[str] | None = None) -> monitor.Monitor:
+def main(argv: list[str] | None = None) -> monitor.compose.Monitor:
     args = parse_args(argv)
     torch.manual_seed(args.seed)  # the script seeds; the library never does
     train_set, val_set = make_data(args.seed)

@@ -70,7 +70,7 @@ def training(local_rank: int, args: argparse.Namespace, customize: Callable[[Eng
             world, (args.batch_size // world + 1) * world)
     train_loader = idist.auto_dataloader(train_set, batch_size=args.batch_size, shuffle=not args.no_shuffle,
                                          num_workers=args.workers)
-    val_loader = monitor.validation_loader(val_set, batch_size=args.batch_size)
+    val_loader = monitor.runtime.validation_loader(val_set, batch_size=args.batch_size)
 
     model = make_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import monitor
 
 
-def main(argv: list[str] | None = None) -> monitor.Monitor:
+def main(argv: list[str] | None = None) -> monitor.compose.Monitor:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run-dir", default="reports/own_engines")
     parser.add_argument("--max-epochs", type=int, default=50)

@@ -147,7 +147,7 @@ def validation_metrics(local_rank: int, size: int, out: str, padded: bool) -> No
     if padded:  # what idist.auto_dataloader does by default: DistributedSampler, which pads
         loader = idist.auto_dataloader(dataset, batch_size=16, shuffle=False)
     else:
-        loader = monitor.validation_loader(dataset, batch_size=16)
+        loader = monitor.runtime.validation_loader(dataset, batch_size=16)
     evaluator = monitor.build_evaluator(model, {"accuracy": Accuracy(), "loss": Loss(nn.CrossEntropyLoss())})
     metrics = evaluator.run(loader).metrics
     if idist.get_rank() == 0:

@@ -139,10 +139,10 @@ def test_a_live_run_warns_once_per_kind_and_records_the_findings(tmp_path, caplo
     record = json.loads((tmp_path / "run" / "run.json").read_text())
     assert [f["kind"] for f in record["findings"]] == ["overfitting"] and record["findings"][0]["epoch"] == 4
     review = monitor.load_run(tmp_path / "run")
-    assert [f.kind for f in monitor.diagnose(tmp_path / "run")] == ["overfitting"]
+    assert [f.kind for f in monitor.load_run(tmp_path / "run").findings] == ["overfitting"]
     assert "findings    overfitting from epoch 4" in review.summary()
     assert monitor.compare([review])["findings"].tolist() == ["overfitting"]
-    assert "What went wrong" in monitor.to_html([review])
+    assert "What went wrong" in monitor.review.to_html([review])
 
 
 def test_a_blow_up_within_an_epoch_is_a_divergence_even_when_the_epochs_mean_hides_it():
@@ -208,7 +208,7 @@ def test_a_gradient_that_blows_up_into_a_nan_mid_epoch_is_found_live_and_in_the_
     from tests.conftest import tiny_setup
 
     s = tiny_setup()
-    monitor.attach_grad_norm(s["trainer"], s["model"])
+    monitor.parts.attach_grad_norm(s["trainer"], s["model"])
 
     def blow_up(engine):  # from the start of epoch 3, the weights grow 1e19x a step: inf, then NaN mid-epoch
         if engine.state.iteration >= 9:
@@ -227,7 +227,7 @@ def test_a_gradient_that_blows_up_into_a_nan_mid_epoch_is_found_live_and_in_the_
     found = [f["kind"] for f in record["findings"]]
     assert {"nonfinite", "divergence", "exploding_gradients"} <= set(found), found
     assert caplog.text.count("Training problem: exploding_gradients") == 1  # said once, at the end
-    assert [f.kind for f in monitor.diagnose(tmp_path / "run")] == found
+    assert [f.kind for f in monitor.load_run(tmp_path / "run").findings] == found
 
 
 # Issue #17: runs the rules were not tuned on (fine-tuned starts, schedules), and advice that never
@@ -349,7 +349,7 @@ def test_notes_are_shown_apart_and_never_warned_of(tmp_path, caplog):
     assert "findings    none" in review.summary() and "notes       (note) oscillation from epoch 7" in review.summary()
     table = monitor.compare([review])
     assert (table["findings"].tolist(), table["notes"].tolist()) == (["-"], ["oscillation"])
-    page = monitor.to_html([review])
+    page = monitor.review.to_html([review])
     assert "No training problem found" in page and "<h3>Notes</h3>" in page
 
 

@@ -3,7 +3,7 @@ import math
 import pandas as pd
 import pytest
 
-from monitor import History
+from monitor.store import History
 
 
 def test_rows_round_trip_through_pandas(tmp_path):

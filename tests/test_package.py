@@ -1,8 +1,12 @@
 """The package's shape: its public table, torch-free review, layers without cycles."""
 import ast
+import importlib
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 import monitor
 
@@ -27,6 +31,15 @@ def test_every_public_name_resolves_from_the_static_table():
     for name in monitor.__all__:
         assert getattr(monitor, name) is not None
     assert monitor.attach_monitoring.__module__ == "monitor.compose.attach"
+
+
+def test_a_name_that_left_the_top_level_says_where_it_went():
+    assert len(monitor.__all__) <= 22  # what a run needs; the rest in its layer
+    for name, home in monitor._MOVED.items():
+        with pytest.raises(AttributeError, match=f"monitor.{name} has moved: use {re.escape(home)}"):
+            getattr(monitor, name)
+        if " " not in home:  # the new home has it
+            assert getattr(importlib.import_module(home), name) is not None
 
 
 def test_reviewing_runs_imports_neither_torch_nor_ignite():

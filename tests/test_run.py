@@ -14,7 +14,8 @@ from ignite.metrics import Accuracy
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import monitor
-from monitor import Checkpoints, Console, EarlyStopping, Objective, RunStatus, StopReason, attach_monitoring
+from monitor import Checkpoints, Console, EarlyStopping, Objective, attach_monitoring
+from monitor.core import RunStatus, StopReason
 from tests.conftest import ScriptedMetric, tiny_setup
 
 SCRIPT = [0.9, 0.7, 0.8, 0.6, 0.65, 0.7, 0.75, 0.5, 0.4]  # best at 4; patience 3 stops at 7

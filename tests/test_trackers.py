@@ -151,7 +151,7 @@ def test_any_ignite_logger_gets_the_history_rows(tmp_path):
     tb = TensorboardLogger(log_dir=str(tmp_path / "other_tb"))
     train(tmp_path / "run", [monitor.Tracker(tb)])
     tb.close()
-    scalars = monitor.read_scalars(tmp_path / "other_tb")
+    scalars = monitor.review.read_scalars(tmp_path / "other_tb")
     rows = pd.read_csv(tmp_path / "run" / "history.csv")
     logged = scalars[scalars["tag"] == "history/val_loss"].sort_values("step")
     assert logged["step"].tolist() == rows["iteration"].tolist()

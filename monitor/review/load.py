@@ -27,7 +27,7 @@ from monitor.store.record import FORMAT_VERSION
 if TYPE_CHECKING:
     import pandas
 
-__all__ = ["diagnose", "Run", "RunDirectoryError", "load_run"]
+__all__ = ["Run", "RunDirectoryError", "load_run"]
 
 
 class RunDirectoryError(ValueError):
@@ -169,19 +169,6 @@ class Run:
         from monitor.review.html import run_section
 
         return run_section(self)
-
-
-def diagnose(run: Run | str | Path) -> list[Finding]:
-    """The training problems found in a run (a :class:`Run` or its folder): each with its ``kind``, the
-    epoch and iteration where it started, the evidence in numbers, and one sentence of advice.
-
-    Examples:
-        .. code-block:: python
-
-            for finding in monitor.diagnose("reports/mlp"):
-                print(finding.message())   # "overfitting from epoch 12, iteration 660: best_val 0.41, ..."
-    """
-    return (run if isinstance(run, Run) else load_run(run)).findings
 
 
 def holder_is_alive(run_dir: str | Path) -> bool:

@@ -54,7 +54,7 @@ def compare(runs: Iterable[Run]) -> pandas.DataFrame:
 
     Columns: ``rank, name, seed, status, stop_reason, epochs, best_epoch, objective, best_value``, the other
     validation metrics and train loss at the best epoch (``val_accuracy@best`` ...), ``findings``
-    (the kinds of problem :func:`~monitor.diagnose` found), ``notes`` (the kinds it noted), ``rollbacks``
+    (the kinds of problem :func:`~monitor.diagnosis.diagnose` found), ``notes`` (the kinds it noted), ``rollbacks``
     (:class:`~monitor.Recovery`'s, in ``run.json``'s ``recoveries``), ``wall_s``,
     ``s_per_epoch``, hyper-parameters (``hp_lr`` ...), ``path``.
 

@@ -281,7 +281,7 @@ def test_evaluator_handlers_run_on_an_engine_event(cls):
 def test_a_handler_reading_is_best_before_the_tracker_judged_the_run_is_an_error():
     from ignite.engine import Engine
 
-    from monitor import attach_best_tracker
+    from monitor.handlers import attach_best_tracker
 
     trainer, evaluator = stub_engine(), Engine(lambda e, b: None)
     evaluator.add_event_handler(Events.COMPLETED, lambda _: best.is_best)  # attached too early

@@ -5,8 +5,9 @@ from ignite.engine import Events
 from ignite.handlers import Checkpoint
 from torch import nn
 
-from monitor import BestTracker, DurableDiskSaver, Objective, attach_best_checkpoint
+from monitor import Objective
 from monitor.compose.rundir import load_checkpoint
+from monitor.handlers import BestTracker, DurableDiskSaver, attach_best_checkpoint
 from monitor.handlers.checkpoint import restore_best_weights
 from tests.conftest import stub_engine
 

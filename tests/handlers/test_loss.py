@@ -4,7 +4,8 @@ import pytest
 import torch
 from ignite.engine import Engine, Events
 
-from monitor import StopReason, attach_train_loss
+from monitor.core import StopReason
+from monitor.handlers import attach_train_loss
 
 
 def run_losses(losses, epochs=1, check_every=10):

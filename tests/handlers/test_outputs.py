@@ -140,7 +140,7 @@ def test_the_output_means_survive_a_resume_mid_epoch(tmp_path):
 
 
 def test_attach_grad_norm_gives_the_epoch_mean_of_the_true_gradient_norm(tmp_path):
-    from monitor import attach_grad_norm
+    from monitor.parts import attach_grad_norm
 
     s = tiny_setup()
     norms = []  # the norm as torch computes it, after each step's backward

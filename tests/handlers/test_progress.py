@@ -7,7 +7,8 @@ import pytest
 import torch
 from ignite.engine import Engine, Events
 
-from monitor import Console, EarlyStopping, attach_progress_bar
+from monitor import Console, EarlyStopping
+from monitor.handlers import attach_progress_bar
 
 
 def redraws(refresh_s, iterations=200):

@@ -3,7 +3,9 @@ import math
 import pytest
 from ignite.handlers import EarlyStopping as IgniteEarlyStopping
 
-from monitor import EarlyStoppingHandler, Objective, StopReason
+from monitor import Objective
+from monitor.core import StopReason
+from monitor.handlers import EarlyStoppingHandler
 from tests.conftest import drive, stub_engine
 
 

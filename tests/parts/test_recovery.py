@@ -119,9 +119,9 @@ def test_a_rollback_is_shown_by_the_review(tmp_path):
     assert "(note) recovered from epoch 3, iteration 40" in run.summary()
     row = monitor.compare([run]).iloc[0]
     assert row["rollbacks"] == 1 and row["notes"] == "recovered" and row["findings"] == "-"
-    page = monitor.to_html([run])
+    page = monitor.review.to_html([run])
     assert "<b>recovered</b> from epoch 3" in page
-    figure = monitor.plot_runs([run])
+    figure = monitor.review.plot_runs([run])
     assert "rolled back" in [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
 
 
