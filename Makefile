@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 TRACKERS := $(VENV)/.trackers
 ARGS ?= --overwrite
 
-.PHONY: run test lint install clean bench bench-trackers
+.PHONY: run test test-fast lint install clean bench bench-trackers
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ lint: $(STAMP)
 
 test: lint $(TRACKERS)
 	$(BIN)/python -m pytest
+
+# The developer's loop: every test but the slow end-to-end ones (`make test` runs them all).
+test-fast: $(TRACKERS)
+	$(BIN)/python -m pytest -m "not slow"
 
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[bench]"

@@ -17,6 +17,8 @@ from tests.crash_helpers import (
     wait_for_rows,
 )
 
+pytestmark = pytest.mark.slow  # end to end, several seconds each: `make test-fast` leaves them out
+
 CRASH_POINTS = [
     "after_history_row:1",  # the first row written, no checkpoint yet: the resume starts over
     "after_history_row:5",  # row written, checkpoint not yet

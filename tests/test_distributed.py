@@ -14,6 +14,8 @@ import pytest
 from monitor.store.layout import last_checkpoints
 from tests.crash_helpers import TIME_COLUMNS
 
+pytestmark = pytest.mark.slow  # end to end, several seconds each: `make test-fast` leaves them out
+
 ROOT = Path(__file__).resolve().parents[1]
 DRIVER = str(ROOT / "tests" / "distributed_driver.py")
 COMMON = ["--no-progress", "--no-shuffle", "--patience", "3", "--seed", "0"]

@@ -9,6 +9,8 @@ import pytest
 
 from monitor.review.cli import main as cli_main
 
+pytestmark = pytest.mark.slow  # end to end, several seconds each: `make test-fast` leaves them out
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

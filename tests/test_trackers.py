@@ -20,6 +20,8 @@ from monitor import Checkpoints, Console, Objective, Record, attach_monitoring
 from tests.conftest import tiny_setup
 from tests.runs import raise_at, run_or_crash
 
+pytestmark = pytest.mark.slow  # end to end, several seconds each: `make test-fast` leaves them out
+
 mlflow = pytest.importorskip("mlflow")
 optuna = pytest.importorskip("optuna")
 

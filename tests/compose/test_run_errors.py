@@ -145,7 +145,7 @@ def test_a_folder_an_unprivileged_user_cannot_write_is_refused_at_start(tmp_path
     folder.chmod(0o755)  # root's: others may read and enter, not write
     script = f"""
 import os, sys
-sys.path.insert(0, {os.path.dirname(os.path.dirname(os.path.abspath(__file__)))!r})
+sys.path.insert(0, {os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))!r})
 from tests.conftest import tiny_setup
 from monitor import Checkpoints, Console, EarlyStopping, LROnPlateau, Objective, Record, attach_monitoring
 s = tiny_setup()

@@ -154,6 +154,7 @@ def samples(steps, epoch, upto=None):
     return counts
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("batch", "workers"), [(10, 0), (4, 0), (7, 0), (10, 2)])
 def test_a_resume_with_another_batch_trains_the_rest_of_the_epoch_once_and_counts_steps_on(tmp_path, caplog, batch,
                                                                                           workers):
