@@ -51,6 +51,9 @@ RESERVED_KEYS = (
     "trainer", "best", "early_stopping", "best_checkpoint", "train_loss", "history", "rng", "data_order",
     "train_outputs", "checkpointer",
 )
+# Keys of what the trainer's state holds and monitor keeps: to_save may hold the same object under
+# its key (then it is the user's entry), never another one; a part may not take them.
+TRAINER_KEYS = ("scaler", "skip_step")  # Ignite's AMP GradScaler; build_trainer(skip_step=...)
 # Reserved keys a checkpoint written before they existed may lack; a resume then goes on without them.
 # (A part's key is never required: a part new at a resume starts from its defaults.)
 OPTIONAL_KEYS = ("data_order", "train_outputs")
@@ -131,7 +134,8 @@ def attach_monitoring(
         The :class:`Monitor` holding the attached handlers.
 
     Raises:
-        TypeError: a keyword of before 0.2 (``patience=``...): the message names its replacement.
+        TypeError: a flat keyword of the API before its settings objects (``patience=``...): the message
+            names its replacement.
 
     Examples:
         .. code-block:: python
@@ -167,6 +171,7 @@ def attach_monitoring(
             extra = " or None" if name == "early_stopping" else ""
             raise TypeError(f"Argument {name} should be a monitor.{kind.__name__}{extra}, got {value!r}.")
     parts = _check_parts(parts, to_save)
+    trainer_objects = _trainer_objects(trainer, to_save)
     # Ignite's schedulers on the engines are kept under keys of their own; torch's must be in to_save.
     schedulers = engine_schedulers((trainer, evaluator), taken=to_save.values(),
                                    keys=[*to_save, *RESERVED_KEYS, *(part.key for part in parts)])
@@ -269,12 +274,7 @@ def attach_monitoring(
         }
         if stopping is not None:
             objects["early_stopping"] = stopping
-        scaler = getattr(trainer.state, "scaler", None)  # Ignite's AMP GradScaler (create_supervised_trainer)
-        if scaler is not None and hasattr(scaler, "state_dict") and "scaler" not in to_save:
-            objects["scaler"] = scaler
-        skip_step = getattr(trainer.state, "skip_step", None)  # build_trainer(skip_step=SkipStep(...))
-        if skip_step is not None and "skip_step" not in to_save:
-            objects["skip_step"] = skip_step
+        objects.update(trainer_objects)
         context.objects.update(objects)  # what a part may restore (Recovery's rollback)
         last_checkpoint = last_checkpointer(trainer, objects, paths.checkpoints, writer=writer)
         apply_resume(plan, objects=objects, paths=paths, last_checkpoint=last_checkpoint)
@@ -358,13 +358,32 @@ def _check_parts(parts: Sequence[Any], to_save: Mapping[str, Any]) -> list[Part]
         if not isinstance(part.key, str) or not part.key.isidentifier():
             raise ValueError(f"Part {type(part).__name__} should set key to a name (its entry in the checkpoint and "
                              f"run.json, e.g. 'count_steps'), got {part.key!r}.")
-        if part.key in RESERVED_KEYS or part.key in to_save or part.key in keys:
+        if part.key in (*RESERVED_KEYS, *TRAINER_KEYS) or part.key in to_save or part.key in keys:
             raise ValueError(
                 f"Argument parts has a part whose key {part.key!r} is taken (by monitor, to_save or another part); "
-                f"monitor reserves {list(RESERVED_KEYS)}."
+                f"monitor reserves {[*RESERVED_KEYS, *TRAINER_KEYS]}."
             )
         keys.add(part.key)
     return list(parts)
+
+
+def _trainer_objects(trainer: Engine, to_save: Mapping[str, Any]) -> dict[str, Any]:
+    """What the trainer's state holds that the last checkpoint must keep (:data:`TRAINER_KEYS`): Ignite's
+    AMP GradScaler (``create_supervised_trainer(scaler=...)``) and build_trainer's SkipStep, unless
+    ``to_save`` holds the same object under that key; another object there would leave the trainer's
+    own unsaved, and is refused."""
+    kept = {}
+    for key in TRAINER_KEYS:
+        obj = getattr(trainer.state, key, None)
+        if obj is None or not hasattr(obj, "state_dict"):
+            continue
+        if key in to_save and to_save[key] is not obj:
+            raise ValueError(f"Argument to_save[{key!r}] is a {type(to_save[key]).__name__} that is not the trainer's "
+                             f"(trainer.state.{key}, a {type(obj).__name__}), which monitor keeps under {key!r}: pass "
+                             f"that object, or leave {key!r} out of to_save.")
+        if key not in to_save:
+            kept[key] = obj
+    return kept
 
 
 def _once_per_epoch(event: Any) -> bool:

@@ -158,7 +158,7 @@ class Record:
             raise TypeError(f"Argument seed should be an int or None, got {self.seed!r}.")
 
 
-# The flat keywords of attach_monitoring before 0.2, and where each one went.
+# The flat keywords attach_monitoring had before its settings objects, and where each one went.
 LEGACY_KEYWORDS = {
     "patience": "early_stopping=EarlyStopping(patience=...)",
     "baseline": "early_stopping=EarlyStopping(baseline=...)",

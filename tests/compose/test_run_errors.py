@@ -170,3 +170,27 @@ def _frozen_trial():
     study = optuna.create_study()
     study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=1)
     return study.trials[0]  # a FrozenTrial: it has report() and should_prune() too, but they do nothing
+
+
+def test_a_trainers_skip_step_or_scaler_is_kept_under_its_key_and_another_object_there_is_refused(tmp_path):
+    s = tiny_setup()
+    skip = monitor.SkipStep()
+    trainer = monitor.build_trainer(s["model"], s["optimizer"], nn.CrossEntropyLoss(), skip_step=skip)
+    other = monitor.SkipStep()
+    with pytest.raises(ValueError, match=r"to_save\['skip_step'\] is a SkipStep that is not the trainer's "
+                                         r"\(trainer.state.skip_step, a SkipStep\)"):
+        attach(tmp_path, {**s, "trainer": trainer}, to_save={"model": s["model"], "optimizer": s["optimizer"],
+                                                            "skip_step": other})
+    assert not (tmp_path / "run").exists()  # refused before the folder
+
+    class Scaler(monitor.Part):
+        key = "scaler"
+
+        def attach(self, context):
+            pass
+
+    with pytest.raises(ValueError, match="part whose key 'scaler' is taken"):
+        attach(tmp_path, parts=[Scaler()])
+    run = attach(tmp_path, {**s, "trainer": trainer}, to_save={"model": s["model"], "optimizer": s["optimizer"],
+                                                               "skip_step": skip})  # the same object: the user's key
+    run.close()
