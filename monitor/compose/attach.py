@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -18,12 +19,13 @@ from monitor.compose.schedulers import check_torch_schedulers, engine_schedulers
 from monitor.compose.settings import LEGACY_KEYWORDS, Checkpoints, Console, EarlyStopping, Record
 from monitor.core.objective import Objective
 from monitor.handlers.best import BestTracker
+from monitor.handlers.cadence import CheckpointCadence
 from monitor.handlers.checkpoint import attach_best_checkpoint, last_checkpointer
 from monitor.handlers.console_log import ConsoleLog
 from monitor.handlers.data import attach_data_order
 from monitor.handlers.diagnosis import attach_live_diagnosis
 from monitor.handlers.history import attach_history
-from monitor.handlers.loss import attach_train_loss
+from monitor.handlers.loss import TrainLoss, attach_train_loss
 from monitor.handlers.lr import LearningRates
 from monitor.handlers.model_check import attach_model_watch, check_model_is_stepped
 from monitor.handlers.outputs import attach_throughput, attach_train_outputs
@@ -147,8 +149,84 @@ def attach_monitoring(
             with run:
                 trainer.run(train_loader, max_epochs=1000)
     """
+    _check_arguments(trainer, evaluator, run_dir=run_dir, objective=objective, to_save=to_save, removed=removed,
+                     flags={"resume": resume, "overwrite": overwrite},
+                     settings={"early_stopping": early_stopping, "checkpoints": checkpoints, "console": console,
+                               "record": record})
+    wiring = _configure(trainer, evaluator, val_loader, run_dir=run_dir, objective=objective, to_save=to_save,
+                        early_stopping=early_stopping, checkpoints=checkpoints, console=console, record=record,
+                        parts=parts, validate_on=validate_on, max_time=max_time, resume=resume)
+    created = is_main_process() and not os.path.exists(run_dir)  # removed again if attach fails (False: unreadable)
+    # Rank 0 checks and locks the folder; its verdict (or error) reaches every rank.
+    on_main_process(lambda: str(prepare_run_dir(run_dir, resume=resume, overwrite=overwrite, lock=wiring.lock).root))
+    paths = RunPaths(run_dir)
+    console_log = ConsoleLog()
+    try:
+        if not console.quiet and is_main_process():
+            console_log.install()
+        record_now, plan = _plan(wiring, paths, resume=resume)
+        handlers, objects = _attach_handlers(wiring, paths, plan, console_log)
+        _apply_resume(wiring, handlers, objects, paths, plan, max_time=max_time)
+        run = Monitor(
+            trainer, files=RunFiles(paths=paths, record=record_now, lock=wiring.lock, writer=wiring.writer,
+                                    config=wiring.config),
+            plan=plan, handlers=handlers, parts=wiring.parts,
+            restore_best=wiring.model if checkpoints.restore_best else None,
+        )
+        late_schedulers = _keep_late_schedulers(trainer, evaluator, wiring.context.objects, handlers.last_checkpoint,
+                                                plan)
+        trainer.add_event_handler(Events.STARTED, late_schedulers)
+        run.attach(trainer)  # after the last checkpoint's handler: run.json follows the file it names
+        wiring.step.attach_last(trainer)  # after a validation within the epoch (if any): see StepWork
+        return run
+    except BaseException:
+        wiring.lock.release()
+        console_log.remove()
+        if created:
+            remove_if_empty(run_dir)
+        raise
+
+
+@dataclass
+class _Wiring:
+    """What :func:`attach_monitoring` builds before it touches the disk, for the steps after it."""
+
+    trainer: Engine
+    evaluator: Engine
+    objective: Objective
+    to_save: Mapping[str, Any]
+    parts: list[Part]
+    schedulers: dict[str, Any]  # Ignite's, found on the engines, under keys of their own
+    trainer_objects: dict[str, Any]  # the trainer's GradScaler and SkipStep
+    early_stopping: EarlyStopping | None
+    checkpoints: Checkpoints
+    console: Console
+    record: Record
+    validate_on: Any
+    cadence: CheckpointCadence
+    max_time_s: float | None
+    stopping: EarlyStoppingHandler | None
+    best: BestTracker
+    model: torch.nn.Module
+    first_optimizer: torch.optim.Optimizer | None
+    step: StepWork
+    context: PartContext
+    train_loss: TrainLoss
+    lock: RunLock
+    writer: OrderedWriter
+    config: dict[str, Any]
+    state_types: dict[str, str]
+
+
+def _check_arguments(
+    trainer: Any, evaluator: Any, *, run_dir: Any, objective: Any, to_save: Any, removed: Mapping[str, Any],
+    flags: Mapping[str, Any], settings: Mapping[str, Any],
+) -> None:
+    """Refuse what attach_monitoring cannot work with, naming the value: the engines, the folder's name,
+    the objective, ``to_save``, the flags, each setting's kind (each setting checked its values when it
+    was made)."""
     _refuse_removed(removed)
-    for name, flag in (("resume", resume), ("overwrite", overwrite)):
+    for name, flag in flags.items():
         if not isinstance(flag, bool):
             raise TypeError(f"Argument {name} should be True or False, got {flag!r}.")
     if not isinstance(run_dir, (str, Path)) or not str(run_dir):
@@ -162,21 +240,29 @@ def attach_monitoring(
         raise TypeError(f"Argument objective should be a monitor.Objective, got {objective!r}.")
     _check_to_save(to_save)
     check_model_is_stepped(to_save)
-    # Each setting checked itself when it was made; here only that each is of its kind, and the
-    # checks that need the objective or to_save. All before anything touches the disk.
-    settings = (("early_stopping", early_stopping, EarlyStopping), ("checkpoints", checkpoints, Checkpoints),
-                ("console", console, Console), ("record", record, Record))
-    for name, value, kind in settings:
-        if not isinstance(value, kind) and not (name == "early_stopping" and value is None):
+    kinds = {"early_stopping": EarlyStopping, "checkpoints": Checkpoints, "console": Console, "record": Record}
+    for name, value in settings.items():
+        if not isinstance(value, kinds[name]) and not (name == "early_stopping" and value is None):
             extra = " or None" if name == "early_stopping" else ""
-            raise TypeError(f"Argument {name} should be a monitor.{kind.__name__}{extra}, got {value!r}.")
-    parts = _check_parts(parts, to_save)
+            raise TypeError(f"Argument {name} should be a monitor.{kinds[name].__name__}{extra}, got {value!r}.")
+
+
+def _configure(
+    trainer: Engine, evaluator: Engine, val_loader: Iterable[Any], *, run_dir: str | Path, objective: Objective,
+    to_save: Mapping[str, Any], early_stopping: EarlyStopping | None, checkpoints: Checkpoints, console: Console,
+    record: Record, parts: Sequence[Part], validate_on: Any, max_time: timedelta | float | None, resume: bool,
+) -> _Wiring:
+    """Everything that needs no disk, so before the folder: the parts checked, the schedulers found, the
+    objective's trackers, the one step handler, the training loss's check (first at each step) and
+    validation (an empty loader refused here, not after a training epoch), the lock, the writer and the
+    configuration ``run.json`` records."""
+    checked = _check_parts(parts, to_save)
     trainer_objects = _trainer_objects(trainer, to_save)
     # Ignite's schedulers on the engines are kept under keys of their own; torch's must be in to_save.
     schedulers = engine_schedulers((trainer, evaluator), taken=to_save.values(),
-                                   keys=[*to_save, *RESERVED_KEYS, *(part.key for part in parts)])
+                                   keys=[*to_save, *RESERVED_KEYS, *(part.key for part in checked)])
     check_torch_schedulers(to_save, kept=[*to_save.values(), *schedulers.values(),
-                                          *(obj for part in parts for obj in vars(part).values())])
+                                          *(obj for part in checked for obj in vars(part).values())])
     log_every = console.log_every
     cadence = checkpoints.cadence(agree_every=log_every, validate_on=validate_on)
     max_time_s = _seconds("max_time", max_time)
@@ -187,14 +273,11 @@ def attach_monitoring(
     best = BestTracker(objective, trainer, baseline=None if early_stopping is None else early_stopping.baseline)
     model = to_save["model"]
     first_optimizer = next((o for o in to_save.values() if isinstance(o, torch.optim.Optimizer)), None)
-    # Disk-free, so before the folder: the epoch's loss is checked first, then validation runs
-    # (attach_validation refuses an empty loader here, not after a training epoch); each part checks
-    # what it is given.
     step = StepWork(log_every=log_every, last_apart=not _once_per_epoch(validate_on)).attach(trainer)
     context = PartContext(trainer=trainer, evaluator=evaluator, objective=objective, best=best, model=model,
                           optimizer=first_optimizer, step_work=step.first, to_save_keys=tuple(to_save),
                           check_work=step.checks, run_dir=Path(run_dir), resume=resume)
-    for part in parts:
+    for part in checked:
         part.check(context)
     train_loss = attach_train_loss(trainer, check_every=log_every, step=step)
     attach_validation(trainer, evaluator, val_loader, event=validate_on)
@@ -209,110 +292,108 @@ def attach_monitoring(
         "hparams": dict(record.hparams),
         "seed": record.seed,
         "to_save": state_types,
+        **{part.key: dict(part.config()) for part in checked},  # the settings of each part
     }
-    config.update((part.key, dict(part.config())) for part in parts)  # the settings of each part
     context.config = config
+    return _Wiring(
+        trainer=trainer, evaluator=evaluator, objective=objective, to_save=to_save, parts=checked,
+        schedulers=schedulers, trainer_objects=trainer_objects, early_stopping=early_stopping, checkpoints=checkpoints,
+        console=console, record=record, validate_on=validate_on, cadence=cadence, max_time_s=max_time_s,
+        stopping=stopping, best=best, model=model, first_optimizer=first_optimizer, step=step, context=context,
+        train_loss=train_loss, lock=lock, writer=writer, config=config, state_types=state_types,
+    )
 
-    created = is_main_process() and not os.path.exists(run_dir)  # removed again if attach fails (False: unreadable)
-    # Rank 0 checks and locks the folder; its verdict (or error) reaches every rank.
-    on_main_process(lambda: str(prepare_run_dir(run_dir, resume=resume, overwrite=overwrite, lock=lock).root))
-    paths = RunPaths(run_dir)
-    console_log = ConsoleLog()
-    try:
-        if not console.quiet and is_main_process():
-            console_log.install()
-        run_record = RunRecord(on_main_process(lambda: read_record(paths.root)))
-        own = set(RESERVED_KEYS) - set(OPTIONAL_KEYS) - ({"early_stopping"} if stopping is None else set())
-        plan = plan_resume(paths, objective=objective, record=run_record, required={*to_save, *own},
-                           state_types=state_types) if resume else ResumePlan(resume=False)
-        if plan.state is not None and not plan.is_finished:
-            _log_changes(run_record.data, config)
-        main = is_main_process()
-        # The rate each step used (the lr column), whatever order the user's scheduler handlers run in.
-        rates = None if first_optimizer is None else LearningRates(first_optimizer)
-        # Before anything else at each epoch end and validation: is the folder still this run's?
-        trainer.add_event_handler(Events.EPOCH_COMPLETED, lock.check)
-        evaluator.add_event_handler(Events.STARTED, lock.check)
-        # In this order: the evaluator's COMPLETED handlers run as attached (see ARCHITECTURE.md).
-        best.attach(evaluator)
-        train_outputs = attach_train_outputs(trainer, step=step)
-        throughput = attach_throughput(trainer, step=step)
-        history = attach_history(evaluator, trainer, best, paths.history, train_loss=train_loss, optimizer=rates,
-                                 train_outputs=train_outputs, throughput=throughput,
-                                 columns=[part.columns for part in parts])
-        progress_bar = None
-        if main and not plan.is_finished and not console.quiet:  # the epoch lines are written around it
-            progress_bar = attach_progress_bar(trainer, **dict(console.tqdm_kwargs or {}))
-        live_diagnosis = None
-        if main:
-            attach_epoch_log(evaluator, trainer, history, bar=progress_bar)
-            live_diagnosis = attach_live_diagnosis(evaluator, history)
-        tensorboard = None
-        if main and not plan.is_finished:
-            tensorboard = attach_tensorboard(
-                trainer, evaluator, paths.tensorboard, optimizer=rates, log_every=log_every,
-                purge_step=plan.purge_step, row=lambda: history.last_row, best=best,
-                hparams={**dict(record.hparams), **({} if record.seed is None else {"seed": record.seed})}, step=step,
-            )
-        best_checkpoint = attach_best_checkpoint(
-            evaluator, trainer, best, {"model": model}, paths.checkpoints, n_saved=checkpoints.n_saved, writer=writer,
-            name_by_iteration=not _once_per_epoch(validate_on), hold=True,
+
+def _plan(wiring: _Wiring, paths: RunPaths, *, resume: bool) -> tuple[RunRecord, ResumePlan]:
+    """The folder's record and what a resume continues from (reads only); the settings it changes, said."""
+    run_record = RunRecord(on_main_process(lambda: read_record(paths.root)))
+    own = set(RESERVED_KEYS) - set(OPTIONAL_KEYS) - ({"early_stopping"} if wiring.stopping is None else set())
+    plan = plan_resume(paths, objective=wiring.objective, record=run_record, required={*wiring.to_save, *own},
+                       state_types=wiring.state_types) if resume else ResumePlan(resume=False)
+    if plan.state is not None and not plan.is_finished:
+        _log_changes(run_record.data, wiring.config)
+    return run_record, plan
+
+
+def _attach_handlers(
+    wiring: _Wiring, paths: RunPaths, plan: ResumePlan, console_log: ConsoleLog
+) -> tuple[Handlers, dict[str, Any]]:
+    """monitor's handlers on the engines, in their documented order (the evaluator's ``COMPLETED``
+    handlers run as attached: see ARCHITECTURE.md), then the parts'; and the objects of the last
+    checkpoint."""
+    trainer, evaluator, best, step, w = wiring.trainer, wiring.evaluator, wiring.best, wiring.step, wiring
+    main = is_main_process()
+    # The rate each step used (the lr column), whatever order the user's scheduler handlers run in.
+    rates = None if w.first_optimizer is None else LearningRates(w.first_optimizer)
+    # Before anything else at each epoch end and validation: is the folder still this run's?
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, w.lock.check)
+    evaluator.add_event_handler(Events.STARTED, w.lock.check)
+    best.attach(evaluator)
+    train_outputs = attach_train_outputs(trainer, step=step)
+    throughput = attach_throughput(trainer, step=step)
+    history = attach_history(evaluator, trainer, best, paths.history, train_loss=w.train_loss, optimizer=rates,
+                             train_outputs=train_outputs, throughput=throughput,
+                             columns=[part.columns for part in w.parts])
+    quiet = w.console.quiet
+    progress_bar = attach_progress_bar(trainer, **dict(w.console.tqdm_kwargs or {})) \
+        if main and not plan.is_finished and not quiet else None  # the epoch lines are written around it
+    live_diagnosis = None
+    if main:
+        attach_epoch_log(evaluator, trainer, history, bar=progress_bar)
+        live_diagnosis = attach_live_diagnosis(evaluator, history)
+    tensorboard = None
+    if main and not plan.is_finished:
+        hparams = {**dict(w.record.hparams), **({} if w.record.seed is None else {"seed": w.record.seed})}
+        tensorboard = attach_tensorboard(trainer, evaluator, paths.tensorboard, optimizer=rates,
+                                         log_every=w.console.log_every, purge_step=plan.purge_step,
+                                         row=lambda: history.last_row, best=best, hparams=hparams, step=step)
+    best_checkpoint = attach_best_checkpoint(
+        evaluator, trainer, best, {"model": w.model}, paths.checkpoints, n_saved=w.checkpoints.n_saved,
+        writer=w.writer, name_by_iteration=not _once_per_epoch(w.validate_on), hold=True,
+    )
+    # Without early stopping, a NaN objective still ends the run (Objective(on_nonfinite="stop")): the
+    # handler with no patience, target or divergence stops for that alone (kept out of the checkpoint).
+    stops = w.stopping or EarlyStoppingHandler(w.objective, trainer, None)
+    stops.attach(evaluator)
+    for part in w.parts:
+        part.attach(w.context)
+    attach_model_watch(trainer, w.model)
+    data_order = attach_data_order(trainer)
+    data_order.timer = throughput  # the batches it replays are timed as they are drawn
+    objects: dict[str, Any] = {
+        **w.to_save, **w.schedulers, "trainer": engine_state(trainer), "best": best,
+        "best_checkpoint": best_checkpoint, "train_loss": w.train_loss, "history": history, "rng": RNGState(),
+        "data_order": data_order, "train_outputs": train_outputs, **{part.key: part for part in w.parts},
+        **({} if w.stopping is None else {"early_stopping": w.stopping}), **w.trainer_objects,
+    }
+    w.context.objects.update(objects)  # what a part may restore (Recovery's rollback)
+    handlers = Handlers(
+        objective=w.objective, best=best, history=history, train_loss=w.train_loss, best_checkpoint=best_checkpoint,
+        last_checkpoint=last_checkpointer(trainer, objects, paths.checkpoints, writer=w.writer),
+        cadence=w.cadence, step=step,
+        early_stopping=stops, tensorboard=tensorboard, progress_bar=progress_bar, learning_rates=rates,
+        data_order=data_order, live_diagnosis=live_diagnosis, console_log=console_log,
+    )
+    return handlers, objects
+
+
+def _apply_resume(
+    wiring: _Wiring, handlers: Handlers, objects: dict[str, Any], paths: RunPaths, plan: ResumePlan, *,
+    max_time: Any,
+) -> None:
+    """The resumed state into every object; then, for a run that goes on, the graceful stop (signals)
+    and the time limit."""
+    apply_resume(plan, objects=objects, paths=paths, last_checkpoint=handlers.last_checkpoint)
+    history, trainer, max_time_s = handlers.history, wiring.trainer, wiring.max_time_s
+    if max_time_s is not None and not plan.is_finished and history.elapsed_s >= max_time_s:
+        raise ValueError(
+            f"Argument max_time should be more than the {history.elapsed_s:.1f} s {str(paths.root)!r} has "
+            f"trained already, got {max_time!r}; pass a larger max_time to continue it."
         )
-        # Without early stopping, a NaN objective still ends the run (Objective(on_nonfinite="stop")): the
-        # handler with no patience, target or divergence stops for that alone (kept out of the checkpoint).
-        stops = stopping or EarlyStoppingHandler(objective, trainer, None)
-        stops.attach(evaluator)
-        for part in parts:
-            part.attach(context)
-        attach_model_watch(trainer, model)
-        data_order = attach_data_order(trainer)
-        data_order.timer = throughput  # the batches it replays are timed as they are drawn
-        objects: dict[str, Any] = {
-            **to_save, **schedulers, "trainer": engine_state(trainer), "best": best, "best_checkpoint": best_checkpoint,
-            "train_loss": train_loss, "history": history, "rng": RNGState(), "data_order": data_order,
-            "train_outputs": train_outputs, **{part.key: part for part in parts},
-        }
-        if stopping is not None:
-            objects["early_stopping"] = stopping
-        objects.update(trainer_objects)
-        context.objects.update(objects)  # what a part may restore (Recovery's rollback)
-        last_checkpoint = last_checkpointer(trainer, objects, paths.checkpoints, writer=writer)
-        apply_resume(plan, objects=objects, paths=paths, last_checkpoint=last_checkpoint)
-        if max_time_s is not None and not plan.is_finished and history.elapsed_s >= max_time_s:
-            raise ValueError(
-                f"Argument max_time should be more than the {history.elapsed_s:.1f} s {str(paths.root)!r} has "
-                f"trained already, got {max_time!r}; pass a larger max_time to continue it."
-            )
-        graceful_stop = None
-        if not plan.is_finished:
-            graceful_stop = attach_graceful_stop(trainer, agree_every=log_every, step=step)
-            if max_time_s is not None:
-                attach_time_limit(trainer, graceful_stop, clock=history, max_time_s=max_time_s, step=step)
-        run = Monitor(
-            trainer,
-            files=RunFiles(paths=paths, record=run_record, lock=lock, writer=writer, config=config),
-            plan=plan,
-            handlers=Handlers(
-                objective=objective, best=best, history=history, train_loss=train_loss,
-                best_checkpoint=best_checkpoint, last_checkpoint=last_checkpoint, cadence=cadence, step=step,
-                early_stopping=stops, tensorboard=tensorboard, progress_bar=progress_bar,
-                graceful_stop=graceful_stop, learning_rates=rates, data_order=data_order,
-                live_diagnosis=live_diagnosis, console_log=console_log,
-            ),
-            parts=parts,
-            restore_best=model if checkpoints.restore_best else None,
-        )
-        late_schedulers = _keep_late_schedulers(trainer, evaluator, context.objects, last_checkpoint, plan)
-        trainer.add_event_handler(Events.STARTED, late_schedulers)
-        run.attach(trainer)  # after the last checkpoint's handler: run.json follows the file it names
-        step.attach_last(trainer)  # after a validation within the epoch (if any): see StepWork
-        return run
-    except BaseException:
-        lock.release()
-        console_log.remove()
-        if created:
-            remove_if_empty(run_dir)
-        raise
+    if not plan.is_finished:
+        handlers.graceful_stop = attach_graceful_stop(trainer, agree_every=wiring.console.log_every, step=wiring.step)
+        if max_time_s is not None:
+            attach_time_limit(trainer, handlers.graceful_stop, clock=history, max_time_s=max_time_s, step=wiring.step)
 
 
 def _keep_late_schedulers(
