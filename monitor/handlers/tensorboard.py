@@ -1,7 +1,6 @@
-"""TensorBoard scalars through Ignite's TensorboardLogger (tensorboardX); the only module importing it."""
+"""TensorBoard scalars through Ignite's TensorboardLogger, over tensorboardX's writer made durable (tb_writer.py)."""
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -23,103 +22,6 @@ from monitor.store.history import is_evidence_column
 __all__ = ["DurableTensorboardLogger", "attach_tensorboard"]
 
 
-_WRITE_EVERY_S = 1.0  # events wait at most this long in memory before they reach the OS
-
-
-def _durable_writer_classes() -> tuple[type, type]:
-    """tensorboardX classes writing each event at once; imported lazily with a clear error."""
-    try:
-        from tensorboardX import FileWriter, SummaryWriter
-        from tensorboardX.event_file_writer import EventsWriter
-        from tensorboardX.proto.event_pb2 import Event, SessionLog
-    except ImportError as e:
-        raise ModuleNotFoundError("attach_tensorboard requires tensorboardX: pip install tensorboardX") from e
-
-    class SyncEventFileWriter:
-        """tensorboardX's ``EventFileWriter`` without its queue and thread.
-
-        What the original lacks: events wait in a ``multiprocessing.Queue`` for a writer thread and
-        ``flush()`` does not drain it, so a kill loses the recent points even after a flush (about
-        100 of 150 in the tests behind issue #3); the thread also competes with training. Here
-        ``add_event`` hands the events to the OS about every second, on the training thread, and
-        ``flush()`` writes the rest and fsyncs the file.
-        """
-
-        def __init__(self, logdir: str, filename_suffix: str) -> None:
-            os.makedirs(logdir, exist_ok=True)
-            self._logdir = logdir
-            self._writer = EventsWriter(os.path.join(logdir, "events"), filename_suffix)
-            self._closed = False
-            self._pending: list[Any] = []
-            self._written_at = time.monotonic()
-
-        def get_logdir(self) -> str:
-            return self._logdir
-
-        def add_event(self, event: Any) -> None:
-            if self._closed:
-                return
-            self._pending.append(event)
-            now = time.monotonic()
-            if now - self._written_at >= _WRITE_EVERY_S:
-                self._write_pending(now)
-
-        def _write_pending(self, now: float | None = None) -> None:
-            # Events wait here, in order, until one comes _WRITE_EVERY_S after the last write (or a
-            # flush, at every validation), then go to the OS together (one write instead of one per
-            # point; no fsync: that is flush()): a killed process keeps its points up to about a
-            # second before the kill, so TensorBoard shows how far it got.
-            for event in self._pending:
-                self._writer.write_event(event)
-            self._pending = []
-            self._writer._py_recordio_writer._writer.flush()  # tensorboardX keeps its file object private
-            self._written_at = time.monotonic() if now is None else now
-
-        def hand_over(self) -> None:
-            """The waiting events to the OS (no fsync)."""
-            if not self._closed and self._pending:
-                self._write_pending()
-
-        def flush(self) -> None:
-            if not self._closed:
-                self._write_pending()
-                self._writer.flush()  # RecordWriter.flush: flush + fsync
-
-        def close(self) -> None:
-            if not self._closed:
-                self._write_pending()
-                self._writer.close()
-                self._closed = True
-
-    class SyncFileWriter(FileWriter):  # type: ignore[misc]
-        def __init__(self, logdir: str, filename_suffix: str) -> None:
-            # Not FileWriter.__init__: it would open a queued writer with its thread and file.
-            self.event_writer = SyncEventFileWriter(logdir, filename_suffix)
-            self._default_metadata: dict[str, Any] = {}
-
-    class DurableSummaryWriter(SummaryWriter):  # type: ignore[misc]
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            self._opening = True  # no file until the first point: a start that trains nothing makes none
-            super().__init__(*args, **kwargs)
-            self._opening = False
-
-        def _get_file_writer(self) -> Any:
-            # As tensorboardX 2.6.5's, with the synchronous FileWriter above.
-            if self._opening:
-                return None
-            if getattr(self, "all_writers", None) is None or getattr(self, "file_writer", None) is None:
-                self.file_writer = SyncFileWriter(self.logdir, self._filename_suffix)
-                if self.purge_step is not None:
-                    self.file_writer.add_event(Event(step=self.purge_step, file_version="brain.Event:2"))
-                    self.file_writer.add_event(
-                        Event(step=self.purge_step, session_log=SessionLog(status=SessionLog.START))
-                    )
-                self.all_writers = {self.file_writer.get_logdir(): self.file_writer}
-            return self.file_writer
-
-    return SyncFileWriter, DurableSummaryWriter
-
-
 class DurableTensorboardLogger(TensorboardLogger):
     """Ignite's ``TensorboardLogger`` over a writer whose ``flush()`` puts every point on disk.
 
@@ -133,11 +35,12 @@ class DurableTensorboardLogger(TensorboardLogger):
 
     def __init__(self, log_dir: str | Path, *, purge_step: int | None = None) -> None:
         # Not TensorboardLogger.__init__, which builds tensorboardX's queued SummaryWriter.
-        _, writer_class = _durable_writer_classes()
+        from monitor.handlers.tb_writer import DurableSummaryWriter  # tensorboardX, loaded when a logger is made
+
         # tensorboardX names event files by time (seconds) and host: a resume within the same second
         # would reopen, and truncate, the previous segment's file. A nanosecond suffix keeps them
         # apart and in write order (TensorBoard reads a folder's files sorted by name).
-        self.writer = writer_class(
+        self.writer = DurableSummaryWriter(
             logdir=str(log_dir), purge_step=purge_step, filename_suffix=f".{time.time_ns()}"
         )
 
