@@ -27,6 +27,7 @@ import itertools
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import ignite.distributed as idist
@@ -188,6 +189,54 @@ def is_replayable(data: Any) -> bool:
     """Whether ``data`` is a ``DataLoader`` over a map-style dataset, whose order can be replayed."""
     return isinstance(data, DataLoader) and not isinstance(data.dataset, IterableDataset) and \
         data.batch_sampler is not None
+
+
+@dataclass
+class _Rest:
+    """The rest of an interrupted epoch on a new layout (see :meth:`DataOrder._plan_rest`)."""
+
+    source: Mapping[str, Any] | None  # the order the epoch was drawn from
+    trained: int  # samples of it trained before the interruption
+    why: str | None = None  # why that order cannot be drawn again (None: it can, and the rest is exact)
+    left: int = 0  # samples of it not yet trained
+    steps: int = 0  # steps of the new layout that train them
+    end: int = 0  # where the order ends (a DistributedSampler that drops its last samples: before its size)
+    pad: bool = True  # equal shares padded with repeated samples, as DistributedSampler does
+    drop_last: bool = False  # the batch sampler drops a short last batch
+    new_done: int = 0  # the steps of the new layout's epoch counted as done
+
+
+def _say_relayout(saved: Mapping[str, Any], now: Mapping[str, Any], length: int, epoch: int, done: int,
+                  rest: _Rest, iteration: int, offset: int) -> None:
+    """The one WARNING a resume on another data layout gives: what changed, how the interrupted epoch goes
+    on (exactly, with the numbers; or not, and why), and how the iterations are counted from here."""
+    before, after = saved["processes"] * saved["batch_size"], now["processes"] * now["batch_size"]
+    change = f"{_steps(saved)} -> {_steps(now)}"
+    what = "another global batch" if before != after else (
+        "another number of steps an epoch" if now["batches"] != length else "another number of processes")
+    numbering = (f"The history's iteration counts the steps taken ({iteration + offset} so far); Ignite's "
+                 f"trainer.state.iteration is renumbered for {now['batches']} steps an epoch ({iteration}; "
+                 f"trainer.state.iteration_offset = {offset}).")
+    if not done:
+        logger.warning("Resuming with %s: %s. Epoch %d and the epochs after it are the new layout's. %s",
+                       what, change, epoch, numbering)
+    elif rest.why is None:
+        share = share_of(rest.left, now["processes"], pad=rest.pad)
+        last, padding = share - (rest.steps - 1) * now["batch_size"], share * now["processes"] - rest.left
+        notes = ([f"the last one {last} a process"] if last != now["batch_size"] else []) + (
+            [f"{padding} of them twice, for equal shares, as DistributedSampler pads"] if padding > 0 else [])
+        logger.warning(
+            "Resuming with %s: %s. Epoch %d was %d samples in (%d steps): its %d samples not yet trained "
+            "are trained once each, in %d steps of the new layout%s; the epochs after it are the new "
+            "layout's. %s", what, change, epoch, rest.trained, done, rest.left, rest.steps,
+            f" ({'; '.join(notes)})" if notes else "", numbering)
+    else:
+        logger.warning(
+            "Resuming with %s: %s. This resume is not exact: %s. So the rest of epoch %d is the new "
+            "layout's order from step %d of %d (about %d samples in, where the checkpoint was %d in): some "
+            "samples are trained twice in it, some not at all. The epochs after it are whole. %s",
+            what, change, rest.why, epoch, rest.new_done + 1, now["batches"], rest.new_done * after, rest.trained,
+            numbering)
 
 
 class DataOrder(Serializable):
@@ -360,67 +409,53 @@ class DataOrder(Serializable):
                             f"epoch {epoch} continues with exactly the samples not yet trained" if done else
                             "the epochs are as before")
             return
-        source = continued["source"] if continued is not None else self._saved_source
-        trained = (continued["position"] + (done - continued["done"]) * before) if continued is not None \
-            else done * before  # samples of the epoch's order trained: each step takes the next stretch of it
-        why = ("the trainer is a DeterministicEngine, which replays its own order" if isinstance(
-            trainer, DeterministicEngine) else cannot_draw(source, data)) if done else None
-        left = steps = 0
-        if done and why is None:
-            assert source is not None
-            end = int(source["size"])
-            if source["kind"] == "distributed" and source["drop_last"]:
-                end = end // int(source["processes"]) * int(source["processes"])
-            left = max(end - trained, 0)
-            sampler = distributed_sampler(data)
-            pad, drop_last = sampler is None or not sampler.drop_last, bool(getattr(data.batch_sampler, "drop_last", 0))
-            # At most one step fewer than an epoch: the epoch must stay under way (a resume at its step
-            # 0 would start its sums anew); the last step then takes what is left.
-            steps = min(steps_to_deal(left, now["processes"], now["batch_size"], pad=pad, drop_last=drop_last),
-                        now["batches"] - 1)
-            if steps < 1:
-                why = "the new layout's epoch is one step" if now["batches"] < 2 else "no sample of it is left"
-        if not done:
-            new_done = 0
-        elif why is None:
-            new_done = now["batches"] - steps
-            self.continued = {"epoch": epoch, "position": trained, "done": new_done, "source": source}
-            self._rest = self._dealer(epoch, trained, end, pad, drop_last, steps)
-        else:  # the new layout's own order of the epoch, from about as far as the old one went (under way)
-            new_done = max(1, min(now["batches"] - 1, round(trained / after))) if now["batches"] > 1 else 0
-        iteration = (epoch - 1) * now["batches"] + new_done
+        rest = self._plan_rest(trainer, data, now, before, after, done, continued)
+        if done and rest.why is None:
+            self.continued = {"epoch": epoch, "position": rest.trained, "done": rest.new_done, "source": rest.source}
+            self._rest = self._dealer(epoch, rest.trained, rest.end, rest.pad, rest.drop_last, rest.steps)
+        iteration = (epoch - 1) * now["batches"] + rest.new_done
         offset = int(getattr(state, "iteration_offset", 0)) + state.iteration - iteration
         state.iteration, state.epoch_length = iteration, now["batches"]
         state.iteration_offset = offset  # type: ignore[attr-defined]  # an attribute of monitor's on Ignite's State
         if saved == now or idist.get_rank() != 0:  # (the same layout: an epoch continued earlier goes on)
             return
-        self.change = {"from": dict(saved), "to": dict(now), "epoch": epoch, "trained": trained,
-                       "exact": why is None, "iteration_offset": offset}
-        change = f"{_steps(saved)} -> {_steps(now)}"
-        what = "another global batch" if before != after else (
-            "another number of steps an epoch" if now["batches"] != length else "another number of processes")
-        numbering = (f"The history's iteration counts the steps taken ({iteration + offset} so far); Ignite's "
-                     f"trainer.state.iteration is renumbered for {now['batches']} steps an epoch ({iteration}; "
-                     f"trainer.state.iteration_offset = {offset}).")
+        self.change = {"from": dict(saved), "to": dict(now), "epoch": epoch, "trained": rest.trained,
+                       "exact": rest.why is None, "iteration_offset": offset}
+        _say_relayout(saved, now, length, epoch, done, rest, iteration, offset)
+
+    def _plan_rest(self, trainer: Engine, data: Any, now: Mapping[str, Any], before: int, after: int, done: int,
+                   continued: Mapping[str, Any] | None) -> _Rest:
+        """How the rest of the interrupted epoch (``done`` steps in) is trained on the new layout: its samples
+        not yet trained, dealt in ``steps``; or, where that order cannot be drawn again (``why``), the new
+        layout's own order from about as far in."""
+        source = continued["source"] if continued is not None else self._saved_source
+        trained = (continued["position"] + (done - continued["done"]) * before) if continued is not None \
+            else done * before  # samples of the epoch's order trained: each step takes the next stretch of it
+        rest = _Rest(source=source, trained=trained)
         if not done:
-            logger.warning("Resuming with %s: %s. Epoch %d and the epochs after it are the new layout's. %s",
-                           what, change, epoch, numbering)
-        elif why is None:
-            share = share_of(left, now["processes"], pad=pad)
-            last, padding = share - (steps - 1) * now["batch_size"], share * now["processes"] - left
-            notes = ([f"the last one {last} a process"] if last != now["batch_size"] else []) + (
-                [f"{padding} of them twice, for equal shares, as DistributedSampler pads"] if padding > 0 else [])
-            logger.warning(
-                "Resuming with %s: %s. Epoch %d was %d samples in (%d steps): its %d samples not yet trained "
-                "are trained once each, in %d steps of the new layout%s; the epochs after it are the new "
-                "layout's. %s", what, change, epoch, trained, done, left, steps,
-                f" ({'; '.join(notes)})" if notes else "", numbering)
-        else:
-            logger.warning(
-                "Resuming with %s: %s. This resume is not exact: %s. So the rest of epoch %d is the new "
-                "layout's order from step %d of %d (about %d samples in, where the checkpoint was %d in): some "
-                "samples are trained twice in it, some not at all. The epochs after it are whole. %s",
-                what, change, why, epoch, new_done + 1, now["batches"], new_done * after, trained, numbering)
+            return rest
+        rest.why = ("the trainer is a DeterministicEngine, which replays its own order"
+                    if isinstance(trainer, DeterministicEngine) else cannot_draw(source, data))
+        if rest.why is None:
+            assert source is not None
+            rest.end = int(source["size"])
+            if source["kind"] == "distributed" and source["drop_last"]:
+                rest.end = rest.end // int(source["processes"]) * int(source["processes"])
+            rest.left = max(rest.end - trained, 0)
+            sampler = distributed_sampler(data)
+            rest.pad = sampler is None or not sampler.drop_last
+            rest.drop_last = bool(getattr(data.batch_sampler, "drop_last", 0))
+            # At most one step fewer than an epoch: the epoch must stay under way (a resume at its step
+            # 0 would start its sums anew); the last step then takes what is left.
+            rest.steps = min(steps_to_deal(rest.left, now["processes"], now["batch_size"], pad=rest.pad,
+                                           drop_last=rest.drop_last), now["batches"] - 1)
+            if rest.steps < 1:
+                rest.why = "the new layout's epoch is one step" if now["batches"] < 2 else "no sample of it is left"
+        if rest.why is None:
+            rest.new_done = now["batches"] - rest.steps
+        else:  # the new layout's own order of the epoch, from about as far as the old one went (under way)
+            rest.new_done = max(1, min(now["batches"] - 1, round(trained / after))) if now["batches"] > 1 else 0
+        return rest
 
     def _dealer(self, epoch: int, trained: int, end: int, pad: bool, drop_last: bool,
                 most: int) -> Callable[[Iterable[list[int]]], list[list[int]]]:
