@@ -264,7 +264,7 @@ def _configure(
     check_torch_schedulers(to_save, kept=[*to_save.values(), *schedulers.values(),
                                           *(obj for part in checked for obj in vars(part).values())])
     log_every = console.log_every
-    cadence = checkpoints.cadence(agree_every=log_every, validate_on=validate_on)
+    cadence = checkpoints.cadence(validate_on=validate_on)  # agreed every log_every steps: the step's
     max_time_s = _seconds("max_time", max_time)
     stopping = None if early_stopping is None else EarlyStoppingHandler(
         objective, trainer, early_stopping.patience, baseline=early_stopping.baseline, target=early_stopping.target,
@@ -279,7 +279,7 @@ def _configure(
                           check_work=step.checks, run_dir=Path(run_dir), resume=resume)
     for part in checked:
         part.check(context)
-    train_loss = attach_train_loss(trainer, check_every=log_every, step=step)
+    train_loss = attach_train_loss(trainer, step=step)  # checked every log_every steps: the step's
     attach_validation(trainer, evaluator, val_loader, event=validate_on)
     lock = RunLock(run_dir)
     writer = OrderedWriter(background=checkpoints.background_writes, guard=lock.check)  # never into a folder taken over
@@ -345,7 +345,7 @@ def _attach_handlers(
     if main and not plan.is_finished:
         hparams = {**dict(w.record.hparams), **({} if w.record.seed is None else {"seed": w.record.seed})}
         tensorboard = attach_tensorboard(trainer, evaluator, paths.tensorboard, optimizer=rates,
-                                         log_every=w.console.log_every, purge_step=plan.purge_step,
+                                         purge_step=plan.purge_step,
                                          row=lambda: history.last_row, best=best, hparams=hparams, step=step)
     best_checkpoint = attach_best_checkpoint(
         evaluator, trainer, best, {"model": w.model}, paths.checkpoints, n_saved=w.checkpoints.n_saved,
@@ -391,7 +391,7 @@ def _apply_resume(
             f"trained already, got {max_time!r}; pass a larger max_time to continue it."
         )
     if not plan.is_finished:
-        handlers.graceful_stop = attach_graceful_stop(trainer, agree_every=wiring.console.log_every, step=wiring.step)
+        handlers.graceful_stop = attach_graceful_stop(trainer, step=wiring.step)
         if max_time_s is not None:
             attach_time_limit(trainer, handlers.graceful_stop, clock=history, max_time_s=max_time_s, step=wiring.step)
 

@@ -86,7 +86,7 @@ class Checkpoints:
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"Argument {name} should be True or False, got {getattr(self, name)!r}.")
 
-    def cadence(self, *, agree_every: int = 10, validate_on: Any = None) -> CheckpointCadence:
+    def cadence(self, *, agree_every: int | None = None, validate_on: Any = None) -> CheckpointCadence:
         """A new :class:`~monitor.handlers.cadence.CheckpointCadence` for ``every`` (the budget saves
         after each ``validate_on``)."""
         return CheckpointCadence(self.every, agree_every=agree_every, validate_on=validate_on)

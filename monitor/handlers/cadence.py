@@ -14,7 +14,7 @@ from ignite.engine import Engine, Events
 from ignite.engine.events import CallableEventWithFilter, EventsList
 
 from monitor.core._position import is_last_of_epoch, is_mid_epoch, run_iteration
-from monitor.handlers.step import StepWork
+from monitor.handlers.step import StepWork, step_for
 
 __all__ = ["CheckpointCadence", "DEFAULT_INTERVAL_S", "DEFAULT_MAX_SHARE"]
 
@@ -55,7 +55,7 @@ class CheckpointCadence:
         *,
         interval_s: float = DEFAULT_INTERVAL_S,
         max_share: float = DEFAULT_MAX_SHARE,
-        agree_every: int = 10,
+        agree_every: int | None = None,
         validate_on: Any = None,
     ) -> None:
         self.event: CallableEventWithFilter | EventsList | None = None
@@ -104,39 +104,34 @@ class CheckpointCadence:
         step: StepWork | None = None,
     ) -> None:
         """Register on ``trainer``: a mark when a save is due, and the save at the next safe point.
-        With ``step`` (whose ``log_every`` is then ``agree_every``), what runs after each iteration is
-        part of its one handler; a user's event stays a handler of its own."""
+        What runs after each iteration joins ``step`` (whose ``log_every`` is then ``agree_every``), or a
+        :class:`~monitor.handlers.step.StepWork` of its own when attached alone; a user's event marks
+        as a handler of its own, and its save follows at the same iteration."""
         if cost_s is not None:
             self.cost_s = cost_s
         if mid_epoch is not None:
             self.mid_epoch = mid_epoch
         self._save = save
         trainer.add_event_handler(Events.STARTED, self._started)
-        distributed = idist.get_world_size() > 1
         if self.event is not None:
             # the user's event marks; the save follows it at the same iteration (so after the mark,
-            # as a handler of its own: the step handler ran before the mark)
-            step = None
+            # as a handler of its own: a step handler would have run before the mark)
             trainer.add_event_handler(self.event, self._mark)
-        elif step is not None:
-            (step.every_log if distributed else step.last).append(self._mark_by_rank_0 if distributed
-                                                                  else self._mark_by_time)
-        elif distributed:
-            trainer.add_event_handler(Events.ITERATION_COMPLETED(every=self.agree_every), self._mark_by_rank_0)
-        else:
-            trainer.add_event_handler(Events.ITERATION_COMPLETED, self._mark_by_time)
-        if self.event is None and self.interval_s is None and self.validate_on is not None:
-            # after the validation's own handlers (attached before), before the save below
-            trainer.add_event_handler(self.validate_on, self._mark_after_validation)
-        if step is not None:
-            step.last.append(self._save_if_due)
-            trainer.add_event_handler(Events.EPOCH_COMPLETED(event_filter=lambda *_: self.pending), self.save_now)
-        else:
             trainer.add_event_handler(
                 Events.ITERATION_COMPLETED(event_filter=self._due_within_epoch)
                 | Events.EPOCH_COMPLETED(event_filter=lambda *_: self.pending),
                 self.save_now,
             )
+            return
+        step = step_for(trainer, step, self.agree_every, "agree_every")
+        distributed = idist.get_world_size() > 1
+        (step.every_log if distributed else step.last).append(self._mark_by_rank_0 if distributed
+                                                              else self._mark_by_time)
+        if self.interval_s is None and self.validate_on is not None:
+            # after the validation's own handlers (attached before), before the save below
+            trainer.add_event_handler(self.validate_on, self._mark_after_validation)
+        step.last.append(self._save_if_due)
+        trainer.add_event_handler(Events.EPOCH_COMPLETED(event_filter=lambda *_: self.pending), self.save_now)
 
     def _started(self, _: Engine) -> None:
         self._last_save = time.monotonic()  # a segment's training starts: count from here

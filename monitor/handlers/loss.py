@@ -13,10 +13,9 @@ import torch
 from ignite.base.mixins import Serializable
 from ignite.engine import Engine, Events
 
-from monitor.core._checks import positive_int
 from monitor.core._position import done_in_epoch, run_iteration
 from monitor.core.status import StopReason, parse_reason, reason_value
-from monitor.handlers.step import StepWork
+from monitor.handlers.step import StepWork, step_for
 from monitor.runtime.distributed import gather_json
 
 __all__ = ["TrainLoss", "attach_train_loss", "loss_from_output", "highest_of"]
@@ -233,23 +232,19 @@ class TrainLoss(Serializable):
 def attach_train_loss(
     trainer: Engine,
     *,
-    check_every: int = 10,
+    check_every: int | None = None,
     output_transform: Callable[[Any], torch.Tensor | float] = loss_from_output,
     step: StepWork | None = None,
 ) -> TrainLoss:
     """Attach :class:`TrainLoss` to ``trainer``: sum every iteration, check every ``check_every``
-    iterations and at each epoch's end (before any other ``EPOCH_COMPLETED`` handler attached later).
-    With ``step`` (whose ``log_every`` is then ``check_every``) the per-step work joins it instead of
-    being handlers of its own.
+    iterations (default 10) and at each epoch's end (before any other ``EPOCH_COMPLETED`` handler
+    attached later). Its per-step work joins ``step`` (whose ``log_every`` is then the cadence), or a
+    :class:`~monitor.handlers.step.StepWork` of its own when attached alone.
     """
-    positive_int("check_every", check_every)
+    step = step_for(trainer, step, check_every, "check_every")
     tracker = TrainLoss(trainer, output_transform)
     trainer.add_event_handler(Events.EPOCH_STARTED, tracker.started)
-    if step is not None:
-        step.every_step.append(tracker)
-        step.every_log.append(tracker.check)
-    else:
-        trainer.add_event_handler(Events.ITERATION_COMPLETED, tracker)
-        trainer.add_event_handler(Events.ITERATION_COMPLETED(every=check_every), tracker.check)
+    step.every_step.append(tracker)
+    step.every_log.append(tracker.check)
     trainer.add_event_handler(Events.EPOCH_COMPLETED, tracker.check)
     return tracker

@@ -12,10 +12,9 @@ from typing import Any, Protocol
 import ignite.distributed as idist
 from ignite.engine import Engine, Events
 
-from monitor.core._checks import positive_int
 from monitor.core._position import is_last_of_epoch
 from monitor.core.status import StopReason
-from monitor.handlers.step import StepWork
+from monitor.handlers.step import StepWork, step_for
 
 __all__ = ["GracefulStop", "attach_graceful_stop", "attach_time_limit"]
 
@@ -118,23 +117,21 @@ class GracefulStop:
             engine.terminate()
 
 
-def attach_graceful_stop(trainer: Engine, *, agree_every: int = 10, step: StepWork | None = None) -> GracefulStop:
+def attach_graceful_stop(
+    trainer: Engine, *, agree_every: int | None = None, step: StepWork | None = None
+) -> GracefulStop:
     """Attach a :class:`GracefulStop` to ``trainer``: installed on ``STARTED``, removed on ``COMPLETED``,
     honoured after each iteration and epoch (attach it after the handlers that must run before a
-    stop); under ``ignite.distributed`` the ranks agree every ``agree_every`` iterations and at each
-    epoch end. With ``step`` (whose ``log_every`` is then ``agree_every``) the check after each
-    iteration is part of its one handler."""
-    positive_int("agree_every", agree_every)
+    stop); under ``ignite.distributed`` the ranks agree every ``agree_every`` iterations (default 10)
+    and at each epoch end. The check after each iteration joins ``step`` (whose ``log_every`` is then
+    the cadence), or a :class:`~monitor.handlers.step.StepWork` of its own when attached alone."""
+    step = step_for(trainer, step, agree_every, "agree_every")
     stop = GracefulStop(trainer)
     trainer.add_event_handler(Events.STARTED, stop.install)
     trainer.add_event_handler(Events.COMPLETED, stop.uninstall)
     distributed = idist.get_world_size() > 1
-    if step is not None:
-        (step.every_log if distributed else step.last).append(stop.honour)
-        trainer.add_event_handler(Events.EPOCH_COMPLETED, stop.honour)
-    else:
-        every = agree_every if distributed else 1
-        trainer.add_event_handler(Events.ITERATION_COMPLETED(every=every) | Events.EPOCH_COMPLETED, stop.honour)
+    (step.every_log if distributed else step.last).append(stop.honour)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, stop.honour)
     return stop
 
 
@@ -155,7 +152,4 @@ def attach_time_limit(
         if clock.elapsed_s >= max_time_s:
             stop.request(StopReason.TIME_LIMIT)
 
-    if step is not None:
-        step.last.append(check)
-    else:
-        trainer.add_event_handler(Events.ITERATION_COMPLETED, check)
+    step_for(trainer, step, None, "step").last.append(check)

@@ -13,7 +13,7 @@ from ignite.engine import Engine, Events
 
 from monitor.core._checks import positive_int
 
-__all__ = ["StepWork"]
+__all__ = ["StepWork", "step_for"]
 
 Work = Callable[[Engine], None]
 
@@ -81,3 +81,25 @@ class StepWork:
         """With ``last_apart``: ``last`` as a handler of its own, after those attached so far."""
         if self.last_apart:
             trainer.add_event_handler(Events.ITERATION_COMPLETED, self.run_last)
+
+
+def step_for(trainer: Engine, step: StepWork | None, every: int | None, name: str) -> StepWork:
+    """The :class:`StepWork` a handler's per-step work joins: ``step`` (monitor's one, whose ``log_every``
+    is then the handler's cadence), or, for a handler attached alone, one of its own on ``trainer``
+    every ``every`` steps (default 10). An ``every`` that disagrees with ``step``'s is refused: one
+    setting, one owner.
+
+    Examples:
+        .. code-block:: python
+
+            step = step_for(trainer, None, 5, "check_every")   # alone: its own StepWork, every 5 steps
+    """
+    if every is not None:
+        positive_int(name, every)
+    if step is None:
+        return StepWork(log_every=10 if every is None else every).attach(trainer)
+    if every is not None and every != step.log_every:
+        raise ValueError(f"Argument {name}={every} disagrees with step's log_every={step.log_every}: with step=, its "
+                         f"log_every is the cadence; pass {name} only to a handler attached alone.")
+    return step
+

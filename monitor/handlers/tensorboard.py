@@ -11,12 +11,11 @@ from ignite.engine import Engine, Events
 from ignite.handlers import TensorboardLogger
 from ignite.handlers.tensorboard_logger import OutputHandler
 
-from monitor.core._checks import positive_int
 from monitor.core._position import run_iteration
 from monitor.handlers.best import BestTracker
 from monitor.handlers.loss import loss_from_output
 from monitor.handlers.lr import LearningRates, learning_rates
-from monitor.handlers.step import StepWork
+from monitor.handlers.step import StepWork, step_for
 from monitor.store.history import is_evidence_column
 
 __all__ = ["DurableTensorboardLogger", "attach_tensorboard"]
@@ -81,7 +80,7 @@ def attach_tensorboard(
     log_dir: str | Path,
     *,
     optimizer: torch.optim.Optimizer | LearningRates | None = None,
-    log_every: int = 10,
+    log_every: int | None = None,
     purge_step: int | None = None,
     row: Callable[[], Mapping[str, Any]] | None = None,
     hparams: Mapping[str, Any] | None = None,
@@ -97,7 +96,7 @@ def attach_tensorboard(
         log_dir: folder for the event files.
         optimizer: source of ``lr`` (optional; a :class:`~monitor.handlers.lr.LearningRates` gives the
             rate each epoch trained with).
-        log_every: iterations between training-loss points. Default 10.
+        log_every: iterations between training-loss points (default 10; with ``step``, its ``log_every``).
         purge_step: on resume, the first step to write again; TensorBoard hides older points at and
             after it. Default None.
         row: the history row of this validation (optional): its other training columns go to
@@ -105,8 +104,8 @@ def attach_tensorboard(
         hparams: the run's hyper-parameters (optional), written with ``best``'s objective in the
             form TensorBoard's HParams dashboard reads (see :func:`write_hparams`).
         best: the tracker whose new best values go to ``hparams/best_<column>`` (optional).
-        step: the :class:`~monitor.handlers.step.StepWork` (with this ``log_every``) that writes
-            ``train/loss`` as part of its one handler, instead of a filtered handler of its own.
+        step: the :class:`~monitor.handlers.step.StepWork` that writes ``train/loss`` as part of its one
+            handler (default: one of its own).
 
     Examples:
         .. code-block:: python
@@ -115,17 +114,13 @@ def attach_tensorboard(
             ...
             tb.close()
     """
-    positive_int("log_every", log_every)
+    step = step_for(trainer, step, log_every, "log_every")
     tb_logger = DurableTensorboardLogger(log_dir, purge_step=purge_step)
 
     def trainer_step(*_: Any) -> int:
         return run_iteration(trainer.state)
 
-    if step is not None:
-        step.every_log.append(_TrainLossPoint(tb_logger))
-    else:
-        train_loss = OutputHandler(tag="train", output_transform=lambda out: {"loss": loss_from_output(out)})
-        tb_logger.attach(trainer, train_loss, Events.ITERATION_COMPLETED(every=log_every))
+    step.every_log.append(_TrainLossPoint(tb_logger))
     from tensorboardX.proto.event_pb2 import Event
     from tensorboardX.proto.summary_pb2 import Summary
 

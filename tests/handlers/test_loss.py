@@ -104,3 +104,17 @@ def test_losses_kept_on_their_device_give_what_losses_read_at_once_give(monkeypa
     assert kept_on_device[1] == pytest.approx(read_at_once[1], rel=1e-6)
     assert kept_on_device[2]["count"] == read_at_once[2]["count"] == 78
     assert kept_on_device[3:] == read_at_once[3:] == (StopReason.NONFINITE_LOSS, 10)
+
+
+def test_a_handlers_own_cadence_that_disagrees_with_the_step_it_joins_is_refused():
+    from ignite.engine import Engine
+
+    from monitor.handlers.step import StepWork
+
+    trainer = Engine(lambda e, b: {"loss": 0.5})
+    step = StepWork(log_every=10).attach(trainer)
+    with pytest.raises(ValueError, match="check_every=5 disagrees with step's log_every=10"):
+        attach_train_loss(trainer, check_every=5, step=step)
+    attach_train_loss(trainer, check_every=10, step=step)  # the same: one setting
+    with pytest.raises(ValueError, match="check_every should be a positive integer, got 0"):
+        attach_train_loss(Engine(lambda e, b: None), check_every=0)
