@@ -195,3 +195,11 @@ def test_a_killed_run_whose_forked_children_live_on_frees_its_folder_at_once(tmp
     finally:
         for pid in children:
             subprocess.run(["kill", "-9", pid])
+
+
+def test_a_crash_point_name_that_names_no_point_is_refused(monkeypatch):
+    from monitor.store.faults import CRASH_ENV, crash_point
+
+    monkeypatch.setenv(CRASH_ENV, "after_renme")  # a typo: the kill test would never kill
+    with pytest.raises(ValueError, match="MONITOR_CRASH_AT='after_renme' names no crash point; use one of"):
+        crash_point("after_rename")

@@ -19,8 +19,8 @@ from monitor.core._checks import positive_int
 from monitor.core._position import is_mid_epoch, run_iteration
 from monitor.handlers.best import BestTracker
 from monitor.runtime.checkpoint_io import load_checkpoint
-from monitor.store._crash import crash_point
 from monitor.store._io import atomic_write, fsync_dir, remove_stale_temp_files
+from monitor.store.faults import crash_point
 from monitor.store.layout import BEST_PREFIX, BEST_WRITE_PATTERN, LAST_PATTERN, LAST_PREFIX, best_named, best_step
 from monitor.store.manifest import ChecksumWriter, Manifest, trailer
 from monitor.store.writer import OrderedWriter

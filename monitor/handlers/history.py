@@ -19,7 +19,7 @@ from monitor.handlers.loss import TrainLoss
 from monitor.handlers.lr import LearningRates, learning_rates
 from monitor.handlers.outputs import Throughput, TrainOutputs
 from monitor.runtime.distributed import is_main_process
-from monitor.store._crash import crash_point
+from monitor.store.faults import crash_point
 from monitor.store.history import History
 
 __all__ = ["HistoryRecorder", "attach_history", "learning_rates"]  # learning_rates: moved to handlers.lr

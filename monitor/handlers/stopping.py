@@ -13,7 +13,7 @@ from ignite.handlers import EarlyStopping as IgniteEarlyStopping
 from monitor.core._checks import optional_number, positive_int
 from monitor.core.objective import Objective
 from monitor.core.status import StopReason, parse_reason, reason_value
-from monitor.store._crash import crash_point
+from monitor.store.faults import crash_point
 
 __all__ = ["EarlyStoppingHandler", "attach_early_stopping"]
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from monitor.store._crash import crash_point
+from monitor.store.faults import crash_point
 from monitor.store.layout import TEMP_PREFIX
 
 
