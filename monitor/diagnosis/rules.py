@@ -205,11 +205,56 @@ RATE_FACTOR: dict[str, float | None] = {
     "overfitting": None, "data_bound": None, "vanishing_gradients": None, "recovered": None, "loss_shift": None,
     "not_learning": 0.1,
 }
+# The thresholds of the rules, named beside what they measure (the table above says why each).
+# A change counts only if by this share of the run's first loss (near 0, 1e-4 -> 1e-3 is noise).
+NOTICEABLE = 0.05
+# Batches alike (a constant prediction): the epoch's highest step under this many times its mean, or a
+# typical train_loss_spike at most this.
+ALIKE = 2
+# divergence: (a) the loss at this many times its lowest (or, a dead start, its first step's);
+# (b) an epoch's spike this many times the run's typical one.
+DIVERGENCE = 10
+SPIKE = 5
+# overfitting: at least OVERFIT_VALIDATIONS after the best with the validation loss OVERFIT_VAL x its
+# best while the training loss is at most OVERFIT_TRAIN x its value at the best.
+OVERFIT_VALIDATIONS = 5
+OVERFIT_VAL = 1.5
+OVERFIT_TRAIN = 0.7
+# plateau: in the first PLATEAU_WINDOW validations (at least PLATEAU_MIN), the training loss never
+# PLATEAU_DOWN below its first value and never PLATEAU_UP above it.
+PLATEAU_WINDOW = 10
+PLATEAU_MIN = 5
+PLATEAU_DOWN = 0.01
+PLATEAU_UP = 0.1
+# oscillation's swings: in SWING_WINDOW validations, SWING_TURNS changes of direction by SWING_SIZE of
+# the median, ending no lower than SWING_END of where the window began.
+SWING_WINDOW = 8
+SWING_TURNS = 5
+SWING_SIZE = 0.2
+SWING_END = 0.95
+# A schedule's peak: the rate within AT_PEAK of the run's highest; a rate that moved less than
+# SCHEDULED is constant; a bump in the last RECENT validations may still come back down.
+AT_PEAK = 0.9
+SCHEDULED = 1.01
+RECENT = 3
+# data_bound: over DATA_VALIDATIONS, a median wait share of DATA_WAIT or more, DATA_WAIT_PER_SAMPLE_S
+# or more a sample (under 50,000 samples/s).
+DATA_VALIDATIONS = 3
+DATA_WAIT = 0.5
+DATA_WAIT_PER_SAMPLE_S = 20e-6
+# vanishing_gradients: VANISHING_VALIDATIONS in a row with the first layer's norm under FIRST_LAYER x the
+# whole, or the whole under TINY_NORM while the training loss is above TINY_NORM_LOSS.
+VANISHING_VALIDATIONS = 3
+FIRST_LAYER = 1e-3
+TINY_NORM = 1e-4
+TINY_NORM_LOSS = 0.01
 # not_learning: at least this many last validations whose training loss stays within 1% of their
 # mean and at least half the run's first step loss (the untrained, constant-prediction level).
 NOT_LEARNING_VALIDATIONS = 5
 NOT_LEARNING_SPREAD = 0.01
 NOT_LEARNING_LEVEL = 0.5
+# ... after a loss under LEARNED x that level before (it had learned; else it never did);
+LEARNED = 0.9
 # ... and, for a run that never learned (no lower loss before), at least this share of its first step's.
 NEVER_LEARNED_LEVEL = 0.9
 # oscillation: an epoch's training loss this many times the lowest before it is a rise.
@@ -318,7 +363,7 @@ def _dead_start(rows: Sequence[Mapping[str, Any]], column: str) -> int | None:
         start, spike = starts.get(i), spikes.get(i)
         if start is None or spike is None or not start > 0 or not math.isfinite(value):
             continue
-        if value >= 10 * start and spike * start < 2 * value:
+        if value >= DIVERGENCE * start and spike * start < ALIKE * value:
             return i
     return None
 
@@ -376,14 +421,14 @@ def _divergence(
     shift: Finding | None = None
     for i, value in _series(rows, column):
         spike = spikes.get(i)
-        if spike is not None and spike >= 5 * typical:  # within the epoch, before its mean shows it (or is NaN)
+        if spike is not None and spike >= SPIKE * typical:  # within the epoch, before its mean shows it (or is NaN)
             return _finding("divergence", rows, i, column=f"{column}_spike", spike=spike, typical_spike=typical), i
         if i == dead:
             return _finding("divergence", rows, i, column=column, start=float(rows[i][f"{column}_start"]),
                             value=value, ratio=value / float(rows[i][f"{column}_start"])), i
         if not math.isfinite(value):
             break
-        if value > 0 and lowest < math.inf and value >= 10 * lowest and value - lowest >= 0.05 * first:
+        if value > 0 and lowest < math.inf and value >= DIVERGENCE * lowest and value - lowest >= NOTICEABLE * first:
             holds = _objective_holds(rows, i, lowest_at + 1, objective, mode, column, lowest) \
                 if objective != column else None
             if holds is None:
@@ -420,13 +465,13 @@ def _overfitting(rows: Sequence[Mapping[str, Any]], val: str, train: str) -> Fin
         v, t = _number(row.get(val)), _number(row.get(train))
         if v is not None and t is not None and math.isfinite(v) and math.isfinite(t):
             pairs.append((i, v, t))
-    if len(pairs) < 6:
+    if len(pairs) < OVERFIT_VALIDATIONS + 1:
         return None
     best_at = min(range(len(pairs)), key=lambda k: pairs[k][1])
     _, best_val, train_at_best = pairs[best_at]
     after = pairs[best_at + 1:]
-    bad = [p for p in after if p[1] >= 1.5 * best_val and p[2] <= 0.7 * train_at_best]
-    if len(bad) < 5 or best_val <= 0:
+    bad = [p for p in after if p[1] >= OVERFIT_VAL * best_val and p[2] <= OVERFIT_TRAIN * train_at_best]
+    if len(bad) < OVERFIT_VALIDATIONS or best_val <= 0:
         return None
     i, v, t = bad[-1]
     return _finding("overfitting", rows, pairs[best_at][0], best_val=best_val, val_now=v, train_at_best=train_at_best,
@@ -434,16 +479,16 @@ def _overfitting(rows: Sequence[Mapping[str, Any]], val: str, train: str) -> Fin
 
 
 def _plateau(rows: Sequence[Mapping[str, Any]], train: str) -> Finding | None:
-    values = [(i, v) for i, v in _series(rows, train)[:10] if math.isfinite(v)]
-    if len(values) < 5:
+    values = [(i, v) for i, v in _series(rows, train)[:PLATEAU_WINDOW] if math.isfinite(v)]
+    if len(values) < PLATEAU_MIN:
         return None
     first = values[0][1]
     lowest = min(v for _, v in values)
     highest = max(v for _, v in values)
     spikes = [v for _, v in _series(rows[: values[-1][0] + 1], f"{train}_spike") if math.isfinite(v)]
-    if spikes and statistics.median(spikes) > 2:  # a trained network's hard batches: a floor, not a plateau
+    if spikes and statistics.median(spikes) > ALIKE:  # a trained network's hard batches: a floor, not a plateau
         return None
-    if first > 0 and lowest > 0.99 * first and highest <= 1.1 * first:  # neither down nor up
+    if first > 0 and lowest > (1 - PLATEAU_DOWN) * first and highest <= (1 + PLATEAU_UP) * first:  # neither way
         return _finding("plateau", rows, values[0][0], first=first, lowest=lowest,
                         change=(lowest - first) / first, validations=len(values))
     return None
@@ -475,7 +520,7 @@ def _rise(rows: Sequence[Mapping[str, Any]], train: str, objective: str | None =
         return None
     first, lowest, lowest_at = values[0][1], values[0][1], values[0][0]
     for i, v in values[1:]:
-        if lowest > 0 and v >= RISE * lowest and v - lowest >= 0.05 * first and not _rates_rose(rows, i):
+        if lowest > 0 and v >= RISE * lowest and v - lowest >= NOTICEABLE * first and not _rates_rose(rows, i):
             evidence = dict(lowest=lowest, lowest_epoch=rows[lowest_at].get("epoch"), value=v, ratio=v / lowest)
             holds = _objective_holds(rows, i, lowest_at + 1, objective, mode, train, lowest)
             if holds is not None:
@@ -489,15 +534,15 @@ def _rise(rows: Sequence[Mapping[str, Any]], train: str, objective: str | None =
 def _oscillation(rows: Sequence[Mapping[str, Any]], train: str) -> Finding | None:
     values = [(i, v) for i, v in _series(rows, train) if math.isfinite(v)]
     first_loss = values[0][1] if values else 0.0
-    for start in range(0, max(0, len(values) - 7)):
-        window = values[start:start + 8]
+    for start in range(0, max(0, len(values) - SWING_WINDOW + 1)):
+        window = values[start:start + SWING_WINDOW]
         numbers = [v for _, v in window]
         steps = [b - a for a, b in zip(numbers, numbers[1:], strict=False)]
         turns = sum(1 for a, b in zip(steps, steps[1:], strict=False) if a * b < 0)
         median = statistics.median(numbers)
         swing = (max(numbers) - min(numbers)) / median if median > 0 else 0.0
-        wide = max(numbers) - min(numbers) >= 0.05 * first_loss
-        if turns >= 5 and swing >= 0.2 and wide and numbers[-1] >= 0.95 * numbers[0]:
+        wide = max(numbers) - min(numbers) >= NOTICEABLE * first_loss
+        if turns >= SWING_TURNS and swing >= SWING_SIZE and wide and numbers[-1] >= SWING_END * numbers[0]:
             return _finding("oscillation", rows, window[0][0], turns=turns, swing=swing, first=numbers[0],
                             last=numbers[-1], validations=len(window))
     return None
@@ -505,14 +550,14 @@ def _oscillation(rows: Sequence[Mapping[str, Any]], train: str) -> Finding | Non
 
 def _data_bound(rows: Sequence[Mapping[str, Any]]) -> Finding | None:
     values = [(i, v) for i, v in _series(rows, "data_wait_frac") if math.isfinite(v)]
-    if len(values) < 3:
+    if len(values) < DATA_VALIDATIONS:
         return None
     median = statistics.median(v for _, v in values)
     speeds = dict(_series(rows, "samples_per_s"))
     waits = [v / speeds[i] for i, v in values if speeds.get(i)]  # seconds of waiting per sample
     wait = statistics.median(waits) if waits else math.inf  # no sizes: the share alone decides
-    if median >= 0.5 and wait >= 20e-6:
-        first = next(i for i, v in values if v >= 0.5)
+    if median >= DATA_WAIT and wait >= DATA_WAIT_PER_SAMPLE_S:
+        first = next(i for i, v in values if v >= DATA_WAIT)
         evidence: dict[str, Any] = {"median_data_wait_frac": median}
         if waits:
             evidence["wait_per_sample_ms"] = wait * 1e3
@@ -552,11 +597,11 @@ def _vanishing(rows: Sequence[Mapping[str, Any]], train: str) -> list[Finding]:
     for i, v in norms:
         loss = losses.get(i)
         first = firsts.get(i)
-        tiny = (first is not None and math.isfinite(first) and first < 1e-3 * v) or (
-            v < 1e-4 and (loss is None or loss > 0.01))
+        tiny = (first is not None and math.isfinite(first) and first < FIRST_LAYER * v) or (
+            v < TINY_NORM and (loss is None or loss > TINY_NORM_LOSS))
         started = i if run == 0 else started
         run = run + 1 if tiny else 0
-        if run == 3:
+        if run == VANISHING_VALIDATIONS:
             evidence: dict[str, Any] = {"grad_norm": v}
             if first is not None:
                 evidence.update(first_layer_grad_norm=first, first_layer_share=first / v if v else 0.0)
@@ -584,7 +629,7 @@ def _not_learning(rows: Sequence[Mapping[str, Any]], train: str, objective: str 
     while start > 0 and math.isfinite(values[start - 1][1]) and \
             abs(values[start - 1][1] - mean) <= NOT_LEARNING_SPREAD * mean:
         start -= 1
-    if any(math.isfinite(v) and v < 0.9 * mean for _, v in values[:start]):
+    if any(math.isfinite(v) and v < LEARNED * mean for _, v in values[:start]):
         return _finding("not_learning", rows, values[start][0], loss=mean, first_step_loss=starts[0],
                         validations=len(values) - start, learned=True)
     return _never_learned(rows, train, objective, mode, mean, starts[0], values[start][0])
@@ -638,13 +683,13 @@ def _rate_at(rows: Sequence[Mapping[str, Any]], i: int) -> tuple[float, int | No
 def _schedule_peak(rows: Sequence[Mapping[str, Any]]) -> float | None:
     """The run's highest rate, if the rate was not constant over the run (a schedule)."""
     rates = [v for _, v in _series(rows, "lr") if math.isfinite(v)]
-    return max(rates) if rates and max(rates) > min(rates) * 1.01 else None
+    return max(rates) if rates and max(rates) > min(rates) * SCHEDULED else None
 
 
 def _at_schedule_peak(rows: Sequence[Mapping[str, Any]], rate: float) -> float | None:
     """The schedule's peak, if ``rate`` is within 10% of it (a schedule held the rate at its peak)."""
     peak = _schedule_peak(rows)
-    return peak if peak is not None and rate >= 0.9 * peak else None
+    return peak if peak is not None and rate >= AT_PEAK * peak else None
 
 
 def _recovered_after(rows: Sequence[Mapping[str, Any]], i: int, train: str) -> bool:
@@ -687,7 +732,7 @@ def _explained(
     peak = _at_schedule_peak(rows, during) if during is not None and finding.kind == "oscillation" else None
     last = span[-1] if span else i
     recovered = peak is not None and _recovered_after(rows, last, train)
-    if rate is not None and peak is not None and (recovered or last >= len(rows) - 3):
+    if rate is not None and peak is not None and (recovered or last >= len(rows) - RECENT):
         evidence["lr"] = during
         then = ("the loss came back down after it: the schedule's doing" if recovered else
                 "if the loss does not come back down within a few validations, it is a problem")
