@@ -5,10 +5,10 @@ import logging
 import re
 import traceback
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ignite.distributed as idist
 import torch
@@ -73,7 +73,7 @@ class Handlers:
     train_loss: TrainLoss
     best_checkpoint: Checkpoint
     last_checkpoint: Checkpoint
-    cadence: CheckpointCadence | None = None
+    cadence: CheckpointCadence = field(default_factory=lambda: CheckpointCadence(Events.EPOCH_COMPLETED))
     step: StepWork | None = None
     early_stopping: EarlyStoppingHandler | None = None
     tensorboard: TensorboardLogger | None = None
@@ -83,6 +83,9 @@ class Handlers:
     data_order: DataOrder | None = None
     live_diagnosis: LiveDiagnosis | None = None
     console_log: ConsoleLog | None = None
+
+
+_HANDLER_FIELDS = frozenset(Handlers.__dataclass_fields__)
 
 
 class Monitor:
@@ -110,6 +113,30 @@ class Monitor:
             run.status, run.stop_reason, run.best.best_epoch
     """
 
+    if TYPE_CHECKING:  # the handlers' fields, read through to self.handlers (one copy: the Handlers')
+        objective: Objective
+        best: BestTracker
+        history: HistoryRecorder
+        train_loss: TrainLoss
+        best_checkpoint: Checkpoint
+        last_checkpoint: Checkpoint
+        cadence: CheckpointCadence
+        step: StepWork | None
+        early_stopping: EarlyStoppingHandler | None
+        tensorboard: TensorboardLogger | None
+        progress_bar: ProgressBar | None
+        graceful_stop: GracefulStop | None
+        learning_rates: LearningRates | None
+        data_order: DataOrder | None
+        live_diagnosis: LiveDiagnosis | None
+        console_log: ConsoleLog | None
+
+    def __getattr__(self, name: str) -> Any:
+        handlers = self.__dict__.get("handlers")
+        if handlers is not None and name in _HANDLER_FIELDS:
+            return getattr(handlers, name)
+        raise AttributeError(f"'Monitor' object has no attribute {name!r}")
+
     def __init__(
         self,
         trainer: Engine,
@@ -126,22 +153,7 @@ class Monitor:
         self.restore_best = restore_best  # the model that gets the best weights at the end, or None
         self.paths, self.record, self.lock, self.writer = files.paths, files.record, files.lock, files.writer
         self.config = dict(files.config)
-        self.objective = handlers.objective
-        self.best = handlers.best
-        self.history = handlers.history
-        self.train_loss = handlers.train_loss
-        self.best_checkpoint = handlers.best_checkpoint
-        self.last_checkpoint = handlers.last_checkpoint
-        self.cadence = handlers.cadence or CheckpointCadence(Events.EPOCH_COMPLETED)
-        self.step = handlers.step
-        self.early_stopping = handlers.early_stopping
-        self.tensorboard = handlers.tensorboard
-        self.progress_bar = handlers.progress_bar
-        self.graceful_stop = handlers.graceful_stop
-        self.learning_rates = handlers.learning_rates  # its optimizer hook is removed at close
-        self.data_order = handlers.data_order
-        self.live_diagnosis = handlers.live_diagnosis  # what it said during the run is not said again at the end
-        self.console_log = handlers.console_log  # removed at close
+        self.handlers = handlers  # read through as run.best, run.history... (see __getattr__)
         if plan.state is not None:
             self.cadence.saved_iteration = plan.from_iteration  # that checkpoint is on disk already
         self._decided_stop = plan.decided_stop  # None once a larger max_epochs or patience lifts it
@@ -480,7 +492,7 @@ class Monitor:
             self._fail(self.writer.error)
         if self.tensorboard is not None:
             self.tensorboard.close()
-            self.tensorboard = None
+            self.handlers.tensorboard = None
         if self.learning_rates is not None:
             self.learning_rates.remove()
         self.lock.release()
