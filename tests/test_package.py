@@ -106,3 +106,16 @@ def test_no_import_cycles():
     for module in graph:
         if module != "monitor":
             visit(module, [module])
+
+
+def test_no_function_body_in_the_package_is_over_70_lines():
+    long = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                body = node.body[1:] if ast.get_docstring(node) is not None and len(node.body) > 1 else node.body
+                lines = node.end_lineno - body[0].lineno + 1
+                if lines > 70:
+                    long.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name} ({lines} lines)")
+    assert long == [], "split these into steps of one screen: " + "; ".join(long)
+

@@ -1,4 +1,9 @@
-"""Handlers: one file per concern, each with an ``attach_*`` returning what it attached."""
+"""Handlers: one file per concern. What attaches to an engine has an ``attach_*`` returning what it
+attached (or an ``attach`` method: :class:`~monitor.handlers.step.StepWork`,
+:class:`~monitor.handlers.cadence.CheckpointCadence`); what only holds state for the last checkpoint
+(:class:`~monitor.handlers.rng.RNGState`, :class:`~monitor.handlers.lr.LearningRates`, an optimizer
+hook) and the support modules (``tb_writer``, ``console_log``) have none.
+"""
 from monitor.handlers.best import BestTracker, attach_best_tracker
 from monitor.handlers.checkpoint import (
     DurableDiskSaver,
