@@ -15,6 +15,6 @@ def library_versions() -> dict[str, str]:
     Examples:
         .. code-block:: python
 
-            library_versions()   # {"torch": "2.13.0", "ignite": "0.5.3", "monitor": "0.1.0"}
+            library_versions()   # {"torch": "2.13.0", "ignite": "0.5.5", "monitor": "0.2.0"}
     """
     return {"torch": torch.__version__, "ignite": ignite.__version__, "monitor": VERSION}
