@@ -71,3 +71,21 @@ def test_sweep_example_runs_a_study_whose_trials_are_monitored_runs(tmp_path, ca
         record = json.loads((Path(trial.user_attrs["run_dir"]) / "run.json").read_text())
         assert record["status"] in ("completed", "early_stopped") and record["hparams"] == trial.params
     assert "Best trial:" in capsys.readouterr().out
+
+
+def test_the_readmes_example_is_quickstart_py_and_stops_early_as_its_output_says(tmp_path):
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    shown = re.search(r"## Use it\n\n```python\n(.*?)```", readme, re.S)[1]
+    script = (ROOT / "examples" / "quickstart.py").read_text()
+    code = script[script.index("import torch"):]
+    # The script takes its folder from the command line; the README names it.
+    code = code.replace('sys.argv[1] if len(sys.argv) > 1 else "reports/quickstart"', '"reports/quickstart"')
+    code = code.replace("monitor.load_run(run.run_dir)", 'monitor.load_run("reports/quickstart")')
+    assert shown == code
+    out = run_script("examples/quickstart.py", str(tmp_path / "quickstart"))
+    record = json.loads((tmp_path / "quickstart" / "run.json").read_text())
+    assert (record["status"], record["best"]["epoch"], record["epochs_completed"]) == ("early_stopped", 11, 21)
+    for line in re.findall(r"^(?:status|best|checkpoint|at best)  +.*$", readme, re.M):  # the output shown
+        assert line in out.stdout

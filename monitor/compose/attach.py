@@ -418,7 +418,7 @@ def _refuse_removed(removed: Mapping[str, Any]) -> None:
         if name in LEGACY_KEYWORDS:
             raise TypeError(
                 f"attach_monitoring() no longer takes {name}=; pass {LEGACY_KEYWORDS[name]} instead "
-                "(see the README's 'Settings' section)."
+                "(see docs/usage.md, 'Settings and parts')."
             )
         raise TypeError(f"attach_monitoring() got an unexpected keyword argument {name!r}.")
 

@@ -10,7 +10,7 @@
   attach look for them, and one that ``to_save`` does not hold (directly, or inside a scheduler it
   holds) is refused with the line to add: which object a script steps, and under which key it
   should be restored, only the user knows. torch's ``ReduceLROnPlateau`` leaves no such mark: it is
-  not found, and must be put in ``to_save`` (the README says so).
+  not found, and must be put in ``to_save`` (docs/usage.md says so).
 """
 from __future__ import annotations
 
