@@ -28,5 +28,6 @@ def test_the_example_notebook_trains_with_a_notebook_bar_and_shows_the_run_inlin
     assert "val_loss" in text and "Early stopping (patience_exhausted)" in text  # the aligned lines, logged
     assert "\r" not in text  # no terminal bar in the cell's text
     shown = next(out["data"]["text/html"] for out in outputs if "Stopped because" in out.get("data", {}).get("text/html", ""))
-    assert "no improvement of val_loss in 10 validations" in shown and "<img" in shown and "Configuration" in shown
+    assert "no improvement of val_loss in 10 validations" in shown and "Configuration" in shown
+    assert "monitorCharts(" in shown and "uPlot" in shown  # the same interactive charts as the HTML page
     assert (tmp_path / "reports" / "notebook" / "run.json").exists()

@@ -1,14 +1,14 @@
-"""One self-contained HTML page (plots embedded) reviewing one or more runs."""
+"""One self-contained HTML page (interactive charts inlined) reviewing one or more runs."""
 from __future__ import annotations
 
-import base64
 import html
 import json
+import uuid
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from monitor.diagnosis import Finding, by_level
-from monitor.review.plots import figure_png, plot_runs
+from monitor.review.charts import chart_assets, charts_html
 from monitor.review.summary import compare
 from monitor.review.text import format_value, stop_reason_text
 
@@ -41,10 +41,6 @@ img { max-width: 100%; height: auto; }
 .findings.ok { background: #eef7ee; border-left-color: #5cb85c; }
 .findings.note { background: #eef4fb; border-left-color: #5b9bd5; }
 """
-
-
-def _img(png: bytes, alt: str) -> str:
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
 def _text(value: Any) -> str:
@@ -116,9 +112,10 @@ def _findings(run: Run) -> str:
     return shown
 
 
-def run_section(run: Run, *, curves: bool = True) -> str:
+def run_section(run: Run, *, curves: bool = True, chart_id: str | None = None) -> str:
     """One run: its status and why it stopped, in words; its summary; its configuration and segments;
-    its curves. (The part of :func:`to_html` for one run; ``Run._repr_html_`` shows it in notebooks.)"""
+    its interactive curves (the page holds :func:`~monitor.review.charts.chart_assets` once). The part
+    of :func:`to_html` for one run; ``Run._repr_html_`` shows it in notebooks, with the assets."""
     status = html.escape(run.status)
     parts = [
         f"<section><h2>{html.escape(run.name)} <span class='status {status}'>{status}</span></h2>",
@@ -131,15 +128,16 @@ def run_section(run: Run, *, curves: bool = True) -> str:
         "</div>",
     ]
     if curves:
-        parts.append(_img(figure_png(plot_runs([run], title=run.name)), f"learning curves of {run.name}"))
+        parts += ["<h3>Curves</h3>", charts_html([run], chart_id or f"run-{uuid.uuid4().hex[:8]}")]
     parts.append("</section>")
     return "\n".join(parts)
 
 
 def to_html(runs: Sequence[Run], *, title: str = "monitor report") -> str:
     """The comparison table, the runs' curves overlaid, then a section per run: why it stopped, its
-    summary, configuration, segments and curves. One self-contained file (images embedded), within
-    1400 px (wide tables scroll in their own box).
+    summary, configuration, segments and curves. One self-contained file (the charts' script and
+    data inlined: it opens from ``file://`` with no network), within 1400 px (wide tables scroll in
+    their own box).
 
     Examples:
         .. code-block:: python
@@ -153,7 +151,7 @@ def to_html(runs: Sequence[Run], *, title: str = "monitor report") -> str:
     parts = [
         "<!DOCTYPE html>",
         f'<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">'
-        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style>{chart_assets()}</head><body>",
         f"<h1>{html.escape(title)}</h1>",
         f"<p>{len(runs)} run{'s' if len(runs) != 1 else ''}, ranked by objective (ties share a rank).</p>",
         "<h2>Runs</h2>",
@@ -164,7 +162,7 @@ def to_html(runs: Sequence[Run], *, title: str = "monitor report") -> str:
         "</div>",
     ]
     if len(runs) > 1:
-        parts += ["<h2>All runs</h2>", _img(figure_png(plot_runs(runs)), "learning curves of all runs")]
-    parts += [run_section(run) for run in runs]
+        parts += ["<h2>All runs</h2>", charts_html(runs, "all-runs")]
+    parts += [run_section(run, chart_id=f"run-{k}") for k, run in enumerate(runs, start=1)]
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -166,9 +166,10 @@ class Run:
     def _repr_html_(self) -> str:
         """How a notebook shows a run: why it stopped, its summary, configuration and curves inline."""
         # Imported when shown: loading a run needs none of the page (html.py knows Run for its annotations only).
+        from monitor.review.charts import chart_assets
         from monitor.review.html import run_section
 
-        return run_section(self)
+        return chart_assets() + run_section(self)
 
 
 def holder_is_alive(run_dir: str | Path) -> bool:

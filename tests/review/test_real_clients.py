@@ -1,5 +1,6 @@
 """Real clients read what monitor wrote: the TensorBoard app, and a browser opening the HTML report."""
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -75,23 +76,42 @@ def chromium():
 
 
 @pytest.mark.skipif(chromium() is None, reason="no chromium on this machine (Debian package 'chromium')")
-def test_the_html_report_shows_the_table_and_its_images_in_a_browser(resumed_run, tmp_path):
-    page = to_html([load_run(resumed_run)], title="browser check")
-    # After load, the page reports in its title whether every image decoded.
-    probe = ("<script>window.addEventListener('load', () => { const imgs = [...document.images];"
-             " document.title = imgs.every(i => i.complete && i.naturalWidth > 0)"
-             " ? 'IMAGES-OK ' + imgs.length + ' ROWS ' + document.querySelectorAll('table.runs tbody tr').length"
-             " + (document.documentElement.scrollWidth <= window.innerWidth ? ' FITS' : ' TOO-WIDE')"
-             " : 'IMAGES-BROKEN'; });</script></body>")
+def test_the_html_report_draws_interactive_charts_offline_and_a_click_hides_a_run_in_every_chart(resumed_run,
+                                                                                                 tmp_path):
+    other = tmp_path / "copy"
+    shutil.copytree(resumed_run, other)  # a second run, so that the page overlays two
+    page = to_html([load_run(resumed_run), load_run(other)], title="browser check")
+    # After load, the page reports in its title what was drawn, then a click on the first run in the
+    # legend of the overlay and a switch to a log scale, as a user does them.
+    probe = """<script>window.addEventListener('load', () => {
+      const all = document.getElementById('all-runs');
+      const drawn = [...document.querySelectorAll('.monitor-charts')].map(c => c.dataset.drawn).join(',');
+      const canvases = document.querySelectorAll('.monitor-charts canvas').length;
+      all.querySelector('.u-legend .u-series:nth-child(2) th').dispatchEvent(new MouseEvent('click', {bubbles: true}));
+      const hidden = all.monitor.plots().map(p => p.series[1].show ? 'shown' : 'hidden').join(',');
+      const log = all.querySelector('[name=log]');
+      log.checked = true;
+      log.dispatchEvent(new Event('change', {bubbles: true}));
+      const scale = all.monitor.plots().map(p => p.scales.y.distr).join(',');
+      const still = all.monitor.plots()[0].series[1].show ? 'shown' : 'hidden';
+      document.title = `DRAWN ${drawn} CANVASES ${canvases} CLICK ${hidden} LOG ${scale} AFTER ${still}` +
+        ` ROWS ${document.querySelectorAll('table.runs tbody tr').length}` +
+        (document.documentElement.scrollWidth <= window.innerWidth ? ' FITS' : ' TOO-WIDE');
+    });</script></body>"""
     path = tmp_path / "report.html"
     path.write_text(page.replace("</body>", probe))
     profile = tmp_path / "profile"
+    # No network: a page that fetched its library would draw nothing here.
     args = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--proxy-server=http://127.0.0.1:9", "--proxy-bypass-list=<-loopback>",
             f"--user-data-dir={profile}", "--virtual-time-budget=10000", "--window-size=1400,900"]
     dom = subprocess.run([*args, "--dump-dom", Path(path).as_uri()], capture_output=True, text=True, timeout=120)
-    # One run: its curves, one row; the page fits a 1400 px window (no horizontal scroll of the page).
-    assert "<title>IMAGES-OK 1 ROWS 1 FITS</title>" in dom.stdout, dom.stderr[-2000:]
+    title = re.search(r"<title>(.*?)</title>", dom.stdout)
+    charts = 4  # val_loss, train_loss, lr and the chosen column, in the overlay and in each run's section
+    assert title is not None, dom.stderr[-2000:]
+    assert title[1] == (f"DRAWN {charts},{charts},{charts} CANVASES {3 * charts} CLICK hidden,hidden,hidden,hidden "
+                        f"LOG 3,3,3,3 AFTER hidden ROWS 2 FITS")
     assert "Stopped because" in dom.stdout and "Configuration" in dom.stdout and "Segments (2" in dom.stdout
     shot = tmp_path / "shot.png"
     subprocess.run([*args, f"--screenshot={shot}", Path(path).as_uri()],

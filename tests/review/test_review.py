@@ -89,11 +89,21 @@ def test_plot_writes_a_png_with_a_panel_per_metric(runs, tmp_path):
     assert titles == ["loss", "val_accuracy", "lr"]
 
 
-def test_html_is_self_contained_with_table_and_images(runs):
-    page = to_html([load_run(p) for p in runs])
+def test_html_is_self_contained_with_table_and_interactive_charts(runs):
+    import json
+    import re
+
+    loaded = [load_run(p) for p in runs]
+    page = to_html(loaded)
     assert page.startswith("<!DOCTYPE html>") and "<table" in page
-    assert page.count("data:image/png;base64,") == 1 + len(runs)
-    assert "http://" not in page and "https://" not in page  # nothing to fetch
+    assert page.count("uPlot") >= 1 and page.count('class="monitor-charts"') == 1 + len(runs)  # all, then each
+    assert not re.search(r"""(src|href)=["']?https?://""", page)  # nothing to fetch: the library is inlined
+    data = json.loads(re.search(r'id="all-runs-data">(.*?)</script>', page)[1])
+    assert [r["name"] for r in data["runs"]] == [run.name for run in loaded]
+    assert data["charts"][0] == "val_loss" and "lr" in data["charts"]  # the objective's curve, the rate
+    first = data["runs"][0]
+    assert first["rows"]["val_loss"] == pytest.approx(loaded[0].history["val_loss"].tolist())
+    assert {"best"} <= {e["kind"] for e in first["events"]}
 
 
 @pytest.mark.parametrize(
