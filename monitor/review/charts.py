@@ -122,14 +122,24 @@ function monitorCharts(id) {
   const state = {x: 'epoch', extra: others.find(c => c.startsWith('val_')) || others.find(c => c.startsWith('train_'))
                  || others[0] || D.columns[0],
                  log: false, smooth: 0, hidden: new Set()};
+  // What was chosen survives the reloads of a page kept current (monitor html --watch).
+  const key = 'monitor:' + location.pathname + '#' + id;
+  try {
+    const saved = JSON.parse(sessionStorage.getItem(key) || 'null');
+    if (saved) Object.assign(state, saved, {hidden: new Set(saved.hidden),
+                                            extra: D.columns.includes(saved.extra) ? saved.extra : state.extra});
+  } catch (e) { /* no storage (a sandboxed page): nothing kept */ }
+  const save = () => { try { sessionStorage.setItem(key, JSON.stringify({...state, hidden: [...state.hidden]})); }
+                       catch (e) { /* as above */ } };
   const controls = document.createElement('div');
   controls.className = 'controls';
   const select = (label, name, options, value) => `<label>${label} <select name="${name}">` +
     options.map(o => `<option${o === value ? ' selected' : ''}>${o}</option>`).join('') + '</select></label>';
   controls.innerHTML = select('x axis', 'x', ['epoch', 'iteration', 'elapsed_s'], state.x) +
     select('chart', 'extra', D.columns, state.extra) +
-    '<label><input type="checkbox" name="log"> log scale</label>' +
-    '<label>smoothing <input type="range" name="smooth" min="0" max="0.95" step="0.05" value="0"></label>';
+    `<label><input type="checkbox" name="log"${state.log ? ' checked' : ''}> log scale</label>` +
+    '<label>smoothing <input type="range" name="smooth" min="0" max="0.95" step="0.05" ' +
+    `value="${state.smooth}"></label>`;
   root.appendChild(controls);
   const area = document.createElement('div');
   root.appendChild(area);
@@ -187,7 +197,7 @@ function monitorCharts(id) {
         series: [{label: state.x}, ...D.runs.map((r, i) => ({label: r.name, stroke: colors[i], width: 1.5,
           spanGaps: true, show: !state.hidden.has(r.name), points: {size: 4}}))],
         hooks: {setSeries: [(u, i, opts) => { if (i == null || opts.show == null) return;
-          const name = D.runs[i - 1].name; opts.show ? state.hidden.delete(name) : state.hidden.add(name);
+          const name = D.runs[i - 1].name; opts.show ? state.hidden.delete(name) : state.hidden.add(name); save();
           plots.forEach(p => { if (p !== u && p.series[i].show !== opts.show) p.setSeries(i, {show: opts.show}); });
         }]}};
       plots.push(new uPlot(opts, series(column), box));
@@ -198,9 +208,11 @@ function monitorCharts(id) {
     const t = e.target;
     if (t.name === 'log') state.log = t.checked; else if (t.name === 'smooth') state.smooth = +t.value;
     else state[t.name] = t.value;
-    draw();
+    save(); draw();
   });
-  controls.querySelector('[name=smooth]').addEventListener('input', e => { state.smooth = +e.target.value; draw(); });
+  controls.querySelector('[name=smooth]').addEventListener('input', e => {
+    state.smooth = +e.target.value; save(); draw();
+  });
   root.monitor = {state, plots: () => plots, draw};
   draw();
 }

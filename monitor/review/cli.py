@@ -9,11 +9,14 @@ import glob
 import json
 import os
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from monitor.review import RunDirectoryError, compare, load_run, plot_runs, to_html
 from monitor.review.text import format_value
+from monitor.store._io import atomic_write_text
 from monitor.store.layout import RunPaths
 
 if TYPE_CHECKING:
@@ -113,9 +116,43 @@ def _plot(args: argparse.Namespace) -> str:
 
 
 def _html(args: argparse.Namespace) -> str:
+    if args.watch is not None:
+        return watch_html(args.run_dirs, Path(args.output), title=args.title, every_s=args.watch)
     runs = _load_runs(args.run_dirs)
-    Path(args.output).write_text(to_html(runs, title=args.title), encoding="utf-8")
+    atomic_write_text(Path(args.output), to_html(runs, title=args.title))
     return f"wrote {args.output}"
+
+
+def _stamps(runs: list[Run]) -> list[float]:
+    """When each run's record and history last changed (what a new page would show)."""
+    paths = [path for run in runs for path in (RunPaths(run.path).record, RunPaths(run.path).history)]
+    return [path.stat().st_mtime if path.exists() else 0.0 for path in paths]
+
+
+def watch_html(patterns: list[str], output: Path, *, title: str, every_s: float,
+               say: Callable[[str], None] = print) -> str:
+    """Write the page, then again each time a run's record or history changes (checked every ``every_s``),
+    until no run is live: the page reloads itself meanwhile, and says at the end that the runs ended.
+
+    Examples:
+        .. code-block:: bash
+
+            monitor html --watch 5 reports/mlp -o mlp.html     # open mlp.html: it follows the run
+    """
+    if not every_s > 0:
+        raise ValueError(f"--watch should be a positive number of seconds, got {every_s!r}")
+    seen: list[float] | None = None
+    while True:
+        runs = _load_runs(patterns)
+        stamps = _stamps(runs)
+        live = any(run.is_live for run in runs)
+        if stamps != seen or not live:
+            atomic_write_text(output, to_html(runs, title=title, refresh_s=every_s))  # a reload never reads half
+            seen = stamps
+            say(f"wrote {output} ({'live' if live else 'the runs have ended'})")
+        if not live:
+            return f"wrote {output}: the runs have ended"
+        time.sleep(every_s)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     page.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     page.add_argument("-o", "--output", required=True, help="HTML file, e.g. report.html")
     page.add_argument("--title", default="monitor report")
+    page.add_argument("--watch", type=float, default=None, metavar="SECONDS",
+                      help="keep the page current while a run trains: rewrite it as the runs change, checked "
+                           "every SECONDS; the page reloads itself meanwhile; stop once no run is live")
     page.set_defaults(func=_html)
     return parser
 
@@ -145,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         print(args.func(args))
-    except (RunDirectoryError, OSError) as e:
+    except (RunDirectoryError, OSError, ValueError) as e:
         print(f"monitor: {e}", file=sys.stderr)
         return 2
     return 0

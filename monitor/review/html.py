@@ -5,6 +5,7 @@ import html
 import json
 import uuid
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from monitor.diagnosis import Finding, by_level
@@ -133,11 +134,29 @@ def run_section(run: Run, *, curves: bool = True, chart_id: str | None = None) -
     return "\n".join(parts)
 
 
-def to_html(runs: Sequence[Run], *, title: str = "monitor report") -> str:
+def _refresh(refresh_s: float | None, runs: Sequence[Run]) -> str:
+    if refresh_s is None or not any(run.is_live for run in runs):
+        return ""
+    return f'<meta http-equiv="refresh" content="{max(1, round(refresh_s))}">'
+
+
+def _live_line(runs: Sequence[Run], refresh_s: float | None) -> str:
+    """Under ``--watch``: whether a run is still training (the page then reloads), or that they ended."""
+    if refresh_s is None:
+        return ""
+    written = datetime.now().strftime("%H:%M:%S")
+    live = [run.name for run in runs if run.is_live]
+    said = (f"Live: {', '.join(live)} still training; written at {written}, this page reloads every "
+            f"{max(1, round(refresh_s))} s." if live else f"The runs have ended (page written at {written}).")
+    return f"<p class='live'>{html.escape(said)}</p>"
+
+
+def to_html(runs: Sequence[Run], *, title: str = "monitor report", refresh_s: float | None = None) -> str:
     """The comparison table, the runs' curves overlaid, then a section per run: why it stopped, its
     summary, configuration, segments and curves. One self-contained file (the charts' script and
     data inlined: it opens from ``file://`` with no network), within 1400 px (wide tables scroll in
-    their own box).
+    their own box). With ``refresh_s`` (``monitor html --watch``) the page says whether a run is still
+    training, and while one is, reloads itself that often, keeping what was chosen in its charts.
 
     Examples:
         .. code-block:: python
@@ -151,8 +170,10 @@ def to_html(runs: Sequence[Run], *, title: str = "monitor report") -> str:
     parts = [
         "<!DOCTYPE html>",
         f'<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">'
-        f"<title>{html.escape(title)}</title><style>{_STYLE}</style>{chart_assets()}</head><body>",
+        f"<title>{html.escape(title)}</title>{_refresh(refresh_s, runs)}<style>{_STYLE}</style>{chart_assets()}"
+        "</head><body>",
         f"<h1>{html.escape(title)}</h1>",
+        _live_line(runs, refresh_s),
         f"<p>{len(runs)} run{'s' if len(runs) != 1 else ''}, ranked by objective (ties share a rank).</p>",
         "<h2>Runs</h2>",
         '<div class="scroll">',

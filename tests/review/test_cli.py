@@ -63,3 +63,37 @@ def test_python_dash_m_monitor_works_the_same(two_runs):
     out = subprocess.run([sys.executable, "-m", "monitor", "report", str(two_runs / "b")],
                          capture_output=True, text=True, check=True).stdout
     assert "epochs      5" in out
+
+
+def test_html_watch_keeps_the_page_of_a_live_run_current_and_stops_once_it_ended(two_runs, tmp_path):
+    import os
+    import shutil
+    import socket
+    import threading
+
+    from monitor.review.cli import watch_html
+    from monitor.store.layout import RunPaths
+
+    run = tmp_path / "live"
+    shutil.copytree(two_runs / "a", run)
+    paths = RunPaths(run)
+    record = json.loads(paths.record.read_text())
+    paths.record.write_text(json.dumps({**record, "status": "running"}))  # a run still training, here:
+    paths.lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))  # its holder alive
+    page, said = tmp_path / "page.html", []
+    watching = threading.Thread(target=lambda: said.append(
+        watch_html([str(run)], page, title="watch", every_s=0.05, say=said.append)))
+    watching.start()
+    while not said:
+        pass
+    first = page.read_text()
+    assert '<meta http-equiv="refresh" content="1">' in first and "Live: a still training; written at" in first
+    paths.record.write_text(json.dumps(record))  # it ends: completed, the lock emptied
+    paths.lock.write_text("")
+    watching.join(timeout=30)
+    assert not watching.is_alive() and said[-1].endswith("the runs have ended")
+    last = page.read_text()
+    assert "http-equiv" not in last and "The runs have ended" in last
+    with pytest.raises(SystemExit):  # a bad interval is refused by name
+        main(["html", str(run), "-o", str(page), "--watch", "x"])
+    assert main(["html", str(run), "-o", str(page), "--watch", "0"]) == 2
