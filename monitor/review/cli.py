@@ -111,7 +111,8 @@ def _compare(args: argparse.Namespace) -> str:
 
 def _plot(args: argparse.Namespace) -> str:
     runs = _load_runs(args.run_dirs)
-    plot_runs(runs, args.output)
+    columns = None if args.columns is None else [c.strip() for c in args.columns.split(",") if c.strip()]
+    plot_runs(runs, args.output, columns=columns, log=args.log, smooth=args.smooth, x=args.x)
     return f"wrote {args.output}"
 
 
@@ -169,6 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
     plot = commands.add_parser("plot", help="plot learning curves to a PNG")
     plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     plot.add_argument("-o", "--output", required=True, help="image file, e.g. curves.png")
+    plot.add_argument("--columns", default=None, help="the panels: history columns, comma-separated ('loss': "
+                                                       "train and validation together); default: the losses, "
+                                                       "each validation metric, each learning rate")
+    plot.add_argument("--log", action="store_true", help="a log scale in every panel")
+    plot.add_argument("--smooth", type=float, default=0.0, help="an exponential moving average's weight on the "
+                                                                 "past, in [0, 1); default 0 (none)")
+    plot.add_argument("--x", choices=("epoch", "iteration", "elapsed_s"), default=None, help="the x axis")
     plot.set_defaults(func=_plot)
     page = commands.add_parser("html", help="one self-contained HTML report")
     page.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")

@@ -182,3 +182,24 @@ def test_compare_shows_each_runs_seed_and_ranks_equal_results_equally(tmp_path, 
     assert tied.sum() == 3 and table.loc[tied, "rank"].nunique() == 1
     worse = table[table["best_value"] > table.loc["fast", "best_value"]]
     assert worse["rank"].min() == table.loc["fast", "rank"] + 3  # the next rank skips the tie ("1, 1, 1, 4")
+
+
+def test_plot_draws_the_chosen_columns_on_a_log_scale_smoothed_and_only_for_runs_that_have_them(runs, tmp_path):
+    loaded = [load_run(p) for p in runs]
+    figure = plot_runs(loaded, tmp_path / "chosen.png", columns=["val_loss", "lr"], log=True, smooth=0.5,
+                       x="iteration")
+    axes = [ax for ax in figure.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in axes] == ["val_loss", "lr"]
+    assert all(ax.get_yscale() == "log" and ax.get_xlabel() == "iteration" for ax in axes)
+    drawn = axes[0].get_lines()[0]
+    history = loaded[0].history
+    assert list(drawn.get_xdata()) == history["iteration"].tolist()
+    assert list(drawn.get_ydata()) == pytest.approx(history["val_loss"].ewm(alpha=0.5).mean().tolist())
+    no_rate = [run for run in loaded if "lr" in run.history][0]
+    no_rate.history = no_rate.history.drop(columns="lr")  # a run without the column: no line, no mark there
+    lines = len(plot_runs(loaded, columns=["lr"]).axes[0].get_lines())
+    assert lines == len(plot_runs([run for run in loaded if run is not no_rate], columns=["lr"]).axes[0].get_lines())
+    with pytest.raises(ValueError, match=r"columns should name history columns of these runs .*got \['val_rmse'\]"):
+        plot_runs(loaded, columns=["val_rmse"])
+    with pytest.raises(ValueError, match=r"smooth should be a weight in \[0, 1\)"):
+        plot_runs(loaded, smooth=1.0)
