@@ -66,7 +66,7 @@ class HistoryRecorder(Serializable):
     wall time summed over every segment of a resumed run.
 
     Args:
-        history: the :class:`~monitor.History` to append to.
+        history: the :class:`~monitor.store.History` to append to.
         trainer: engine whose ``epoch``/``iteration`` label the row.
         best: the tracker whose ``is_best`` fills the column of that name.
         train_loss: source of the epoch's mean training loss (optional).

@@ -20,7 +20,7 @@ and overrides what it needs of the rest (each does nothing by default):
 - ``record()``: top-level fields it keeps in ``run.json`` (e.g. ``recoveries``), read at each write;
 - ``stop_reason``: a :class:`~monitor.core.status.StopReason` once it stopped the run (``None``
   before), which ``Monitor`` reports as the run's;
-- ``ended(run)``: called with the :class:`~monitor.Monitor` once the run's end is recorded (status,
+- ``ended(run)``: called with the :class:`~monitor.compose.Monitor` once the run's end is recorded (status,
   stop reason, findings and ``run.json`` final): where a tracker logs the outcome.
 
 Examples:
