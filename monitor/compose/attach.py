@@ -198,7 +198,6 @@ class _Wiring:
     parts: list[Part]
     schedulers: dict[str, Any]  # Ignite's, found on the engines, under keys of their own
     trainer_objects: dict[str, Any]  # the trainer's GradScaler and SkipStep
-    early_stopping: EarlyStopping | None
     checkpoints: Checkpoints
     console: Console
     record: Record
@@ -297,7 +296,7 @@ def _configure(
     context.config = config
     return _Wiring(
         trainer=trainer, evaluator=evaluator, objective=objective, to_save=to_save, parts=checked,
-        schedulers=schedulers, trainer_objects=trainer_objects, early_stopping=early_stopping, checkpoints=checkpoints,
+        schedulers=schedulers, trainer_objects=trainer_objects, checkpoints=checkpoints,
         console=console, record=record, validate_on=validate_on, cadence=cadence, max_time_s=max_time_s,
         stopping=stopping, best=best, model=model, first_optimizer=first_optimizer, step=step, context=context,
         train_loss=train_loss, lock=lock, writer=writer, config=config, state_types=state_types,

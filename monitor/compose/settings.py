@@ -86,10 +86,10 @@ class Checkpoints:
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"Argument {name} should be True or False, got {getattr(self, name)!r}.")
 
-    def cadence(self, *, agree_every: int | None = None, validate_on: Any = None) -> CheckpointCadence:
+    def cadence(self, *, validate_on: Any = None) -> CheckpointCadence:
         """A new :class:`~monitor.handlers.cadence.CheckpointCadence` for ``every`` (the budget saves
-        after each ``validate_on``)."""
-        return CheckpointCadence(self.every, agree_every=agree_every, validate_on=validate_on)
+        after each ``validate_on``; the ranks agree at the cadence of the step it joins)."""
+        return CheckpointCadence(self.every, validate_on=validate_on)
 
 
 @dataclass(frozen=True)

@@ -647,7 +647,7 @@ def _never_learned(rows: Sequence[Mapping[str, Any]], train: str, objective: str
         return None
     scores = [v for _, v in _series(rows[start:], objective) if math.isfinite(v)]
     spikes = [v for _, v in _series(rows, f"{train}_spike") if math.isfinite(v)]
-    if len(scores) < NOT_LEARNING_VALIDATIONS or not spikes or statistics.median(spikes) > 2:
+    if len(scores) < NOT_LEARNING_VALIDATIONS or not spikes or statistics.median(spikes) > ALIKE:
         return None
     best = min(scores) if mode == "min" else max(scores)
     if not as_good(scores[0], best, mode):

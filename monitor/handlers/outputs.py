@@ -14,7 +14,7 @@ from ignite.engine import Engine, Events
 
 from monitor.core._position import done_in_epoch
 from monitor.handlers.loss import highest_of
-from monitor.handlers.step import StepWork
+from monitor.handlers.step import StepWork, step_for
 from monitor.runtime.distributed import gather_json
 
 __all__ = ["TrainOutputs", "Throughput", "attach_train_outputs", "attach_throughput"]
@@ -238,25 +238,19 @@ class _TimedBatches:
 
 
 def attach_train_outputs(trainer: Engine, *, step: StepWork | None = None) -> TrainOutputs:
-    """A :class:`TrainOutputs` on ``trainer``: reset on ``EPOCH_STARTED``, summed on ``ITERATION_COMPLETED``
-    (or by ``step``, one handler for every part's per-step work)."""
+    """A :class:`TrainOutputs` on ``trainer``: reset on ``EPOCH_STARTED``, summed after each step by ``step``
+    (one handler for every part's per-step work), or by a StepWork of its own when attached alone."""
     outputs = TrainOutputs(trainer)
     trainer.add_event_handler(Events.EPOCH_STARTED, outputs.started)
-    if step is not None:
-        step.every_step.append(outputs)
-    else:
-        trainer.add_event_handler(Events.ITERATION_COMPLETED, outputs)
+    step_for(trainer, step, None, "step").every_step.append(outputs)
     return outputs
 
 
 def attach_throughput(trainer: Engine, *, step: StepWork | None = None) -> Throughput:
-    """A :class:`Throughput` on ``trainer``'s ``EPOCH_STARTED``, ``GET_BATCH_*`` and ``ITERATION_COMPLETED``
-    (or, for the last, ``step``)."""
+    """A :class:`Throughput` on ``trainer``'s ``EPOCH_STARTED`` and ``GET_BATCH_*``, and after each step in
+    ``step`` (or a StepWork of its own when attached alone)."""
     throughput = Throughput()
     trainer.add_event_handler(Events.EPOCH_STARTED, throughput.started)
     throughput.use_events(trainer, True)  # until a DataOrder times the batches itself
-    if step is not None:
-        step.every_step.append(throughput.iteration_done)
-    else:
-        trainer.add_event_handler(Events.ITERATION_COMPLETED, throughput.iteration_done)
+    step_for(trainer, step, None, "step").every_step.append(throughput.iteration_done)
     return throughput

@@ -74,7 +74,7 @@ def chart_data(runs: list[Run]) -> dict[str, Any]:
     """
     data_runs, columns = [], []
     for run in runs:
-        numeric = [c for c in run.history.columns if c != "is_best" and str(run.history[c].dtype) != "object"]
+        numeric = [c for c in run.history.columns if run.history[c].dtype.kind in "iuf"]  # not is_best, not text
         values = {c: [_number(v) for v in run.history[c].tolist()] for c in numeric}
         data_runs.append({"name": run.name, "status": run.status, "objective": run.objective_column,
                           "rows": values, "events": _events(run)})

@@ -30,6 +30,11 @@ def _panels(runs: Sequence[Run]) -> list[str]:
     return panels
 
 
+def _panel_columns(panel: str) -> tuple[str, ...]:
+    """The history columns a panel draws: ``loss`` both losses, any other panel its own column."""
+    return ("train_loss", "val_loss") if panel == "loss" else (panel,)
+
+
 def _smoothed(values: Any, smooth: float) -> Any:
     """An exponential moving average of ``values`` (a pandas Series) with weight ``smooth`` on the past."""
     return values if not smooth else values.ewm(alpha=1 - smooth, ignore_na=True).mean()
@@ -104,8 +109,7 @@ def plot_runs(runs: Sequence[Run], path: str | Path | None = None, *, title: str
             history = run.history
             xs, x_label, best_x = _x_axis(run, x)
             label = run.name if len(runs) > 1 else None
-            has = ({"train_loss", "val_loss"} & set(history.columns)) if panel == "loss" else {panel} & set(history)
-            if not has:
+            if not any(c in history for c in _panel_columns(panel)):
                 continue  # neither its curve nor its marks where it has no data
             labels.add(x_label)
             if panel == "loss":
@@ -120,8 +124,7 @@ def plot_runs(runs: Sequence[Run], path: str | Path | None = None, *, title: str
             _mark_epochs(ax, run, panel, colour, best_x, xs.iloc[-1] if len(xs) else None, x)
         ax.set_title(panel)
         ax.set_xlabel(labels.pop() if len(labels) == 1 else "epoch (by iteration where validated within epochs)")
-        drawn = [r.history[c] for r in runs for c in (("train_loss", "val_loss") if panel == "loss" else (panel,))
-                 if c in r.history]
+        drawn = [r.history[c] for r in runs for c in _panel_columns(panel) if c in r.history]
         if (log or panel.startswith("lr")) and drawn and all((v.dropna() > 0).all() for v in drawn):
             ax.set_yscale("log")
         if ax.get_legend_handles_labels()[0]:
