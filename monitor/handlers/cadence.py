@@ -124,13 +124,14 @@ class CheckpointCadence:
             )
             return
         step = step_for(trainer, step, self.agree_every, "agree_every")
-        distributed = idist.get_world_size() > 1
-        (step.every_log if distributed else step.last).append(self._mark_by_rank_0 if distributed
-                                                              else self._mark_by_time)
+        if idist.get_world_size() > 1:
+            step.every_log.append(self._mark_by_rank_0)
+            step.last.append(self._save_if_due)
+        else:
+            step.last.append(self._mark_and_save)  # one call a step: it runs on every iteration
         if self.interval_s is None and self.validate_on is not None:
-            # after the validation's own handlers (attached before), before the save below
+            # after the validation's own handlers (attached before), before the save at the next step
             trainer.add_event_handler(self.validate_on, self._mark_after_validation)
-        step.last.append(self._save_if_due)
         trainer.add_event_handler(Events.EPOCH_COMPLETED(event_filter=lambda *_: self.pending), self.save_now)
 
     def _started(self, _: Engine) -> None:
@@ -145,9 +146,16 @@ class CheckpointCadence:
         floor = self.interval_s if self.interval_s is not None else self.budget_interval_s
         return elapsed >= floor and elapsed >= self.interval()
 
-    def _mark_by_time(self, _: Engine) -> None:
-        if not self.pending and self._time_is_up():
+    def _mark_and_save(self, engine: Engine) -> None:
+        """A single process's per-step work: mark a save due by time, then make a due one."""
+        if not self.pending:
+            elapsed = time.monotonic() - self._last_save  # _time_is_up, inlined: the common case is here
+            if elapsed < (self.interval_s if self.interval_s is not None else self.budget_interval_s) or (
+                    elapsed < self.interval()):
+                return
             self.pending = True
+        if self._due_within_epoch(engine, 0):
+            self.save_now(engine)
 
     def _validation_save_fits(self) -> bool:
         """Whether a save now keeps saving within ``max_share`` of the time since the last one."""

@@ -91,8 +91,9 @@ class _Batches:
         return self
 
     def __next__(self) -> list[int]:
-        self.draw()
-        assert self._batches is not None
+        if self._batches is None:  # the first: draw (a call less on every other step)
+            self.draw()
+            assert self._batches is not None
         return next(self._batches)
 
 

@@ -101,9 +101,11 @@ class TrainLoss(Serializable):
         # Each step's loss (a number, or a tensor off the host), kept for a reader that drains it (Recovery's
         # judgement every log_every steps) once one sets it to a list; None: kept for nobody.
         self.recent: list[Any] | None = None
+        self._world = idist.get_world_size()  # read again at each epoch's start (idist may start later)
 
     def started(self, _: Engine) -> None:
         """A new epoch: start summing again (not when a resume goes on mid-epoch with its saved sum)."""
+        self._world = idist.get_world_size()
         if done_in_epoch(self.trainer.state) == 0:
             self._sum, self._count, self._read = 0.0, 0, None
             self._max, self._pending = None, []
@@ -114,13 +116,21 @@ class TrainLoss(Serializable):
         # summed and its highest taken on the device every few steps (_fold), by the check and by
         # every read: 3 kernels queued per fold instead of 2 per step, and no host sync.
         output: Any = self.trainer.state.output
-        if type(output) is dict and output.get("skipped"):  # a step SkipStep left out: not trained, not counted
-            if self.recent is not None:
-                self.recent.append(None)
-            return
-        loss = self.output_transform(output)
+        loss: torch.Tensor | float
+        if type(output) is dict:
+            if output.get("skipped"):  # a step SkipStep left out: not trained, not counted
+                if self.recent is not None:
+                    self.recent.append(None)
+                return
+            found = output.get("loss")  # build_trainer's: loss_from_output's first case, without the call
+            if type(found) is torch.Tensor and self.output_transform is loss_from_output:
+                loss = found
+            else:
+                loss = self.output_transform(output)
+        else:
+            loss = self.output_transform(output)
         if isinstance(loss, torch.Tensor) and loss.is_cpu and self.read_cpu_at_once and loss.numel() == 1:
-            loss = loss.item()
+            loss = float(loss.item())  # (an integer loss too)
         self._read = None
         if self.recent is not None:
             self.recent.append(loss if not isinstance(loss, torch.Tensor) else loss.detach())
@@ -193,7 +203,10 @@ class TrainLoss(Serializable):
 
     def check(self, _: Engine) -> None:
         """Stop the trainer if the epoch's loss is not finite; the one host sync."""
-        self.epoch_mean = self.running_mean()  # non-finite exactly when the sum is (there is a step in it)
+        if type(self._sum) is float and not self._pending and self._world == 1:  # CPU losses: a division
+            self.epoch_mean = self._sum / self._count if self._count else None
+        else:
+            self.epoch_mean = self.running_mean()  # non-finite exactly when the sum is (there is a step in it)
         if self.epoch_mean is not None and not math.isfinite(self.epoch_mean) and self.stop_reason is None:
             self.stop_reason = StopReason.NONFINITE_LOSS
             logger.warning(

@@ -1,11 +1,14 @@
 """LearningRates: the learning rates the optimizer last stepped with, whatever order handlers run in."""
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import Any
 
 import torch
 
 __all__ = ["LearningRates", "learning_rates"]
+
+_LR = itemgetter("lr")
 
 
 class LearningRates:
@@ -32,7 +35,7 @@ class LearningRates:
         self._handle = optimizer.register_step_pre_hook(self._on_step)
 
     def _on_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        self._stepped = [group["lr"] for group in optimizer.param_groups]
+        self._stepped = list(map(_LR, optimizer.param_groups))  # no Python frame but this one
 
     def values(self) -> dict[str, float]:
         """``{"lr": ...}`` for the first group, ``lr_1``, ``lr_2`` ... for the others: the rates of the last

@@ -10,6 +10,7 @@ try:
     from tensorboardX import FileWriter, SummaryWriter
     from tensorboardX.event_file_writer import EventsWriter
     from tensorboardX.proto.event_pb2 import Event, SessionLog
+    from tensorboardX.proto.summary_pb2 import Summary
 except ImportError as e:  # a dependency; said clearly where an environment lacks it
     raise ModuleNotFoundError("attach_tensorboard requires tensorboardX: pip install tensorboardX") from e
 
@@ -47,12 +48,27 @@ class SyncEventFileWriter:
         if now - self._written_at >= _WRITE_EVERY_S:
             self._write_pending(now)
 
+    def add_point(self, point: tuple[str, float, int, float]) -> None:
+        """A scalar ``(tag, value, step, wall_time)``, made an event when it is written: built in the
+        training step, an event cost about 25 us of CPU there (its code cold after the step's own
+        work), about 3 in a batch."""
+        if self._closed:
+            return
+        self._pending.append(point)
+        now = time.monotonic()
+        if now - self._written_at >= _WRITE_EVERY_S:
+            self._write_pending(now)
+
     def _write_pending(self, now: float | None = None) -> None:
         # Events wait here, in order, until one comes _WRITE_EVERY_S after the last write (or a
         # flush, at every validation), then go to the OS together (one write instead of one per
         # point; no fsync: that is flush()): a killed process keeps its points up to about a
         # second before the kill, so TensorBoard shows how far it got.
         for event in self._pending:
+            if type(event) is tuple:
+                tag, value, step, wall_time = event
+                event = Event(summary=Summary(value=[Summary.Value(tag=tag, simple_value=value)]), step=step,
+                              wall_time=wall_time)
             self._writer.write_event(event)
         self._pending = []
         self._writer._py_recordio_writer._writer.flush()  # tensorboardX keeps its file object private
