@@ -162,3 +162,40 @@ def test_tensorboard_hparams_dashboard_compares_runs_by_their_hyper_parameters(t
     finally:
         app.terminate()
         app.wait(timeout=30)
+
+
+@pytest.mark.skipif(chromium() is None, reason="no chromium on this machine (Debian package 'chromium')")
+def test_a_sweep_page_colours_and_filters_runs_by_a_hyper_parameter_and_plots_each_best_against_it(resumed_run,
+                                                                                                   tmp_path):
+    runs = []
+    for name, lr in (("a", 0.1), ("b", 0.1), ("c", 0.01)):  # three runs of a sweep over lr
+        copy = tmp_path / name
+        shutil.copytree(resumed_run, copy)
+        record = json.loads((copy / "run.json").read_text())
+        record.update(name=name, hparams={**(record.get("hparams") or {}), "lr": lr})
+        (copy / "run.json").write_text(json.dumps(record))
+        runs.append(load_run(copy))
+    page = to_html(runs, title="sweep check")
+    # After load: the sweep view's charts; then the runs coloured by lr (a and b share a hue, c has
+    # another), then only lr = 0.01 shown, as a user picks them.
+    probe = """<script>window.onerror = m => { document.title = 'ERROR ' + m; };
+    window.addEventListener('load', () => {
+      const all = document.getElementById('all-runs');
+      const sweep = all.dataset.sweep + ':' + [...all.querySelectorAll('.sweep h4')].map(h => h.textContent).join('|');
+      const pick = (name, value) => { const s = all.querySelector(`[name=${name}]`); s.value = value;
+                                      s.dispatchEvent(new Event('change', {bubbles: true})); };
+      pick('group', 'lr');
+      const hue = i => all.monitor.colours()[i].match(/hsl\\((\\d+)/)[1];
+      const same = hue(0) === hue(1) ? 'same' : 'differ', other = hue(0) === hue(2) ? 'same' : 'differ';
+      pick('only', JSON.stringify(['lr', '0.01']));
+      const shown = all.monitor.plots().map(p => p.series.slice(1).map(s => s.show ? 1 : 0).join('')).join(',');
+      document.title = `SWEEP ${sweep} AB ${same} AC ${other} ONLY ${shown}`;
+    });</script></body>"""
+    path = tmp_path / "sweep.html"
+    path.write_text(page.replace("</body>", probe))
+    args = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--proxy-server=http://127.0.0.1:9",
+            f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000", "--window-size=1400,900"]
+    dom = subprocess.run([*args, "--dump-dom", path.as_uri()], capture_output=True, text=True, timeout=120)
+    title = re.search(r"<title>(.*?)</title>", dom.stdout)
+    assert title is not None, dom.stderr[-2000:]
+    assert title[1] == "SWEEP 1:best val_loss by lr AB same AC differ ONLY " + ",".join(["001"] * 5)

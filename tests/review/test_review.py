@@ -106,6 +106,25 @@ def test_html_is_self_contained_with_table_and_interactive_charts(runs):
     assert {"best"} <= {e["kind"] for e in first["events"]}
 
 
+def test_the_pages_chart_data_holds_what_a_sweep_is_read_by_and_the_range_a_rollback_undid(runs, tmp_path):
+    import re
+    import shutil
+
+    rolled = tmp_path / "rolled"
+    shutil.copytree(runs[0], rolled)
+    record = json.loads((rolled / "run.json").read_text())
+    record["recoveries"] = [{"epoch": 6, "iteration": 60, "reason": "nonfinite_loss", "rolled_back_to": 30,
+                             "rolled_back_to_epoch": 3, "attempt": 1}]
+    (rolled / "run.json").write_text(json.dumps(record))
+    loaded = [load_run(p) for p in [*runs[:3], rolled]]
+    data = json.loads(re.search(r'id="all-runs-data">(.*?)</script>', to_html(loaded))[1])
+    assert data["varying"] == ["lr"]  # what differs between the runs: the sweep's one axis
+    assert [r["hparams"]["lr"] for r in data["runs"]] == [0.01, 0.5, 0.1, 0.01]
+    assert [r["best"] for r in data["runs"]] == pytest.approx([run.best["value"] for run in loaded])
+    rollback = [e for e in data["runs"][3]["events"] if e["kind"] == "rollback"]
+    assert rollback == [{"kind": "rollback", "epoch": 6, "from": 3, "label": "rollback (nonfinite_loss)"}]
+
+
 @pytest.mark.parametrize(
     "setup, message",
     [
