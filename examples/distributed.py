@@ -3,6 +3,7 @@
     python examples/distributed.py --nproc 2                     # 2 processes, gloo on CPU
     torchrun --nproc_per_node 2 examples/distributed.py          # the same, started by torchrun
     python examples/distributed.py --nproc 2 --resume            # continue a killed run on 2 processes
+    python examples/distributed.py --nproc 2 --fsdp              # the model sharded with FSDP2 instead of DDP
 
 Each process trains on its share of every batch (DistributedSampler; batch 64 in total) and
 validates on its share of the validation set (no padding, so the metrics equal one process's);
@@ -46,6 +47,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="roll back a NaN or a loss spike, cut the rate and go on (monitor.Recovery)")
     parser.add_argument("--skip-step", action="store_true",
                         help="leave out a step whose loss is NaN or a spike, on every rank (monitor.SkipStep)")
+    parser.add_argument("--fsdp", action="store_true",
+                        help="shard the model with FSDP2 (torch.distributed.fsdp.fully_shard) instead of DDP")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--no-progress", action="store_true")
@@ -73,9 +76,16 @@ def training(local_rank: int, args: argparse.Namespace, customize: Callable[[Eng
     val_loader = monitor.runtime.validation_loader(val_set, batch_size=args.batch_size)
 
     model = make_model()
+    if args.fsdp:  # each layer's parameters sharded across the processes, then the whole
+        from torch.distributed.fsdp import fully_shard
+
+        for layer in model.modules():
+            if isinstance(layer, nn.Linear):
+                fully_shard(layer)
+        fully_shard(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     loss_fn = nn.CrossEntropyLoss()
-    # DDP when there are several processes
+    # DDP when there are several processes (and the model is not sharded)
     trainer = monitor.build_trainer(model, optimizer, loss_fn, skip_step=monitor.SkipStep() if args.skip_step else None)
     evaluator = monitor.build_evaluator(model, {"accuracy": Accuracy(), "loss": Loss(loss_fn)})
     if customize is not None:
@@ -91,7 +101,8 @@ def training(local_rank: int, args: argparse.Namespace, customize: Callable[[Eng
         console=monitor.Console(tqdm_kwargs={"disable": True} if args.no_progress else None),
         parts=[monitor.Recovery()] if args.recovery else [],
         record=monitor.Record(seed=args.seed, hparams={
-            "lr": 0.01, "momentum": 0.9, "batch_size": args.batch_size, "processes": idist.get_world_size()}),
+            "lr": 0.01, "momentum": 0.9, "batch_size": args.batch_size, "processes": idist.get_world_size(),
+            **({"sharded": "fsdp2"} if args.fsdp else {})}),
     )
     with run:
         trainer.run(train_loader, max_epochs=args.max_epochs)
@@ -104,7 +115,8 @@ def training(local_rank: int, args: argparse.Namespace, customize: Callable[[Eng
 def launch(args: argparse.Namespace, customize: Callable[[Engine], None] | None = None) -> None:
     """Start the processes (or join torchrun's) and run :func:`training` in each."""
     under_torchrun = "WORLD_SIZE" in os.environ
-    nproc = None if under_torchrun or args.nproc <= 1 else args.nproc
+    # FSDP2 needs a process group, even of one process
+    nproc = None if under_torchrun or (args.nproc <= 1 and not args.fsdp) else args.nproc
     backend = args.backend if under_torchrun or nproc else None
     # Ignite's default port (2222) may be taken by another run on this machine: pick a free one.
     port = {"master_port": _free_port()} if nproc else {}

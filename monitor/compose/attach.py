@@ -38,6 +38,7 @@ from monitor.handlers.tensorboard import attach_tensorboard
 from monitor.handlers.validation import attach_validation
 from monitor.parts.base import Part, PartContext
 from monitor.runtime.distributed import is_main_process, on_main_process
+from monitor.runtime.sharded import full_state_objects
 from monitor.store.layout import RunPaths
 from monitor.store.lock import RunLock
 from monitor.store.record import RunRecord, read_record
@@ -195,6 +196,7 @@ class _Wiring:
     evaluator: Engine
     objective: Objective
     to_save: Mapping[str, Any]
+    checkpointed: Mapping[str, Any]  # to_save as the checkpoints see it (a sharded model's full state)
     parts: list[Part]
     schedulers: dict[str, Any]  # Ignite's, found on the engines, under keys of their own
     trainer_objects: dict[str, Any]  # the trainer's GradScaler and SkipStep
@@ -257,6 +259,10 @@ def _configure(
     configuration ``run.json`` records."""
     checked = _check_parts(parts, to_save)
     trainer_objects = _trainer_objects(trainer, to_save)
+    state_types = {key: type(obj).__name__ for key, obj in to_save.items()}
+    model = to_save["model"]
+    first_optimizer = next((o for o in to_save.values() if isinstance(o, torch.optim.Optimizer)), None)
+    checkpointed = full_state_objects(to_save)  # a sharded model's checkpoints hold its full state
     # Ignite's schedulers on the engines are kept under keys of their own; torch's must be in to_save.
     schedulers = engine_schedulers((trainer, evaluator), taken=to_save.values(),
                                    keys=[*to_save, *RESERVED_KEYS, *(part.key for part in checked)])
@@ -270,8 +276,6 @@ def _configure(
         divergence=early_stopping.divergence,
     )
     best = BestTracker(objective, trainer, baseline=None if early_stopping is None else early_stopping.baseline)
-    model = to_save["model"]
-    first_optimizer = next((o for o in to_save.values() if isinstance(o, torch.optim.Optimizer)), None)
     step = StepWork(log_every=log_every, last_apart=not _once_per_epoch(validate_on)).attach(trainer)
     context = PartContext(trainer=trainer, evaluator=evaluator, objective=objective, best=best, model=model,
                           optimizer=first_optimizer, step_work=step.first, to_save_keys=tuple(to_save),
@@ -282,7 +286,7 @@ def _configure(
     attach_validation(trainer, evaluator, val_loader, event=validate_on)
     lock = RunLock(run_dir)
     writer = OrderedWriter(background=checkpoints.background_writes, guard=lock.check)  # never into a folder taken over
-    state_types = {key: type(obj).__name__ for key, obj in {**to_save, **schedulers}.items()}
+    state_types.update((key, type(obj).__name__) for key, obj in schedulers.items())
     config = {
         "objective": objective.to_dict(),
         "early_stopping": None if early_stopping is None else early_stopping.config(),
@@ -295,7 +299,8 @@ def _configure(
     }
     context.config = config
     return _Wiring(
-        trainer=trainer, evaluator=evaluator, objective=objective, to_save=to_save, parts=checked,
+        trainer=trainer, evaluator=evaluator, objective=objective, to_save=to_save, checkpointed=checkpointed,
+        parts=checked,
         schedulers=schedulers, trainer_objects=trainer_objects, checkpoints=checkpoints,
         console=console, record=record, validate_on=validate_on, cadence=cadence, max_time_s=max_time_s,
         stopping=stopping, best=best, model=model, first_optimizer=first_optimizer, step=step, context=context,
@@ -347,7 +352,7 @@ def _attach_handlers(
                                          purge_step=plan.purge_step,
                                          row=lambda: history.last_row, best=best, hparams=hparams, step=step)
     best_checkpoint = attach_best_checkpoint(
-        evaluator, trainer, best, {"model": w.model}, paths.checkpoints, n_saved=w.checkpoints.n_saved,
+        evaluator, trainer, best, {"model": w.checkpointed["model"]}, paths.checkpoints, n_saved=w.checkpoints.n_saved,
         writer=w.writer, name_by_iteration=not _once_per_epoch(w.validate_on), hold=True,
     )
     # Without early stopping, a NaN objective still ends the run (Objective(on_nonfinite="stop")): the
@@ -360,7 +365,7 @@ def _attach_handlers(
     data_order = attach_data_order(trainer)
     data_order.timer = throughput  # the batches it replays are timed as they are drawn
     objects: dict[str, Any] = {
-        **w.to_save, **w.schedulers, "trainer": engine_state(trainer), "best": best,
+        **w.checkpointed, **w.schedulers, "trainer": engine_state(trainer), "best": best,
         "best_checkpoint": best_checkpoint, "train_loss": w.train_loss, "history": history, "rng": RNGState(),
         "data_order": data_order, "train_outputs": train_outputs, **{part.key: part for part in w.parts},
         **({} if w.stopping is None else {"early_stopping": w.stopping}), **w.trainer_objects,

@@ -18,7 +18,8 @@ from ignite.handlers import Checkpoint, DiskSaver
 from monitor.core._checks import positive_int
 from monitor.core._position import is_mid_epoch, run_iteration
 from monitor.handlers.best import BestTracker
-from monitor.runtime.checkpoint_io import load_checkpoint
+from monitor.runtime.checkpoint_io import checkpoint_on_every_rank, load_checkpoint
+from monitor.runtime.sharded import FullStateModel, is_sharded
 from monitor.store._io import atomic_write, fsync_dir, remove_stale_temp_files
 from monitor.store.faults import crash_point
 from monitor.store.layout import BEST_PREFIX, BEST_WRITE_PATTERN, LAST_PATTERN, LAST_PREFIX, best_named, best_step
@@ -286,7 +287,10 @@ def restore_best_weights(best_checkpoint: Checkpoint, model: torch.nn.Module) ->
     if path is None:
         logger.info("No best checkpoint yet; the model keeps its last weights.")
         return None
-    if idist.get_world_size() == 1:
+    if is_sharded(model):  # every rank gets the full state (rank 0 reads the file) and keeps its shard
+        state = checkpoint_on_every_rank(Path(path), load_checkpoint(Path(path)) if idist.get_rank() == 0 else None)
+        Checkpoint.load_objects({"model": FullStateModel(model)}, state)
+    elif idist.get_world_size() == 1:
         Checkpoint.load_objects({"model": model}, load_checkpoint(Path(path)))
     else:  # rank 0 reads the file (it may be on its disk only) and sends the weights to the others
         if idist.get_rank() == 0:

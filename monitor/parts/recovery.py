@@ -72,6 +72,7 @@ from monitor.diagnosis.rules import RECOVERY_VALIDATIONS, as_good
 from monitor.parts.base import Part, PartContext
 from monitor.runtime.attached import attached_handlers
 from monitor.runtime.distributed import gather_json
+from monitor.runtime.sharded import is_sharded
 from monitor.runtime.skip import highest, window_size
 from monitor.runtime.skip import trouble as step_trouble
 from monitor.store.history import TIMING_COLUMNS
@@ -213,6 +214,12 @@ class Recovery(Part):
 
     # -- the part protocol ------------------------------------------------------------------------
     def check(self, context: PartContext) -> None:
+        if is_sharded(context.model):
+            raise NotImplementedError(
+                "Recovery does not work on a model sharded with FSDP2 yet: its good copies would be each rank's "
+                "shards, and the last checkpoint keeps one rank's. Train without parts=[Recovery()] (early "
+                "stopping, best checkpoints and resume work), or use monitor.SkipStep to leave out bad steps."
+            )
         if self.lr_factor is not None and context.optimizer is None:
             raise ValueError(
                 f"Argument lr_factor={self.lr_factor} of Recovery needs an optimizer in to_save (its rates are "

@@ -1,4 +1,4 @@
-"""The ``monitor`` command (also ``python -m monitor``): report, compare, plot, html.
+"""The ``monitor`` command (also ``python -m monitor``): report, compare, plot, html, export.
 
 The only module that prints.
 """
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from monitor.review import RunDirectoryError, compare, load_run, plot_runs, to_html
+from monitor.review.export import export_best
 from monitor.review.text import format_value
 from monitor.store._io import atomic_write_text
 from monitor.store.layout import RunPaths
@@ -124,6 +125,15 @@ def _html(args: argparse.Namespace) -> str:
     return f"wrote {args.output}"
 
 
+def _export(args: argparse.Namespace) -> str:
+    run = load_run(args.run_dir)
+    path = export_best(run, args.output)
+    best = run.best
+    return (f"wrote {path}: the model's state_dict at epoch {best.get('epoch')} ({best.get('metric')} "
+            f"{format_value(best.get('value'))}), {path.stat().st_size / 1e6:.1f} MB; load it with "
+            f"model.load_state_dict(torch.load({str(path)!r}))")
+
+
 def _stamps(runs: list[Run]) -> list[float]:
     """When each run's record and history last changed (what a new page would show)."""
     paths = [path for run in runs for path in (RunPaths(run.path).record, RunPaths(run.path).history)]
@@ -186,6 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="keep the page current while a run trains: rewrite it as the runs change, checked "
                            "every SECONDS; the page reloads itself meanwhile; stop once no run is live")
     page.set_defaults(func=_html)
+    export = commands.add_parser("export", help="the best model as one plain state_dict file")
+    export.add_argument("run_dir", metavar="RUN_DIR")
+    export.add_argument("-o", "--output", required=True, help="the file to write, e.g. best.pt")
+    export.set_defaults(func=_export)
     return parser
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import ignite.distributed as idist
 import torch
 
+from monitor.runtime.sharded import FullStateModel
 from monitor.store.layout import DAMAGED_SUFFIX, checkpoint_files, last_checkpoints
 from monitor.store.manifest import Manifest, check_file
 
@@ -157,9 +158,11 @@ def remove_unlisted_checkpoints(checkpoints: Path, prefix: str, keep: Collection
     return removed
 
 
-def check_model_fits(model: torch.nn.Module, saved: Mapping[str, Any], where: str) -> None:
+def check_model_fits(model: torch.nn.Module | FullStateModel, saved: Mapping[str, Any], where: str) -> None:
     """Raise :class:`CheckpointError` listing missing/unexpected keys and shape mismatches, before
     anything is loaded (so nothing is half-loaded)."""
+    if isinstance(model, FullStateModel):
+        model = model.model  # a sharded model's state_dict: DTensors of the full (global) shapes
     if isinstance(model, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
         model = model.module
     own = model.state_dict()

@@ -9,6 +9,7 @@ import torch
 from ignite.engine import Engine, create_supervised_evaluator, create_supervised_trainer
 from ignite.metrics import Metric
 
+from monitor.runtime.sharded import is_sharded
 from monitor.runtime.skip import SkippingOptimizer, SkipStep, judged_loss
 
 __all__ = ["build_trainer", "build_evaluator"]
@@ -38,7 +39,8 @@ def build_trainer(
     """A supervised training ``Engine`` whose ``state.output`` is ``{"loss": tensor}``.
 
     Under ``ignite.distributed`` with several processes, the model is wrapped with
-    ``idist.auto_model`` (DDP) and the optimizer with ``idist.auto_optim`` for the training step.
+    ``idist.auto_model`` (DDP) and the optimizer with ``idist.auto_optim`` for the training step; a
+    model sharded with FSDP2 (``fully_shard``) is trained as it is (FSDP2 reduces the gradients).
 
     Args:
         model: the model to train.
@@ -73,7 +75,7 @@ def build_trainer(
     if idist.get_world_size() > 1:
         # Same script on 1 or N processes: DDP-wrap the model for the training step (gradients are
         # averaged across ranks); keep using the plain model everywhere else.
-        if not isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        if not isinstance(model, torch.nn.parallel.DistributedDataParallel) and not is_sharded(model):
             model = idist.auto_model(model)
         optimizer = idist.auto_optim(optimizer)
         device = idist.device() if device is None else device

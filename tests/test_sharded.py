@@ -1,0 +1,108 @@
+"""A model sharded with FSDP2 under monitor, on CPU with gloo (examples/distributed.py --fsdp): it trains
+as the unsharded model does, ends with its best weights, resumes exactly mid-epoch on the same number of
+processes and with each sample once on another, and its best checkpoint loads into an unsharded model."""
+import collections
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from monitor.review import export_best, load_run
+from monitor.store.layout import last_checkpoints
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+DRIVER = str(ROOT / "tests" / "distributed_driver.py")
+# --batch-size 48: the same global batch on 1, 2 and 3 processes (73 steps an epoch)
+COMMON = ["--no-progress", "--no-shuffle", "--seed", "0", "--max-epochs", "3", "--patience", "50", "--batch-size", "48"]
+COLUMNS = ["epoch", "iteration", "train_loss", "val_loss", "val_accuracy", "lr"]
+
+
+def train(run_dir, nproc, *extra):
+    args = [sys.executable, DRIVER, "train", "--nproc", str(nproc), "--run-dir", str(run_dir), *COMMON, *extra]
+    return subprocess.run(args, capture_output=True, text=True, timeout=240)
+
+
+def history(run_dir):
+    return pd.read_csv(run_dir / "history.csv")[COLUMNS]
+
+
+def trained(folder, epoch, upto=None):
+    """How many times each sample was trained in ``epoch``, over every rank's record in ``folder``."""
+    counts = collections.Counter()
+    for path in folder.glob("rank*.jsonl"):
+        for line in path.read_text().splitlines():
+            e, iteration, indices = json.loads(line)
+            if e == epoch and (upto is None or iteration <= upto):
+                counts.update(indices)
+    return counts
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """An FSDP2 run on 2 processes to its end; the same stopped by SIGTERM at iteration 100 (epoch 2);
+    the unsharded model on 1 process."""
+    root = tmp_path_factory.mktemp("sharded")
+    (root / "first").mkdir()
+    whole = train(root / "whole", 2, "--fsdp")
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    stopped = train(root / "stopped", 2, "--fsdp", "--signal-rank", "1", "--signal-at", "100",
+                    "--record-trained", str(root / "first"))
+    assert stopped.returncode == 0, stopped.stderr[-3000:]
+    assert last_checkpoints(root / "stopped" / "checkpoints")[0].name == "last_epoch=2_iteration=100.pt"
+    plain = train(root / "plain", 1)
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    return root
+
+
+def test_an_fsdp2_model_trains_as_the_unsharded_one_and_its_best_loads_into_an_unsharded_model(runs, tmp_path):
+    pd.testing.assert_frame_equal(history(runs / "whole"), history(runs / "plain"), check_exact=False, rtol=1e-4)
+    run = load_run(runs / "whole")
+    assert run.status == "completed" and run.record["hparams"]["sharded"] == "fsdp2"
+    sys.path.insert(0, str(ROOT / "examples"))
+    from binary_classification import make_data, make_model
+
+    model = make_model()
+    model.load_state_dict(torch.load(export_best(run, tmp_path / "best.pt"), weights_only=True))
+    x, y = make_data(0)[1][:]
+    with torch.no_grad():
+        loss = float(torch.nn.functional.cross_entropy(model(x), y))
+    assert loss == pytest.approx(run.best["value"], rel=1e-5)
+
+
+def test_an_fsdp2_run_stopped_mid_epoch_resumes_exactly_on_two_processes(runs, tmp_path):
+    folder = tmp_path / "run"
+    shutil.copytree(runs / "stopped", folder)
+    resumed = train(folder, 2, "--fsdp", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    pd.testing.assert_frame_equal(history(folder), history(runs / "whole"))
+
+
+@pytest.mark.parametrize(("nproc", "said"), [
+    (1, "are trained once each"),  # one process draws its own order: the rest of the epoch is dealt anew
+    (3, "epoch 2 continues with exactly the samples not yet trained"),  # DistributedSamplers alike: steps skipped
+])
+def test_an_fsdp2_run_resumes_on_another_number_of_processes_training_each_sample_once(runs, tmp_path, nproc, said):
+    folder, second = tmp_path / "run", tmp_path / "second"
+    shutil.copytree(runs / "stopped", folder)
+    second.mkdir()
+    resumed = train(folder, nproc, "--fsdp", "--resume", "--record-trained", str(second))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert said in resumed.stderr
+    padding = -3500 % nproc  # DistributedSampler pads the processes' shares with the order's first samples
+    for epoch, counts in ((2, trained(runs / "first", 2, upto=100) + trained(second, 2)), (3, trained(second, 3))):
+        assert set(counts) == set(range(3500)) and sum(counts.values()) == 3500 + padding, f"epoch {epoch}"
+    assert history(folder)["epoch"].tolist() == [1, 2, 3]
+
+
+def test_recovery_on_a_sharded_model_is_refused_before_the_run_folder_is_made(tmp_path):
+    done = train(tmp_path / "run", 1, "--fsdp", "--recovery")
+    assert done.returncode != 0
+    assert "Recovery does not work on a model sharded with FSDP2 yet" in done.stderr
+    assert not (tmp_path / "run").exists()
