@@ -1,14 +1,15 @@
 # Two commands do all set-up on a fresh machine:
 #   make run    sets up .venv and runs the tutorial's case study, writing reports/binary_classification
-#   make test   sets up .venv and runs the checks and the tests (what CI runs)
+#   make test   sets up .venv and runs the checks, builds the docs and runs the tests (what CI runs)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TRACKERS := $(VENV)/.trackers
+DOCS := $(VENV)/.docs
 ARGS ?= --overwrite
 
-.PHONY: run test test-fast lint install clean bench bench-trackers
+.PHONY: run test test-fast lint docs install clean bench bench-trackers
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +21,11 @@ $(TRACKERS): $(STAMP)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[mlflow,optuna]"
 	touch $(TRACKERS)
 
+# The docs site's tools (Sphinx, furo, MyST): not needed to run or test monitor.
+$(DOCS): $(STAMP)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[docs]"
+	touch $(DOCS)
+
 install: $(STAMP)
 
 run: $(STAMP)
@@ -29,8 +35,12 @@ lint: $(STAMP)
 	$(BIN)/ruff check monitor tests examples scripts benchmarks
 	$(BIN)/mypy --strict monitor
 
-test: lint $(TRACKERS)
+test: lint docs $(TRACKERS)
 	$(BIN)/python -m pytest
+
+# The site: docs/_build/html/index.html (the guides and the API from the docstrings); a warning fails it.
+docs: $(DOCS)
+	$(BIN)/sphinx-build -E -W --keep-going -q -b html docs docs/_build/html
 
 # The developer's loop: every test but the slow end-to-end ones (`make test` runs them all).
 test-fast: $(TRACKERS)
@@ -53,4 +63,4 @@ bench-trackers: $(TRACKERS)
 	$(BIN)/python benchmarks/bench_trackers.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info docs/_build

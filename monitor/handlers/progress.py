@@ -32,7 +32,7 @@ def attach_progress_bar(trainer: Engine, *, refresh_s: float = 0.5, **tqdm_kwarg
 
     The bar is drawn only where a person watches it: on a terminal, or in a notebook (Ignite's
     ``tqdm.autonotebook`` then draws a notebook bar). Written to a file, a pipe or CI it is off
-    (tqdm's ``disable=None``), so a log holds lines, not ``\r`` fragments; ``disable=False`` forces it.
+    (tqdm's ``disable=None``), so a log holds lines, not ``\\r`` fragments; ``disable=False`` forces it.
 
     Examples:
         .. code-block:: python

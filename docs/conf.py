@@ -1,0 +1,30 @@
+"""Sphinx configuration of monitor's docs: the guides (Markdown, MyST) and the API from the docstrings.
+
+    make docs          # docs/_build/html/index.html; warnings are errors
+"""
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from monitor.core.version import VERSION  # noqa: E402
+
+project = "monitor"
+author = "the monitor team"
+release = version = VERSION
+
+extensions = ["myst_parser", "sphinx.ext.autodoc", "sphinx.ext.napoleon"]
+source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
+root_doc = "index"
+exclude_patterns = ["_build"]
+myst_heading_anchors = 3  # links to a section by its title: usage.md#settings-and-parts
+
+autodoc_member_order = "bysource"
+autodoc_typehints = "description"
+autodoc_default_options = {"members": True, "show-inheritance": False}
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+
+html_theme = "furo"
+html_title = f"monitor {VERSION}"
