@@ -26,5 +26,17 @@ autodoc_default_options = {"members": True, "show-inheritance": False}
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 
+# Every reference to monitor's own objects must resolve (a broken one fails the build). Other libraries'
+# objects are not documented here (intersphinx would need the network): their names are let through.
+nitpicky = True
+nitpick_ignore_regex = [
+    (r"py:.*", r"(torch|ignite|pandas|matplotlib|tqdm|tensorboardX|optuna|mlflow|numpy|collections|pathlib|typing"
+               r"|datetime|logging|io|enum|os|types)(\..*)?"),
+    (r"py:.*", r"(Engine|Path|Tensor|nn\.Module|Any|Callable|Iterable|Mapping|Sequence|IO|Events|Figure|Dataset"
+               r"|CallableEventWithFilter|EventsList|State|Metric|Optimizer|DataLoader)"),
+    (r"py:class", r"monitor\.runtime\.distributed\.T"),  # a TypeVar
+    (r"py:.*", r"monitor\.(.*\.)?_\w+(\..*)?"),  # private names in signatures: not part of the API
+]
+
 html_theme = "furo"
 html_title = f"monitor {VERSION}"

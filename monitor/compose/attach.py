@@ -125,7 +125,7 @@ def attach_monitoring(
         console: a :class:`~monitor.Console` (``log_every``, the progress bar's ``tqdm_kwargs``).
         record: a :class:`~monitor.Record` (``hparams``, ``seed``) for ``run.json``; the library never seeds.
         parts: optional parts (:class:`~monitor.LROnPlateau`, :class:`~monitor.GradNorm`, your own:
-            see :mod:`monitor.parts.base`); each is in the last checkpoint under its ``key``.
+            see :class:`~monitor.Part`); each is in the last checkpoint under its ``key``.
         validate_on: trainer event running validation. Default ``Events.EPOCH_COMPLETED``.
         max_time: training time (``timedelta`` or seconds, summed over resumed segments) after which
             the run stops with a checkpoint, status ``interrupted``, stop reason ``time_limit``;
@@ -134,7 +134,7 @@ def attach_monitoring(
         overwrite: replace a run already in ``run_dir``.
 
     Returns:
-        The :class:`Monitor` holding the attached handlers.
+        The :class:`~monitor.compose.Monitor` holding the attached handlers.
 
     Raises:
         TypeError: a flat keyword of the API before its settings objects (``patience=``...): the message

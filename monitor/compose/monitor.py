@@ -93,10 +93,10 @@ class Monitor:
 
     Built in one step from the attached handlers; :meth:`attach` registers its own handlers on the
     trainer (start, end, failure, and ``run.json`` after each epoch's last checkpoint), as Ignite's
-    ``ProgressBar.attach`` does. :meth:`_why_it_ended` is the one place that decides the stop reason.
+    ``ProgressBar.attach`` does. ``_why_it_ended`` is the one place that decides the stop reason.
 
-    Attributes: ``best`` (:class:`BestTracker`), ``early_stopping``, ``best_checkpoint`` and
-    ``last_checkpoint`` (Ignite ``Checkpoint``), ``history`` (:class:`HistoryRecorder`),
+    Attributes: ``best`` (:class:`~monitor.handlers.BestTracker`), ``early_stopping``, ``best_checkpoint`` and
+    ``last_checkpoint`` (Ignite ``Checkpoint``), ``history`` (:class:`~monitor.handlers.HistoryRecorder`),
     ``train_loss``, ``tensorboard`` (Ignite ``TensorboardLogger``), ``progress_bar``,
     ``graceful_stop``, ``plan`` (:class:`~monitor.compose.resume.ResumePlan`); ``status``, ``stop_reason``
     and ``error`` once training ended.
@@ -174,8 +174,8 @@ class Monitor:
 
     @property
     def is_finished(self) -> bool:
-        """The resumed run had already ended and recorded it: it trains nothing (known at attach, or,
-        for a run that may go on, once ``trainer.run`` asked for no more epochs than it has)."""
+        """Whether the resumed run had already ended and recorded it, so that it trains nothing (known at
+        attach, or, for a run that may go on, once ``trainer.run`` asked for no more epochs than it has)."""
         return self.plan.is_finished or self._nothing_to_train
 
     @property

@@ -72,8 +72,9 @@ class ResumePlan:
 
     @property
     def purge_step(self) -> int | None:
-        """The first TensorBoard step written again: points at and after it are hidden (``None``:
-        a new run; ``0``: a resume starting over, so all of the killed attempt's points)."""
+        """The first TensorBoard step written again, at and after which older points are hidden
+        (``None`` for a new run; ``0`` for a resume starting over, which hides all of the killed
+        attempt's points)."""
         if not self.resume:
             return None
         return 0 if self.state is None else self.from_iteration + 1

@@ -11,7 +11,7 @@ broken run read: that is where a loss or a gradient blew up.
 
 Three columns see inside an epoch, at no extra host sync per step: ``train_loss_spike``, the epoch's
 highest step loss over the run's first step loss; ``train_loss_start``, that first step loss; and
-``train_grad_norm_max``, the epoch's highest gradient norm (with :func:`~monitor.attach_grad_norm`).
+``train_grad_norm_max``, the epoch's highest gradient norm (with :func:`~monitor.parts.attach_grad_norm`).
 An epoch's mean hides a loss that blows up for a few steps and then settles (often dead, at the loss
 of a constant prediction).
 
@@ -101,7 +101,7 @@ exploding_gradients    ``train_grad_norm`` (from the 4th validation) or ``train_
                        whose gradients are huge from the start (a bad initialisation: nothing to
                        compare with) and on losses scaled up on purpose (AMP's scaler: use the
                        unscaled norm).
-vanishing_gradients    ``train_grad_norm_first`` (the first layer's, from :func:`~monitor.attach_grad_norm`)
+vanishing_gradients    ``train_grad_norm_first`` (the first layer's, from :func:`~monitor.parts.attach_grad_norm`)
                        under 1/1000 of ``train_grad_norm`` for 3 validations in a row, or the whole
                        norm under 1e-4 while the training loss is above 0.01: the first layers
                        learn (almost) nothing. Premise: the first parameter tensor is the input

@@ -266,7 +266,8 @@ def attach_last_checkpoint(
     event: Any = Events.EPOCH_COMPLETED,
     writer: OrderedWriter | None = None,
 ) -> Checkpoint:
-    """Save everything needed to resume (:func:`last_checkpointer`) on ``trainer`` ``event``."""
+    """Save everything needed to resume (:func:`~monitor.handlers.checkpoint.last_checkpointer`) on
+    ``trainer`` ``event``."""
     checkpoint = last_checkpointer(trainer, to_save, dirname, writer=writer)
     trainer.add_event_handler(event, checkpoint)
     return checkpoint

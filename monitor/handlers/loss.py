@@ -72,7 +72,7 @@ class TrainLoss(Serializable):
     that of a share: at least the one-process run's.
 
     Args:
-        trainer: the engine whose output holds the loss (see :func:`loss_from_output`).
+        trainer: the engine whose output holds the loss (see :func:`~monitor.handlers.loss.loss_from_output`).
         output_transform: picks the loss out of ``trainer.state.output``.
 
     Examples:
@@ -167,7 +167,7 @@ class TrainLoss(Serializable):
 
     def running_mean(self) -> float | None:
         """The mean loss of the epoch so far (a host sync; under idist, over every rank's steps, the
-        same on each): what a validation within the epoch shows; at the epoch's end, :attr:`epoch_mean`.
+        same on each): what a validation within the epoch shows; at the epoch's end, ``epoch_mean``.
         Read once per step summed: the check and the history row at an epoch's end share it."""
         total, count = self._totals()
         return total / count if count else None
@@ -197,8 +197,8 @@ class TrainLoss(Serializable):
 
     @property
     def start(self) -> float | None:
-        """The run's first step loss (under idist, every rank's mean; the same on each): what the
-        diagnosis compares a loss that sits far above it with (``None`` before a step)."""
+        """The run's first step loss, which the diagnosis compares a loss that sits far above it with
+        (under idist every rank's mean, the same on each; ``None`` before a step)."""
         return self._first
 
     def check(self, _: Engine) -> None:

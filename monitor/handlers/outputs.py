@@ -35,7 +35,7 @@ class TrainOutputs(Serializable):
     Args:
         trainer: the engine whose ``state.output`` is read after each iteration.
         peaks: the output names whose maximum is kept. Default ``("grad_norm",)`` (from
-            :func:`attach_grad_norm`).
+            :func:`~monitor.parts.attach_grad_norm`).
 
     Examples:
         .. code-block:: python

@@ -177,8 +177,9 @@ def _outside_bar(bar: ProgressBar | None) -> Iterator[None]:
 def attach_epoch_log(
     evaluator: Engine, trainer: Engine, recorder: HistoryRecorder, *, bar: ProgressBar | None = None
 ) -> EpochTable:
-    """Log the history row of each validation run at INFO as an aligned :class:`EpochTable` line,
-    written around ``bar`` (if any) so none of the bar is left on the line; on ``evaluator``."""
+    """Log the history row of each validation run at INFO as an aligned
+    :class:`~monitor.handlers.progress.EpochTable` line, written around ``bar`` (if any) so none of the
+    bar is left on the line; on ``evaluator``."""
     table = EpochTable(recorder.best, color=console_is_terminal())
 
     def log_line(_: Engine) -> None:

@@ -98,7 +98,7 @@ def attach_tensorboard(
         row: the history row of this validation (optional): its other training columns go to
             ``train/<name>`` and ``samples_per_s``/``data_wait_frac`` to ``perf/<name>``.
         hparams: the run's hyper-parameters (optional), written with ``best``'s objective in the
-            form TensorBoard's HParams dashboard reads (see :func:`write_hparams`).
+            form TensorBoard's HParams dashboard reads (see :func:`~monitor.handlers.tensorboard.write_hparams`).
         best: the tracker whose new best values go to ``hparams/best_<column>`` (optional).
         step: the :class:`~monitor.handlers.step.StepWork` that writes ``train/loss`` as part of its one
             handler (default: one of its own).

@@ -61,7 +61,7 @@ class GradNorm(Part):
 
 
 def attach_grad_norm(trainer: Engine, model: torch.nn.Module) -> GradNorm:
-    """:class:`GradNorm` on ``trainer``'s ``ITERATION_COMPLETED``, for engines wired by hand: attach it
+    """:class:`~monitor.GradNorm` on ``trainer``'s ``ITERATION_COMPLETED``, for engines wired by hand: attach it
     before the handlers that read the output (as a part of attach_monitoring it is placed right).
 
     Examples:

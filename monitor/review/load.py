@@ -143,8 +143,9 @@ class Run:
 
     @property
     def damage(self) -> list[str]:
-        """What in the folder is not what the run wrote, in words (empty: nothing found): history rows
-        changed or lost since ``run.json`` recorded them (rows written after it are not checked)."""
+        """What in the folder is not what the run wrote, said in words, or an empty list if nothing is
+        found. History rows changed or lost since ``run.json`` recorded them count; rows written after
+        it are not checked."""
         recorded = self.record.get("history_rows")
         if not isinstance(recorded, dict):
             return []  # a run of a version that did not record them

@@ -30,7 +30,7 @@ class RunDirectoryLost(RuntimeError):
 
 
 class RunLock:
-    """Hold ``run_dir/.lock`` exclusively from :meth:`acquire` until :meth:`release` (or process exit).
+    """Hold ``run_dir/.lock`` exclusively from ``acquire()`` until ``release()`` (or process exit).
 
     Examples:
         .. code-block:: python

@@ -100,7 +100,7 @@ class RunRecord:
 
     @property
     def is_finished(self) -> bool:
-        """The run ended (completed, early-stopped, diverged): a resume trains nothing."""
+        """Whether the run ended (completed, early-stopped, diverged), so that a resume trains nothing."""
         return self.status is not None and self.status.is_finished
 
     def start_segment(self, from_epoch: int, config: Mapping[str, Any], versions: Mapping[str, str] | None = None,
