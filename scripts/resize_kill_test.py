@@ -3,6 +3,7 @@ number of processes (2 <-> 3), then count the samples trained.
 
     .venv/bin/python scripts/resize_kill_test.py [--kills 10] [--seed 0] [--batch-size 64] [--processes 2,3]
     .venv/bin/python scripts/resize_kill_test.py --processes 1,2,3 --batch-size 48   # 1 <-> 2 <-> 3, same batch
+    .venv/bin/python scripts/resize_kill_test.py --processes 1,2,3 --batch-size 48 --fsdp   # the model sharded (FSDP2)
 
 ``--processes``: the numbers of processes the segments run on; each resume picks another at random
 (1 process draws its order with a RandomSampler, several with DistributedSamplers).
@@ -92,7 +93,10 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=64, help="in all (auto_dataloader splits it)")
     parser.add_argument("--processes", default="2,3", help="the numbers of processes to resume on, e.g. 1,2,3")
+    parser.add_argument("--fsdp", action="store_true", help="the model sharded with FSDP2 (full-state checkpoints)")
     args = parser.parse_args()
+    if args.fsdp:
+        COMMON.append("--fsdp")
     layouts = [int(n) for n in args.processes.split(",")]
     if len(layouts) < 2 or any(n < 1 for n in layouts):
         parser.error(f"argument --processes should list two or more numbers of processes, got {args.processes!r}")
