@@ -1,6 +1,7 @@
 """Run the case study in a subprocess, kill it, resume it, and compare with an uninterrupted run."""
 from __future__ import annotations
 
+import collections
 import json
 import os
 import signal
@@ -93,3 +94,15 @@ def assert_same_outcome(resumed: dict[str, object], whole: dict[str, object]) ->
             assert torch.equal(tensor, whole["best_files"][name][key]), (name, key)  # type: ignore[index]
     assert resumed["last_files"] == whole["last_files"]
     assert resumed["stray_files"] == []
+
+
+def trained(folder: Path, epoch: int, upto: int | None = None) -> collections.Counter[int]:
+    """How many times each sample index was trained in ``epoch``, over every rank's file in ``folder``
+    (the driver's ``--record-trained``; ``upto``: the steps up to that iteration only)."""
+    counts: collections.Counter[int] = collections.Counter()
+    for path in folder.glob("rank*.jsonl"):
+        for line in path.read_text().splitlines():
+            e, iteration, indices = json.loads(line)
+            if e == epoch and (upto is None or iteration <= upto):
+                counts.update(indices)
+    return counts

@@ -1,6 +1,5 @@
 """Two processes on gloo (CPU): the same monitoring, one writer, the same results as one process,
 no rank left hanging when another fails, and resume on two processes."""
-import collections
 import json
 import os
 import subprocess
@@ -12,7 +11,7 @@ import pandas as pd
 import pytest
 
 from monitor.store.layout import last_checkpoints
-from tests.crash_helpers import TIME_COLUMNS
+from tests.crash_helpers import TIME_COLUMNS, trained
 
 pytestmark = pytest.mark.slow  # end to end, several seconds each: `make test-fast` leaves them out
 
@@ -170,18 +169,6 @@ def test_a_run_folder_on_rank_0s_disk_only_resumes_mid_epoch(tmp_path, one_and_t
     assert "last_epoch=6_iteration=296.pt" in resumed.stderr
     assert not list((tmp_path / "run-rank1").rglob("*.pt"))  # rank 1 wrote and read nothing there
     pd.testing.assert_frame_equal(history(run_dir), history(two), check_exact=False, rtol=1e-6)
-
-
-def trained(folder, epoch, upto=None):
-    """How many times each sample index was trained in ``epoch``, over every rank's file in ``folder``
-    (``upto``: the steps up to that iteration only)."""
-    counts = collections.Counter()
-    for path in folder.glob("rank*.jsonl"):
-        for line in path.read_text().splitlines():
-            e, iteration, indices = json.loads(line)
-            if e == epoch and (upto is None or iteration <= upto):
-                counts.update(indices)
-    return counts
 
 
 def test_a_resume_on_three_processes_with_the_same_global_batch_trains_every_sample_of_the_epoch_once(tmp_path):

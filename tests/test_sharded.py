@@ -1,8 +1,6 @@
 """A model sharded with FSDP2 under monitor, on CPU with gloo (examples/distributed.py --fsdp): it trains
 as the unsharded model does, ends with its best weights, resumes exactly mid-epoch on the same number of
 processes and with each sample once on another, and its best checkpoint loads into an unsharded model."""
-import collections
-import json
 import shutil
 import subprocess
 import sys
@@ -14,6 +12,7 @@ import torch
 
 from monitor.review import export_best, load_run
 from monitor.store.layout import last_checkpoints
+from tests.crash_helpers import trained
 
 pytestmark = pytest.mark.slow
 
@@ -31,17 +30,6 @@ def train(run_dir, nproc, *extra):
 
 def history(run_dir):
     return pd.read_csv(run_dir / "history.csv")[COLUMNS]
-
-
-def trained(folder, epoch, upto=None):
-    """How many times each sample was trained in ``epoch``, over every rank's record in ``folder``."""
-    counts = collections.Counter()
-    for path in folder.glob("rank*.jsonl"):
-        for line in path.read_text().splitlines():
-            e, iteration, indices = json.loads(line)
-            if e == epoch and (upto is None or iteration <= upto):
-                counts.update(indices)
-    return counts
 
 
 @pytest.fixture(scope="module")

@@ -77,6 +77,8 @@ class CheckpointCadence:
         if not (isinstance(max_share, (int, float)) and 0 < max_share <= 1):
             raise ValueError(f"Argument max_share should be a share in (0, 1], got {max_share!r}.")
         self.budget_interval_s = interval_s
+        # no save sooner than this after the last (interval() is never below it): the per-step check's bound
+        self._floor_s = self.interval_s if self.interval_s is not None else interval_s
         self.max_share = max_share
         self.agree_every = agree_every
         self.pending = False
@@ -143,15 +145,13 @@ class CheckpointCadence:
     def _time_is_up(self) -> bool:
         elapsed = time.monotonic() - self._last_save
         # interval() is never below the fixed or budget interval: only past it is the cost asked for
-        floor = self.interval_s if self.interval_s is not None else self.budget_interval_s
-        return elapsed >= floor and elapsed >= self.interval()
+        return elapsed >= self._floor_s and elapsed >= self.interval()
 
     def _mark_and_save(self, engine: Engine) -> None:
         """A single process's per-step work: mark a save due by time, then make a due one."""
         if not self.pending:
             elapsed = time.monotonic() - self._last_save  # _time_is_up, inlined: the common case is here
-            if elapsed < (self.interval_s if self.interval_s is not None else self.budget_interval_s) or (
-                    elapsed < self.interval()):
+            if elapsed < self._floor_s or elapsed < self.interval():
                 return
             self.pending = True
         if self._due_within_epoch(engine, 0):

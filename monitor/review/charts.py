@@ -165,6 +165,7 @@ function monitorCharts(id) {
     if (!state.only) return true;
     const [k, v] = JSON.parse(state.only); return show(r.hparams[k]) === v;
   };
+  const shown = r => !state.hidden.has(r.name) && kept(r);  // legend clicks and the filter together
   const controls = document.createElement('div');
   controls.className = 'controls';
   const select = (label, name, options, value) => `<label>${label} <select name="${name}">` +
@@ -262,7 +263,7 @@ function monitorCharts(id) {
               : raw.every(Number.isInteger) ? {incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]} : {})}, {}],
       series: [{label: name}, ...D.runs.map((r, i) => ({label: label(r), stroke: colour[i], fill: colour[i],
         paths: () => null, points: {show: true, size: 8, fill: colour[i]},
-        show: !state.hidden.has(r.name) && kept(r)}))],
+        show: shown(r)}))],
       hooks: {setSeries: [onSeries]}};
     const plotted = new Set(runs.map(([r]) => r));
     const data = [xs, ...D.runs.map(r => xs.map(x => plotted.has(r) && xOf(r.hparams[name]) === x ? r.best : null))];
@@ -279,7 +280,7 @@ function monitorCharts(id) {
         scales: {x: {time: false}, y: {distr: state.log ? 3 : 1}},
         axes: [{label: state.x}, {}],
         series: [{label: state.x}, ...D.runs.map((r, i) => ({label: label(r), stroke: colour[i], width: 1.5,
-          spanGaps: true, show: !state.hidden.has(r.name) && kept(r), points: {size: 4}}))],
+          spanGaps: true, show: shown(r), points: {size: 4}}))],
         hooks: {setSeries: [onSeries]}};
       plots.push(new uPlot(opts, series(column), box));
     }
