@@ -40,3 +40,20 @@ nitpick_ignore_regex = [
 
 html_theme = "furo"
 html_title = f"monitor {VERSION}"
+
+
+def _write_cli_help() -> None:
+    """The `monitor` command's help, every subcommand's, for reference/cli.md: taken from the parser
+    at each build, so the page cannot drift from the command."""
+    import os
+
+    os.environ["COLUMNS"] = "100"  # argparse wraps at the terminal's width; a page has none
+    from monitor.review.cli import build_parser
+
+    parser = build_parser()
+    [commands] = [action for action in parser._actions if action.choices and action.dest == "command"]
+    parts = [parser.format_help()] + [sub.format_help() for sub in commands.choices.values()]
+    (ROOT / "docs" / "reference" / "cli-help.txt").write_text("\n".join(parts))
+
+
+_write_cli_help()

@@ -89,3 +89,14 @@ def test_the_readmes_example_is_quickstart_py_and_stops_early_as_its_output_says
     assert (record["status"], record["best"]["epoch"], record["epochs_completed"]) == ("early_stopped", 11, 21)
     for line in re.findall(r"^(?:status|best|checkpoint|at best)  +.*$", readme, re.M):  # the output shown
         assert line in out.stdout
+
+
+def test_the_tutorials_monitored_run_stops_where_its_plain_loop_stops_with_the_same_best(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    import from_a_loop
+
+    plain = from_a_loop.plain_loop(str(tmp_path / "checkpoint.pt"))
+    monitored = from_a_loop.monitored(str(tmp_path / "run"))
+    assert monitored[0] == plain[0] and monitored[1] == pytest.approx(plain[1], rel=1e-6)
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["epochs_completed"] == plain[0] + 10  # both waited the same 10 epochs past the best

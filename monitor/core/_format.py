@@ -10,11 +10,12 @@ def format_value(value: Any, *, digits: int = 6, missing: str = "-", nonfinite: 
     or infinity as ``nonfinite`` (default: ``missing`` for NaN, ``inf``/``-inf`` for infinities).
 
     Examples:
-        .. code-block:: python
-
-            format_value(0.473512345)          # '0.473512'
-            format_value(0.4735, digits=4)     # '0.4735'
-            format_value(float("nan"))         # '-'
+        >>> format_value(0.473512345)
+        '0.473512'
+        >>> format_value(0.4735, digits=4)
+        '0.4735'
+        >>> format_value(float("nan"))
+        '-'
     """
     if value is None:
         return missing

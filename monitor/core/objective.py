@@ -32,11 +32,11 @@ class Objective:
             improvement. Either way it is never best. Default ``"stop"``.
 
     Examples:
-        .. code-block:: python
-
-            objective = Objective("loss", mode="min", threshold=1e-3)
-            objective.is_improvement(0.40, best=0.41)   # True
-            objective.score(0.40)                        # -0.40: higher is better, for Ignite
+        >>> objective = Objective("loss", mode="min", threshold=1e-3)
+        >>> objective.is_improvement(0.40, best=0.41)
+        True
+        >>> objective.score(0.40)  # higher is better, for Ignite
+        -0.4
     """
 
     metric: str

@@ -146,10 +146,12 @@ learning rate reads the ``lr`` column: the rate at the time, since when, a value
 roll back to and the best checkpoint to keep.
 
 Examples:
-    .. code-block:: python
-
-        for finding in diagnose(rows, objective_column="val_loss", mode="min"):
-            print(finding.level, finding.kind, finding.epoch, finding.advice)
+    >>> rows = [{"epoch": e, "iteration": 10 * e, "train_loss": x, "val_loss": x}
+    ...         for e, x in enumerate([0.9, 0.8, float("nan")], start=1)]
+    >>> [(f.level, f.kind, f.epoch) for f in diagnose(rows, objective_column="val_loss", mode="min")]
+    [('problem', 'nonfinite', 3)]
+    >>> diagnose(rows, objective_column="val_loss", mode="min")[0].advice.startswith("Lower the learning rate")
+    True
 """
 from __future__ import annotations
 

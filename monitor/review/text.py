@@ -38,11 +38,9 @@ def stop_reason_text(record: dict[str, Any], status: str | None = None) -> str:
     """Why the run stopped, in words, from its ``run.json`` (``status``: the review's, e.g. ``crashed``).
 
     Examples:
-        .. code-block:: python
-
-            stop_reason_text({"stop_reason": "patience_exhausted", "early_stopping": {"patience": 10},
-                              "best": {"metric": "val_loss"}})
-            # 'no improvement of val_loss in 10 validations (early stopping)'
+        >>> stop_reason_text({"stop_reason": "patience_exhausted", "early_stopping": {"patience": 10},
+        ...                   "best": {"metric": "val_loss"}})
+        'no improvement of val_loss in 10 validations (early stopping)'
     """
     metric = (record.get("best") or {}).get("metric") or "the objective"
     stopping = record.get("early_stopping") or {}

@@ -4,12 +4,10 @@ The layout is a contract (``reports/README.md``): ``monitor report``, the review
 scripts read it. This module is its one owner; everyone else asks it. Pure Python, no torch.
 
 Examples:
-    .. code-block:: python
-
-        paths = RunPaths("reports/mlp")
-        paths.history                                  # reports/mlp/history.csv
-        parse_checkpoint_name("best_epoch=7_neg_val_loss=-0.3812.pt")
-        # CheckpointName(kind='best', epoch=7, score_name='neg_val_loss', score=-0.3812)
+    >>> RunPaths("reports/mlp").history.as_posix()
+    'reports/mlp/history.csv'
+    >>> parse_checkpoint_name("best_epoch=7_val_loss=0.3812.pt")
+    CheckpointName(kind='best', epoch=7, score_name='val_loss', score=0.3812, iteration=None)
 """
 from __future__ import annotations
 
@@ -167,10 +165,9 @@ class RunPaths:
     """Where each part of a run lives inside ``run_dir`` (see ``reports/README.md``).
 
     Examples:
-        .. code-block:: python
-
-            paths = RunPaths("reports/mlp")
-            paths.record, paths.history, paths.checkpoints, paths.tensorboard, paths.lock
+        >>> paths = RunPaths("reports/mlp")
+        >>> [p.as_posix() for p in (paths.record, paths.checkpoints, paths.tensorboard)]
+        ['reports/mlp/run.json', 'reports/mlp/checkpoints', 'reports/mlp/tb']
     """
 
     def __init__(self, run_dir: str | Path) -> None:
