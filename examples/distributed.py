@@ -49,6 +49,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="leave out a step whose loss is NaN or a spike, on every rank (monitor.SkipStep)")
     parser.add_argument("--fsdp", action="store_true",
                         help="shard the model with FSDP2 (torch.distributed.fsdp.fully_shard) instead of DDP")
+    parser.add_argument("--shards", choices=("dcp", "full"), default="dcp",
+                        help="with --fsdp, the last checkpoint: each process's shards in a folder (dcp), or the "
+                             "full state written by rank 0 (full)")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--no-progress", action="store_true")
@@ -95,7 +98,8 @@ def training(local_rank: int, args: argparse.Namespace, customize: Callable[[Eng
         to_save={"model": model, "optimizer": optimizer}, resume=args.resume, overwrite=args.overwrite,
         early_stopping=monitor.EarlyStopping(patience=args.patience),
         checkpoints=monitor.Checkpoints(
-            every=None if args.checkpoint_every is None else checkpoint_every(args.checkpoint_every)
+            every=None if args.checkpoint_every is None else checkpoint_every(args.checkpoint_every),
+            shards=args.shards,
         ),
         # default: a bar on a terminal only
         console=monitor.Console(tqdm_kwargs={"disable": True} if args.no_progress else None),

@@ -100,3 +100,50 @@ def test_recovery_on_a_sharded_model_is_refused_before_the_run_folder_is_made(tm
     assert done.returncode != 0
     assert "Recovery does not work on a model sharded with FSDP2 yet" in done.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_the_last_checkpoint_keeps_each_ranks_shards_in_a_folder_with_a_manifest_and_no_model_tensors(runs):
+    import json
+
+    checkpoints = runs / "stopped" / "checkpoints"
+    last = last_checkpoints(checkpoints)
+    assert [p.name for p in last] == ["last_epoch=2_iteration=100.pt", "last_epoch=1.pt"]
+    for path in last:  # each .pt refers to its folder: every rank's shard file, the metadata, checksummed
+        state = torch.load(path, weights_only=False)
+        assert state["model"] == {"shards": path.stem + ".shards", "key": "model"}
+        assert state["optimizer"] == {"shards": path.stem + ".shards", "key": "optimizer"}
+        manifest = json.loads((checkpoints / (path.stem + ".shards") / "manifest.json").read_text())
+        assert sorted(manifest) == [".metadata", "__0_0.distcp", "__1_0.distcp"]
+    assert sorted(p.name for p in checkpoints.glob("*.shards")) == ["last_epoch=1.shards",
+                                                                    "last_epoch=2_iteration=100.shards"]
+
+
+def test_a_damaged_shard_falls_back_to_the_checkpoint_before_and_a_folder_no_checkpoint_names_goes(runs, tmp_path):
+    folder = tmp_path / "run"
+    shutil.copytree(runs / "stopped", folder)
+    checkpoints = folder / "checkpoints"
+    shard = checkpoints / "last_epoch=2_iteration=100.shards" / "__1_0.distcp"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    shutil.copytree(checkpoints / "last_epoch=1.shards", checkpoints / "last_epoch=2_iteration=150.shards")  # orphan
+    done = train(folder, 2, "--fsdp", "--resume")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "__1_0.distcp' does not match its size and CRC-32" in done.stderr
+    assert f"Resuming {folder} from last_epoch=1.pt" in done.stderr
+    pd.testing.assert_frame_equal(history(folder), history(runs / "plain"), check_exact=False, rtol=1e-4)
+    assert (checkpoints / "last_epoch=2_iteration=100.pt.damaged").exists()
+    assert not (checkpoints / "last_epoch=2_iteration=150.shards").exists()
+    assert {p.stem for p in checkpoints.glob("*.shards")} == {p.stem for p in last_checkpoints(checkpoints)} | {
+        "last_epoch=2_iteration=100"}  # the damaged one's folder, kept with its file for inspection
+
+
+def test_full_state_last_checkpoints_write_no_folder_and_resume_in_the_default_mode(runs, tmp_path):
+    folder = tmp_path / "run"
+    stopped = train(folder, 2, "--fsdp", "--shards", "full", "--signal-rank", "1", "--signal-at", "100")
+    assert stopped.returncode == 0, stopped.stderr[-3000:]
+    assert not list((folder / "checkpoints").glob("*.shards"))
+    done = train(folder, 2, "--fsdp", "--resume")  # shards="dcp": the full state loaded into the shards
+    assert done.returncode == 0, done.stderr[-3000:]
+    pd.testing.assert_frame_equal(history(folder), history(runs / "plain"), check_exact=False, rtol=1e-4)
+    assert len(list((folder / "checkpoints").glob("*.shards"))) == 2

@@ -20,7 +20,7 @@ from monitor.compose.settings import LEGACY_KEYWORDS, Checkpoints, Console, Earl
 from monitor.core.objective import Objective
 from monitor.handlers.best import BestTracker
 from monitor.handlers.cadence import CheckpointCadence
-from monitor.handlers.checkpoint import attach_best_checkpoint, last_checkpointer
+from monitor.handlers.checkpoint import attach_best_checkpoint, last_checkpoint_name, last_checkpointer
 from monitor.handlers.console_log import ConsoleLog
 from monitor.handlers.data import attach_data_order
 from monitor.handlers.diagnosis import attach_live_diagnosis
@@ -38,8 +38,9 @@ from monitor.handlers.tensorboard import attach_tensorboard
 from monitor.handlers.validation import attach_validation
 from monitor.parts.base import Part, PartContext
 from monitor.runtime.distributed import is_main_process, on_main_process
+from monitor.runtime.shard_folders import shard_folder_objects
 from monitor.runtime.sharded import full_state_objects
-from monitor.store.layout import RunPaths
+from monitor.store.layout import RunPaths, shards_of
 from monitor.store.lock import RunLock
 from monitor.store.record import RunRecord, read_record
 from monitor.store.writer import OrderedWriter
@@ -365,7 +366,7 @@ def _attach_handlers(
     data_order = attach_data_order(trainer)
     data_order.timer = throughput  # the batches it replays are timed as they are drawn
     objects: dict[str, Any] = {
-        **w.checkpointed, **w.schedulers, "trainer": engine_state(trainer), "best": best,
+        **_last_state(w, paths), **w.schedulers, "trainer": engine_state(trainer), "best": best,
         "best_checkpoint": best_checkpoint, "train_loss": w.train_loss, "history": history, "rng": RNGState(),
         "data_order": data_order, "train_outputs": train_outputs, **{part.key: part for part in w.parts},
         **({} if w.stopping is None else {"early_stopping": w.stopping}), **w.trainer_objects,
@@ -379,6 +380,15 @@ def _attach_handlers(
         data_order=data_order, live_diagnosis=live_diagnosis, console_log=console_log,
     )
     return handlers, objects
+
+
+def _last_state(w: _Wiring, paths: RunPaths) -> Mapping[str, Any]:
+    """``to_save`` as the last checkpoint holds it: a sharded model's in a shards folder of each rank's
+    shards (``Checkpoints(shards="dcp")``) or as its full state (``"full"``)."""
+    if w.checkpoints.shards == "full":
+        return w.checkpointed
+    trainer = w.trainer
+    return shard_folder_objects(w.to_save, paths.checkpoints, lambda: shards_of(last_checkpoint_name(trainer.state)))
 
 
 def _apply_resume(

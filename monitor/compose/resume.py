@@ -26,6 +26,7 @@ from monitor.runtime.checkpoint_io import (
     check_model_fits,
     checkpoint_on_every_rank,
     find_resume_checkpoint,
+    remove_orphan_shards,
     remove_unlisted_checkpoints,
     set_aside_damaged,
 )
@@ -256,6 +257,9 @@ def tidy_for_resume(
     if not plan.resume or plan.is_finished or not is_main_process():
         return
     set_aside_damaged(plan.damaged)
+    orphans = remove_orphan_shards(paths.checkpoints)
+    if orphans:
+        logger.info("Removed shards folder(s) no checkpoint refers to (a kill came between the two): %s", orphans)
     epoch = plan.from_epoch
     if plan.state is None:
         dropped = history.truncate(after_epoch=0)

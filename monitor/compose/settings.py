@@ -67,6 +67,11 @@ class Checkpoints:
         restore_best: load the best weights into the model when training ends. Default True.
         background_writes: write checkpoints and ``run.json`` on a background thread, in order
             (default); training then waits only for a copy of the state.
+        shards: for a model sharded with FSDP2, how the last checkpoint keeps it: ``"dcp"`` (default),
+            a folder of PyTorch's distributed checkpoint in which each process writes its own shards
+            (no process holds the full state; ``run_dir`` must be on storage every process sees), or
+            ``"full"``, the full state gathered on rank 0 and written there (it must fit rank 0's
+            memory). The best checkpoints always hold the full model, which an unsharded one loads.
 
     Examples:
         .. code-block:: python
@@ -78,10 +83,13 @@ class Checkpoints:
     every: Any = None
     restore_best: bool = True
     background_writes: bool = True
+    shards: str = "dcp"
 
     def __post_init__(self) -> None:
         positive_int("n_saved", self.n_saved)
         self.cadence()  # checks every
+        if self.shards not in ("dcp", "full"):
+            raise ValueError(f"Argument shards should be 'dcp' or 'full', got {self.shards!r}.")
         for name in ("restore_best", "background_writes"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"Argument {name} should be True or False, got {getattr(self, name)!r}.")

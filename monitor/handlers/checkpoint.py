@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import shutil
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -22,7 +23,15 @@ from monitor.runtime.checkpoint_io import checkpoint_on_every_rank, load_checkpo
 from monitor.runtime.sharded import FullStateModel, is_sharded
 from monitor.store._io import atomic_write, fsync_dir, remove_stale_temp_files
 from monitor.store.faults import crash_point
-from monitor.store.layout import BEST_PREFIX, BEST_WRITE_PATTERN, LAST_PATTERN, LAST_PREFIX, best_named, best_step
+from monitor.store.layout import (
+    BEST_PREFIX,
+    BEST_WRITE_PATTERN,
+    LAST_PATTERN,
+    LAST_PREFIX,
+    best_named,
+    best_step,
+    shards_of,
+)
 from monitor.store.manifest import ChecksumWriter, Manifest, trailer
 from monitor.store.writer import OrderedWriter
 
@@ -31,6 +40,7 @@ __all__ = [
     "attach_best_checkpoint",
     "attach_last_checkpoint",
     "last_checkpointer",
+    "last_checkpoint_name",
     "attach_restore_best",
     "restore_best_weights",
     "BEST_PREFIX",
@@ -108,7 +118,7 @@ class DurableDiskSaver(DiskSaver):
 
     def _remove_files(self, names: list[str]) -> None:
         for name in names:
-            (self.dirname / name).unlink(missing_ok=True)
+            _unlink_checkpoint(self.dirname / name)
         self.manifest.forget(names)
         fsync_dir(self.dirname)
 
@@ -129,7 +139,7 @@ class DurableDiskSaver(DiskSaver):
         atomic_write(path, write)
         crash_point("before_remove_old_" + path.name.split("_")[0])
         for name in pending:
-            (self.dirname / name).unlink(missing_ok=True)
+            _unlink_checkpoint(self.dirname / name)
         if pending:
             fsync_dir(self.dirname)
 
@@ -142,6 +152,15 @@ class DurableDiskSaver(DiskSaver):
             self._to_remove.append(filename)
         else:  # a held file rotated out is never written; the removals it carried pass to the next save
             self._to_remove.extend(dropped[1])
+
+
+def _unlink_checkpoint(path: Path) -> None:
+    """A checkpoint file and, for a sharded model's last checkpoint, its shards folder (after the file:
+    a kill in between leaves a folder no file refers to, removed at the next start)."""
+    path.unlink(missing_ok=True)
+    shards = path.with_name(shards_of(path.name))
+    if shards.is_dir():
+        shutil.rmtree(shards)
 
 
 def _snapshot(obj: Any, memo: dict[tuple[Any, ...], Any] | None = None, *, to_cpu: bool = False) -> Any:
@@ -243,8 +262,7 @@ def last_checkpointer(
     """
 
     def step(*_: Any) -> str:
-        state = trainer.state
-        return best_step(state.epoch, run_iteration(state) if is_mid_epoch(state) else None)
+        return _last_step(trainer.state)
 
     return Checkpoint(
         dict(to_save),
@@ -256,6 +274,15 @@ def last_checkpointer(
         filename_pattern=LAST_PATTERN,
         include_self=True,
     )
+
+
+def _last_step(state: Any) -> str:
+    return best_step(state.epoch, run_iteration(state) if is_mid_epoch(state) else None)
+
+
+def last_checkpoint_name(state: Any) -> str:
+    """The name of the last checkpoint :func:`last_checkpointer` writes at ``state`` (a trainer's)."""
+    return LAST_PATTERN.format(filename_prefix=LAST_PREFIX, global_step=_last_step(state), ext="pt")
 
 
 def attach_last_checkpoint(

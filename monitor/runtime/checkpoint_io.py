@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import logging
+import shutil
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,9 +16,10 @@ from typing import Any
 import ignite.distributed as idist
 import torch
 
+from monitor.runtime.shard_folders import ShardEntry, shard_folder_problem
 from monitor.runtime.sharded import FullStateModel
-from monitor.store.layout import DAMAGED_SUFFIX, checkpoint_files, last_checkpoints
-from monitor.store.manifest import Manifest, check_file
+from monitor.store.layout import DAMAGED_SUFFIX, SHARDS_SUFFIX, checkpoint_files, last_checkpoints, shards_of
+from monitor.store.manifest import CheckpointError, Manifest, check_file
 
 __all__ = [
     "CheckpointError",
@@ -31,10 +33,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file could not be read or does not fit; the message names the path."""
 
 
 def checkpoint_on_every_rank(path: Path, state: dict[str, Any] | None) -> dict[str, Any]:
@@ -130,6 +128,10 @@ def find_resume_checkpoint(folder: Path, required: Collection[str]) -> ResumeChe
             missing = sorted(set(required) - set(state))
             if missing:
                 raise CheckpointError(f"Checkpoint {str(path)!r} lacks {missing}.")
+            shards = _shards_named(state)
+            problem = None if shards is None else shard_folder_problem(path.with_name(shards))
+            if problem is not None:
+                raise CheckpointError(f"Checkpoint {str(path)!r} is not whole: {problem}.")
         except CheckpointError as e:
             logger.warning("%s Falling back to the previous checkpoint.", e)
             found.damaged.append((path, str(e)))
@@ -139,6 +141,24 @@ def find_resume_checkpoint(folder: Path, required: Collection[str]) -> ResumeChe
     if found.damaged:
         raise CheckpointError("No usable last checkpoint to resume from: " + " ".join(p for _, p in found.damaged))
     return found
+
+
+def _shards_named(state: Mapping[str, Any]) -> str | None:
+    """The shards folder a last checkpoint's model refers to (a sharded model's), or ``None``."""
+    model = state.get("model")
+    return str(model["shards"]) if isinstance(model, Mapping) and "shards" in model else None
+
+
+def remove_orphan_shards(checkpoints: Path) -> list[str]:
+    """Delete shards folders that no last checkpoint (nor one set aside as damaged) refers to: a kill
+    came between a folder and its ``.pt``, or between removing the two; return their names."""
+    removed = []
+    for folder in sorted(checkpoints.glob("*" + SHARDS_SUFFIX)) if checkpoints.is_dir() else []:
+        pt = folder.name.removesuffix(SHARDS_SUFFIX) + ".pt"
+        if not (checkpoints / pt).exists() and not (checkpoints / (pt + DAMAGED_SUFFIX)).exists():
+            shutil.rmtree(folder)
+            removed.append(folder.name)
+    return removed
 
 
 def set_aside_damaged(paths: Collection[Path]) -> None:
@@ -153,26 +173,35 @@ def remove_unlisted_checkpoints(checkpoints: Path, prefix: str, keep: Collection
     removed = sorted(p.name for p in checkpoint_files(checkpoints, prefix) if p.name not in keep)
     for name in removed:
         (checkpoints / name).unlink()
+        if (checkpoints / shards_of(name)).is_dir():
+            shutil.rmtree(checkpoints / shards_of(name))
     if removed:
         Manifest(checkpoints).forget(removed)
     return removed
 
 
-def check_model_fits(model: torch.nn.Module | FullStateModel, saved: Mapping[str, Any], where: str) -> None:
+def check_model_fits(
+    model: torch.nn.Module | FullStateModel | ShardEntry, saved: Mapping[str, Any], where: str
+) -> None:
     """Raise :class:`CheckpointError` listing missing/unexpected keys and shape mismatches, before
     anything is loaded (so nothing is half-loaded)."""
-    if isinstance(model, FullStateModel):
+    saved_shapes: dict[str, tuple[int, ...] | None]  # (None: a value that is no tensor: its key is checked)
+    if "shards" in saved and not isinstance(saved["shards"], torch.Tensor):  # the model is in a shards folder
+        if not isinstance(model, ShardEntry):
+            raise CheckpointError(f"The model of {where} is in the shards folder {saved['shards']!r}: resume it "
+                                  "with the model sharded (fully_shard) and Checkpoints(shards='dcp') (the default).")
+        saved_shapes = model.folders.global_shapes(str(saved["shards"]))
+    else:
+        saved_shapes = {k: tuple(v.shape) if isinstance(v, torch.Tensor) else None for k, v in saved.items()}
+    if isinstance(model, (FullStateModel, ShardEntry)):
         model = model.model  # a sharded model's state_dict: DTensors of the full (global) shapes
     if isinstance(model, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
         model = model.module
-    own = model.state_dict()
-    missing = sorted(set(own) - set(saved))
-    unexpected = sorted(set(saved) - set(own))
-    shapes = {
-        k: (tuple(saved[k].shape), tuple(own[k].shape))
-        for k in set(own) & set(saved)
-        if isinstance(saved[k], torch.Tensor) and saved[k].shape != own[k].shape
-    }
+    own = {k: tuple(v.shape) if isinstance(v, torch.Tensor) else None for k, v in model.state_dict().items()}
+    missing = sorted(set(own) - set(saved_shapes))
+    unexpected = sorted(set(saved_shapes) - set(own))
+    shapes = {k: (saved_shapes[k], own[k]) for k in set(own) & set(saved_shapes)
+              if None not in (saved_shapes[k], own[k]) and saved_shapes[k] != own[k]}
     if missing or unexpected or shapes:
         raise CheckpointError(
             f"The model does not fit {where}: missing keys {missing}, unexpected keys {unexpected}, "

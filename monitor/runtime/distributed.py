@@ -114,9 +114,8 @@ def on_main_process(func: Callable[[], T]) -> T:
 
 
 def _error_types() -> dict[str, type[Exception]]:
-    # Imported here: checkpoint_io imports this module.
-    from monitor.runtime.checkpoint_io import CheckpointError
     from monitor.store.lock import RunDirectoryBusy
+    from monitor.store.manifest import CheckpointError
 
     builtin = (ValueError, TypeError, KeyError, PermissionError, FileNotFoundError, OSError, RuntimeError)
     return {cls.__name__: cls for cls in (*builtin, RunDirectoryBusy, CheckpointError)}

@@ -8,8 +8,9 @@ state instead, gathered with PyTorch's own ``torch.distributed.checkpoint.state_
 checksum and manifest, that an unsharded model of the same architecture loads with
 ``load_state_dict`` and that a resume on any number of processes shards again
 (``set_model_state_dict``). What that costs: every save gathers the whole model and optimizer state
-into rank 0's memory, so it suits models whose full state fits one host's memory; distributed
-checkpoint folders (each rank writing its shard) are not built yet.
+into rank 0's memory. The best checkpoints are always such files (an unsharded model loads them); the
+last checkpoint is a folder of each rank's shards by default (:mod:`monitor.runtime.shard_folders`),
+and such a file with ``Checkpoints(shards="full")``.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["is_sharded", "FullStateModel", "FullStateOptimizer", "full_state_objects"]
+__all__ = ["is_sharded", "FullStateModel", "FullStateOptimizer", "full_state_objects", "model_optimizers"]
 
 
 def is_sharded(module: Any) -> bool:
@@ -86,19 +87,25 @@ class FullStateOptimizer:
         set_optimizer_state_dict(self.model, self.optimizer, dict(state_dict), options=_options())
 
 
+def model_optimizers(to_save: Mapping[str, Any]) -> dict[str, torch.optim.Optimizer]:
+    """The optimizers of ``to_save`` that step ``to_save["model"]``'s parameters, by key."""
+    own = {id(p) for p in to_save["model"].parameters()}
+    return {key: obj for key, obj in to_save.items() if isinstance(obj, torch.optim.Optimizer) and any(
+        id(p) in own for group in obj.param_groups for p in group["params"])}
+
+
 def full_state_objects(to_save: Mapping[str, Any]) -> dict[str, Any]:
     """``to_save`` with a sharded ``"model"`` and the optimizers of its parameters seen through
     :class:`FullStateModel` and :class:`FullStateOptimizer`; as it is for an unsharded model."""
     model = to_save["model"]
     if not is_sharded(model):
         return dict(to_save)
-    own = {id(p) for p in model.parameters()}
+    optimizers = model_optimizers(to_save)
     objects: dict[str, Any] = {}
     for key, obj in to_save.items():
         if obj is model:
             objects[key] = FullStateModel(model)
-        elif isinstance(obj, torch.optim.Optimizer) and any(
-                id(p) in own for group in obj.param_groups for p in group["params"]):
+        elif key in optimizers:
             objects[key] = FullStateOptimizer(model, obj)
         else:
             objects[key] = obj

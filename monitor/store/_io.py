@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -74,10 +75,14 @@ def atomic_write_json(path: Path, data: Any) -> None:
 
 
 def remove_stale_temp_files(folder: Path) -> list[Path]:
-    """Delete temp files a killed write left in ``folder``; return what was removed."""
+    """Delete temp files (and the folders of a sharded save) a killed write left in ``folder``; return
+    what was removed."""
     removed = []
     if folder.is_dir():
         for p in folder.glob(TEMP_PREFIX + "*"):
-            p.unlink(missing_ok=True)
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
             removed.append(p)
     return removed

@@ -38,6 +38,8 @@ __all__ = [
     "best_step",
     "checkpoint_files",
     "last_checkpoints",
+    "SHARDS_SUFFIX",
+    "shards_of",
 ]
 
 RECORD_NAME = "run.json"
@@ -48,6 +50,9 @@ MANIFEST_NAME = "manifest.json"  # inside CHECKPOINTS_DIR
 LOCK_NAME = ".lock"
 TEMP_PREFIX = ".tmp-"  # a write in progress; removed at the next start if a kill left it
 DAMAGED_SUFFIX = ".damaged"  # a checkpoint a resume found damaged, kept for inspection
+# A sharded model's part of a last checkpoint: a folder of torch.distributed.checkpoint (each rank's
+# shards, its metadata, a manifest), named as the ``.pt`` file that refers to it and commits it.
+SHARDS_SUFFIX = ".shards"
 
 BEST_PREFIX = "best"
 LAST_PREFIX = "last"
@@ -182,3 +187,13 @@ class RunPaths:
     def holds_a_run(self) -> bool:
         """Whether anything a run writes is there already."""
         return self.record.exists() or self.history.exists() or self.checkpoints.exists()
+
+
+def shards_of(checkpoint_name: str) -> str:
+    """The name of the shards folder of the last checkpoint ``checkpoint_name``.
+
+    Examples:
+        >>> shards_of("last_epoch=2_iteration=100.pt")
+        'last_epoch=2_iteration=100.shards'
+    """
+    return checkpoint_name.removesuffix("." + _EXT) + SHARDS_SUFFIX

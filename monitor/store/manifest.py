@@ -19,11 +19,15 @@ from typing import IO, Any
 from monitor.store._io import atomic_write_json
 from monitor.store.layout import MANIFEST_NAME
 
-__all__ = ["Manifest", "ChecksumWriter", "MANIFEST_NAME", "trailer", "read_trailer", "check_file"]
+__all__ = ["Manifest", "ChecksumWriter", "CheckpointError", "MANIFEST_NAME", "trailer", "read_trailer", "check_file"]
 
 _TRAILER_MARK = b"monitor-crc32\x00"
 _TRAILER = struct.Struct("<QI")  # size of what precedes, CRC-32 of it
 TRAILER_SIZE = len(_TRAILER_MARK) + _TRAILER.size
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file could not be read or does not fit; the message names the path."""
 
 
 def trailer(size: int, crc32: int) -> bytes:

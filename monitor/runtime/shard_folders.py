@@ -1,0 +1,222 @@
+"""A sharded (FSDP2) model's part of the last checkpoint as a folder of PyTorch's distributed checkpoint.
+
+Each rank writes its own shards of the model and of its optimizers with
+``torch.distributed.checkpoint.save`` (no rank gathers the full state), into a temp folder; rank 0
+then adds a manifest (size and CRC-32 of every file, each rank's checksummed by that rank) and renames
+the folder into place (``last_epoch=2_iteration=100.shards``, beside the ``.pt`` file of the same name,
+which refers to it and is written after it: the ``.pt`` commits the pair). A resume on any number
+of processes loads it with ``torch.distributed.checkpoint.load`` into the model's and optimizers'
+sharded state dicts (``get_state_dict``/``set_state_dict``), which reshards it. The run folder must be
+on storage every process sees (checked at attach).
+
+Examples:
+    .. code-block:: python
+
+        folders = ShardFolders(model, {"optimizer": optimizer}, run_dir / "checkpoints", name_now)
+        to_save = {**to_save, **folders.entries()}     # the last checkpoint's model and optimizer
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import ignite.distributed as idist
+import torch
+from torch import nn
+
+from monitor.runtime.distributed import gather_json
+from monitor.runtime.sharded import FullStateModel, FullStateOptimizer, is_sharded, model_optimizers
+from monitor.store._io import atomic_write_json, fsync_dir
+from monitor.store.layout import MANIFEST_NAME, TEMP_PREFIX
+from monitor.store.manifest import file_checksum
+
+__all__ = ["ShardFolders", "ShardEntry", "shard_folder_problem", "shard_folder_objects"]
+
+logger = logging.getLogger(__name__)
+
+_METADATA = ".metadata"  # torch.distributed.checkpoint's own, written by its coordinator (rank 0)
+
+
+class ShardFolders:
+    """The shards folders of a run's last checkpoints: one save per checkpoint, for the model and the
+    optimizers of its parameters, read back by each entry on its own.
+
+    Args:
+        model: the model sharded with ``fully_shard``.
+        optimizers: key in ``to_save`` -> each optimizer of the model's parameters.
+        folder: the run's ``checkpoints`` folder, on storage every process sees.
+        name_now: the name of the shards folder of a last checkpoint made now (it follows the ``.pt``'s).
+    """
+
+    def __init__(self, model: nn.Module, optimizers: Mapping[str, torch.optim.Optimizer], folder: Path,
+                 name_now: Callable[[], str]) -> None:
+        self.model, self.optimizers, self.folder, self.name_now = model, dict(optimizers), Path(folder), name_now
+        # The folder of the save in progress and the entries that named it: Ignite's Checkpoint asks each
+        # entry once per save, in its order, so an entry asked again starts the next save.
+        self._written: str | None = None
+        self._served: set[str] = set()
+        _check_shared(self.folder)
+
+    def entries(self) -> dict[str, ShardEntry]:
+        """The last checkpoint's objects in place of the model and its optimizers."""
+        return {"model": ShardEntry(self, "model"), **{key: ShardEntry(self, key) for key in self.optimizers}}
+
+    def write(self, key: str) -> str:
+        """The name of this save's folder, written by the first entry ``key`` of the save to ask (a
+        collective of every rank)."""
+        if self._written is not None and key not in self._served:
+            self._served.add(key)
+            return self._written
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+        from torch.distributed.checkpoint.state_dict_saver import save
+
+        name = self.name_now()
+        temp = self.folder / f"{TEMP_PREFIX}{name}"
+        state: dict[str, Any] = {"model": get_model_state_dict(self.model)}
+        state.update({key: get_optimizer_state_dict(self.model, opt) for key, opt in self.optimizers.items()})
+        save(state, checkpoint_id=temp)  # every rank its shards (fsynced); rank 0 the metadata, after all wrote
+        rank = idist.get_rank()
+        mine = {p.name: file_checksum(p) for p in temp.glob(f"__{rank}_*")}
+        everyone = gather_json(mine)
+        if rank == 0:
+            _commit(temp, self.folder / name, everyone)
+        self._written, self._served = name, {key}
+        return name
+
+    def read(self, name: str, key: str) -> None:
+        """Load ``key``'s state (the model, or one optimizer) from folder ``name``, resharded to this layout."""
+        from torch.distributed.checkpoint.state_dict import (
+            get_model_state_dict,
+            get_optimizer_state_dict,
+            set_model_state_dict,
+            set_optimizer_state_dict,
+        )
+        from torch.distributed.checkpoint.state_dict_loader import load
+
+        path = self.folder / name
+        state: dict[str, Any]
+        if key == "model":
+            state = {"model": get_model_state_dict(self.model)}
+            load(state, checkpoint_id=path)
+            set_model_state_dict(self.model, state["model"])
+        else:
+            optimizer = self.optimizers[key]
+            state = {key: get_optimizer_state_dict(self.model, optimizer)}
+            load(state, checkpoint_id=path)
+            set_optimizer_state_dict(self.model, optimizer, state[key])
+
+    def global_shapes(self, name: str) -> dict[str, tuple[int, ...] | None]:
+        """The shapes folder ``name`` holds of the model's tensors (``None``: a value that is no tensor),
+        by name, from its metadata (no shard is read)."""
+        from torch.distributed.checkpoint.filesystem import FileSystemReader
+        from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+        metadata = FileSystemReader(str(self.folder / name)).read_metadata()
+        return {fqn.removeprefix("model."): tuple(meta.size) if isinstance(meta, TensorStorageMetadata) else None
+                for fqn, meta in metadata.state_dict_metadata.items() if fqn.startswith("model.")}
+
+
+class ShardEntry:
+    """The model or one optimizer in the last checkpoint: ``state_dict()`` writes the save's shards
+    folder (the first entry of a save) and names it; ``load_state_dict`` reads this entry back from it.
+
+    Examples:
+        .. code-block:: python
+
+            entry.state_dict()     # {"shards": "last_epoch=2_iteration=100.shards", "key": "model"}
+    """
+
+    def __init__(self, folders: ShardFolders, key: str) -> None:
+        self.folders, self.key = folders, key
+
+    @property
+    def model(self) -> nn.Module:
+        return self.folders.model
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"shards": self.folders.write(self.key), "key": self.key}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        if "shards" not in state_dict:  # a last checkpoint of the full state (Checkpoints(shards="full"))
+            full = FullStateModel(self.model) if self.key == "model" else \
+                FullStateOptimizer(self.model, self.folders.optimizers[self.key])
+            full.load_state_dict(state_dict)
+            return
+        self.folders.read(str(state_dict["shards"]), self.key)
+
+
+def shard_folder_objects(to_save: Mapping[str, Any], folder: Path, name_now: Callable[[], str]) -> dict[str, Any]:
+    """``to_save`` for the last checkpoint: a sharded ``"model"`` and its optimizers as :class:`ShardEntry`
+    objects of one :class:`ShardFolders` (a collective: every rank checks it sees ``folder``); as it is
+    for an unsharded model."""
+    if not is_sharded(to_save["model"]):
+        return dict(to_save)
+    optimizers = model_optimizers(to_save)
+    entries = ShardFolders(to_save["model"], optimizers, folder, name_now).entries()
+    return {key: entries.get(key, obj) for key, obj in to_save.items()}
+
+
+def _commit(temp: Path, final: Path, everyone: list[dict[str, Any]]) -> None:
+    """Rank 0: the manifest of every rank's files (a file rank 0 cannot see means the folder is not
+    shared), then the folder renamed into place; an earlier folder of the same name is replaced."""
+    files = {name: {"size": size, "crc32": crc} for ranks in everyone for name, (size, crc) in ranks.items()}
+    size, crc = file_checksum(temp / _METADATA)
+    files[_METADATA] = {"size": size, "crc32": crc}
+    unseen = sorted(name for name in files if not (temp / name).is_file())
+    if unseen:
+        raise RuntimeError(f"The shards {unseen} other processes wrote to {str(temp)!r} are not in rank 0's "
+                           "folder: a sharded run's checkpoints need run_dir on storage every process sees.")
+    atomic_write_json(temp / MANIFEST_NAME, files)
+    fsync_dir(temp)
+    if final.exists():  # saved again at the same iteration (e.g. at the end): the new folder replaces it
+        old = final.with_name(f"{TEMP_PREFIX}old-{final.name}")
+        final.rename(old)
+        temp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        temp.rename(final)
+    fsync_dir(final.parent)
+
+
+def shard_folder_problem(folder: Path) -> str | None:
+    """What is wrong with a shards folder (missing, no manifest, a file missing or changed), or ``None``."""
+    import json
+
+    manifest = folder / MANIFEST_NAME
+    if not folder.is_dir() or not manifest.is_file():
+        return f"its shards folder {str(folder)!r} is missing or was never completed"
+    try:
+        files = json.loads(manifest.read_text())
+    except (OSError, ValueError) as e:
+        return f"the manifest of {str(folder)!r} cannot be read ({e})"
+    for name, entry in files.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{str(path)!r} is missing"
+        if file_checksum(path) != (entry["size"], entry["crc32"]):
+            return f"{str(path)!r} does not match its size and CRC-32 in the folder's manifest"
+    return None
+
+
+def _check_shared(folder: Path) -> None:
+    """Every rank sees rank 0's ``folder`` (a probe file written by rank 0); else a ``ValueError`` at attach."""
+    if idist.get_world_size() == 1:
+        return
+    probe = folder / f"{TEMP_PREFIX}shared-probe"
+    if idist.get_rank() == 0:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_text("")
+    idist.barrier()
+    seen = gather_json(probe.exists())
+    idist.barrier()
+    if idist.get_rank() == 0:
+        probe.unlink(missing_ok=True)
+    if not all(seen):
+        blind = [rank for rank, ok in enumerate(seen) if not ok]
+        raise ValueError(
+            f"Argument run_dir should be on storage every process sees for a sharded model's checkpoints: "
+            f"rank(s) {blind} do not see {str(folder)!r}. Use a shared filesystem, or pass "
+            "checkpoints=Checkpoints(shards='full') (the full state gathered on rank 0 and written there).")
