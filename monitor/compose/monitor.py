@@ -206,10 +206,13 @@ class Monitor:
         trainer.add_event_handler(Events.TERMINATE, self._on_terminate)
         trainer.add_event_handler(Events.COMPLETED, self._on_completed)
         trainer.add_event_handler(Events.EXCEPTION_RAISED, self._on_exception)
-        saver = self.last_checkpoint.save_handler
+        saver, cadence = self.last_checkpoint.save_handler, self.cadence
         self.cadence.attach(
             trainer, self.save_checkpoint,
-            cost_s=lambda: float(getattr(saver, "last_cost_s", 0.0)),
+            # A save's cost: the training thread's stall (the state gathered, e.g. a sharded model's shards
+            # written, and the copy) and the background write of the file (after the copy).
+            cost_s=lambda: cadence.last_stall_s + max(0.0, float(getattr(saver, "last_cost_s", 0.0))
+                                                      - float(getattr(saver, "last_copy_s", 0.0))),
             mid_epoch=lambda: self.data_order is None or bool(self.data_order.replayable),
             step=self.step,
         )

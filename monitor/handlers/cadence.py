@@ -84,7 +84,8 @@ class CheckpointCadence:
         self.pending = False
         self.saved_iteration: int | None = None  # the iteration of the newest last checkpoint
         self.saves = 0
-        self.saving_s = 0.0  # training-thread time spent in saves (the copy and hand-over)
+        self.saving_s = 0.0  # training-thread time spent in saves (the state gathered, the copy, the hand-over)
+        self.last_stall_s = 0.0  # the training thread's time in the newest save
         self._last_save = time.monotonic()
         self.cost_s: Callable[[], float] = lambda: 0.0
         self.mid_epoch: Callable[[], bool] = lambda: True
@@ -203,7 +204,8 @@ class CheckpointCadence:
         if self.saved_iteration != run_iteration(engine.state):
             started = time.perf_counter()
             self._save(engine)
-            self.saving_s += time.perf_counter() - started
+            self.last_stall_s = time.perf_counter() - started
+            self.saving_s += self.last_stall_s
             self.saved_iteration = run_iteration(engine.state)
             self.saves += 1
         self.pending = False

@@ -311,11 +311,12 @@ def test_max_time_stops_resumably_and_a_resume_with_more_time_finishes_the_run(t
 EVERY_10 = Events.ITERATION_COMPLETED(every=10)
 
 
-def default_run(run_dir, s, *, validate_on=EVERY_10, cost_s=None):
+def default_run(run_dir, s, *, validate_on=EVERY_10, cost_s=None, extra=None):
     """A run with the default cadence; returns it and the iterations its last checkpoints were saved at."""
     run = attach_monitoring(
         s["trainer"], s["evaluator"], s["val_loader"], run_dir=run_dir, objective=Objective("loss", mode="min"),
-        to_save={"model": s["model"], "optimizer": s["optimizer"]}, validate_on=validate_on, early_stopping=None,
+        to_save={"model": s["model"], "optimizer": s["optimizer"], **(extra or {})}, validate_on=validate_on,
+        early_stopping=None,
         checkpoints=Checkpoints(restore_best=False), console=Console(log_every=5, tqdm_kwargs={"disable": True}),
     )
     if cost_s is not None:
@@ -353,6 +354,26 @@ def test_an_expensive_save_stretches_the_interval_and_says_so_once(tmp_path, mon
     assert saved_at == [50, 100]
     assert caplog.text.count("to keep saving under 1% of the training time it is written at the first validation "
                              "about every 50 s instead of at each one") == 1
+
+
+class SlowToGather:
+    """State that takes 0.2 s to gather in the training thread (as a sharded model's shards written)."""
+
+    def state_dict(self):
+        time.sleep(0.2)
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+
+def test_the_budget_counts_the_time_training_waits_for_the_state_of_a_save(tmp_path, monkeypatch, caplog):
+    s = long_setup()
+    fake_clock(monkeypatch, s, 1.0)  # 10 s between validations: a save of 0.2 s is 2% of that
+    with caplog.at_level(logging.INFO, logger="monitor"):
+        run, saved_at = default_run(tmp_path / "run", s, extra={"slow": SlowToGather()})
+    assert 2 <= len(saved_at) <= 4 and all(b - a >= 20 for a, b in zip(saved_at, saved_at[1:]))
+    assert caplog.text.count("to keep saving under 1% of the training time") == 1
 
 
 def test_within_long_epochs_the_default_saves_by_the_clock(tmp_path, monkeypatch):
