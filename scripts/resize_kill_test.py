@@ -4,6 +4,12 @@ number of processes (2 <-> 3), then count the samples trained.
     .venv/bin/python scripts/resize_kill_test.py [--kills 10] [--seed 0] [--batch-size 64] [--processes 2,3]
     .venv/bin/python scripts/resize_kill_test.py --processes 1,2,3 --batch-size 48   # 1 <-> 2 <-> 3, same batch
     .venv/bin/python scripts/resize_kill_test.py --processes 1,2,3 --batch-size 48 --fsdp   # the model sharded (FSDP2)
+    .venv/bin/python scripts/resize_kill_test.py --processes 2 --fsdp --kills 20   # always 2: history row by row
+
+With one number of processes (``--processes 2``) every resume is on that many, and each trial's
+history must also equal the uninterrupted run's, row by row (every column but the timings), and
+its checkpoints folder hold no temp file or folder and only whole shards folders that a checkpoint
+names.
 
 ``--processes``: the numbers of processes the segments run on; each resume picks another at random
 (1 process draws its order with a RandomSampler, several with DistributedSamplers).
@@ -33,7 +39,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from tests.crash_helpers import kill_trees  # noqa: E402
+from tests.crash_helpers import TIME_COLUMNS, kill_trees  # noqa: E402
 
 DRIVER = str(ROOT / "tests" / "distributed_driver.py")
 SAMPLES, EPOCHS = 3500, 3
@@ -87,19 +93,42 @@ def check(kept: list[tuple[int, int, list[int], int]]) -> list[str]:
     return problems
 
 
+def same_as_uninterrupted(run_dir: Path, whole: Path) -> list[str]:
+    """What differs from the uninterrupted run: a history value (timings aside), or the checkpoints
+    folder (a temp file or folder left, a shards folder no checkpoint names or not whole)."""
+    import pandas as pd
+
+    from monitor.runtime.shard_folders import shard_folder_problem
+
+    problems = []
+    got, want = (pd.read_csv(d / "history.csv").drop(columns=TIME_COLUMNS) for d in (run_dir, whole))
+    try:
+        pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=1e-5)
+    except AssertionError as e:
+        problems.append(f"history differs: {str(e).splitlines()[0]}")
+    checkpoints = run_dir / "checkpoints"
+    problems += [f"{p.name} left" for p in checkpoints.glob(".tmp-*")]
+    for folder in checkpoints.glob("*.shards"):
+        if not folder.with_suffix(".pt").exists():
+            problems.append(f"{folder.name}: no checkpoint names it")
+        elif (problem := shard_folder_problem(folder)) is not None:
+            problems.append(problem)
+    return problems
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--kills", type=int, default=10, help="stop after at least this many kills")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=64, help="in all (auto_dataloader splits it)")
     parser.add_argument("--processes", default="2,3", help="the numbers of processes to resume on, e.g. 1,2,3")
-    parser.add_argument("--fsdp", action="store_true", help="the model sharded with FSDP2 (full-state checkpoints)")
+    parser.add_argument("--fsdp", action="store_true", help="the model sharded with FSDP2 (shards folders)")
     args = parser.parse_args()
     if args.fsdp:
         COMMON.append("--fsdp")
     layouts = [int(n) for n in args.processes.split(",")]
-    if len(layouts) < 2 or any(n < 1 for n in layouts):
-        parser.error(f"argument --processes should list two or more numbers of processes, got {args.processes!r}")
+    if any(n < 1 for n in layouts):
+        parser.error(f"argument --processes should list numbers of processes, got {args.processes!r}")
     BATCH[1] = str(args.batch_size)
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="resize_kill_test-"))
@@ -116,7 +145,8 @@ def main() -> int:
         records: list[Path] = []
         sizes: list[int] = []
         while True:
-            nproc = layouts[0] if not sizes else rng.choice([n for n in layouts if n != sizes[-1]])
+            nproc = layouts[0] if not sizes or len(layouts) == 1 else \
+                rng.choice([n for n in layouts if n != sizes[-1]])
             records.append(work / f"trial{trials}-segment{len(records)}")
             sizes.append(nproc)
             process = start(run_dir, nproc, records[-1], resume=len(records) > 1)
@@ -132,11 +162,14 @@ def main() -> int:
             print(f"trial {trials}: the last segment exited {process.returncode}:\n{err.decode()[-2000:]}")
             continue
         problems = check(surviving(records))
+        if len(layouts) == 1:
+            problems += same_as_uninterrupted(run_dir, work / "whole")
         failures += bool(problems)
         print(f"trial {trials}: processes {sizes}; {'; '.join(problems) or 'every sample of every epoch once'}",
               flush=True)
-    print(f"\n{kills} kills over {trials} trials, each resumed on the other number of processes: {failures} "
-          "trials with a sample missing or repeated (or a failed resume)")
+    print(f"\n{kills} kills over {trials} trials, each resumed on {'the same' if len(layouts) == 1 else 'another'} "
+          f"number of processes: {failures} trials with a sample missing or repeated, a failed resume"
+          f"{', a history row unlike the uninterrupted run or a folder not whole' if len(layouts) == 1 else ''}")
     return 1 if failures else 0
 
 

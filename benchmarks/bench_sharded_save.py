@@ -1,0 +1,152 @@
+"""What a last checkpoint of a sharded (FSDP2) model costs: each process writing its shards into a folder
+(``Checkpoints(shards="dcp")``, the default) against the full state gathered and written by rank 0
+(``shards="full"``), on 2 gloo processes on the CPU.
+
+    .venv/bin/python benchmarks/bench_sharded_save.py [--params 50e6] [--saves 3] [--nproc 2]
+
+The model: square Linear layers of 2048 features (12 of them for about 50M parameters), each and the
+whole ``fully_shard``ed, SGD with momentum (the optimizer state is as large as the model). Per save,
+interleaved (dcp, full, dcp, ...), medians over ``--saves``: the time the training loop stands still
+(the save is synchronous: the whole save), the largest resident memory any process reaches during a
+save above what it held before (``VmHWM`` after resetting it: the full state gathered on rank 0 shows
+there), and the bytes written. Beside them, a training step's time and a save's stall in steps (the
+default cadence keeps saves under 1% of the training time: at most one every 100 stalls).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+WIDTH = 2048
+
+
+def peak_rss_reset() -> None:
+    with open("/proc/self/clear_refs", "w") as f:  # Linux: resets VmHWM to the current RSS
+        f.write("5")
+
+
+def rss(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(field)
+
+
+def folder_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def worker(rank: int, nproc: int, port: int, args: argparse.Namespace, out: Path) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(nproc),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=nproc)
+    from torch.distributed.fsdp import fully_shard
+
+    from monitor.runtime.shard_folders import ShardFolders
+    from monitor.runtime.sharded import FullStateModel, FullStateOptimizer
+
+    torch.manual_seed(0)
+    layers = max(1, round(args.params / (WIDTH * WIDTH + WIDTH)))
+    model = nn.Sequential(*[nn.Linear(WIDTH, WIDTH) for _ in range(layers)])
+    for layer in model:
+        fully_shard(layer)
+    fully_shard(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    x = torch.randn(8, WIDTH)
+
+    def step() -> float:
+        started = time.perf_counter()
+        optimizer.zero_grad()
+        model(x).square().mean().backward()
+        optimizer.step()
+        return time.perf_counter() - started
+
+    steps = [step() for _ in range(4)][1:]
+    folder = Path(args.workdir)
+    names = iter(range(10**6))
+    folders = ShardFolders(model, {"optimizer": optimizer}, folder, lambda: f"last_epoch={next(names)}.shards")
+
+    def save_dcp() -> int:
+        name = folders.write("model")
+        folders.write("optimizer")
+        return folder_bytes(folder / name) if rank == 0 else 0
+
+    def save_full() -> int:
+        state = {"model": FullStateModel(model).state_dict(),
+                 "optimizer": FullStateOptimizer(model, optimizer).state_dict()}
+        if rank != 0:
+            return 0
+        path = folder / "full.pt"
+        with open(path, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        return path.stat().st_size
+
+    results: dict[str, list[tuple[float, int, int]]] = {"dcp": [], "full": []}
+    for _ in range(args.saves):
+        for kind, save in (("dcp", save_dcp), ("full", save_full)):
+            step()  # optimizer state present, as in training
+            dist.barrier()
+            before = rss("VmRSS")
+            peak_rss_reset()
+            started = time.perf_counter()
+            written = save()
+            dist.barrier()
+            stall = time.perf_counter() - started
+            results[kind].append((stall, rss("VmHWM") - before, written))
+    dist.barrier()
+    (out / f"rank{rank}.json").write_text(json.dumps({"results": results, "step_s": statistics.median(steps),
+                                                       "params": sum(p.numel() for p in model.parameters())}))
+    dist.destroy_process_group()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--params", type=float, default=50e6)
+    parser.add_argument("--saves", type=int, default=3)
+    parser.add_argument("--nproc", type=int, default=2)
+    args = parser.parse_args()
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # Large buffers mapped and unmapped at once (glibc's dynamic threshold would keep freed ones in the
+    # heap), so that resident memory follows what a save holds.
+    os.environ["MALLOC_MMAP_THRESHOLD_"] = str(1 << 20)
+    with tempfile.TemporaryDirectory() as work, tempfile.TemporaryDirectory() as out:
+        args.workdir = work
+        mp.start_processes(worker, args=(args.nproc, port, args, Path(out)), nprocs=args.nproc, start_method="spawn")
+        ranks = [json.loads((Path(out) / f"rank{r}.json").read_text()) for r in range(args.nproc)]
+    step_s = ranks[0]["step_s"]
+    print(f"{ranks[0]['params'] / 1e6:.1f}M parameters (fp32, SGD with momentum), {args.nproc} gloo processes, "
+          f"a step {step_s * 1e3:.0f} ms; medians of {args.saves} saves each, interleaved")
+    print("| last checkpoint | stall per save | in steps | peak memory above before (rank 0 / others) | written |")
+    print("|---|---|---|---|---|")
+    for kind, label in (("dcp", 'shards="dcp" (each rank its shards)'), ("full", 'shards="full" (gathered on rank 0)')):
+        stall = statistics.median(max(r["results"][kind][i][0] for r in ranks) for i in range(args.saves))
+        peaks = [statistics.median(s[1] for s in r["results"][kind]) / 2**20 for r in ranks]
+        written = statistics.median(s[2] for s in ranks[0]["results"][kind]) / 2**20
+        others = max(peaks[1:] or [0])
+        print(f"| {label} | {stall:.2f} s | {stall / step_s:.2f} | {peaks[0]:.0f} MiB / {others:.0f} MiB "
+              f"| {written:.0f} MiB |")
+
+
+if __name__ == "__main__":
+    main()
