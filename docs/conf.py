@@ -47,7 +47,7 @@ def _write_cli_help() -> None:
     at each build, so the page cannot drift from the command."""
     import os
 
-    os.environ["COLUMNS"] = "100"  # argparse wraps at the terminal's width; a page has none
+    os.environ["COLUMNS"] = "88"  # argparse wraps at the terminal's width; a page has none
     from monitor.review.cli import build_parser
 
     parser = build_parser()
