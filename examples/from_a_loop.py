@@ -21,16 +21,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from binary_classification import make_data, make_model  # noqa: E402 (the case study's data and MLP)
 
 
-def plain_loop(checkpoint: str = "checkpoint.pt", patience: int = 10) -> tuple[int, float]:
-    """The tutorial's loop: train, validate, keep the best weights, stop after ``patience`` epochs
-    without improvement. Returns the best epoch and its validation loss."""
+def case_study() -> tuple[DataLoader, DataLoader, nn.Module, torch.optim.Optimizer, nn.Module]:
+    """The case study's loaders, model, optimizer and loss, seeded: the same for both versions."""
     torch.manual_seed(0)
     train_set, val_set = make_data(0)
     train_loader = DataLoader(train_set, batch_size=64, shuffle=True)
     val_loader = DataLoader(val_set, batch_size=64)
     model = make_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    loss_fn = nn.CrossEntropyLoss()
+    return train_loader, val_loader, model, optimizer, nn.CrossEntropyLoss()
+
+
+def plain_loop(checkpoint: str = "checkpoint.pt", patience: int = 10) -> tuple[int, float]:
+    """The tutorial's loop: train, validate, keep the best weights, stop after ``patience`` epochs
+    without improvement. Returns the best epoch and its validation loss."""
+    train_loader, val_loader, model, optimizer, loss_fn = case_study()
 
     best_loss, best_epoch, waited = float("inf"), 0, 0
     for epoch in range(1, 1001):
@@ -41,7 +46,7 @@ def plain_loop(checkpoint: str = "checkpoint.pt", patience: int = 10) -> tuple[i
             optimizer.step()
         model.eval()
         with torch.no_grad():
-            val_loss = sum(loss_fn(model(x), y).item() * len(y) for x, y in val_loader) / len(val_set)
+            val_loss = sum(loss_fn(model(x), y).item() * len(y) for x, y in val_loader) / len(val_loader.dataset)
         print(f"epoch {epoch}: val_loss {val_loss:.4f}")
         if val_loss < best_loss:
             best_loss, best_epoch, waited = val_loss, epoch, 0
@@ -60,13 +65,7 @@ def monitored(run_dir: str = "reports/from_a_loop", patience: int = 10) -> tuple
 
     import monitor
 
-    torch.manual_seed(0)
-    train_set, val_set = make_data(0)
-    train_loader = DataLoader(train_set, batch_size=64, shuffle=True)
-    val_loader = DataLoader(val_set, batch_size=64)
-    model = make_model()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    loss_fn = nn.CrossEntropyLoss()
+    train_loader, val_loader, model, optimizer, loss_fn = case_study()
 
     trainer = monitor.build_trainer(model, optimizer, loss_fn)  # the loop's inner part, as an Ignite Engine
     evaluator = monitor.build_evaluator(model, {"accuracy": Accuracy(), "loss": Loss(loss_fn)})

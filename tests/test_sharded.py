@@ -127,11 +127,11 @@ def test_a_damaged_shard_falls_back_to_the_checkpoint_before_and_a_folder_no_che
     data[len(data) // 2] ^= 0xFF
     shard.write_bytes(bytes(data))
     shutil.copytree(checkpoints / "last_epoch=1.shards", checkpoints / "last_epoch=2_iteration=150.shards")  # orphan
-    done = train(folder, 2, "--fsdp", "--resume")
+    done = train(folder, 2, "--fsdp", "--resume", "--max-epochs", "2")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "__1_0.distcp' does not match its size and CRC-32" in done.stderr
     assert f"Resuming {folder} from last_epoch=1.pt" in done.stderr
-    pd.testing.assert_frame_equal(history(folder), history(runs / "plain"), check_exact=False, rtol=1e-4)
+    pd.testing.assert_frame_equal(history(folder), history(runs / "plain")[:2], check_exact=False, rtol=1e-4)
     assert (checkpoints / "last_epoch=2_iteration=100.pt.damaged").exists()
     assert not (checkpoints / "last_epoch=2_iteration=150.shards").exists()
     assert {p.stem for p in checkpoints.glob("*.shards")} == {p.stem for p in last_checkpoints(checkpoints)} | {
@@ -143,7 +143,8 @@ def test_full_state_last_checkpoints_write_no_folder_and_resume_in_the_default_m
     stopped = train(folder, 2, "--fsdp", "--shards", "full", "--signal-rank", "1", "--signal-at", "100")
     assert stopped.returncode == 0, stopped.stderr[-3000:]
     assert not list((folder / "checkpoints").glob("*.shards"))
-    done = train(folder, 2, "--fsdp", "--resume")  # shards="dcp": the full state loaded into the shards
+    done = train(folder, 2, "--fsdp", "--resume", "--max-epochs", "2")  # shards="dcp": the full state into shards
     assert done.returncode == 0, done.stderr[-3000:]
-    pd.testing.assert_frame_equal(history(folder), history(runs / "plain"), check_exact=False, rtol=1e-4)
-    assert len(list((folder / "checkpoints").glob("*.shards"))) == 2
+    pd.testing.assert_frame_equal(history(folder), history(runs / "plain")[:2], check_exact=False, rtol=1e-4)
+    newest = last_checkpoints(folder / "checkpoints")[0]
+    assert newest.with_suffix(".shards").is_dir()  # written by the resumed run in the default mode
