@@ -1,5 +1,6 @@
 """Checkpoints on a cadence, exact resume at any iteration, time limits and preemption (issue #10)."""
 import collections
+import itertools
 import json
 import logging
 import os
@@ -372,7 +373,7 @@ def test_the_budget_counts_the_time_training_waits_for_the_state_of_a_save(tmp_p
     fake_clock(monkeypatch, s, 1.0)  # 10 s between validations: a save of 0.2 s is 2% of that
     with caplog.at_level(logging.INFO, logger="monitor"):
         run, saved_at = default_run(tmp_path / "run", s, extra={"slow": SlowToGather()})
-    assert 2 <= len(saved_at) <= 4 and all(b - a >= 20 for a, b in zip(saved_at, saved_at[1:]))
+    assert 2 <= len(saved_at) <= 4 and all(b - a >= 20 for a, b in itertools.pairwise(saved_at))
     assert caplog.text.count("to keep saving under 1% of the training time") == 1
 
 
