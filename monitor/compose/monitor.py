@@ -210,9 +210,8 @@ class Monitor:
         self.cadence.attach(
             trainer, self.save_checkpoint,
             # A save's cost: the training thread's stall (the state gathered, e.g. a sharded model's shards
-            # written, and the copy) and the background write of the file (after the copy).
-            cost_s=lambda: cadence.last_stall_s + max(0.0, float(getattr(saver, "last_cost_s", 0.0))
-                                                      - float(getattr(saver, "last_copy_s", 0.0))),
+            # written, and the copy; the write too on a foreground writer) and a background write of the file.
+            cost_s=lambda: cadence.last_stall_s + float(getattr(saver, "last_background_s", 0.0)),
             mid_epoch=lambda: self.data_order is None or bool(self.data_order.replayable),
             step=self.step,
         )

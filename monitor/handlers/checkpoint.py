@@ -4,7 +4,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import shutil
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -19,7 +18,7 @@ from ignite.handlers import Checkpoint, DiskSaver
 from monitor.core._checks import positive_int
 from monitor.core._position import is_mid_epoch, run_iteration
 from monitor.handlers.best import BestTracker
-from monitor.runtime.checkpoint_io import checkpoint_on_every_rank, load_checkpoint
+from monitor.runtime.checkpoint_io import checkpoint_on_every_rank, load_checkpoint, remove_checkpoint
 from monitor.runtime.sharded import FullStateModel, is_sharded
 from monitor.store._io import atomic_write, fsync_dir, remove_stale_temp_files
 from monitor.store.faults import crash_point
@@ -30,7 +29,6 @@ from monitor.store.layout import (
     LAST_PREFIX,
     best_named,
     best_step,
-    shards_of,
 )
 from monitor.store.manifest import ChecksumWriter, Manifest, trailer
 from monitor.store.writer import OrderedWriter
@@ -64,8 +62,8 @@ class DurableDiskSaver(DiskSaver):
     :meth:`release`, which hands every kept save to the writer in order; a kept file that Ignite
     rotates out before that is never written. Best checkpoints use this: they are written with the
     next last checkpoint (which a resume regenerates everything after), not on every improvement.
-    ``last_cost_s`` is the time the last save took (copy, serialisation, write), for the budget;
-    ``last_copy_s`` the copy's part of it.
+    ``last_background_s`` is the time the last save's serialisation and write took on a background
+    writer (0 on a foreground one: the caller waited for it), for the budget.
 
     Examples:
         .. code-block:: python
@@ -81,8 +79,7 @@ class DurableDiskSaver(DiskSaver):
         self.writer = writer if writer is not None else OrderedWriter(background=False)
         self.hold = hold
         self.held: dict[str, tuple[Callable[[], None], list[str]]] = {}  # filename -> (write, removals after it)
-        self.last_cost_s = 0.0
-        self.last_copy_s = 0.0  # of that, the copy (in the caller's thread)
+        self.last_background_s = 0.0
         self._to_remove: list[str] = []
         self.manifest = Manifest(self.dirname)
         removed = remove_stale_temp_files(self.dirname) if idist.get_rank() == self.save_on_rank else []
@@ -90,19 +87,17 @@ class DurableDiskSaver(DiskSaver):
             logger.warning("Removed %d temp file(s) left by an interrupted save in %s", len(removed), self.dirname)
 
     def _save_func(self, checkpoint: Mapping[str, Any], path: Path, func: Callable[..., Any]) -> None:
-        started = time.perf_counter()
         pending = [name for name in self._to_remove if name != path.name]
         self._to_remove = []
         # In the background, the training thread only copies the state as it is now (tensors cloned:
         # 15 ms for 200 MB, against 160 ms to serialise them); the writer serialises and writes it, in order.
         # A held save is copied to the CPU: kept for a while, it should not hold device memory.
         state = _snapshot(checkpoint, to_cpu=self.hold) if self.writer.background or self.hold else checkpoint
-        copy_s = self.last_copy_s = time.perf_counter() - started
 
         def job() -> None:
             writing = time.perf_counter()
             self._write(state, path, func, pending)
-            self.last_cost_s = copy_s + time.perf_counter() - writing
+            self.last_background_s = time.perf_counter() - writing if self.writer.background else 0.0
 
         if self.hold:
             self.held[path.name] = (job, pending)
@@ -120,7 +115,7 @@ class DurableDiskSaver(DiskSaver):
 
     def _remove_files(self, names: list[str]) -> None:
         for name in names:
-            _unlink_checkpoint(self.dirname / name)
+            remove_checkpoint(self.dirname / name)
         self.manifest.forget(names)
         fsync_dir(self.dirname)
 
@@ -141,7 +136,7 @@ class DurableDiskSaver(DiskSaver):
         atomic_write(path, write)
         crash_point("before_remove_old_" + path.name.split("_")[0])
         for name in pending:
-            _unlink_checkpoint(self.dirname / name)
+            remove_checkpoint(self.dirname / name)
         if pending:
             fsync_dir(self.dirname)
 
@@ -154,15 +149,6 @@ class DurableDiskSaver(DiskSaver):
             self._to_remove.append(filename)
         else:  # a held file rotated out is never written; the removals it carried pass to the next save
             self._to_remove.extend(dropped[1])
-
-
-def _unlink_checkpoint(path: Path) -> None:
-    """A checkpoint file and, for a sharded model's last checkpoint, its shards folder (after the file:
-    a kill in between leaves a folder no file refers to, removed at the next start)."""
-    path.unlink(missing_ok=True)
-    shards = path.with_name(shards_of(path.name))
-    if shards.is_dir():
-        shutil.rmtree(shards)
 
 
 def _snapshot(obj: Any, memo: dict[tuple[Any, ...], Any] | None = None, *, to_cpu: bool = False) -> Any:

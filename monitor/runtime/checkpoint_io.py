@@ -25,6 +25,7 @@ __all__ = [
     "CheckpointError",
     "ResumeCheckpoint",
     "load_checkpoint",
+    "remove_checkpoint",
     "checkpoint_on_every_rank",
     "find_resume_checkpoint",
     "set_aside_damaged",
@@ -128,7 +129,7 @@ def find_resume_checkpoint(folder: Path, required: Collection[str]) -> ResumeChe
             missing = sorted(set(required) - set(state))
             if missing:
                 raise CheckpointError(f"Checkpoint {str(path)!r} lacks {missing}.")
-            shards = _shards_named(state)
+            shards = _shards_named(state.get("model"))
             problem = None if shards is None else shard_folder_problem(path.with_name(shards))
             if problem is not None:
                 raise CheckpointError(f"Checkpoint {str(path)!r} is not whole: {problem}.")
@@ -143,10 +144,19 @@ def find_resume_checkpoint(folder: Path, required: Collection[str]) -> ResumeChe
     return found
 
 
-def _shards_named(state: Mapping[str, Any]) -> str | None:
-    """The shards folder a last checkpoint's model refers to (a sharded model's), or ``None``."""
-    model = state.get("model")
-    return str(model["shards"]) if isinstance(model, Mapping) and "shards" in model else None
+def _shards_named(saved_model: Any) -> str | None:
+    """The shards folder a last checkpoint's model entry refers to (a sharded model's), or ``None``."""
+    named = saved_model.get("shards") if isinstance(saved_model, Mapping) else None
+    return named if isinstance(named, str) else None
+
+
+def remove_checkpoint(path: Path) -> None:
+    """A checkpoint file and, for a sharded model's last checkpoint, its shards folder (after the file:
+    a kill in between leaves a folder no file refers to, removed at the next start)."""
+    path.unlink(missing_ok=True)
+    shards = path.with_name(shards_of(path.name))
+    if shards.is_dir():
+        shutil.rmtree(shards)
 
 
 def remove_orphan_shards(checkpoints: Path) -> list[str]:
@@ -172,9 +182,7 @@ def remove_unlisted_checkpoints(checkpoints: Path, prefix: str, keep: Collection
     """Delete ``<prefix>`` checkpoints not in ``keep`` (left by work a resume redoes); return their names."""
     removed = sorted(p.name for p in checkpoint_files(checkpoints, prefix) if p.name not in keep)
     for name in removed:
-        (checkpoints / name).unlink()
-        if (checkpoints / shards_of(name)).is_dir():
-            shutil.rmtree(checkpoints / shards_of(name))
+        remove_checkpoint(checkpoints / name)
     if removed:
         Manifest(checkpoints).forget(removed)
     return removed
@@ -186,11 +194,12 @@ def check_model_fits(
     """Raise :class:`CheckpointError` listing missing/unexpected keys and shape mismatches, before
     anything is loaded (so nothing is half-loaded)."""
     saved_shapes: dict[str, tuple[int, ...] | None]  # (None: a value that is no tensor: its key is checked)
-    if "shards" in saved and not isinstance(saved["shards"], torch.Tensor):  # the model is in a shards folder
+    shards = _shards_named(saved)
+    if shards is not None:  # the model is in a shards folder
         if not isinstance(model, ShardEntry):
-            raise CheckpointError(f"The model of {where} is in the shards folder {saved['shards']!r}: resume it "
+            raise CheckpointError(f"The model of {where} is in the shards folder {shards!r}: resume it "
                                   "with the model sharded (fully_shard) and Checkpoints(shards='dcp') (the default).")
-        saved_shapes = model.folders.global_shapes(str(saved["shards"]))
+        saved_shapes = model.folders.global_shapes(shards)
     else:
         saved_shapes = {k: tuple(v.shape) if isinstance(v, torch.Tensor) else None for k, v in saved.items()}
     if isinstance(model, (FullStateModel, ShardEntry)):

@@ -31,7 +31,7 @@ from monitor.runtime.distributed import gather_json
 from monitor.runtime.sharded import FullStateModel, FullStateOptimizer, is_sharded, model_optimizers
 from monitor.store._io import atomic_write_json, fsync_dir
 from monitor.store.layout import MANIFEST_NAME, TEMP_PREFIX
-from monitor.store.manifest import file_checksum
+from monitor.store.manifest import check_file, file_checksum
 
 __all__ = ["ShardFolders", "ShardEntry", "shard_folder_problem", "shard_folder_objects"]
 
@@ -76,7 +76,7 @@ class ShardFolders:
         name = self.name_now()
         temp = self.folder / f"{TEMP_PREFIX}{name}"
         state: dict[str, Any] = {"model": get_model_state_dict(self.model)}
-        state.update({key: get_optimizer_state_dict(self.model, opt) for key, opt in self.optimizers.items()})
+        state.update({k: get_optimizer_state_dict(self.model, opt) for k, opt in self.optimizers.items()})
         save(state, checkpoint_id=temp)  # every rank its shards (fsynced); rank 0 the metadata, after all wrote
         rank = idist.get_rank()
         mine = {p.name: file_checksum(p) for p in temp.glob(f"__{rank}_*")}
@@ -196,8 +196,9 @@ def shard_folder_problem(folder: Path) -> str | None:
         path = folder / name
         if not path.is_file():
             return f"{str(path)!r} is missing"
-        if file_checksum(path) != (entry["size"], entry["crc32"]):
-            return f"{str(path)!r} does not match its size and CRC-32 in the folder's manifest"
+        problem, _ = check_file(path, entry)
+        if problem is not None:
+            return f"{str(path)!r} does not match its size and CRC-32 in the folder's manifest ({problem})"
     return None
 
 
@@ -210,8 +211,7 @@ def _check_shared(folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         probe.write_text("")
     idist.barrier()
-    seen = gather_json(probe.exists())
-    idist.barrier()
+    seen = gather_json(probe.exists())  # once every rank has looked (a collective): the probe may go
     if idist.get_rank() == 0:
         probe.unlink(missing_ok=True)
     if not all(seen):
