@@ -1,6 +1,7 @@
 """A model sharded with FSDP2 under monitor, on CPU with gloo (examples/distributed.py --fsdp): it trains
 as the unsharded model does, ends with its best weights, resumes exactly mid-epoch on the same number of
 processes and with each sample once on another, and its best checkpoint loads into an unsharded model."""
+import os
 import shutil
 import subprocess
 import sys
@@ -148,3 +149,22 @@ def test_full_state_last_checkpoints_write_no_folder_and_resume_in_the_default_m
     pd.testing.assert_frame_equal(history(folder), history(runs / "plain")[:2], check_exact=False, rtol=1e-4)
     newest = last_checkpoints(folder / "checkpoints")[0]
     assert newest.with_suffix(".shards").is_dir()  # written by the resumed run in the default mode
+
+
+def test_a_kill_while_shards_are_written_behind_training_keeps_the_checkpoint_before_and_resumes_from_it(runs, tmp_path):
+    # Every process killed once the second save's shards are on disk, before its folder is committed:
+    # that save's .pt was never written (it waits for the commit), the first checkpoint is whole.
+    folder = tmp_path / "run"
+    env = {**os.environ, "MONITOR_CRASH_AT": "before_shards_commit:2"}
+    args = [sys.executable, DRIVER, "train", "--nproc", "2", "--run-dir", str(folder), *COMMON, "--fsdp",
+            "--max-epochs", "2"]
+    killed = subprocess.run(args, capture_output=True, text=True, timeout=240, env=env)
+    assert killed.returncode != 0
+    checkpoints = folder / "checkpoints"
+    assert [p.name for p in last_checkpoints(checkpoints)] == ["last_epoch=1.pt"]
+    assert sorted(p.name for p in checkpoints.glob("*.shards")) == [".tmp-last_epoch=2.shards", "last_epoch=1.shards"]
+    done = train(folder, 2, "--fsdp", "--resume", "--max-epochs", "2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"Resuming {folder} from last_epoch=1.pt" in done.stderr
+    pd.testing.assert_frame_equal(history(folder), history(runs / "plain")[:2], check_exact=False, rtol=1e-4)
+    assert not list(checkpoints.glob(".tmp-*"))  # the unfinished save's folder, removed at the resume

@@ -38,7 +38,7 @@ from monitor.handlers.tensorboard import attach_tensorboard
 from monitor.handlers.validation import attach_validation
 from monitor.parts.base import Part, PartContext
 from monitor.runtime.distributed import is_main_process, on_main_process
-from monitor.runtime.shard_folders import shard_folder_objects
+from monitor.runtime.shard_folders import shard_folder_objects, shard_folders_of
 from monitor.runtime.sharded import full_state_objects
 from monitor.store.layout import RunPaths, shards_of
 from monitor.store.lock import RunLock
@@ -372,9 +372,13 @@ def _attach_handlers(
         **({} if w.stopping is None else {"early_stopping": w.stopping}), **w.trainer_objects,
     }
     w.context.objects.update(objects)  # what a part may restore (Recovery's rollback)
+    last_checkpoint = last_checkpointer(trainer, objects, paths.checkpoints, writer=w.writer)
+    folders = shard_folders_of(objects)
+    if folders is not None:  # a .pt names its shards folder: it is written once the folder is committed
+        last_checkpoint.save_handler.before_write = folders.committed  # type: ignore[attr-defined]
     handlers = Handlers(
         objective=w.objective, best=best, history=history, train_loss=w.train_loss, best_checkpoint=best_checkpoint,
-        last_checkpoint=last_checkpointer(trainer, objects, paths.checkpoints, writer=w.writer),
+        last_checkpoint=last_checkpoint,
         cadence=w.cadence, step=step,
         early_stopping=stops, tensorboard=tensorboard, progress_bar=progress_bar, learning_rates=rates,
         data_order=data_order, live_diagnosis=live_diagnosis, console_log=console_log,
@@ -388,7 +392,8 @@ def _last_state(w: _Wiring, paths: RunPaths) -> Mapping[str, Any]:
     if w.checkpoints.shards == "full":
         return w.checkpointed
     trainer = w.trainer
-    return shard_folder_objects(w.to_save, paths.checkpoints, lambda: shards_of(last_checkpoint_name(trainer.state)))
+    return shard_folder_objects(w.to_save, paths.checkpoints, lambda: shards_of(last_checkpoint_name(trainer.state)),
+                                background=w.checkpoints.background_writes)
 
 
 def _apply_resume(

@@ -34,6 +34,7 @@ from monitor.handlers.step import StepWork
 from monitor.handlers.stopping import EarlyStoppingHandler
 from monitor.parts.base import Part
 from monitor.runtime.distributed import is_main_process, leave_together
+from monitor.runtime.shard_folders import shard_folders_of
 from monitor.runtime.versions import library_versions
 from monitor.store.history import rows_digest
 from monitor.store.layout import RunPaths, parse_checkpoint_name
@@ -359,6 +360,9 @@ class Monitor:
                 release_held(self.best_checkpoint)
             except Exception as e:  # the writer's own earlier error: the one that is raised
                 logger.error("Could not write the held best checkpoints: %s", e)
+        folders = shard_folders_of(self.last_checkpoint.to_save)
+        if folders is not None and not after_error:
+            folders.close()  # every rank's save in flight is committed (after a failure rank 0's writer waits)
         # Every queued write lands first; a write error raised here fails the run (recorded below).
         self.writer.flush(raise_error=not after_error)
         if after_error and is_main_process() and not self.lock.is_lost():

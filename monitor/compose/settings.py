@@ -66,7 +66,8 @@ class Checkpoints:
             mid-epoch included.
         restore_best: load the best weights into the model when training ends. Default True.
         background_writes: write checkpoints and ``run.json`` on a background thread, in order
-            (default); training then waits only for a copy of the state.
+            (default); training then waits only for a copy of the state (a sharded model's shards:
+            ``torch.distributed.checkpoint.async_save``, at most one save in flight).
         shards: for a model sharded with FSDP2, how the last checkpoint keeps it: ``"dcp"`` (default),
             a folder of PyTorch's distributed checkpoint in which each process writes its own shards
             (no process holds the full state; ``run_dir`` must be on storage every process sees), or

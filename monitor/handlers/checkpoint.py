@@ -63,7 +63,8 @@ class DurableDiskSaver(DiskSaver):
     rotates out before that is never written. Best checkpoints use this: they are written with the
     next last checkpoint (which a resume regenerates everything after), not on every improvement.
     ``last_background_s`` is the time the last save's serialisation and write took on a background
-    writer (0 on a foreground one: the caller waited for it), for the budget.
+    writer (0 on a foreground one: the caller waited for it), for the budget; ``before_write(name)``,
+    if set, runs on the writer before file ``name`` is written (and counts in that time).
 
     Examples:
         .. code-block:: python
@@ -80,6 +81,9 @@ class DurableDiskSaver(DiskSaver):
         self.hold = hold
         self.held: dict[str, tuple[Callable[[], None], list[str]]] = {}  # filename -> (write, removals after it)
         self.last_background_s = 0.0
+        # Waits, on the writer, until what the file will name is complete (a shards folder written behind
+        # training): a file is written, and the files it replaces removed, only after that.
+        self.before_write: Callable[[str], None] | None = None
         self._to_remove: list[str] = []
         self.manifest = Manifest(self.dirname)
         removed = remove_stale_temp_files(self.dirname) if idist.get_rank() == self.save_on_rank else []
@@ -96,6 +100,8 @@ class DurableDiskSaver(DiskSaver):
 
         def job() -> None:
             writing = time.perf_counter()
+            if self.before_write is not None:
+                self.before_write(path.name)
             self._write(state, path, func, pending)
             self.last_background_s = time.perf_counter() - writing if self.writer.background else 0.0
 

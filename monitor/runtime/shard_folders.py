@@ -4,7 +4,11 @@ Each rank writes its own shards of the model and of its optimizers with
 ``torch.distributed.checkpoint.save`` (no rank gathers the full state), into a temp folder; rank 0
 then adds a manifest (size and CRC-32 of every file, each rank's checksummed by that rank) and renames
 the folder into place (``last_epoch=2_iteration=100.shards``, beside the ``.pt`` file of the same name,
-which refers to it and is written after it: the ``.pt`` commits the pair). A resume on any number
+which refers to it and is written after it: the ``.pt`` commits the pair). In the background (the
+default) a save is ``torch.distributed.checkpoint.async_save``: the training thread waits only for the
+copy of the shards to the CPU (staging), the files are written behind training on a process group of
+their own, and the ``.pt`` waits for the commit; at most one save is in flight (the next waits for it,
+as the stager's buffers are reused, and so does the end of the run). A resume on any number
 of processes loads it with ``torch.distributed.checkpoint.load`` into the model's and optimizers'
 sharded state dicts (``get_state_dict``/``set_state_dict``), which reshards it. The run folder must be
 on storage every process sees (checked at attach).
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -30,10 +35,11 @@ from torch import nn
 from monitor.runtime.distributed import gather_json
 from monitor.runtime.sharded import FullStateModel, FullStateOptimizer, is_sharded, model_optimizers
 from monitor.store._io import atomic_write_json, fsync_dir
-from monitor.store.layout import MANIFEST_NAME, TEMP_PREFIX
+from monitor.store.faults import crash_point
+from monitor.store.layout import MANIFEST_NAME, TEMP_PREFIX, shards_of
 from monitor.store.manifest import check_file, file_checksum
 
-__all__ = ["ShardFolders", "ShardEntry", "shard_folder_problem", "shard_folder_objects"]
+__all__ = ["ShardFolders", "ShardEntry", "shard_folder_problem", "shard_folder_objects", "shard_folders_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,16 +55,32 @@ class ShardFolders:
         optimizers: key in ``to_save`` -> each optimizer of the model's parameters.
         folder: the run's ``checkpoints`` folder, on storage every process sees.
         name_now: the name of the shards folder of a last checkpoint made now (it follows the ``.pt``'s).
+        background: write behind training (``async_save``); ``False``: each save is written before it returns.
     """
 
     def __init__(self, model: nn.Module, optimizers: Mapping[str, torch.optim.Optimizer], folder: Path,
-                 name_now: Callable[[], str]) -> None:
+                 name_now: Callable[[], str], *, background: bool = True) -> None:
         self.model, self.optimizers, self.folder, self.name_now = model, dict(optimizers), Path(folder), name_now
         # The folder of the save in progress and the entries that named it: Ignite's Checkpoint asks each
         # entry once per save, in its order, so an entry asked again starts the next save.
         self._written: str | None = None
         self._served: set[str] = set()
         _check_shared(self.folder)
+        self.background = background
+        self._saves: dict[str, _Save] = {}  # folder name -> its newest save (kept while not known committed)
+        self._lock = threading.Lock()  # _saves is read by the writer thread (committed)
+        self._stager: Any = None
+        self._group: Any = None
+        if background:
+            import torch.distributed as dist
+            from torch.distributed.checkpoint.staging import DefaultStager, StagingOptions
+
+            # The write's collectives run on a thread of their own while training runs collectives on the
+            # default group: they need a group of their own (gloo, as async_save stages to the CPU).
+            self._group = dist.new_group(backend="gloo")
+            on_cuda = any(p.is_cuda for p in model.parameters())
+            self._stager = DefaultStager(StagingOptions(use_pinned_memory=on_cuda, use_shared_memory=False,
+                                                        use_async_staging=False, use_non_blocking_copy=False))
 
     def entries(self) -> dict[str, ShardEntry]:
         """The last checkpoint's objects in place of the model and its optimizers."""
@@ -73,18 +95,61 @@ class ShardFolders:
         from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
         from torch.distributed.checkpoint.state_dict_saver import save
 
+        self.wait()  # the save in flight first (its error, if it failed, is raised here)
         name = self.name_now()
         temp = self.folder / f"{TEMP_PREFIX}{name}"
         state: dict[str, Any] = {"model": get_model_state_dict(self.model)}
         state.update({k: get_optimizer_state_dict(self.model, opt) for k, opt in self.optimizers.items()})
-        save(state, checkpoint_id=temp)  # every rank its shards (fsynced); rank 0 the metadata, after all wrote
-        rank = idist.get_rank()
-        mine = {p.name: file_checksum(p) for p in temp.glob(f"__{rank}_*")}
-        everyone = gather_json(mine)
-        if rank == 0:
-            _commit(temp, self.folder / name, everyone)
+        if self.background:
+            from torch.distributed.checkpoint.state_dict_saver import async_save
+
+            # Returns once the shards are copied to the stager's CPU buffers; the write runs on DCP's thread.
+            written = async_save(state, checkpoint_id=temp, process_group=self._group, async_stager=self._stager)
+            pending = _Save(name)
+            with self._lock:
+                self._saves = {n: s for n, s in self._saves.items() if s.error is not None}  # failures stay known
+                self._saves[name] = pending
+            threading.Thread(target=self._finish, args=(written, temp, pending), name="monitor-shards",
+                             daemon=True).start()
+        else:
+            save(state, checkpoint_id=temp)  # every rank its shards (fsynced); rank 0 the metadata, after all wrote
+            _commit_everywhere(temp, self.folder / name, None)
         self._written, self._served = name, {key}
         return name
+
+    def _finish(self, written: Any, temp: Path, pending: _Save) -> None:
+        """The background side of a save: once every rank's shards are written, the folder committed."""
+        try:
+            written.result()
+            _commit_everywhere(temp, self.folder / pending.name, self._group)
+        except BaseException as e:  # noqa: BLE001 (raised where the save is waited for)
+            pending.error = e
+        finally:
+            pending.done.set()
+
+    def wait(self) -> None:
+        """Until the save in flight (if any) is committed; raise its error if it failed."""
+        with self._lock:
+            newest = list(self._saves.values())
+        for pending in newest:
+            pending.wait()
+
+    def committed(self, checkpoint_name: str) -> None:
+        """Until the shards folder of the last checkpoint ``checkpoint_name`` (``.pt``) is committed; raise
+        the error of its save if it failed. Rank 0's writer calls it before writing the ``.pt``."""
+        with self._lock:
+            pending = self._saves.get(shards_of(checkpoint_name))
+        if pending is not None:
+            pending.wait()
+
+    def close(self) -> None:
+        """Wait for the save in flight and free the stager's buffers (at the end of the run, on every rank)."""
+        try:
+            self.wait()
+        finally:
+            if self._stager is not None:
+                self._stager.close()
+                self._stager = None
 
     def read(self, name: str, key: str) -> None:
         """Load ``key``'s state (the model, or one optimizer) from folder ``name``, resharded to this layout."""
@@ -119,6 +184,20 @@ class ShardFolders:
                 for fqn, meta in metadata.state_dict_metadata.items() if fqn.startswith("model.")}
 
 
+class _Save:
+    """One save of a shards folder, written behind training."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+    def wait(self) -> None:
+        self.done.wait()
+        if self.error is not None:
+            raise self.error
+
+
 class ShardEntry:
     """The model or one optimizer in the last checkpoint: ``state_dict()`` writes the save's shards
     folder (the first entry of a save) and names it; ``load_state_dict`` reads this entry back from it.
@@ -148,15 +227,38 @@ class ShardEntry:
         self.folders.read(str(state_dict["shards"]), self.key)
 
 
-def shard_folder_objects(to_save: Mapping[str, Any], folder: Path, name_now: Callable[[], str]) -> dict[str, Any]:
+def shard_folder_objects(to_save: Mapping[str, Any], folder: Path, name_now: Callable[[], str], *,
+                         background: bool = True) -> dict[str, Any]:
     """``to_save`` for the last checkpoint: a sharded ``"model"`` and its optimizers as :class:`ShardEntry`
     objects of one :class:`ShardFolders` (a collective: every rank checks it sees ``folder``); as it is
     for an unsharded model."""
     if not is_sharded(to_save["model"]):
         return dict(to_save)
     optimizers = model_optimizers(to_save)
-    entries = ShardFolders(to_save["model"], optimizers, folder, name_now).entries()
+    entries = ShardFolders(to_save["model"], optimizers, folder, name_now, background=background).entries()
     return {key: entries.get(key, obj) for key, obj in to_save.items()}
+
+
+def shard_folders_of(objects: Mapping[str, Any]) -> ShardFolders | None:
+    """The :class:`ShardFolders` of the last checkpoint's ``objects``, if its model is in one."""
+    entry = objects.get("model")
+    return entry.folders if isinstance(entry, ShardEntry) else None
+
+
+def _commit_everywhere(temp: Path, final: Path, group: Any) -> None:
+    """Every rank's checksums of its own files gathered (on ``group``); rank 0 commits the folder."""
+    crash_point("before_shards_commit")
+    rank = idist.get_rank()
+    mine = {p.name: file_checksum(p) for p in temp.glob(f"__{rank}_*")}
+    if group is None:
+        everyone = gather_json(mine)
+    else:
+        import torch.distributed as dist
+
+        everyone = [None] * dist.get_world_size(group)
+        dist.all_gather_object(everyone, mine, group=group)
+    if rank == 0:
+        _commit(temp, final, everyone)
 
 
 def _commit(temp: Path, final: Path, everyone: list[dict[str, Any]]) -> None:
