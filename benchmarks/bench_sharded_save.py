@@ -1,16 +1,20 @@
 """What a last checkpoint of a sharded (FSDP2) model costs: each process writing its shards into a folder
-(``Checkpoints(shards="dcp")``, the default) against the full state gathered and written by rank 0
+(``Checkpoints(shards="dcp")``, the default) behind training (``async_save``, the default) or before
+training goes on (``background_writes=False``), against the full state gathered and written by rank 0
 (``shards="full"``), on 2 gloo processes on the CPU.
 
     .venv/bin/python benchmarks/bench_sharded_save.py [--params 50e6] [--saves 3] [--nproc 2]
 
 The model: square Linear layers of 2048 features (12 of them for about 50M parameters), each and the
 whole ``fully_shard``ed, SGD with momentum (the optimizer state is as large as the model). Per save,
-interleaved (dcp, full, dcp, ...), medians over ``--saves``: the time the training loop stands still
-(the save is synchronous: the whole save), the largest resident memory any process reaches during a
-save above what it held before (``VmHWM`` after resetting it: the full state gathered on rank 0 shows
-there), and the bytes written. Beside them, a training step's time and a save's stall in steps (the
-default cadence keeps saves under 1% of the training time: at most one every 100 stalls).
+interleaved (async, sync, full, async, ...), medians over ``--saves``: the time the training loop stands
+still (an async save: until the shards are copied to the CPU; the others: the whole save), the time
+until the folder is committed, the largest resident memory any process reaches during a save above
+what it held before (``VmHWM`` after resetting it: the full state gathered on rank 0 shows there; an
+async save's CPU copy stays allocated between saves, counted once), and the bytes written. Beside
+them, a training step's time, the steps taken while an async save is written (slower: the write
+shares the cores), and a save's stall in steps (the default cadence keeps saves under 1% of the
+training time, counting the stall and the write behind training).
 """
 from __future__ import annotations
 
@@ -30,6 +34,9 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 WIDTH = 2048
+KINDS = ("async", "sync", "full")
+LABELS = ('shards="dcp", behind training (default)', 'shards="dcp", background_writes=False',
+          'shards="full" (gathered on rank 0)')
 
 
 def peak_rss_reset() -> None:
@@ -77,14 +84,27 @@ def worker(rank: int, nproc: int, port: int, args: argparse.Namespace, out: Path
     steps = [step() for _ in range(4)][1:]
     folder = Path(args.workdir)
     names = iter(range(10**6))
-    folders = ShardFolders(model, {"optimizer": optimizer}, folder, lambda: f"last_epoch={next(names)}.shards")
+    behind = ShardFolders(model, {"optimizer": optimizer}, folder, lambda: f"last_epoch={next(names)}.shards")
+    before = ShardFolders(model, {"optimizer": optimizer}, folder, lambda: f"last_epoch={next(names)}.shards",
+                          background=False)
+    during: list[float] = []  # steps taken while an async save is written
 
-    def save_dcp() -> int:
+    def save_dcp(folders: ShardFolders) -> tuple[float, int]:
+        started = time.perf_counter()
         name = folders.write("model")
         folders.write("optimizer")
-        return folder_bytes(folder / name) if rank == 0 else 0
+        stall = time.perf_counter() - started
+        if folders.background:
+            during.append(step())
+            folders.wait()
+        return stall, folder_bytes(folder / name) if rank == 0 else 0
 
-    def save_full() -> int:
+    def save_full() -> tuple[float, int]:
+        started = time.perf_counter()
+        written = _save_full()
+        return time.perf_counter() - started, written
+
+    def _save_full() -> int:
         state = {"model": FullStateModel(model).state_dict(),
                  "optimizer": FullStateOptimizer(model, optimizer).state_dict()}
         if rank != 0:
@@ -96,21 +116,24 @@ def worker(rank: int, nproc: int, port: int, args: argparse.Namespace, out: Path
             os.fsync(f.fileno())
         return path.stat().st_size
 
-    results: dict[str, list[tuple[float, int, int]]] = {"dcp": [], "full": []}
+    results: dict[str, list[tuple[float, float, int, int]]] = {kind: [] for kind in KINDS}
+    saves = {"async": lambda: save_dcp(behind), "sync": lambda: save_dcp(before), "full": save_full}
+    save_dcp(behind)  # the first async save allocates the CPU copy it keeps: outside the measures
     for _ in range(args.saves):
-        for kind, save in (("dcp", save_dcp), ("full", save_full)):
+        for kind in KINDS:
             step()  # optimizer state present, as in training
             dist.barrier()
-            before = rss("VmRSS")
+            resident = rss("VmRSS")
             peak_rss_reset()
             started = time.perf_counter()
-            written = save()
+            stall, written = saves[kind]()
             dist.barrier()
-            stall = time.perf_counter() - started
-            results[kind].append((stall, rss("VmHWM") - before, written))
+            results[kind].append((stall, time.perf_counter() - started, rss("VmHWM") - resident, written))
     dist.barrier()
-    (out / f"rank{rank}.json").write_text(json.dumps({"results": results, "step_s": statistics.median(steps),
-                                                       "params": sum(p.numel() for p in model.parameters())}))
+    behind.close()
+    (out / f"rank{rank}.json").write_text(json.dumps({
+        "results": results, "step_s": statistics.median(steps), "during_s": statistics.median(during),
+        "params": sum(p.numel() for p in model.parameters())}))
     dist.destroy_process_group()
 
 
@@ -137,15 +160,18 @@ def main() -> None:
     step_s = ranks[0]["step_s"]
     print(f"{ranks[0]['params'] / 1e6:.1f}M parameters (fp32, SGD with momentum), {args.nproc} gloo processes, "
           f"a step {step_s * 1e3:.0f} ms; medians of {args.saves} saves each, interleaved")
-    print("| last checkpoint | stall per save | in steps | peak memory above before (rank 0 / others) | written |")
-    print("|---|---|---|---|---|")
-    for kind, label in (("dcp", 'shards="dcp" (each rank its shards)'), ("full", 'shards="full" (gathered on rank 0)')):
+    print(f"a step while an async save is written: {ranks[0]['during_s'] * 1e3:.0f} ms")
+    print("| last checkpoint | stall per save | in steps | until committed | peak memory above before "
+          "(rank 0 / others) | written |")
+    print("|---|---|---|---|---|---|")
+    for kind, label in zip(KINDS, LABELS, strict=True):
         stall = statistics.median(max(r["results"][kind][i][0] for r in ranks) for i in range(args.saves))
-        peaks = [statistics.median(s[1] for s in r["results"][kind]) / 2**20 for r in ranks]
-        written = statistics.median(s[2] for s in ranks[0]["results"][kind]) / 2**20
+        total = statistics.median(max(r["results"][kind][i][1] for r in ranks) for i in range(args.saves))
+        peaks = [statistics.median(s[2] for s in r["results"][kind]) / 2**20 for r in ranks]
+        written = statistics.median(s[3] for s in ranks[0]["results"][kind]) / 2**20
         others = max(peaks[1:] or [0])
-        print(f"| {label} | {stall:.2f} s | {stall / step_s:.2f} | {peaks[0]:.0f} MiB / {others:.0f} MiB "
-              f"| {written:.0f} MiB |")
+        print(f"| {label} | {stall:.2f} s | {stall / step_s:.1f} | {total:.2f} s | {peaks[0]:.0f} MiB / "
+              f"{others:.0f} MiB | {written:.0f} MiB |")
 
 
 if __name__ == "__main__":
