@@ -62,6 +62,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def training(local_rank: int, args: argparse.Namespace, customize: Callable[[Engine], None] | None = None) -> None:
     rank = idist.get_rank()
+    if "OMP_NUM_THREADS" not in os.environ:  # torchrun sets it to 1; idist.Parallel's processes share the cores
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // idist.get_nproc_per_node()))
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format=f"[{rank}] %(message)s")
     logging.getLogger("ignite").setLevel(logging.WARNING)
     torch.manual_seed(args.seed)  # the same initial weights on every process
