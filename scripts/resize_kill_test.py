@@ -5,6 +5,7 @@ number of processes (2 <-> 3), then count the samples trained.
     .venv/bin/python scripts/resize_kill_test.py --processes 1,2,3 --batch-size 48   # 1 <-> 2 <-> 3, same batch
     .venv/bin/python scripts/resize_kill_test.py --processes 1,2,3 --batch-size 48 --fsdp   # the model sharded (FSDP2)
     .venv/bin/python scripts/resize_kill_test.py --processes 2 --fsdp --kills 20   # always 2: history row by row
+    .venv/bin/python scripts/resize_kill_test.py --processes 2,3 --workers 4 --kills 6   # with DataLoader workers
 
 With one number of processes (``--processes 2``) every resume is on that many, and each trial's
 history must also equal the uninterrupted run's, row by row (every column but the timings), and
@@ -123,9 +124,11 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=64, help="in all (auto_dataloader splits it)")
     parser.add_argument("--processes", default="2,3", help="the numbers of processes to resume on, e.g. 1,2,3")
     parser.add_argument("--fsdp", action="store_true", help="the model sharded with FSDP2 (shards folders)")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers asked for (split by process)")
     args = parser.parse_args()
     if args.fsdp:
         COMMON.append("--fsdp")
+    COMMON.extend(["--workers", str(args.workers)])
     layouts = [int(n) for n in args.processes.split(",")]
     if any(n < 1 for n in layouts):
         parser.error(f"argument --processes should list numbers of processes, got {args.processes!r}")

@@ -138,25 +138,25 @@ class Report:
             self.then(trainer)
 
 
-def validation_metrics(local_rank: int, size: int, out: str, padded: bool) -> None:
-    """Accuracy and loss of a fixed model on ``size`` samples, validated across the ranks."""
+def validation_metrics(local_rank: int, size: int, out: str) -> None:
+    """Accuracy and loss of a fixed model on ``size`` samples, validated across the ranks, through monitor's
+    validation loader (``"unpadded"``) and through ``idist.auto_dataloader``'s default (``"padded"``:
+    DistributedSampler pads the ranks' shares)."""
     torch.manual_seed(0)
     x, y = torch.randn(size, 6), torch.randint(0, 2, (size,))
     model = nn.Linear(6, 2)
     dataset = TensorDataset(x, y)
-    if padded:  # what idist.auto_dataloader does by default: DistributedSampler, which pads
-        loader = idist.auto_dataloader(dataset, batch_size=16, shuffle=False)
-    else:
-        loader = monitor.runtime.validation_loader(dataset, batch_size=16)
+    loaders = {"padded": idist.auto_dataloader(dataset, batch_size=16, shuffle=False),
+               "unpadded": monitor.runtime.validation_loader(dataset, batch_size=16)}
     evaluator = monitor.build_evaluator(model, {"accuracy": Accuracy(), "loss": Loss(nn.CrossEntropyLoss())})
-    metrics = evaluator.run(loader).metrics
+    metrics = {name: {k: float(v) for k, v in evaluator.run(loader).metrics.items()} for name, loader in loaders.items()}
     if idist.get_rank() == 0:
-        Path(out).write_text(json.dumps({k: float(v) for k, v in metrics.items()}))
+        Path(out).write_text(json.dumps(metrics))
 
 
-def run_validation_check(nproc: int, size: int, out: str, padded: bool) -> None:
+def run_validation_check(nproc: int, size: int, out: str) -> None:
     with idist.Parallel(backend="gloo" if nproc > 1 else None, nproc_per_node=nproc if nproc > 1 else None) as p:
-        p.run(validation_metrics, size, out, padded)
+        p.run(validation_metrics, size, out)
 
 
 def leave(local_rank: int, out: str) -> None:
@@ -199,7 +199,6 @@ if __name__ == "__main__":
     parser.add_argument("--fail-kind", choices=["raise", "kill"], default="raise")
     parser.add_argument("--size", type=int, default=97)
     parser.add_argument("--out")
-    parser.add_argument("--padded", action="store_true")
     parser.add_argument("--signal-rank", type=int)
     parser.add_argument("--signal-at", type=int)
     parser.add_argument("--report-dir")
@@ -215,7 +214,7 @@ if __name__ == "__main__":
     if known.mode == "leave":
         run_leave_check(known.out)
     elif known.mode == "validate":
-        run_validation_check(int(rest[rest.index("--nproc") + 1]), known.size, known.out, known.padded)
+        run_validation_check(int(rest[rest.index("--nproc") + 1]), known.size, known.out)
     else:
         customize = None if known.fail_rank is None else FailOnRank(known.fail_rank, known.fail_at, known.fail_kind)
         if known.signal_rank is not None:
