@@ -76,8 +76,10 @@ def training(local_rank: int, args: argparse.Namespace, customize: Callable[[Eng
             "global batch differs from the run's %d; use a multiple of %d (e.g. %d) to keep it.",
             args.batch_size, world, args.batch_size // world, args.batch_size // world * world, args.batch_size,
             world, (args.batch_size // world + 1) * world)
+    # Under idist.Parallel the workers are spawned (its start method is inherited): kept for the whole run,
+    # they import torch once, not at every epoch.
     train_loader = idist.auto_dataloader(train_set, batch_size=args.batch_size, shuffle=not args.no_shuffle,
-                                         num_workers=args.workers)
+                                         num_workers=args.workers, persistent_workers=args.workers > 0)
     val_loader = monitor.runtime.validation_loader(val_set, batch_size=args.batch_size)
 
     model = make_model()

@@ -118,19 +118,24 @@ def final_iterations(report_dir):
     return [int((report_dir / f"rank{rank}.iteration").read_text()) for rank in (0, 1)]
 
 
-def test_a_signal_to_one_rank_stops_every_rank_at_the_same_iteration_and_resumes(tmp_path, one_and_two):
+def test_a_signal_to_one_rank_stops_every_rank_at_the_same_iteration_and_resumes_from_rank_0s_disk_only(
+        tmp_path, one_and_two):
+    # Node-local disks (issue #21): rank 1 sees an empty folder of its own; rank 0 alone reads the
+    # checkpoint, and its bytes reach rank 1 through idist.broadcast.
     _, two, _ = one_and_two
     run_dir, report = tmp_path / "run", tmp_path / "report"
     report.mkdir()
-    stopped = train(run_dir, 2, *FIRST, "--signal-rank", "1", "--signal-at", "150", "--report-dir", str(report),
-                    timeout=120)
+    stopped = train(run_dir, 2, *FIRST, "--local-disks", "--signal-rank", "1", "--signal-at", "150",
+                    "--report-dir", str(report), timeout=120)
     assert stopped.returncode == 0, stopped.stderr[-3000:]
     first, second = final_iterations(report)
     assert first == second and 150 <= first <= 160  # agreed within log_every (10) iterations
     record = json.loads((run_dir / "run.json").read_text())
     assert (record["status"], record["stop_reason"]) == ("interrupted", "interrupted")
-    resumed = train(run_dir, 2, *FIRST, "--resume")
+    resumed = train(run_dir, 2, *FIRST, "--local-disks", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"last_epoch=3_iteration={first}.pt" in resumed.stderr  # the signal's checkpoint, mid-epoch
+    assert not list((tmp_path / "run-rank1").rglob("*.pt"))  # rank 1 wrote and read nothing there
     assert_as_uninterrupted(run_dir, two)
 
 
@@ -156,21 +161,6 @@ def test_killing_the_launcher_stops_every_rank_promptly_and_frees_the_run(tmp_pa
     record = json.loads((run_dir / "run.json").read_text())
     assert (record["status"], record["stop_reason"]) == ("interrupted", "interrupted")
     assert (run_dir / ".lock").read_text() == ""  # released: a --resume may start at once
-
-
-def test_a_run_folder_on_rank_0s_disk_only_resumes_mid_epoch(tmp_path, one_and_two):
-    # Node-local disks (issue #21): rank 1 sees an empty folder of its own; rank 0 alone reads the
-    # checkpoint, and its bytes reach rank 1 through idist.broadcast.
-    _, two, _ = one_and_two
-    run_dir = tmp_path / "run"
-    every = [*FIRST, "--checkpoint-every", "iteration:37", "--local-disks"]
-    killed = train(run_dir, 2, *every, "--fail-rank", "1", "--fail-at", "150", "--fail-kind", "kill", timeout=120)
-    assert killed.returncode != 0
-    resumed = train(run_dir, 2, *every, "--resume")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "last_epoch=3_iteration=148.pt" in resumed.stderr
-    assert not list((tmp_path / "run-rank1").rglob("*.pt"))  # rank 1 wrote and read nothing there
-    assert_as_uninterrupted(run_dir, two)
 
 
 def test_a_resume_on_three_processes_with_the_same_global_batch_trains_every_sample_of_the_epoch_once(tmp_path):
