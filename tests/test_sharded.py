@@ -24,9 +24,9 @@ COMMON = ["--no-progress", "--no-shuffle", "--seed", "0", "--max-epochs", "3", "
 COLUMNS = ["epoch", "iteration", "train_loss", "val_loss", "val_accuracy", "lr"]
 
 
-def train(run_dir, nproc, *extra):
+def train(run_dir, nproc, *extra, env=None):
     args = [sys.executable, DRIVER, "train", "--nproc", str(nproc), "--run-dir", str(run_dir), *COMMON, *extra]
-    return subprocess.run(args, capture_output=True, text=True, timeout=240)
+    return subprocess.run(args, capture_output=True, text=True, timeout=240, env=env)
 
 
 def history(run_dir):
@@ -155,10 +155,7 @@ def test_a_kill_while_shards_are_written_behind_training_keeps_the_checkpoint_be
     # Every process killed once the second save's shards are on disk, before its folder is committed:
     # that save's .pt was never written (it waits for the commit), the first checkpoint is whole.
     folder = tmp_path / "run"
-    env = {**os.environ, "MONITOR_CRASH_AT": "before_shards_commit:2"}
-    args = [sys.executable, DRIVER, "train", "--nproc", "2", "--run-dir", str(folder), *COMMON, "--fsdp",
-            "--max-epochs", "2"]
-    killed = subprocess.run(args, capture_output=True, text=True, timeout=240, env=env)
+    killed = train(folder, 2, "--fsdp", "--max-epochs", "2", env={**os.environ, "MONITOR_CRASH_AT": "before_shards_commit:2"})
     assert killed.returncode != 0
     checkpoints = folder / "checkpoints"
     assert [p.name for p in last_checkpoints(checkpoints)] == ["last_epoch=1.pt"]
