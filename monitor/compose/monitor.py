@@ -210,8 +210,9 @@ class Monitor:
         saver, cadence = self.last_checkpoint.save_handler, self.cadence
         self.cadence.attach(
             trainer, self.save_checkpoint,
-            # A save's cost: the training thread's stall (the state gathered, e.g. a sharded model's shards
-            # written, and the copy; the write too on a foreground writer) and a background write of the file.
+            # A save's cost: the training thread's stall (the state gathered and copied, a sharded model's shards
+            # to the CPU; the write too on a foreground writer) and the write behind training (the file, and the
+            # wait for a sharded model's shards folder before it).
             cost_s=lambda: cadence.last_stall_s + float(getattr(saver, "last_background_s", 0.0)),
             mid_epoch=lambda: self.data_order is None or bool(self.data_order.replayable),
             step=self.step,
