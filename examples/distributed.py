@@ -120,15 +120,20 @@ def training(local_rank: int, args: argparse.Namespace, customize: Callable[[Eng
         print(f"Run written to {run.run_dir} by {idist.get_world_size()} processes: {run.status.value}, {best}")
 
 
-def launch(args: argparse.Namespace, customize: Callable[[Engine], None] | None = None) -> None:
-    """Start the processes (or join torchrun's) and run :func:`training` in each."""
+def launch(args: argparse.Namespace, customize: Callable[[Engine], None] | None = None,
+           start_method: str = "spawn") -> None:
+    """Start the processes (or join torchrun's) and run :func:`training` in each.
+
+    ``start_method="fork"`` starts them from this process's memory (no second import of torch: seconds
+    a launch), safe only while this process has started no thread pool and no CUDA context.
+    """
     under_torchrun = "WORLD_SIZE" in os.environ
     # FSDP2 needs a process group, even of one process
     nproc = None if under_torchrun or (args.nproc <= 1 and not args.fsdp) else args.nproc
     backend = args.backend if under_torchrun or nproc else None
     # Ignite's default port (2222) may be taken by another run on this machine: pick a free one.
     port = {"master_port": _free_port()} if nproc else {}
-    with idist.Parallel(backend=backend, nproc_per_node=nproc, **port) as parallel:
+    with idist.Parallel(backend=backend, nproc_per_node=nproc, start_method=start_method, **port) as parallel:
         parallel.run(training, args, customize)
 
 

@@ -52,7 +52,8 @@ BATCH = ["--batch-size", "64"]  # in all: 2 x 32 or 3 x 21
 def start(run_dir: Path, nproc: int, record: Path, resume: bool) -> subprocess.Popen[bytes]:
     record.mkdir(parents=True)
     args = [sys.executable, DRIVER, "train", "--nproc", str(nproc), "--run-dir", str(run_dir), *COMMON, *BATCH,
-            "--record-trained", str(record), *(["--resume"] if resume else [])]
+            "--record-trained", str(record), *(["--resume"] if resume else []),
+            "--start-method", "spawn"]  # as users start them (the tests fork, to start faster)
     return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 

@@ -27,6 +27,11 @@ import monitor  # noqa: E402
 import monitor.runtime.distributed  # noqa: E402
 from monitor.core._position import run_iteration  # noqa: E402  # the steps taken, as the history counts them
 
+# The ranks are forked from the driver, which has imported torch and run nothing: a spawned rank imports
+# torch and Ignite again (8 s of each launch on 2 cores, most of the distributed tests' time). Users of the
+# example get spawn; --start-method spawn runs that (the test of a killed launcher does).
+START_METHOD = "fork"
+
 
 class FailOnRank:
     """Make ``rank`` raise (or SIGKILL itself) after ``iteration`` training iterations."""
@@ -97,16 +102,17 @@ class TrainedIndices:
     looked up by its bytes), to its own file."""
 
     def __init__(self, folder: str, seed: int, then: object = None) -> None:
-        self.folder, self.then = Path(folder), then
-        train, _ = example.make_data(seed)
-        self.index = {row.numpy().tobytes(): i for i, row in enumerate(train.tensors[0])}
+        self.folder, self.seed, self.then = Path(folder), seed, then
 
     def __call__(self, trainer: Engine) -> None:
         path = self.folder / f"rank{idist.get_rank()}.{os.getpid()}.jsonl"
+        # made in the rank: torch's thread pool used in the launcher hangs a forked rank's first parallel op
+        train, _ = example.make_data(self.seed)
+        index = {row.numpy().tobytes(): i for i, row in enumerate(train.tensors[0])}
 
         @trainer.on(Events.ITERATION_COMPLETED)
         def record(engine: Engine) -> None:
-            indices = [self.index[row.cpu().numpy().tobytes()] for row in engine.state.batch[0]]
+            indices = [index[row.cpu().numpy().tobytes()] for row in engine.state.batch[0]]
             with path.open("a") as f:
                 f.write(json.dumps([engine.state.epoch, run_iteration(engine.state), indices]) + "\n")
         if callable(self.then):
@@ -155,7 +161,8 @@ def validation_metrics(local_rank: int, size: int, out: str) -> None:
 
 
 def run_validation_check(nproc: int, size: int, out: str) -> None:
-    with idist.Parallel(backend="gloo" if nproc > 1 else None, nproc_per_node=nproc if nproc > 1 else None) as p:
+    with idist.Parallel(backend="gloo" if nproc > 1 else None, nproc_per_node=nproc if nproc > 1 else None,
+                        start_method=START_METHOD) as p:
         p.run(validation_metrics, size, out)
 
 
@@ -176,7 +183,8 @@ def leave(local_rank: int, out: str) -> None:
 
 
 def run_leave_check(out: str) -> None:
-    with idist.Parallel(backend="gloo", nproc_per_node=2, master_port=example._free_port()) as p:
+    with idist.Parallel(backend="gloo", nproc_per_node=2, master_port=example._free_port(),
+                        start_method=START_METHOD) as p:
         p.run(leave, out)
 
 
@@ -206,9 +214,11 @@ if __name__ == "__main__":
     parser.add_argument("--nan-at", type=int)
     parser.add_argument("--nan-batch-rank", type=int, help="this rank alone gets a NaN batch at --nan-at")
     parser.add_argument("--record-trained", metavar="DIR", help="each rank writes the sample indices it trained")
+    parser.add_argument("--start-method", choices=["fork", "spawn"], default=START_METHOD)
     parser.add_argument("--local-disks", action="store_true",
                         help="each rank above 0 sees an empty folder of its own: the run folder is on rank 0's disk only")
     known, rest = parser.parse_known_args()
+    START_METHOD = known.start_method
     if known.local_disks:
         example.training = on_local_disks  # type: ignore[assignment]
     if known.mode == "leave":
@@ -227,4 +237,4 @@ if __name__ == "__main__":
             customize = Report(known.report_dir, customize)
         if known.record_trained is not None:
             customize = TrainedIndices(known.record_trained, example.parse_args(rest).seed, customize)
-        example.launch(example.parse_args(rest), customize)
+        example.launch(example.parse_args(rest), customize, start_method=START_METHOD)

@@ -143,7 +143,7 @@ def test_killing_the_launcher_stops_every_rank_promptly_and_frees_the_run(tmp_pa
     run_dir, report = tmp_path / "run", tmp_path / "report"
     report.mkdir()
     args = [sys.executable, DRIVER, "train", "--nproc", "2", "--run-dir", str(run_dir), *COMMON,
-            "--patience", "1000", "--report-dir", str(report)]
+            "--patience", "1000", "--report-dir", str(report), "--start-method", "spawn"]  # as users start them
     launcher = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while not (run_dir / "history.csv").exists() or (run_dir / "history.csv").read_text().count("\n") < 3:
