@@ -1,4 +1,5 @@
-"""Run the case study in a subprocess, kill it, resume it, and compare with an uninterrupted run."""
+"""Run the case study in a process of its own (forked warm: tests/warm.py), kill it, resume it, and compare with an
+uninterrupted run."""
 from __future__ import annotations
 
 import collections
@@ -14,6 +15,7 @@ import pandas as pd
 import torch
 
 from monitor.store.history import TIMING_COLUMNS
+from tests import warm
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = str(ROOT / "examples" / "binary_classification.py")
@@ -26,12 +28,12 @@ def case_study(run_dir: Path, *extra: str, env: dict[str, str] | None = None, ti
     """Run the case study to its end (or its crash); return the exit code (-9 for SIGKILL)."""
     full_env = {**os.environ, "PYTHONHASHSEED": "0", **(env or {})}
     args = [sys.executable, SCRIPT, "--run-dir", str(run_dir), "--no-progress", *CADENCE, *extra]
-    return subprocess.run(args, env=full_env, capture_output=True, timeout=timeout).returncode
+    return warm.run(args, env=full_env, timeout=timeout).returncode
 
 
-def start_case_study(run_dir: Path, *extra: str) -> subprocess.Popen[bytes]:
+def start_case_study(run_dir: Path, *extra: str) -> warm.Process:
     args = [sys.executable, SCRIPT, "--run-dir", str(run_dir), "--no-progress", *CADENCE, *extra]
-    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return warm.Process(args)
 
 
 def wait_for_rows(run_dir: Path, rows: int, timeout: float = 120) -> None:
@@ -44,7 +46,7 @@ def wait_for_rows(run_dir: Path, rows: int, timeout: float = 120) -> None:
     raise TimeoutError(f"{history} did not reach {rows} rows in {timeout} s")
 
 
-def kill_at(process: subprocess.Popen[bytes], seconds: float) -> None:
+def kill_at(process: warm.Process | subprocess.Popen[bytes], seconds: float) -> None:
     time.sleep(seconds)
     process.send_signal(signal.SIGKILL)
     process.wait()

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from monitor.store.layout import last_checkpoints
+from tests import warm
 from tests.crash_helpers import TIME_COLUMNS, trained
 
 pytestmark = pytest.mark.slow  # end to end, several seconds each: `make test-fast` leaves them out
@@ -22,7 +23,7 @@ COMMON = ["--no-progress", "--no-shuffle", "--patience", "3", "--seed", "0"]
 
 def train(run_dir, nproc, *extra, timeout=240):
     args = [sys.executable, DRIVER, "train", "--nproc", str(nproc), "--run-dir", str(run_dir), *COMMON, *extra]
-    return subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+    return warm.run(args, timeout=timeout)
 
 
 def history(run_dir):
@@ -78,7 +79,8 @@ def test_validation_on_a_size_the_world_does_not_divide_gives_one_process_metric
     for nproc in (1, 2):
         out = tmp_path / f"{nproc}.json"
         args = [sys.executable, DRIVER, "validate", "--size", "97", "--out", str(out), "--nproc", str(nproc)]
-        subprocess.run(args, check=True, timeout=120, capture_output=True)
+        done = warm.run(args, timeout=120)
+        assert done.returncode == 0, done.stderr[-3000:]
         results.append(json.loads(out.read_text()))
     one, two = results
     assert two["unpadded"] == pytest.approx(one["unpadded"], rel=1e-12)
@@ -109,7 +111,7 @@ def test_ranks_leave_only_once_gloo_has_let_go_of_their_tensors(tmp_path):
     # gloo drops a collective's tensors on a worker thread after the call returns; one still held
     # when the interpreter shuts down aborts the process (SIGABRT at exit, 1 run in 10 before).
     out = tmp_path / "alive"
-    done = subprocess.run([sys.executable, DRIVER, "leave", "--out", str(out)], capture_output=True, text=True, timeout=120)
+    done = warm.run([sys.executable, DRIVER, "leave", "--out", str(out)], timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert [int(out.with_suffix(f".{rank}").read_text()) for rank in (0, 1)] == [0, 0]
 
@@ -170,14 +172,13 @@ def test_a_resume_on_three_processes_with_the_same_global_batch_trains_every_sam
     first.mkdir(), second.mkdir()
     common = ["--no-progress", "--seed", "0", "--max-epochs", "3", "--patience", "50", "--batch-size", "48"]
     args = [sys.executable, DRIVER, "train", "--run-dir", str(run_dir), *common]
-    stopped = subprocess.run([*args, "--nproc", "2", "--signal-rank", "1", "--signal-at", "100",
-                              "--record-trained", str(first)], capture_output=True, text=True, timeout=240)
+    stopped = warm.run([*args, "--nproc", "2", "--signal-rank", "1", "--signal-at", "100",
+                        "--record-trained", str(first)], timeout=240)
     assert stopped.returncode == 0, stopped.stderr[-3000:]
     record = json.loads((run_dir / "run.json").read_text())
     assert record["status"] == "interrupted"
     assert last_checkpoints(run_dir / "checkpoints")[0].name == "last_epoch=2_iteration=100.pt"  # the newest: the signal's
-    resumed = subprocess.run([*args, "--nproc", "3", "--resume", "--record-trained", str(second)],
-                             capture_output=True, text=True, timeout=240)
+    resumed = warm.run([*args, "--nproc", "3", "--resume", "--record-trained", str(second)], timeout=240)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "the data laid out anew: 2 processes x 24 a step (48 in all, 73 steps an epoch) -> 3 processes x 16" \
         in resumed.stderr and "epoch 2 continues with exactly the samples not yet trained" in resumed.stderr
@@ -197,12 +198,11 @@ def test_a_resume_to_or_from_one_process_with_the_same_global_batch_trains_every
     first.mkdir(), second.mkdir()
     common = ["--no-progress", "--seed", "0", "--max-epochs", "3", "--patience", "50", "--batch-size", "48"]
     args = [sys.executable, DRIVER, "train", "--run-dir", str(run_dir), *common]
-    stopped = subprocess.run([*args, "--nproc", str(before), "--signal-rank", "0", "--signal-at", "100",
-                              "--record-trained", str(first)], capture_output=True, text=True, timeout=240)
+    stopped = warm.run([*args, "--nproc", str(before), "--signal-rank", "0", "--signal-at", "100",
+                        "--record-trained", str(first)], timeout=240)
     assert stopped.returncode == 0, stopped.stderr[-3000:]
     assert last_checkpoints(run_dir / "checkpoints")[0].name == "last_epoch=2_iteration=100.pt"
-    resumed = subprocess.run([*args, "--nproc", str(after), "--resume", "--record-trained", str(second)],
-                             capture_output=True, text=True, timeout=240)
+    resumed = warm.run([*args, "--nproc", str(after), "--resume", "--record-trained", str(second)], timeout=240)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "are trained once each" in resumed.stderr and "exactly" not in resumed.stderr
     for epoch, counts in ((2, trained(first, 2, upto=100) + trained(second, 2)), (3, trained(second, 3))):
@@ -221,12 +221,11 @@ def test_a_resume_on_another_number_of_processes_and_global_batch_trains_each_sa
     common = ["--no-progress", "--seed", "0", "--max-epochs", "2", "--patience", "50", "--batch-size", "64",
               "--workers", str(workers)]
     args = [sys.executable, DRIVER, "train", "--run-dir", str(run_dir), *common]
-    stopped = subprocess.run([*args, "--nproc", str(before), "--signal-rank", "1", "--signal-at", "20",
-                              "--record-trained", str(first)], capture_output=True, text=True, timeout=240)
+    stopped = warm.run([*args, "--nproc", str(before), "--signal-rank", "1", "--signal-at", "20",
+                        "--record-trained", str(first)], timeout=240)
     assert stopped.returncode == 0, stopped.stderr[-3000:]
     assert last_checkpoints(run_dir / "checkpoints")[0].name == "last_epoch=1_iteration=20.pt"  # the newest: the signal's
-    resumed = subprocess.run([*args, "--nproc", str(after), "--resume", "--record-trained", str(second)],
-                             capture_output=True, text=True, timeout=240)
+    resumed = warm.run([*args, "--nproc", str(after), "--resume", "--record-trained", str(second)], timeout=240)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     done = 20 * before * (64 // before)
     steps = -(-(3500 - done) // after // (64 // after))

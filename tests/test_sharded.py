@@ -3,7 +3,6 @@ as the unsharded model does, ends with its best weights, resumes exactly mid-epo
 processes and with each sample once on another, and its best checkpoint loads into an unsharded model."""
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import torch
 
 from monitor.review import export_best, load_run
 from monitor.store.layout import last_checkpoints
+from tests import warm
 from tests.crash_helpers import trained
 
 pytestmark = pytest.mark.slow
@@ -26,7 +26,7 @@ COLUMNS = ["epoch", "iteration", "train_loss", "val_loss", "val_accuracy", "lr"]
 
 def train(run_dir, nproc, *extra, env=None):
     args = [sys.executable, DRIVER, "train", "--nproc", str(nproc), "--run-dir", str(run_dir), *COMMON, *extra]
-    return subprocess.run(args, capture_output=True, text=True, timeout=240, env=env)
+    return warm.run(args, timeout=240, env=env)
 
 
 def history(run_dir):
