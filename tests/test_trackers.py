@@ -2,11 +2,14 @@
 logger through Tracker, and Optuna pruning that ends a run cleanly."""
 import json
 import logging
+import os
 import re
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -22,6 +25,9 @@ from tests.runs import raise_at, run_or_crash
 
 pytestmark = pytest.mark.slow  # end to end, several seconds each: `make test-fast` leaves them out
 
+# MLflow's telemetry calls home from a thread of its own (CI has no network) and once raced a run's creation
+# here (KeyError: '_MLFLOW_TELEMETRY_SESSION_ID'); the tests are about monitor's use of the server.
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 mlflow = pytest.importorskip("mlflow")
 optuna = pytest.importorskip("optuna")
 
@@ -133,24 +139,70 @@ def test_a_tracking_server_that_is_down_never_stops_training_and_is_said_once(tm
     assert json.loads((tmp_path / "run" / "run.json").read_text())["mlflow_run"] is None
 
 
-def test_a_server_stopped_mid_run_leaves_training_unharmed(tmp_path, caplog):
-    process, uri = start_server(tmp_path / "server")
-    try:
-        with caplog.at_level(logging.WARNING, logger="monitor"):
-            run = train(tmp_path / "run", [monitor.MLflow(uri, timeout=1, end_timeout=3)], max_epochs=6,
-                        stop_at=(9, lambda _: (process.terminate(), process.wait(timeout=30))))
-    finally:
-        process.kill()
+class Relay:
+    """A TCP relay in front of the tracking server; :meth:`cut` makes the server unreachable as a stopped
+    one is to its clients (open connections dropped, new ones refused), without the 20 s here of starting
+    and stopping a server of its own."""
+
+    def __init__(self, uri: str) -> None:
+        self.target = urllib.parse.urlsplit(uri).port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.uri = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.sockets: list[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:  # cut
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            with self.lock:
+                self.sockets += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+            sink.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def cut(self) -> None:
+        self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept (a close alone leaves it listening)
+        self.listener.close()
+        with self.lock:
+            for sock in self.sockets:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                sock.close()
+
+
+def test_a_server_stopped_mid_run_leaves_training_unharmed(tmp_path, caplog, server):
+    relay = Relay(server)
+    with caplog.at_level(logging.WARNING, logger="monitor"):
+        run = train(tmp_path / "run", [monitor.MLflow(relay.uri, experiment="stopped", timeout=1, end_timeout=3)],
+                    max_epochs=6, stop_at=(9, lambda _: relay.cut()))
     assert run.status.value == "completed" and len(pd.read_csv(tmp_path / "run" / "history.csv")) == 6
     assert len([r for r in caplog.records if "could not be reached" in r.getMessage()]) == 1
-    missed = [int(m.group(1)) for r in caplog.records if (m := re.search(r"MLflow missed (\d+) history row",
-                                                                           r.getMessage()))]
-    # The count is the rows the store lacks: the validations after the server stopped at iteration 9 (3 or 4 of
-    # 6), and one more where the sender had not yet sent the row before it (a loaded machine); read in the store.
-    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'server'}/mlflow.db")
+    said = [m for r in caplog.records if (m := re.search(r"MLflow missed (\d+) history row\S* of this run(?:, (\d+) "
+                                                          r"of them in requests that got no answer)?", r.getMessage()))]
+    assert len(said) == 1
+    missed, unanswered = int(said[0][1]), int(said[0][2] or 0)
+    # The count is the rows the store lacks: the validations after the server went at iteration 9 (3 or 4 of 6),
+    # and one more where the sender had not yet sent the row before it (a loaded machine); read in the store. A
+    # request cut before its answer may have been stored: those are said apart, as not known.
+    client = mlflow.MlflowClient(server)
     run_id = json.loads((tmp_path / "run" / "run.json").read_text())["mlflow_run"]["run_id"]
-    logged = len(client.get_metric_history(run_id, "val_loss"))
-    assert len(missed) == 1 and missed[0] == 6 - logged and missed[0] >= 3
+    lacking = 6 - len(client.get_metric_history(run_id, "val_loss"))
+    assert missed - unanswered <= lacking <= missed and lacking >= 3
 
 
 def test_any_ignite_logger_gets_the_history_rows(tmp_path):

@@ -96,6 +96,27 @@ class _Sender:
         return not self.jobs.unfinished_tasks
 
 
+# What a request that never left this machine fails with (through MLflow's and urllib3's messages): no
+# connection made, so the server cannot have stored it. Any other failure may come after it did.
+_NEVER_SENT = ("Connection refused", "NewConnectionError", "Name or service not known", "No route to host")
+
+
+def _never_sent(error: BaseException) -> bool:
+    """Whether ``error`` (or one it was raised from) says no connection to the server was made.
+
+    >>> _never_sent(ConnectionRefusedError(111, "Connection refused"))
+    True
+    >>> _never_sent(ConnectionResetError("Remote end closed connection without response"))
+    False
+    """
+    seen: BaseException | None = error
+    while seen is not None:
+        if any(sign in str(seen) for sign in _NEVER_SENT):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 # The URI schemes an MLflow tracking URI may have (MLflow's own stores and its REST server).
 _MLFLOW_SCHEMES = ("http", "https", "file", "databricks", "databricks-uc", "uc", "sqlite", "postgresql", "mysql",
                    "mssql")
@@ -160,6 +181,7 @@ class MLflow(Part):
         self.run_id: str | None = None
         self.logged_step = 0  # the highest step the MLflow run has (rows up to it are not sent again)
         self.missed_rows = 0  # history rows this process could not send (said at the end)
+        self.unanswered_rows = 0  # of those, rows whose request failed after it may have reached the server
         self._context: PartContext | None = None
         self._client: Any = None
         self._sender: _Sender | None = None
@@ -260,8 +282,11 @@ class MLflow(Part):
         try:
             for i in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics a request
                 self._client.log_batch(self.run_id, metrics=metrics[i:i + 1000])
-        except Exception:
-            self.missed_rows += sum(1 for step, _, _ in rows if step > self.logged_step)
+        except Exception as e:
+            lost = sum(1 for step, _, _ in rows if step > self.logged_step)
+            self.missed_rows += lost
+            if not _never_sent(e):  # e.g. the connection dropped before the answer: the server may have stored them
+                self.unanswered_rows += lost
             raise
         if rows:
             self.logged_step = max(self.logged_step, max(step for step, _, _ in rows))
@@ -275,7 +300,10 @@ class MLflow(Part):
             logger.warning("MLflow: still sending after %.0f s; the rest is dropped (the run folder has it all).",
                            self.end_timeout)
         if self.missed_rows:
-            logger.warning("MLflow missed %d history row(s) of this run; history.csv has them all.", self.missed_rows)
+            unsure = f", {self.unanswered_rows} of them in requests that got no answer (the server may have " \
+                     "stored those)" if self.unanswered_rows else ""
+            logger.warning("MLflow missed %d history row(s) of this run%s; history.csv has them all.",
+                           self.missed_rows, unsure)
 
     def _finish(self, run: Any) -> None:
         from mlflow.entities import RunTag

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import warm
+
 ROOT = Path(__file__).resolve().parents[2]
 
 # The README's snippet, with data: defaults only, no logging configured.
@@ -38,11 +40,17 @@ with run:
 """
 
 
-def run_snippet(tmp_path, *, setup="", kwargs="", after="", max_epochs=3, check=True):
+def run_snippet(tmp_path, *, setup="", kwargs="", after="", max_epochs=3, check=True, fresh=True):
+    """The snippet in a fresh interpreter, as a user runs it (the logging tests need that), or not ``fresh``:
+    forked from one with torch and Ignite imported (tests/warm.py), seconds sooner."""
     script = tmp_path / "snippet.py"
     script.write_text(textwrap.dedent(SNIPPET.format(setup=setup, kwargs=kwargs, after=after, max_epochs=max_epochs)))
-    return subprocess.run([sys.executable, str(script), str(tmp_path / "run")], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300, check=check)
+    args = [sys.executable, str(script), str(tmp_path / "run")]
+    if not fresh:
+        done = warm.run(args, cwd=ROOT, timeout=300)
+        assert not check or done.returncode == 0, done.stderr[-3000:]
+        return done
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300, check=check)
 
 
 def test_with_no_logging_configured_the_snippet_prints_its_table_and_ignite_stays_quiet(tmp_path):
@@ -90,9 +98,9 @@ trainer.add_event_handler(Events.ITERATION_COMPLETED(once=350), lambda _: os.kil
 
 
 def test_a_kill_after_the_third_validation_with_defaults_resumes_from_the_third(tmp_path):
-    killed = run_snippet(tmp_path, after=SLOW_STEPS + KILL_AT_350, max_epochs=5, check=False)
+    killed = run_snippet(tmp_path, after=SLOW_STEPS + KILL_AT_350, max_epochs=5, check=False, fresh=False)
     assert killed.returncode == -9
-    resumed = run_snippet(tmp_path, kwargs="resume=True,", max_epochs=5, check=False,
+    resumed = run_snippet(tmp_path, kwargs="resume=True,", max_epochs=5, check=False, fresh=False,
                           after="from ignite.engine import Events\n"
                                 "trainer.add_event_handler(Events.ITERATION_STARTED, "
                                 "lambda e: print(e.state.iteration, flush=True))")
