@@ -18,7 +18,14 @@ import torch
 
 from monitor.runtime.shard_folders import ShardEntry, shard_folder_problem
 from monitor.runtime.sharded import FullStateModel
-from monitor.store.layout import DAMAGED_SUFFIX, SHARDS_SUFFIX, checkpoint_files, last_checkpoints, shards_of
+from monitor.store.layout import (
+    DAMAGED_SUFFIX,
+    SHARDS_SUFFIX,
+    checkpoint_files,
+    checkpoint_of,
+    last_checkpoints,
+    shards_of,
+)
 from monitor.store.manifest import CheckpointError, Manifest, check_file
 
 __all__ = [
@@ -164,7 +171,7 @@ def remove_orphan_shards(checkpoints: Path) -> list[str]:
     came between a folder and its ``.pt``, or between removing the two; return their names."""
     removed = []
     for folder in sorted(checkpoints.glob("*" + SHARDS_SUFFIX)) if checkpoints.is_dir() else []:
-        pt = folder.name.removesuffix(SHARDS_SUFFIX) + ".pt"
+        pt = checkpoint_of(folder.name)
         if not (checkpoints / pt).exists() and not (checkpoints / (pt + DAMAGED_SUFFIX)).exists():
             shutil.rmtree(folder)
             removed.append(folder.name)

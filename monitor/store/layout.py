@@ -40,6 +40,7 @@ __all__ = [
     "last_checkpoints",
     "SHARDS_SUFFIX",
     "shards_of",
+    "checkpoint_of",
 ]
 
 RECORD_NAME = "run.json"
@@ -197,3 +198,13 @@ def shards_of(checkpoint_name: str) -> str:
         'last_epoch=2_iteration=100.shards'
     """
     return checkpoint_name.removesuffix("." + _EXT) + SHARDS_SUFFIX
+
+
+def checkpoint_of(shards_name: str) -> str:
+    """The name of the last checkpoint that refers to (and commits) the shards folder ``shards_name``.
+
+    Examples:
+        >>> checkpoint_of("last_epoch=2_iteration=100.shards")
+        'last_epoch=2_iteration=100.pt'
+    """
+    return shards_name.removesuffix(SHARDS_SUFFIX) + "." + _EXT
