@@ -165,3 +165,12 @@ def test_a_kill_while_shards_are_written_behind_training_keeps_the_checkpoint_be
     assert f"Resuming {folder} from last_epoch=1.pt" in done.stderr
     pd.testing.assert_frame_equal(history(folder), history(runs / "plain")[:2], check_exact=False, rtol=1e-4)
     assert not list(checkpoints.glob(".tmp-*"))  # the unfinished save's folder, removed at the resume
+
+
+def test_a_run_folder_some_ranks_cannot_see_is_refused_for_shards_naming_them_and_the_way_out(tmp_path):
+    # Node-local disks (the driver's --local-disks: rank 1 sees an empty folder of its own): the shards
+    # of a DCP folder would be scattered over disks no one rank reads whole.
+    done = train(tmp_path / "run", 2, "--fsdp", "--local-disks", "--max-epochs", "1")
+    assert done.returncode != 0
+    assert "rank(s) [1] do not see" in done.stderr and "Checkpoints(shards='full')" in done.stderr
+    assert not list(tmp_path.rglob("*.distcp")) and not list(tmp_path.rglob("*.pt"))  # nothing trained or saved
