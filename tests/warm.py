@@ -51,6 +51,7 @@ class _Zygote:
                 with self._changed:
                     if "id" in reply:
                         self._started[reply["id"]] = reply["pid"]
+                        self._exited.pop(reply["pid"], None)  # an earlier child's, whose pid was reused
                     else:
                         self._exited[reply["pid"]] = reply["status"]
                     self._changed.notify_all()
@@ -62,8 +63,8 @@ class _Zygote:
                                "stderr": stderr}) + "\n"
             os.write(self._requests, line.encode())
             if not self._changed.wait_for(lambda: request_id in self._started or self._process.poll() is not None,
-                                          timeout=60):
-                raise RuntimeError("the zygote did not answer in 60 s")
+                                          timeout=180):  # its first answer comes after its imports
+                raise RuntimeError("the zygote did not answer in 180 s")
             if request_id not in self._started:
                 raise RuntimeError(f"the zygote exited with {self._process.returncode}")
             return self._started.pop(request_id)
