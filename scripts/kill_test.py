@@ -46,10 +46,13 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import tests.crash_helpers  # noqa: E402
 from monitor.compose.rundir import CheckpointError, load_checkpoint  # noqa: E402
 from monitor.review.events import read_scalars  # noqa: E402
 from monitor.store.layout import last_checkpoints  # noqa: E402
 from tests.crash_helpers import assert_same_outcome, case_study, outcome, start_case_study  # noqa: E402
+
+tests.crash_helpers.WARM = False  # a fresh interpreter for each run, as a user starts it
 
 LONG_EPOCH = ["--batch-size", "8", "--validate-every", "100", "--checkpoint-every", "iteration:50",
               "--max-epochs", "3", "--patience", "1000"]

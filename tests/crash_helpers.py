@@ -24,16 +24,25 @@ TIME_COLUMNS = list(TIMING_COLUMNS)  # timings differ between runs; nothing else
 CADENCE = ["--checkpoint-every", "epoch"]
 
 
+# The tests fork the case study warm (tests/warm.py); scripts/kill_test.py sets this to False to start
+# a fresh interpreter for each run, as a user does.
+WARM = True
+
+
 def case_study(run_dir: Path, *extra: str, env: dict[str, str] | None = None, timeout: float = 300) -> int:
     """Run the case study to its end (or its crash); return the exit code (-9 for SIGKILL)."""
     full_env = {**os.environ, "PYTHONHASHSEED": "0", **(env or {})}
     args = [sys.executable, SCRIPT, "--run-dir", str(run_dir), "--no-progress", *CADENCE, *extra]
-    return warm.run(args, env=full_env, timeout=timeout).returncode
+    if WARM:
+        return warm.run(args, env=full_env, timeout=timeout).returncode
+    return subprocess.run(args, env=full_env, capture_output=True, timeout=timeout).returncode
 
 
-def start_case_study(run_dir: Path, *extra: str) -> warm.Process:
+def start_case_study(run_dir: Path, *extra: str) -> warm.Process | subprocess.Popen[bytes]:
     args = [sys.executable, SCRIPT, "--run-dir", str(run_dir), "--no-progress", *CADENCE, *extra]
-    return warm.Process(args)
+    if WARM:
+        return warm.Process(args)
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def wait_for_rows(run_dir: Path, rows: int, timeout: float = 120) -> None:
