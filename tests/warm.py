@@ -17,6 +17,7 @@ import itertools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -118,7 +119,7 @@ class Process:
             os.kill(self.pid, signum)
 
     def kill(self) -> None:
-        self.send_signal(9)
+        self.send_signal(signal.SIGKILL)
 
     def output(self) -> tuple[str, str]:
         return Path(self._out).read_text(errors="replace"), Path(self._err).read_text(errors="replace")

@@ -45,7 +45,8 @@ def become(request: dict, *protocol) -> None:
 
 
 def serve() -> None:
-    requests, replies = os.fdopen(REQUESTS, "r"), os.fdopen(REPLIES, "w")
+    # Unbuffered: select() sees what is left to read only if no line waits in a buffer of Python's.
+    requests, replies = os.fdopen(REQUESTS, "rb", buffering=0), os.fdopen(REPLIES, "w")
     children = 0
     while True:
         ready, _, _ = select.select([requests], [], [], 0.02 if children else None)

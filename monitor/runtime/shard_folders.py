@@ -67,8 +67,9 @@ class ShardFolders:
         self._served: set[str] = set()
         _check_shared(self.folder)
         self.background = background
-        self._saves: dict[str, _Save] = {}  # folder name -> its newest save (kept while not known committed)
-        self._lock = threading.Lock()  # _saves is read by the writer thread (committed)
+        # The newest save written behind training (a failed one stays: its error is raised at every wait); read
+        # by rank 0's writer thread too (committed), set only once the save before it is committed.
+        self._pending: _Save | None = None
         self._stager: Any = None
         self._group: Any = None
         if background:
@@ -105,10 +106,7 @@ class ShardFolders:
 
             # Returns once the shards are copied to the stager's CPU buffers; the write runs on DCP's thread.
             written = async_save(state, checkpoint_id=temp, process_group=self._group, async_stager=self._stager)
-            pending = _Save(name)
-            with self._lock:
-                self._saves = {n: s for n, s in self._saves.items() if s.error is not None}  # failures stay known
-                self._saves[name] = pending
+            pending = self._pending = _Save(name)
             threading.Thread(target=self._finish, args=(written, temp, pending), name="monitor-shards",
                              daemon=True).start()
         else:
@@ -129,17 +127,15 @@ class ShardFolders:
 
     def wait(self) -> None:
         """Until the save in flight (if any) is committed; raise its error if it failed."""
-        with self._lock:
-            newest = list(self._saves.values())
-        for pending in newest:
+        pending = self._pending
+        if pending is not None:
             pending.wait()
 
     def committed(self, checkpoint_name: str) -> None:
         """Until the shards folder of the last checkpoint ``checkpoint_name`` (``.pt``) is committed; raise
         the error of its save if it failed. Rank 0's writer calls it before writing the ``.pt``."""
-        with self._lock:
-            pending = self._saves.get(shards_of(checkpoint_name))
-        if pending is not None:
+        pending = self._pending
+        if pending is not None and pending.name == shards_of(checkpoint_name):
             pending.wait()
 
     def close(self) -> None:
@@ -252,7 +248,7 @@ def _commit_everywhere(temp: Path, final: Path, group: Any) -> None:
     mine = {p.name: file_checksum(p) for p in temp.glob(f"__{rank}_*")}
     if group is None:
         everyone = gather_json(mine)
-    else:
+    else:  # on this thread, not idist's collectives (gather_json): those hung here, beside training's
         import torch.distributed as dist
 
         everyone = [None] * dist.get_world_size(group)
