@@ -45,6 +45,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes of each process")
     parser.add_argument("--recovery", action="store_true",
                         help="roll back a NaN or a loss spike, cut the rate and go on (monitor.Recovery)")
+    parser.add_argument("--keep-every", type=int, default=None, metavar="N",
+                        help="with --recovery, a good copy every N iterations (default: as often as 1%% of the "
+                             "time allows)")
     parser.add_argument("--skip-step", action="store_true",
                         help="leave out a step whose loss is NaN or a spike, on every rank (monitor.SkipStep)")
     parser.add_argument("--fsdp", action="store_true",
@@ -107,7 +110,7 @@ def training(local_rank: int, args: argparse.Namespace, customize: Callable[[Eng
         ),
         # default: a bar on a terminal only
         console=monitor.Console(tqdm_kwargs={"disable": True} if args.no_progress else None),
-        parts=[monitor.Recovery()] if args.recovery else [],
+        parts=[monitor.Recovery(keep_every=args.keep_every)] if args.recovery else [],
         record=monitor.Record(seed=args.seed, hparams={
             "lr": 0.01, "momentum": 0.9, "batch_size": args.batch_size, "processes": idist.get_world_size(),
             **({"sharded": "fsdp2"} if args.fsdp else {})}),

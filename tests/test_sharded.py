@@ -96,11 +96,32 @@ def test_an_fsdp2_run_resumes_on_another_number_of_processes_training_each_sampl
     assert history(folder)["epoch"].tolist() == [1, 2]
 
 
-def test_recovery_on_a_sharded_model_is_refused_before_the_run_folder_is_made(tmp_path):
-    done = train(tmp_path / "run", 1, "--fsdp", "--recovery")
-    assert done.returncode != 0
-    assert "Recovery does not work on a model sharded with FSDP2 yet" in done.stderr
-    assert not (tmp_path / "run").exists()
+def test_recovery_rolls_an_fsdp2_run_back_as_the_unsharded_model_and_resumes_without_the_copies_it_could_not_keep(
+        tmp_path):
+    # A NaN batch on rank 1 at iteration 30 makes every shard's gradient NaN (FSDP2 averages them): the
+    # weights are NaN on both ranks until Recovery gives each its shards of the copy at iteration 20 back.
+    nan = ["--recovery", "--keep-every", "10", "--nan-at", "30"]
+    plain = train(tmp_path / "plain", 1, *nan, "--nan-batch-rank", "0")
+    sharded = train(tmp_path / "sharded", 2, "--fsdp", *nan, "--nan-batch-rank", "1")
+    # asked to stop at 45, stopped where every rank agrees, at 50 (a good copy there, the checkpoint's own
+    # state, and the run's start's, which the checkpoint cannot keep), and resumed
+    stopped = train(tmp_path / "resumed", 2, "--fsdp", *nan, "--nan-batch-rank", "1", "--signal-rank", "1",
+                    "--signal-at", "45")
+    for done in (plain, sharded, stopped):
+        assert done.returncode == 0, done.stderr[-3000:]
+    assert last_checkpoints(tmp_path / "resumed" / "checkpoints")[0].name == "last_epoch=1_iteration=50.pt"
+    resumed = train(tmp_path / "resumed", 2, "--fsdp", *nan, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Recovery: the good copy of iteration 0 was each rank's shards" in resumed.stderr
+    for folder in ("sharded", "resumed"):
+        record = load_run(tmp_path / folder).record
+        assert record["status"] == "completed", folder
+        [entry] = record["recoveries"]
+        assert (entry["iteration"], entry["reason"], entry["rolled_back_to"]) == (30, "nonfinite_loss", 20)
+        assert entry["changes"]["lr"] == [[0.01], [0.005]]
+        pd.testing.assert_frame_equal(history(tmp_path / folder), history(tmp_path / "plain"), check_exact=False,
+                                      rtol=1e-4)
+    assert history(tmp_path / "plain")["train_loss"].notna().all()
 
 
 def test_the_last_checkpoint_keeps_each_ranks_shards_in_a_folder_with_a_manifest_and_no_model_tensors(runs):

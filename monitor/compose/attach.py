@@ -280,7 +280,7 @@ def _configure(
     step = StepWork(log_every=log_every, last_apart=not _once_per_epoch(validate_on)).attach(trainer)
     context = PartContext(trainer=trainer, evaluator=evaluator, objective=objective, best=best, model=model,
                           optimizer=first_optimizer, step_work=step.first, to_save_keys=tuple(to_save),
-                          check_work=step.checks, run_dir=Path(run_dir), resume=resume)
+                          to_save=dict(to_save), check_work=step.checks, run_dir=Path(run_dir), resume=resume)
     for part in checked:
         part.check(context)
     train_loss = attach_train_loss(trainer, step=step)  # checked every log_every steps: the step's

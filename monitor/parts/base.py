@@ -92,7 +92,7 @@ class Part:
 @dataclass
 class PartContext:
     """What a part may use when it checks and attaches: the engines, the objective and its tracker,
-    the model, the first optimizer of ``to_save`` (``None`` if there is none), ``to_save``'s keys,
+    the model, the first optimizer of ``to_save`` (``None`` if there is none), ``to_save`` and its keys,
     :meth:`on_step` and :meth:`on_check`, ``objects``: the objects of the last checkpoint by key,
     filled once all are built (before training starts; empty while the parts attach), the run
     folder and the settings ``run.json`` records (``config``: objective, hparams, seed...)."""
@@ -110,6 +110,9 @@ class PartContext:
     run_dir: Path | None = None  # the run folder
     resume: bool = False  # attach_monitoring(resume=True): the folder's run is continued
     config: Mapping[str, Any] = field(default_factory=dict)  # the settings run.json records (hparams, seed...)
+    # to_save as the user gave it: a sharded model and its optimizers themselves (``objects`` holds what the
+    # checkpoint writes of them: a shards folder's entries, or the full state)
+    to_save: Mapping[str, Any] = field(default_factory=dict)
 
     def on_step(self, work: Callable[[Engine], None]) -> None:
         """Run ``work(trainer)`` after every training step, before monitor reads the step's output."""

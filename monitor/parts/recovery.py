@@ -42,7 +42,9 @@ a note; the rows after it are judged again). Its state (the good copies not held
 itself, the recent losses, the attempts) is in the last checkpoint: a recovered run killed and
 resumed ends as the uninterrupted one (with ``keep_every`` given; chosen from timings, the copies'
 iterations can differ between two runs). Memory: up to three copies (the newest, the best
-validation's, and the run's start during its first epochs).
+validation's, and the run's start during its first epochs). On a model sharded with FSDP2 each rank
+copies and restores its own shards; those copies are not in the checkpoint (rank 0 writes its file),
+so a resume goes on with copies taken from there on, and says so.
 
 Examples:
     .. code-block:: python
@@ -92,8 +94,11 @@ _RATE_KEYS = ("lr", "initial_lr", "max_lr", "min_lr")  # a param group's rates (
 
 
 def _cpu_copy(state: Any) -> Any:
-    """A deep copy of a state dict with every tensor on the CPU (no storage shared with the original)."""
+    """A deep copy of a state dict with every tensor on the CPU (no storage shared with the original);
+    a sharded tensor (FSDP2's DTensor) as this rank's shard of it (:class:`_LocalShard`)."""
     if isinstance(state, torch.Tensor):
+        if _is_dtensor(state):
+            return _LocalShard.of(state)
         return state.detach().to("cpu", copy=True)
     if isinstance(state, Mapping):
         return type(state)((k, _cpu_copy(v)) for k, v in state.items()) if isinstance(state, OrderedDict) else {
@@ -101,6 +106,53 @@ def _cpu_copy(state: Any) -> Any:
     if isinstance(state, (list, tuple)):
         return type(state)(_cpu_copy(v) for v in state)
     return state
+
+
+def _restored(state: Any) -> Any:
+    """A copy of a good state to load: its tensors copied again (the good state stays as it was), a
+    rank's shard made the DTensor it was, on its device."""
+    if isinstance(state, _LocalShard):
+        return state.restored()
+    if isinstance(state, torch.Tensor):
+        return state.clone()
+    if isinstance(state, Mapping):
+        return type(state)((k, _restored(v)) for k, v in state.items()) if isinstance(state, OrderedDict) else {
+            k: _restored(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(_restored(v) for v in state)
+    return state
+
+
+def _is_dtensor(tensor: torch.Tensor) -> bool:
+    if type(tensor) is torch.Tensor or not torch.distributed.is_available():
+        return False
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(tensor, DTensor)
+
+
+@dataclass(frozen=True)
+class _LocalShard:
+    """This rank's shard of a DTensor, on the CPU, with what makes it the DTensor again. Each rank keeps
+    and restores its own shards: no gather, nothing another rank holds."""
+
+    local: torch.Tensor
+    mesh: Any
+    placements: tuple[Any, ...]
+    shape: torch.Size
+    stride: tuple[int, ...]
+
+    @classmethod
+    def of(cls, tensor: Any) -> _LocalShard:
+        return cls(tensor.to_local().detach().to("cpu", copy=True), tensor.device_mesh, tuple(tensor.placements),
+                   tensor.shape, tuple(tensor.stride()))
+
+    def restored(self) -> Any:
+        from torch.distributed.tensor import DTensor
+
+        local = self.local.to(self.mesh.device_type, copy=True)
+        return DTensor.from_local(local, self.mesh, self.placements, run_check=False, shape=self.shape,
+                                  stride=self.stride)
 
 
 def _schedules(obj: Any) -> Iterator[Any]:
@@ -211,15 +263,10 @@ class Recovery(Part):
         self._step_clock: tuple[float, int] | None = None  # (time, iteration) at the first check
         self._since = time.perf_counter()  # when this segment's training started
         self._watch: dict[str, float] | None = None  # after a rollback: the objective's level to come back to
+        self._sharded = False  # an FSDP2 model: the copies are each rank's shards, not in the checkpoint
 
     # -- the part protocol ------------------------------------------------------------------------
     def check(self, context: PartContext) -> None:
-        if is_sharded(context.model):
-            raise NotImplementedError(
-                "Recovery does not work on a model sharded with FSDP2 yet: its good copies would be each rank's "
-                "shards, and the last checkpoint keeps one rank's. Train without parts=[Recovery()] (early "
-                "stopping, best checkpoints and resume work), or use monitor.SkipStep to leave out bad steps."
-            )
         if self.lr_factor is not None and context.optimizer is None:
             raise ValueError(
                 f"Argument lr_factor={self.lr_factor} of Recovery needs an optimizer in to_save (its rates are "
@@ -230,6 +277,7 @@ class Recovery(Part):
     def attach(self, context: PartContext) -> None:
         self.check(context)
         self._context, self._trainer = context, context.trainer
+        self._sharded = is_sharded(context.model)
         context.on_check(self._judge)
         context.trainer.add_event_handler(Events.STARTED, self._started)
         context.trainer.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
@@ -305,7 +353,8 @@ class Recovery(Part):
         for a rollback past validations, early stopping's count from the copy too)."""
         assert self._context is not None
         skip = set(_NOT_RESTORED) - ({"early_stopping"} if validated else set())
-        return {k: obj for k, obj in self._context.objects.items() if k not in skip and obj is not self}
+        own = self._context.to_save  # a sharded model itself, not the checkpoint's view of it (a shards folder)
+        return {k: own.get(k, obj) for k, obj in self._context.objects.items() if k not in skip and obj is not self}
 
     def _copy(self, trainer: Engine) -> _Copy:
         start = time.perf_counter()
@@ -335,6 +384,9 @@ class Recovery(Part):
             self._step_clock = (time.perf_counter(), run_iteration(trainer.state))
         every = self.keep_every or self._chosen_every
         good = self._good
+        if good is None:  # a resume whose copies were not in the checkpoint (a sharded model): the first here
+            self.keep(trainer)
+            return
         if every is None and good is not None and self._step_clock[1] < run_iteration(trainer.state):
             self.keep(trainer)  # the first check after a clocked stretch: the cost sets keep_every
             return
@@ -431,7 +483,7 @@ class Recovery(Part):
             return
         for key, obj in self._restorable(validated=validated).items():
             if key in target.state:
-                obj.load_state_dict(_cpu_copy(target.state[key]))  # a copy: the good state stays as it was
+                obj.load_state_dict(_restored(target.state[key]))
         changes: dict[str, Any] = {}
         if self.lr_factor is not None:  # the n-th rollback in a row cuts by lr_factor ** n: 0.5, 0.25, 0.125
             changes["lr"] = self._cut_rates(trainer, self.lr_factor ** (self.attempts + 1))
@@ -503,7 +555,8 @@ class Recovery(Part):
 
     def _optimizers(self) -> list[torch.optim.Optimizer]:
         assert self._context is not None
-        return [o for o in self._context.objects.values() if isinstance(o, torch.optim.Optimizer)]
+        own = {**self._context.objects, **self._context.to_save}  # a sharded model's optimizers themselves
+        return [o for o in own.values() if isinstance(o, torch.optim.Optimizer)]
 
     def _cut_rates(self, trainer: Engine, factor: float) -> list[list[float]]:
         """Every param group's rates and every schedule's times ``factor``; the first optimizer's rates
@@ -539,13 +592,18 @@ class Recovery(Part):
         def index(copy: _Copy | None) -> int | None:
             return None if copy is None else next(i for i, c in enumerate(copies) if c is copy)
 
+        def saved(copy: _Copy) -> dict[str, Any]:
+            if copy is self._good and copy.iteration == here:  # this checkpoint's own state: a resume takes it anew
+                return {"state": None}
+            if self._sharded:  # each rank's shards: rank 0's file would keep only its own
+                return {"state": None, "kept": False}
+            return {"state": copy.state}
+
         state: OrderedDict[str, Any] = OrderedDict(
             attempts=self.attempts, recoveries=[dict(r) for r in self.recoveries],
             stop_reason=reason_value(self.stop_reason), clean_from=self._clean_from, chosen_every=self._chosen_every,
             rows=[dict(r) for r in self._rows],
-            # a copy of the very state this checkpoint holds is not saved twice: a resume takes it anew
-            copies=[{"iteration": c.iteration, "epoch": c.epoch,
-                     "state": None if c is self._good and c.iteration == here else c.state} for c in copies],
+            copies=[{"iteration": c.iteration, "epoch": c.epoch, **saved(c)} for c in copies],
             good=index(self._good), anchor=index(self._anchor), origin=index(self._origin),
             origin_epoch=self._origin_epoch, watch=None if self._watch is None else dict(self._watch), **own,
         )
@@ -562,7 +620,15 @@ class Recovery(Part):
         self._clean_from = int(state_dict["clean_from"])
         self._chosen_every = state_dict["chosen_every"]
         self._rows = [dict(r) for r in state_dict["rows"]]
-        copies = [_Copy(int(c["iteration"]), int(c["epoch"]), c["state"]) for c in state_dict["copies"]]
+        copies = [_Copy(int(c["iteration"]), int(c["epoch"]), c["state"]) if c.get("kept", True) else None
+                  for c in state_dict["copies"]]
+        dropped = sorted({int(c["iteration"]) for c in state_dict["copies"] if not c.get("kept", True)})
+        if dropped and idist.get_rank() == 0:
+            which = f"copy of iteration {dropped[0]} was" if len(dropped) == 1 else \
+                f"copies of iterations {', '.join(map(str, dropped))} were"
+            logger.info("Recovery: the good %s each rank's shards of the sharded model, not kept in the checkpoint; "
+                        "a rollback after this resume goes back to copies taken from here on (the first at the "
+                        "next check of the loss).", which)
 
         def pick(i: int | None) -> _Copy | None:
             return None if i is None else copies[i]
