@@ -6,6 +6,7 @@ number of processes (2 <-> 3), then count the samples trained.
     .venv/bin/python scripts/resize_kill_test.py --processes 1,2,3 --batch-size 48 --fsdp   # the model sharded (FSDP2)
     .venv/bin/python scripts/resize_kill_test.py --processes 2 --fsdp --kills 20   # always 2: history row by row
     .venv/bin/python scripts/resize_kill_test.py --processes 2,3 --workers 4 --kills 6   # with DataLoader workers
+    .venv/bin/python scripts/resize_kill_test.py --processes 2 --fsdp --recovery --kills 10   # and a rollback
 
 With one number of processes (``--processes 2``) every resume is on that many, and each trial's
 history must also equal the uninterrupted run's, row by row (every column but the timings), and
@@ -126,9 +127,14 @@ def main() -> int:
     parser.add_argument("--processes", default="2,3", help="the numbers of processes to resume on, e.g. 1,2,3")
     parser.add_argument("--fsdp", action="store_true", help="the model sharded with FSDP2 (shards folders)")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers asked for (split by process)")
+    parser.add_argument("--recovery", action="store_true",
+                        help="a NaN batch on rank 0 at iteration 30, rolled back by Recovery (a good copy every 10 "
+                             "iterations): kills land before, in and after the rollback")
     args = parser.parse_args()
     if args.fsdp:
         COMMON.append("--fsdp")
+    if args.recovery:
+        COMMON.extend(["--recovery", "--keep-every", "10", "--nan-batch-rank", "0", "--nan-at", "30"])
     COMMON.extend(["--workers", str(args.workers)])
     layouts = [int(n) for n in args.processes.split(",")]
     if any(n < 1 for n in layouts):
