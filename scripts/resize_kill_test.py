@@ -128,13 +128,14 @@ def main() -> int:
     parser.add_argument("--fsdp", action="store_true", help="the model sharded with FSDP2 (shards folders)")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers asked for (split by process)")
     parser.add_argument("--recovery", action="store_true",
-                        help="a NaN batch on rank 0 at iteration 30, rolled back by Recovery (a good copy every 10 "
+                        help="a NaN loss on rank 0 at iteration 30, rolled back by Recovery (a good copy every 10 "
                              "iterations): kills land before, in and after the rollback")
     args = parser.parse_args()
     if args.fsdp:
         COMMON.append("--fsdp")
     if args.recovery:
-        COMMON.extend(["--recovery", "--keep-every", "10", "--nan-batch-rank", "0", "--nan-at", "30"])
+        # (a NaN loss, not a NaN batch: the steps' samples are recorded by their values)
+        COMMON.extend(["--recovery", "--keep-every", "10", "--nan-rank", "0", "--nan-at", "30"])
     COMMON.extend(["--workers", str(args.workers)])
     layouts = [int(n) for n in args.processes.split(",")]
     if any(n < 1 for n in layouts):

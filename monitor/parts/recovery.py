@@ -57,7 +57,7 @@ import logging
 import math
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,30 +96,24 @@ _RATE_KEYS = ("lr", "initial_lr", "max_lr", "min_lr")  # a param group's rates (
 def _cpu_copy(state: Any) -> Any:
     """A deep copy of a state dict with every tensor on the CPU (no storage shared with the original);
     a sharded tensor (FSDP2's DTensor) as this rank's shard of it (:class:`_LocalShard`)."""
-    if isinstance(state, torch.Tensor):
-        if _is_dtensor(state):
-            return _LocalShard.of(state)
-        return state.detach().to("cpu", copy=True)
-    if isinstance(state, Mapping):
-        return type(state)((k, _cpu_copy(v)) for k, v in state.items()) if isinstance(state, OrderedDict) else {
-            k: _cpu_copy(v) for k, v in state.items()}
-    if isinstance(state, (list, tuple)):
-        return type(state)(_cpu_copy(v) for v in state)
-    return state
+    return _each_tensor(state, lambda t: _LocalShard.of(t) if _is_dtensor(t) else t.detach().to("cpu", copy=True))
 
 
 def _restored(state: Any) -> Any:
     """A copy of a good state to load: its tensors copied again (the good state stays as it was), a
     rank's shard made the DTensor it was, on its device."""
-    if isinstance(state, _LocalShard):
-        return state.restored()
-    if isinstance(state, torch.Tensor):
-        return state.clone()
+    return _each_tensor(state, lambda t: t.restored() if isinstance(t, _LocalShard) else t.clone())
+
+
+def _each_tensor(state: Any, leaf: Callable[[Any], Any]) -> Any:
+    """``state`` with ``leaf`` applied to each tensor (and kept shard) in it, its containers made anew."""
+    if isinstance(state, (torch.Tensor, _LocalShard)):
+        return leaf(state)
     if isinstance(state, Mapping):
-        return type(state)((k, _restored(v)) for k, v in state.items()) if isinstance(state, OrderedDict) else {
-            k: _restored(v) for k, v in state.items()}
+        return type(state)((k, _each_tensor(v, leaf)) for k, v in state.items()) if isinstance(
+            state, OrderedDict) else {k: _each_tensor(v, leaf) for k, v in state.items()}
     if isinstance(state, (list, tuple)):
-        return type(state)(_restored(v) for v in state)
+        return type(state)(_each_tensor(v, leaf) for v in state)
     return state
 
 
