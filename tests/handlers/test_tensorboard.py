@@ -48,3 +48,19 @@ def test_no_writer_thread_is_left_running(tmp_path):
     ):
         s["trainer"].run(s["train_loader"], max_epochs=1)
     assert {t.name for t in threading.enumerate()} - before == set()
+
+
+def test_a_train_loss_point_is_written_as_the_event_tensorboardx_add_scalar_makes(tmp_path):
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+    from tensorboardX import summary
+    from tensorboardX.proto.event_pb2 import Event
+
+    from monitor.handlers.tb_writer import SyncEventFileWriter
+
+    writer = SyncEventFileWriter(str(tmp_path), ".x")
+    writer.add_point(("train/loss", 0.6931, 40, 1700000000.25))
+    writer.close()
+    [path] = tmp_path.glob("events*")
+    records = [e for e in map(Event.FromString, RawEventFileLoader(str(path)).Load()) if e.HasField("summary")]
+    expected = Event(summary=summary.scalar("train/loss", 0.6931), step=40, wall_time=1700000000.25)
+    assert [r.SerializeToString() for r in records] == [expected.SerializeToString()]
