@@ -113,6 +113,7 @@ def test_recovery_rolls_an_fsdp2_run_back_as_the_unsharded_model_and_resumes_wit
     resumed = train(tmp_path / "resumed", 2, "--fsdp", *nan, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Recovery: the good copy of iteration 0 was each rank's shards" in resumed.stderr
+    assert "copies taken from here on (the first: this resumed state)" in resumed.stderr  # the copy at 50, taken anew
     for folder in ("sharded", "resumed"):
         record = load_run(tmp_path / folder).record
         assert record["status"] == "completed", folder

@@ -347,8 +347,14 @@ class Recovery(Part):
         for a rollback past validations, early stopping's count from the copy too)."""
         assert self._context is not None
         skip = set(_NOT_RESTORED) - ({"early_stopping"} if validated else set())
-        own = self._context.to_save  # a sharded model itself, not the checkpoint's view of it (a shards folder)
-        return {k: own.get(k, obj) for k, obj in self._context.objects.items() if k not in skip and obj is not self}
+        return {k: obj for k, obj in self._objects().items() if k not in skip and obj is not self}
+
+    def _objects(self) -> dict[str, Any]:
+        """The last checkpoint's objects, with the user's own in place of the checkpoint's views of them (a
+        sharded model and its optimizers themselves, not a shards folder's entries or their full state)."""
+        assert self._context is not None
+        own = self._context.to_save
+        return {k: own.get(k, obj) for k, obj in self._context.objects.items()}
 
     def _copy(self, trainer: Engine) -> _Copy:
         start = time.perf_counter()
@@ -381,10 +387,10 @@ class Recovery(Part):
         if good is None:  # a resume whose copies were not in the checkpoint (a sharded model): the first here
             self.keep(trainer)
             return
-        if every is None and good is not None and self._step_clock[1] < run_iteration(trainer.state):
+        if every is None and self._step_clock[1] < run_iteration(trainer.state):
             self.keep(trainer)  # the first check after a clocked stretch: the cost sets keep_every
             return
-        if every is not None and good is not None and run_iteration(trainer.state) - good.iteration >= every:
+        if every is not None and run_iteration(trainer.state) - good.iteration >= every:
             self.keep(trainer)
 
     def _started(self, trainer: Engine) -> None:
@@ -549,8 +555,7 @@ class Recovery(Part):
 
     def _optimizers(self) -> list[torch.optim.Optimizer]:
         assert self._context is not None
-        own = {**self._context.objects, **self._context.to_save}  # a sharded model's optimizers themselves
-        return [o for o in own.values() if isinstance(o, torch.optim.Optimizer)]
+        return [o for o in self._objects().values() if isinstance(o, torch.optim.Optimizer)]
 
     def _cut_rates(self, trainer: Engine, factor: float) -> list[list[float]]:
         """Every param group's rates and every schedule's times ``factor``; the first optimizer's rates
@@ -616,18 +621,19 @@ class Recovery(Part):
         self._rows = [dict(r) for r in state_dict["rows"]]
         copies = [_Copy(int(c["iteration"]), int(c["epoch"]), c["state"]) if c.get("kept", True) else None
                   for c in state_dict["copies"]]
-        dropped = sorted({int(c["iteration"]) for c in state_dict["copies"] if not c.get("kept", True)})
-        if dropped and idist.get_rank() == 0:
-            which = f"copy of iteration {dropped[0]} was" if len(dropped) == 1 else \
-                f"copies of iterations {', '.join(map(str, dropped))} were"
-            logger.info("Recovery: the good %s each rank's shards of the sharded model, not kept in the checkpoint; "
-                        "a rollback after this resume goes back to copies taken from here on (the first at the "
-                        "next check of the loss).", which)
 
         def pick(i: int | None) -> _Copy | None:
             return None if i is None else copies[i]
 
         self._good, self._anchor, self._origin = (pick(state_dict[k]) for k in ("good", "anchor", "origin"))
+        dropped = sorted({int(c["iteration"]) for c in state_dict["copies"] if not c.get("kept", True)})
+        if dropped and idist.get_rank() == 0:
+            which = f"copy of iteration {dropped[0]} was" if len(dropped) == 1 else \
+                f"copies of iterations {', '.join(map(str, dropped))} were"
+            first = "this resumed state" if self._good is not None else "at the next check of the loss"
+            logger.info("Recovery: the good %s each rank's shards of the sharded model, not kept in the checkpoint; "
+                        "a rollback after this resume goes back to copies taken from here on (the first: %s).",
+                        which, first)
         self._origin_epoch = int(state_dict["origin_epoch"])
         watch = state_dict.get("watch")  # (None in a checkpoint of a version without it)
         self._watch = None if watch is None else {k: float(v) for k, v in watch.items()}
