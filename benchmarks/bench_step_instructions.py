@@ -28,14 +28,15 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve()
 EPOCHS = 4  # as bench_step_cost.costs runs them: one warm-up epoch and EPOCHS more
 MONITOR = "monitor, checkpoint every epoch"  # its variant whose work does not depend on the clock (see child)
 
 
-def child(kind: str, steps: int, empty: bool) -> None:
-    """The variant's run, alone in this process (what valgrind counts)."""
+def _bench_step_cost() -> Any:
+    """``bench_step_cost``, imported, with its settings: one torch thread, monitor's warnings off."""
     import logging
 
     import torch
@@ -43,10 +44,16 @@ def child(kind: str, steps: int, empty: bool) -> None:
     sys.path.insert(0, str(HERE.parent))
     import bench_step_cost
 
-    from monitor.handlers import tb_writer
-
     torch.set_num_threads(1)
     logging.disable(logging.WARNING)
+    return bench_step_cost
+
+
+def child(kind: str, steps: int, empty: bool) -> None:
+    """The variant's run, alone in this process (what valgrind counts)."""
+    bench_step_cost = _bench_step_cost()
+    from monitor.handlers import tb_writer
+
     # What depends on the clock is made to depend on the steps, as it does natively: TensorBoard's points
     # go to the OS at each validation only (natively each second, thousands of steps; under valgrind,
     # 50x slower, a hundred), and the last checkpoint is saved at each validation (by default too,
@@ -73,14 +80,7 @@ def instructions(kind: str, steps: int, empty: bool) -> int:
 
 def native_step_s(steps: int, empty: bool) -> float:
     """The bare engine's step here, natively: CPU time of the training thread, median of 3 runs."""
-    sys.path.insert(0, str(HERE.parent))
-    import logging
-
-    import bench_step_cost
-    import torch
-
-    torch.set_num_threads(1)
-    logging.disable(logging.WARNING)
+    bench_step_cost = _bench_step_cost()
     workdir = Path(tempfile.mkdtemp(prefix="bench_step_instructions-"))
     return statistics.median(bench_step_cost.costs("bare", steps, workdir, empty=empty)[0] for _ in range(3))
 

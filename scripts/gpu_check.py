@@ -50,6 +50,7 @@ from torch.utils.data import DataLoader, TensorDataset
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import monitor  # noqa: E402
+from benchmarks.common import interleaved  # noqa: E402
 from monitor.store.layout import last_checkpoints  # noqa: E402
 from tests.crash_helpers import TIME_COLUMNS  # noqa: E402
 
@@ -197,11 +198,8 @@ def step_cpu(device: str, monitored: bool) -> float:
 
 
 def check_cost(device: str, rounds: int) -> None:
-    found: dict[str, list[float]] = {"bare": [], "bare again": [], "monitor": []}
-    for r in range(rounds):
-        names = list(found)[r % 3:] + list(found)[:r % 3]
-        for name in names:
-            found[name].append(step_cpu(device, name == "monitor"))
+    found = interleaved({"bare": lambda: step_cpu(device, False), "bare again": lambda: step_cpu(device, False),
+                         "monitor": lambda: step_cpu(device, True)}, rounds)
     base = statistics.median(found["bare"])
     over = [(m - b) * 1e6 for m, b in zip(found["monitor"], found["bare"], strict=True)]
     noise = [(a - b) * 1e6 for a, b in zip(found["bare again"], found["bare"], strict=True)]
