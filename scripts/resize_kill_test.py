@@ -10,8 +10,8 @@ number of processes (2 <-> 3), then count the samples trained.
 
 With one number of processes (``--processes 2``) every resume is on that many, and each trial's
 history must also equal the uninterrupted run's, row by row (every column but the timings), and
-its checkpoints folder hold no temp file or folder and only whole shards folders that a checkpoint
-names.
+its checkpoints folder hold no temp file or folder, only whole shards folders that a checkpoint
+names, and every shards folder a checkpoint (best or last) names.
 
 ``--processes``: the numbers of processes the segments run on; each resume picks another at random
 (1 process draws its order with a RandomSampler, several with DistributedSamplers).
@@ -100,8 +100,10 @@ def same_as_uninterrupted(run_dir: Path, whole: Path) -> list[str]:
     """What differs from the uninterrupted run: a history value (timings aside), or the checkpoints
     folder (a temp file or folder left, a shards folder no checkpoint names or not whole)."""
     import pandas as pd
+    import torch
 
-    from monitor.runtime.shard_folders import shard_folder_problem
+    from monitor.runtime.checkpoint_io import shards_named
+    from monitor.store.manifest import folder_problem
 
     problems = []
     got, want = (pd.read_csv(d / "history.csv").drop(columns=TIME_COLUMNS) for d in (run_dir, whole))
@@ -114,8 +116,13 @@ def same_as_uninterrupted(run_dir: Path, whole: Path) -> list[str]:
     for folder in checkpoints.glob("*.shards"):
         if not folder.with_suffix(".pt").exists():
             problems.append(f"{folder.name}: no checkpoint names it")
-        elif (problem := shard_folder_problem(folder)) is not None:
+        elif (problem := folder_problem(folder)) is not None:
             problems.append(problem)
+    for path in checkpoints.glob("*.pt"):  # a checkpoint naming a shards folder that is not there
+        state = torch.load(path, weights_only=False, map_location="cpu")
+        named = shards_named(state) or shards_named(state.get("model"))  # a best's, a last's
+        if named is not None and not (checkpoints / named).is_dir():
+            problems.append(f"{path.name} names {named}, which is missing")
     return problems
 
 

@@ -119,6 +119,28 @@ class TrainedIndices:
             self.then(trainer)
 
 
+class FinalWeights:
+    """Rank 0 writes the model's parameters (full, as the optimizer lists them) as the run leaves them: after
+    monitor's own COMPLETED handlers, so after the best weights are restored."""
+
+    def __init__(self, path: str, then: object = None) -> None:
+        self.path, self.then = Path(path), then
+
+    def __call__(self, trainer: Engine) -> None:
+        @trainer.on(Events.STARTED)  # after attach_monitoring: registered now, it runs after its handlers
+        def later(_: Engine) -> None:
+            trainer.add_event_handler(Events.COMPLETED, self.write)
+        if callable(self.then):
+            self.then(trainer)
+
+    def write(self, _: Engine) -> None:
+        [optimizer] = [o for o in gc.get_objects() if isinstance(o, torch.optim.Optimizer)]
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        full = [p.detach().full_tensor() if hasattr(p, "full_tensor") else p.detach() for p in params]  # a collective
+        if idist.get_rank() == 0:
+            torch.save(full, self.path)
+
+
 class Report:
     """Each rank writes its pid when training starts and its last iteration when it ends."""
 
@@ -214,6 +236,7 @@ if __name__ == "__main__":
     parser.add_argument("--nan-at", type=int)
     parser.add_argument("--nan-batch-rank", type=int, help="this rank alone gets a NaN batch at --nan-at")
     parser.add_argument("--record-trained", metavar="DIR", help="each rank writes the sample indices it trained")
+    parser.add_argument("--final-weights", metavar="FILE", help="rank 0 writes the parameters the run ends with")
     parser.add_argument("--start-method", choices=["fork", "spawn"], default=START_METHOD)
     parser.add_argument("--local-disks", action="store_true",
                         help="each rank above 0 sees an empty folder of its own: the run folder is on rank 0's disk only")
@@ -237,4 +260,6 @@ if __name__ == "__main__":
             customize = Report(known.report_dir, customize)
         if known.record_trained is not None:
             customize = TrainedIndices(known.record_trained, example.parse_args(rest).seed, customize)
+        if known.final_weights is not None:
+            customize = FinalWeights(known.final_weights, customize)
         example.launch(example.parse_args(rest), customize, start_method=START_METHOD)

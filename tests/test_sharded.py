@@ -1,6 +1,7 @@
 """A model sharded with FSDP2 under monitor, on CPU with gloo (examples/distributed.py --fsdp): it trains
 as the unsharded model does, ends with its best weights, resumes exactly mid-epoch on the same number of
 processes and with each sample once on another, and its best checkpoint loads into an unsharded model."""
+import json
 import os
 import shutil
 import sys
@@ -14,6 +15,9 @@ from monitor.review import export_best, load_run
 from monitor.store.layout import last_checkpoints
 from tests import warm
 from tests.crash_helpers import trained
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+from binary_classification import make_data, make_model  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -67,15 +71,30 @@ def test_an_fsdp2_run_stopped_mid_epoch_resumes_on_two_processes_as_the_unsharde
 
 def test_the_best_of_an_fsdp2_run_loads_into_an_unsharded_model_and_gives_the_runs_best_value(resumed, tmp_path):
     run = load_run(resumed)
-    sys.path.insert(0, str(ROOT / "examples"))
-    from binary_classification import make_data, make_model
-
     model = make_model()
     model.load_state_dict(torch.load(export_best(run, tmp_path / "best.pt"), weights_only=True))
+    assert validation_loss(model) == pytest.approx(run.best["value"], rel=1e-5)
+
+
+def validation_loss(model):
     x, y = make_data(0)[1][:]
     with torch.no_grad():
-        loss = float(torch.nn.functional.cross_entropy(model(x), y))
-    assert loss == pytest.approx(run.best["value"], rel=1e-5)
+        return float(torch.nn.functional.cross_entropy(model(x), y))
+
+
+def test_an_fsdp2_run_that_goes_nan_ends_with_the_best_weights_read_back_from_the_best_checkpoints_shards(tmp_path):
+    # A NaN batch on rank 1 in epoch 2 (no Recovery): the weights go NaN, the NaN loss stops the run
+    done = train(tmp_path / "run", 2, "--fsdp", "--nan-batch-rank", "1", "--nan-at", "100",
+                 "--final-weights", str(tmp_path / "final.pt"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = load_run(tmp_path / "run")
+    assert run.best["epoch"] == 1 and run.best["checkpoint"].with_suffix(".shards").is_dir()
+    assert run.stop_reason == "nonfinite_loss"  # stopped in epoch 2, its weights NaN
+    model = make_model()
+    with torch.no_grad():
+        for param, final in zip(model.parameters(), torch.load(tmp_path / "final.pt", weights_only=True), strict=True):
+            param.copy_(final)
+    assert validation_loss(model) == pytest.approx(run.best["value"], rel=1e-5)
 
 
 @pytest.mark.parametrize(("nproc", "said"), [
@@ -125,20 +144,22 @@ def test_recovery_rolls_an_fsdp2_run_back_as_the_unsharded_model_and_resumes_wit
     assert history(tmp_path / "plain")["train_loss"].notna().all()
 
 
-def test_the_last_checkpoint_keeps_each_ranks_shards_in_a_folder_with_a_manifest_and_no_model_tensors(runs):
-    import json
-
+def test_the_last_and_best_checkpoints_keep_each_ranks_shards_in_a_folder_with_a_manifest_and_no_tensors(runs):
     checkpoints = runs / "stopped" / "checkpoints"
     last = last_checkpoints(checkpoints)
     assert [p.name for p in last] == ["last_epoch=2_iteration=100.pt", "last_epoch=1.pt"]
-    for path in last:  # each .pt refers to its folder: every rank's shard file, the metadata, checksummed
+    [best] = checkpoints.glob("best_*.pt")  # the best of epoch 1, written with the last checkpoint after it
+    assert best.name.startswith("best_epoch=1_val_loss=")
+    for path in [*last, best]:  # each .pt refers to its folder: every rank's shard file, the metadata, checksummed
         state = torch.load(path, weights_only=False)
-        assert state["model"] == {"shards": path.stem + ".shards", "key": "model"}
-        assert state["optimizer"] == {"shards": path.stem + ".shards", "key": "optimizer"}
+        if path is best:
+            assert state == {"shards": path.stem + ".shards", "key": "model"}
+        else:
+            assert state["model"] == {"shards": path.stem + ".shards", "key": "model"}
+            assert state["optimizer"] == {"shards": path.stem + ".shards", "key": "optimizer"}
         manifest = json.loads((checkpoints / (path.stem + ".shards") / "manifest.json").read_text())
         assert sorted(manifest) == [".metadata", "__0_0.distcp", "__1_0.distcp"]
-    assert sorted(p.name for p in checkpoints.glob("*.shards")) == ["last_epoch=1.shards",
-                                                                    "last_epoch=2_iteration=100.shards"]
+    assert sorted(p.name for p in checkpoints.glob("*.shards")) == sorted(p.stem + ".shards" for p in [*last, best])
 
 
 def test_a_damaged_shard_falls_back_to_the_checkpoint_before_and_a_folder_no_checkpoint_names_goes(runs, tmp_path):
@@ -157,7 +178,7 @@ def test_a_damaged_shard_falls_back_to_the_checkpoint_before_and_a_folder_no_che
     pd.testing.assert_frame_equal(history(folder), history(runs / "plain")[:2], check_exact=False, rtol=1e-4)
     assert (checkpoints / "last_epoch=2_iteration=100.pt.damaged").exists()
     assert not (checkpoints / "last_epoch=2_iteration=150.shards").exists()
-    assert {p.stem for p in checkpoints.glob("*.shards")} == {p.stem for p in last_checkpoints(checkpoints)} | {
+    assert {p.stem for p in checkpoints.glob("*.shards")} == {p.stem for p in checkpoints.glob("*.pt")} | {
         "last_epoch=2_iteration=100"}  # the damaged one's folder, kept with its file for inspection
 
 
@@ -181,12 +202,46 @@ def test_a_kill_while_shards_are_written_behind_training_keeps_the_checkpoint_be
     assert killed.returncode != 0
     checkpoints = folder / "checkpoints"
     assert [p.name for p in last_checkpoints(checkpoints)] == ["last_epoch=1.pt"]
-    assert sorted(p.name for p in checkpoints.glob("*.shards")) == [".tmp-last_epoch=2.shards", "last_epoch=1.shards"]
+    assert sorted(p.name for p in checkpoints.glob("*last_*.shards")) == [".tmp-last_epoch=2.shards",
+                                                                           "last_epoch=1.shards"]
     done = train(folder, 2, "--fsdp", "--resume", "--max-epochs", "2")
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"Resuming {folder} from last_epoch=1.pt" in done.stderr
     pd.testing.assert_frame_equal(history(folder), history(runs / "plain")[:2], check_exact=False, rtol=1e-4)
     assert not list(checkpoints.glob(".tmp-*"))  # the unfinished save's folder, removed at the resume
+    assert {p.stem for p in checkpoints.glob("*.shards")} == {p.stem for p in checkpoints.glob("*.pt")}
+
+
+def test_a_kill_while_a_best_checkpoints_shards_are_written_loses_no_best_file_and_resumes_to_the_same_bests(
+        runs, tmp_path):
+    # Every process killed once the second best's shards are on disk, before its folder is committed (at the
+    # last checkpoint after epoch 2's validation): the best of epoch 1 stays whole, no file names the new one.
+    folder = tmp_path / "run"
+    killed = train(folder, 2, "--fsdp", "--max-epochs", "2",
+                   env={**os.environ, "MONITOR_CRASH_AT": "before_best_shards_commit:2"})
+    assert killed.returncode != 0
+    checkpoints = folder / "checkpoints"
+    [first] = checkpoints.glob("best_*.pt")
+    assert first.name.startswith("best_epoch=1_") and first.with_suffix(".shards").is_dir()
+    assert [p.name.split("_val")[0] for p in checkpoints.glob(".tmp-best_*")] == [".tmp-best_epoch=2"]
+    done = train(folder, 2, "--fsdp", "--resume", "--max-epochs", "2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    pd.testing.assert_frame_equal(history(folder), history(runs / "plain")[:2], check_exact=False, rtol=1e-4)
+    assert not list(checkpoints.glob(".tmp-*"))
+    assert sorted(p.name.split("_val")[0] for p in checkpoints.glob("best_*.shards")) == ["best_epoch=1", "best_epoch=2"]
+    assert {p.stem for p in checkpoints.glob("*.shards")} == {p.stem for p in checkpoints.glob("*.pt")}
+
+
+def test_a_failure_before_a_held_best_is_written_drops_its_shards_and_names_no_file_that_is_not_there(tmp_path):
+    # No last checkpoint before iteration 1000: epoch 1's best is held when rank 0 fails at iteration 100,
+    # and rank 1 cannot be known to be there to write its shards with rank 0.
+    folder = tmp_path / "run"
+    failed = train(folder, 2, "--fsdp", "--checkpoint-every", "iteration:1000", "--fail-rank", "0", "--fail-at", "100")
+    assert failed.returncode != 0 and "rank 0 failed at iteration 100" in failed.stderr
+    assert "best checkpoint(s) ['best_epoch=1_val_loss=" in failed.stderr and "were not written" in failed.stderr
+    record = json.loads((folder / "run.json").read_text())
+    assert record["status"] == "failed" and record["best"]["checkpoint"] is None
+    assert not list((folder / "checkpoints").glob("best_*"))
 
 
 def test_a_run_folder_some_ranks_cannot_see_is_refused_for_shards_naming_them_and_the_way_out(tmp_path):

@@ -352,8 +352,10 @@ def _attach_handlers(
         tensorboard = attach_tensorboard(trainer, evaluator, paths.tensorboard, optimizer=rates,
                                          purge_step=plan.purge_step,
                                          row=lambda: history.last_row, best=best, hparams=hparams, step=step)
+    # a sharded model's best: its shards in a folder (shards="dcp"), or its full state in the file
+    best_model = w.to_save["model"] if w.checkpoints.shards == "dcp" else w.checkpointed["model"]
     best_checkpoint = attach_best_checkpoint(
-        evaluator, trainer, best, {"model": w.checkpointed["model"]}, paths.checkpoints, n_saved=w.checkpoints.n_saved,
+        evaluator, trainer, best, {"model": best_model}, paths.checkpoints, n_saved=w.checkpoints.n_saved,
         writer=w.writer, name_by_iteration=not _once_per_epoch(w.validate_on), hold=True,
     )
     # Without early stopping, a NaN objective still ends the run (Objective(on_nonfinite="stop")): the

@@ -357,8 +357,8 @@ class Monitor:
             if self.cadence.can_save_at(self.trainer):
                 self.cadence.save_now(self.trainer)
         elif not self.lock.is_lost():
-            try:  # a failure still keeps the best weights found so far
-                release_held(self.best_checkpoint)
+            try:  # a failure still keeps the best weights found so far (but a sharded model's held shards)
+                release_held(self.best_checkpoint, together=False)
             except Exception as e:  # the writer's own earlier error: the one that is raised
                 logger.error("Could not write the held best checkpoints: %s", e)
         folders = shard_folders_of(self.last_checkpoint.to_save)

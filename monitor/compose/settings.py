@@ -68,11 +68,12 @@ class Checkpoints:
         background_writes: write checkpoints and ``run.json`` on a background thread, in order
             (default); training then waits only for a copy of the state (a sharded model's shards:
             ``torch.distributed.checkpoint.async_save``, at most one save in flight).
-        shards: for a model sharded with FSDP2, how the last checkpoint keeps it: ``"dcp"`` (default),
-            a folder of PyTorch's distributed checkpoint in which each process writes its own shards
-            (no process holds the full state; ``run_dir`` must be on storage every process sees), or
-            ``"full"``, the full state gathered on rank 0 and written there (it must fit rank 0's
-            memory). The best checkpoints always hold the full model, which an unsharded one loads.
+        shards: for a model sharded with FSDP2, how the checkpoints keep it: ``"dcp"`` (default),
+            folders of PyTorch's distributed checkpoint in which each process writes its own shards
+            (the last checkpoint's model and optimizers, each best checkpoint's model: no process
+            holds the full state; ``run_dir`` must be on storage every process sees; ``monitor
+            export`` makes one plain ``state_dict`` of the best), or ``"full"``, the full state
+            gathered on rank 0 and written there (it must fit rank 0's memory).
 
     Examples:
         .. code-block:: python

@@ -18,7 +18,14 @@ from ignite.handlers import Checkpoint, DiskSaver
 from monitor.core._checks import positive_int
 from monitor.core._position import is_mid_epoch, run_iteration
 from monitor.handlers.best import BestTracker
-from monitor.runtime.checkpoint_io import checkpoint_on_every_rank, load_checkpoint, remove_checkpoint
+from monitor.runtime.checkpoint_io import (
+    CheckpointError,
+    checkpoint_on_every_rank,
+    load_checkpoint,
+    remove_checkpoint,
+    shards_named,
+)
+from monitor.runtime.shard_folders import BestShards, read_model_shards
 from monitor.runtime.sharded import FullStateModel, is_sharded
 from monitor.store._io import atomic_write, fsync_dir, remove_stale_temp_files
 from monitor.store.faults import crash_point
@@ -29,6 +36,7 @@ from monitor.store.layout import (
     LAST_PREFIX,
     best_named,
     best_step,
+    checkpoint_of,
 )
 from monitor.store.manifest import ChecksumWriter, Manifest, trailer
 from monitor.store.writer import OrderedWriter
@@ -118,6 +126,13 @@ class DurableDiskSaver(DiskSaver):
         if self._to_remove:  # files rotated out with no new file written since
             pending, self._to_remove = self._to_remove, []
             self.writer.submit(lambda: self._remove_files(pending))
+
+    def drop(self, names: list[str]) -> None:
+        """Forget the held saves of files ``names`` (never written) and the removals of files they
+        rotated out, which stay on disk."""
+        for name in names:
+            self.held.pop(name, None)
+        self._to_remove = []
 
     def _remove_files(self, names: list[str]) -> None:
         for name in names:
@@ -214,7 +229,11 @@ def attach_best_checkpoint(
 
     With a background ``writer`` (:class:`~monitor.store.writer.OrderedWriter`), files reach the disk
     shortly after; ``writer.flush()`` waits for them. With ``hold``, they wait in memory (CPU) until
-    ``checkpoint.save_handler.release()`` (monitor releases them with each last checkpoint).
+    ``release_held(checkpoint)`` (monitor releases them with each last checkpoint).
+
+    A model sharded with FSDP2 is kept as a folder of each rank's shards beside the file
+    (:class:`~monitor.runtime.shard_folders.BestShards`, written at the release); pass it seen through
+    :class:`~monitor.runtime.sharded.FullStateModel` for its full state in the file instead.
     """
     positive_int("n_saved", n_saved)
     objective = best.objective
@@ -223,17 +242,26 @@ def attach_best_checkpoint(
         assert best.value is not None
         return objective.score(best.value)
 
+    def step(*_: Any) -> str:  # the value itself in the name, not Ignite's score
+        return best_named(trainer.state.epoch, run_iteration(trainer.state) if name_by_iteration else None,
+                          objective.column, float(best.value if best.value is not None else math.nan))
+
+    def name_now() -> str:
+        return BEST_WRITE_PATTERN.format(filename_prefix=BEST_PREFIX, global_step=step(), ext="pt")
+
+    def listed() -> list[Any]:
+        return list(checkpoint.state_dict()["_saved"])
+
+    objects = {key: BestShards(obj, Path(dirname), name_now, n_saved=n_saved, listed=listed)
+               if is_sharded(obj) else obj for key, obj in to_save.items()}
     checkpoint = Checkpoint(
-        dict(to_save),
+        objects,
         DurableDiskSaver(dirname, writer=writer, hold=hold),
         filename_prefix=BEST_PREFIX,
         score_function=score,
         score_name=objective.score_name,
         n_saved=n_saved,
-        global_step_transform=lambda *_: best_named(  # the value itself in the name, not Ignite's score
-            trainer.state.epoch, run_iteration(trainer.state) if name_by_iteration else None, objective.column,
-            float(best.value if best.value is not None else math.nan),
-        ),
+        global_step_transform=step,
         filename_pattern=BEST_WRITE_PATTERN,
     )
     evaluator.add_event_handler(Events.COMPLETED(event_filter=lambda *_: best.is_best), checkpoint)
@@ -294,10 +322,29 @@ def attach_last_checkpoint(
     return checkpoint
 
 
-def release_held(checkpoint: Checkpoint) -> None:
-    """Hand the saves ``checkpoint`` holds (a :class:`DurableDiskSaver` with ``hold=True``) to its writer."""
-    if isinstance(checkpoint.save_handler, DurableDiskSaver):
-        checkpoint.save_handler.release()
+def release_held(checkpoint: Checkpoint, *, together: bool = True) -> None:
+    """Hand the saves ``checkpoint`` holds (a :class:`DurableDiskSaver` with ``hold=True``) to its writer;
+    a sharded model's held shards are written first (on every rank: call it on all of them).
+
+    ``together=False`` (after a failure, when the ranks may not all be here): held shards are dropped,
+    and so are the held files that would name them; the best files before them stay, and so does the
+    best-k's list of them."""
+    saver = checkpoint.save_handler
+    for entry in checkpoint.to_save.values():
+        if not isinstance(entry, BestShards):
+            continue
+        if together:
+            entry.write_held(kept={name for _, name in checkpoint.state_dict()["_saved"]})
+            continue
+        dropped, on_disk = entry.drop_held()
+        if dropped:
+            logger.warning("The sharded model's best checkpoint(s) %s were not written: a failure came before "
+                           "every process could write its shards (the best files before them are kept).", dropped)
+            checkpoint.load_state_dict({"_saved": on_disk})
+            if isinstance(saver, DurableDiskSaver):
+                saver.drop([checkpoint_of(name) for name in dropped])
+    if isinstance(saver, DurableDiskSaver):
+        saver.release()
 
 
 def restore_best_weights(best_checkpoint: Checkpoint, model: torch.nn.Module) -> Path | None:
@@ -309,18 +356,40 @@ def restore_best_weights(best_checkpoint: Checkpoint, model: torch.nn.Module) ->
     if path is None:
         logger.info("No best checkpoint yet; the model keeps its last weights.")
         return None
-    if is_sharded(model):  # every rank gets the full state (rank 0 reads the file) and keeps its shard
-        state = checkpoint_on_every_rank(Path(path), load_checkpoint(Path(path)) if idist.get_rank() == 0 else None)
-        Checkpoint.load_objects({"model": FullStateModel(model)}, state)
+    if is_sharded(model):
+        _restore_sharded(model, Path(path))
     elif idist.get_world_size() == 1:
-        Checkpoint.load_objects({"model": model}, load_checkpoint(Path(path)))
+        Checkpoint.load_objects({"model": model}, _whole_model(Path(path)))
     else:  # rank 0 reads the file (it may be on its disk only) and sends the weights to the others
         if idist.get_rank() == 0:
-            Checkpoint.load_objects({"model": model}, load_checkpoint(Path(path)))
+            Checkpoint.load_objects({"model": model}, _whole_model(Path(path)))
         for tensor in model.state_dict().values():
             tensor.copy_(idist.broadcast(tensor.detach().clone(), src=0))
     logger.info("Restored best weights from %s", path)
     return Path(path)
+
+
+def _restore_sharded(model: torch.nn.Module, path: Path) -> None:
+    """A best file into sharded ``model`` on every rank: its shards folder read by each rank, or the full
+    state it holds (rank 0 reads it) kept as each rank's shard."""
+    state = checkpoint_on_every_rank(path, load_checkpoint(path) if idist.get_rank() == 0 else None)
+    shards = shards_named(state)
+    if shards is not None:
+        read_model_shards(model, path.with_name(shards))
+    else:
+        Checkpoint.load_objects({"model": FullStateModel(model)}, state)
+
+
+def _whole_model(path: Path) -> dict[str, Any]:
+    """A best file's state for an unsharded model; a sharded model's folder is refused with the way out."""
+    state = load_checkpoint(path)
+    shards = shards_named(state)
+    if shards is not None:
+        raise CheckpointError(
+            f"The best checkpoint {str(path)!r} is a sharded model's: its weights are each process's shards in "
+            f"{shards!r}. Restore it into the model sharded with fully_shard, or load the file `monitor export` "
+            "writes of it into an unsharded model.")
+    return state
 
 
 def attach_restore_best(trainer: Engine, best_checkpoint: Checkpoint, model: torch.nn.Module) -> Callable[..., Any]:

@@ -16,7 +16,7 @@ from typing import Any
 import ignite.distributed as idist
 import torch
 
-from monitor.runtime.shard_folders import ShardEntry, shard_folder_problem
+from monitor.runtime.shard_folders import ShardEntry
 from monitor.runtime.sharded import FullStateModel
 from monitor.store.layout import (
     DAMAGED_SUFFIX,
@@ -26,13 +26,14 @@ from monitor.store.layout import (
     last_checkpoints,
     shards_of,
 )
-from monitor.store.manifest import CheckpointError, Manifest, check_file
+from monitor.store.manifest import CheckpointError, Manifest, check_file, folder_problem
 
 __all__ = [
     "CheckpointError",
     "ResumeCheckpoint",
     "load_checkpoint",
     "remove_checkpoint",
+    "shards_named",
     "checkpoint_on_every_rank",
     "find_resume_checkpoint",
     "set_aside_damaged",
@@ -136,8 +137,8 @@ def find_resume_checkpoint(folder: Path, required: Collection[str]) -> ResumeChe
             missing = sorted(set(required) - set(state))
             if missing:
                 raise CheckpointError(f"Checkpoint {str(path)!r} lacks {missing}.")
-            shards = _shards_named(state.get("model"))
-            problem = None if shards is None else shard_folder_problem(path.with_name(shards))
+            shards = shards_named(state.get("model"))
+            problem = None if shards is None else folder_problem(path.with_name(shards))
             if problem is not None:
                 raise CheckpointError(f"Checkpoint {str(path)!r} is not whole: {problem}.")
         except CheckpointError as e:
@@ -151,8 +152,13 @@ def find_resume_checkpoint(folder: Path, required: Collection[str]) -> ResumeChe
     return found
 
 
-def _shards_named(saved_model: Any) -> str | None:
-    """The shards folder a last checkpoint's model entry refers to (a sharded model's), or ``None``."""
+def shards_named(saved_model: Any) -> str | None:
+    """The shards folder a checkpoint's model entry refers to (a sharded model's), or ``None``.
+
+    Examples:
+        >>> shards_named({"shards": "last_epoch=2.shards", "key": "model"})
+        'last_epoch=2.shards'
+    """
     named = saved_model.get("shards") if isinstance(saved_model, Mapping) else None
     return named if isinstance(named, str) else None
 
@@ -201,7 +207,7 @@ def check_model_fits(
     """Raise :class:`CheckpointError` listing missing/unexpected keys and shape mismatches, before
     anything is loaded (so nothing is half-loaded)."""
     saved_shapes: dict[str, tuple[int, ...] | None]  # (None: a value that is no tensor: its key is checked)
-    shards = _shards_named(saved)
+    shards = shards_named(saved)
     if shards is not None:  # the model is in a shards folder
         if not isinstance(model, ShardEntry):
             raise CheckpointError(f"The model of {where} is in the shards folder {shards!r}: resume it "

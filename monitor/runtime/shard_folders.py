@@ -1,4 +1,4 @@
-"""A sharded (FSDP2) model's part of the last checkpoint as a folder of PyTorch's distributed checkpoint.
+"""A sharded (FSDP2) model in its checkpoints as folders of PyTorch's distributed checkpoint.
 
 Each rank writes its own shards of the model and of its optimizers with
 ``torch.distributed.checkpoint.save`` (no rank gathers the full state), into a temp folder; rank 0
@@ -13,18 +13,25 @@ of processes loads it with ``torch.distributed.checkpoint.load`` into the model'
 sharded state dicts (``get_state_dict``/``set_state_dict``), which reshards it. The run folder must be
 on storage every process sees (checked at attach).
 
+A best checkpoint's model is such a folder too (:class:`BestShards`): at a new best each rank copies its
+shards to the CPU and holds them, as the best file is held, until the next last checkpoint; then every
+rank writes them (``best_epoch=7_val_loss=0.3812.shards``, committed as above, before the ``.pt`` that
+names it). ``monitor export`` turns it into one plain ``state_dict``.
+
 Examples:
     .. code-block:: python
 
         folders = ShardFolders(model, {"optimizer": optimizer}, run_dir / "checkpoints", name_now)
         to_save = {**to_save, **folders.entries()}     # the last checkpoint's model and optimizer
+        best = BestShards(model, run_dir / "checkpoints", best_name_now, n_saved=1)  # a best checkpoint's model
 """
 from __future__ import annotations
 
 import logging
 import shutil
 import threading
-from collections.abc import Callable, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +43,10 @@ from monitor.runtime.distributed import gather_json
 from monitor.runtime.sharded import FullStateModel, FullStateOptimizer, is_sharded, model_optimizers
 from monitor.store._io import atomic_write_json, fsync_dir
 from monitor.store.faults import crash_point
-from monitor.store.layout import MANIFEST_NAME, TEMP_PREFIX, shards_of
-from monitor.store.manifest import check_file, file_checksum
+from monitor.store.layout import TEMP_PREFIX, checkpoint_of, shards_of
+from monitor.store.manifest import MANIFEST_NAME, file_checksum
 
-__all__ = ["ShardFolders", "ShardEntry", "shard_folder_problem", "shard_folder_objects", "shard_folders_of"]
+__all__ = ["ShardFolders", "ShardEntry", "BestShards", "shard_folder_objects", "shard_folders_of", "read_model_shards"]
 
 logger = logging.getLogger(__name__)
 
@@ -149,25 +156,17 @@ class ShardFolders:
 
     def read(self, name: str, key: str) -> None:
         """Load ``key``'s state (the model, or one optimizer) from folder ``name``, resharded to this layout."""
-        from torch.distributed.checkpoint.state_dict import (
-            get_model_state_dict,
-            get_optimizer_state_dict,
-            set_model_state_dict,
-            set_optimizer_state_dict,
-        )
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
         from torch.distributed.checkpoint.state_dict_loader import load
 
         path = self.folder / name
-        state: dict[str, Any]
         if key == "model":
-            state = {"model": get_model_state_dict(self.model)}
-            load(state, checkpoint_id=path)
-            set_model_state_dict(self.model, state["model"])
-        else:
-            optimizer = self.optimizers[key]
-            state = {key: get_optimizer_state_dict(self.model, optimizer)}
-            load(state, checkpoint_id=path)
-            set_optimizer_state_dict(self.model, optimizer, state[key])
+            read_model_shards(self.model, path)
+            return
+        optimizer = self.optimizers[key]
+        state = {key: get_optimizer_state_dict(self.model, optimizer)}
+        load(state, checkpoint_id=path)
+        set_optimizer_state_dict(self.model, optimizer, state[key])
 
     def global_shapes(self, name: str) -> dict[str, tuple[int, ...] | None]:
         """The shapes folder ``name`` holds of the model's tensors (``None``: a value that is no tensor),
@@ -223,6 +222,82 @@ class ShardEntry:
         self.folders.read(str(state_dict["shards"]), self.key)
 
 
+def read_model_shards(model: nn.Module, folder: Path) -> None:
+    """Load the model's state of shards folder ``folder`` into sharded ``model`` (every rank; resharded to
+    this layout)."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
+    from torch.distributed.checkpoint.state_dict_loader import load
+
+    state = {"model": get_model_state_dict(model)}
+    load(state, checkpoint_id=folder)
+    set_model_state_dict(model, state["model"])
+
+
+class BestShards:
+    """A sharded model in its best checkpoints: ``state_dict()`` (at a new best, on every rank) copies this
+    rank's shards to the CPU and holds them under the best file's name; :meth:`write_held` writes the held
+    copies Ignite's ``Checkpoint`` still keeps as shards folders (a collective, before the held ``.pt``
+    files are written); ``load_state_dict`` reads the model back from its folder (restore best).
+
+    Each rank holds at most ``n_saved`` copies of its shards (each new best enters the best-k and pushes
+    the oldest out, so an older held copy would never be written). ``listed()`` is the best-k's list of
+    files (Ignite's ``Checkpoint.state_dict()["_saved"]``): the list as it was before the first held copy
+    is kept, so that dropping the copies (:meth:`drop_held`) can give back the list of the files on disk.
+
+    Examples:
+        .. code-block:: python
+
+            best = BestShards(model, run_dir / "checkpoints", name_now, n_saved=1, listed=listed)
+            best.state_dict()     # {"shards": "best_epoch=7_val_loss=0.3812.shards", "key": "model"}
+    """
+
+    def __init__(self, model: nn.Module, folder: Path, name_now: Callable[[], str], *, n_saved: int,
+                 listed: Callable[[], list[Any]]) -> None:
+        self.model, self.folder, self.name_now, self.n_saved = model, Path(folder), name_now, n_saved
+        self.listed = listed
+        self.held: OrderedDict[str, dict[str, Any]] = OrderedDict()  # shards folder name -> this rank's copy
+        self.on_disk: list[Any] = []  # the best-k's list before the first held copy
+
+    def state_dict(self) -> dict[str, Any]:
+        from torch.distributed.checkpoint.staging import BlockingAsyncStager
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+        name = shards_of(self.name_now())
+        if not self.held:  # asked before the best-k takes the new file in
+            self.on_disk = self.listed()
+        # A CPU copy of this rank's shards (still DTensors, so DCP writes them as shards of the whole)
+        self.held[name] = BlockingAsyncStager().stage({"model": get_model_state_dict(self.model)})
+        while len(self.held) > self.n_saved:
+            self.held.popitem(last=False)
+        return {"shards": name, "key": "model"}
+
+    def write_held(self, kept: Collection[str]) -> list[str]:
+        """Write each held copy whose best file (``.pt`` name) is in ``kept`` as its shards folder,
+        committed before it returns (every rank, in the same order); drop the others. Returns the
+        names of the folders written."""
+        from torch.distributed.checkpoint.state_dict_saver import save
+
+        held, self.held = self.held, OrderedDict()
+        written = []
+        for name, state in held.items():
+            if checkpoint_of(name) not in kept:
+                continue
+            temp = self.folder / f"{TEMP_PREFIX}{name}"
+            save(state, checkpoint_id=temp)
+            _commit_everywhere(temp, self.folder / name, None, point="before_best_shards_commit")
+            written.append(name)
+        return written
+
+    def drop_held(self) -> tuple[list[str], list[Any]]:
+        """Forget the held copies without writing them (after a failure, when the ranks may not all be
+        here to write together); return their folder names and the best-k's list of the files on disk."""
+        held, self.held = list(self.held), OrderedDict()
+        return held, self.on_disk
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        read_model_shards(self.model, self.folder / str(state_dict["shards"]))
+
+
 def shard_folder_objects(to_save: Mapping[str, Any], folder: Path, name_now: Callable[[], str], *,
                          background: bool = True) -> dict[str, Any]:
     """``to_save`` for the last checkpoint: a sharded ``"model"`` and its optimizers as :class:`ShardEntry`
@@ -241,9 +316,9 @@ def shard_folders_of(objects: Mapping[str, Any]) -> ShardFolders | None:
     return entry.folders if isinstance(entry, ShardEntry) else None
 
 
-def _commit_everywhere(temp: Path, final: Path, group: Any) -> None:
+def _commit_everywhere(temp: Path, final: Path, group: Any, *, point: str = "before_shards_commit") -> None:
     """Every rank's checksums of its own files gathered (on ``group``); rank 0 commits the folder."""
-    crash_point("before_shards_commit")
+    crash_point(point)
     rank = idist.get_rank()
     mine = {p.name: file_checksum(p) for p in temp.glob(f"__{rank}_*")}
     if group is None:
@@ -277,27 +352,6 @@ def _commit(temp: Path, final: Path, everyone: list[dict[str, Any]]) -> None:
     else:
         temp.rename(final)
     fsync_dir(final.parent)
-
-
-def shard_folder_problem(folder: Path) -> str | None:
-    """What is wrong with a shards folder (missing, no manifest, a file missing or changed), or ``None``."""
-    import json
-
-    manifest = folder / MANIFEST_NAME
-    if not folder.is_dir() or not manifest.is_file():
-        return f"its shards folder {str(folder)!r} is missing or was never completed"
-    try:
-        files = json.loads(manifest.read_text())
-    except (OSError, ValueError) as e:
-        return f"the manifest of {str(folder)!r} cannot be read ({e})"
-    for name, entry in files.items():
-        path = folder / name
-        if not path.is_file():
-            return f"{str(path)!r} is missing"
-        problem, _ = check_file(path, entry)
-        if problem is not None:
-            return f"{str(path)!r} does not match its size and CRC-32 in the folder's manifest ({problem})"
-    return None
 
 
 def _check_shared(folder: Path) -> None:

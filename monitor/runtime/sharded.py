@@ -8,9 +8,8 @@ state instead, gathered with PyTorch's own ``torch.distributed.checkpoint.state_
 checksum and manifest, that an unsharded model of the same architecture loads with
 ``load_state_dict`` and that a resume on any number of processes shards again
 (``set_model_state_dict``). What that costs: every save gathers the whole model and optimizer state
-into rank 0's memory. The best checkpoints are always such files (an unsharded model loads them); the
-last checkpoint is a folder of each rank's shards by default (:mod:`monitor.runtime.shard_folders`),
-and such a file with ``Checkpoints(shards="full")``.
+into rank 0's memory. By default the checkpoints are folders of each rank's shards instead
+(:mod:`monitor.runtime.shard_folders`); they are such files with ``Checkpoints(shards="full")``.
 """
 from __future__ import annotations
 

@@ -7,7 +7,8 @@ order a validation reaches them: ``after_history_row`` (the row is written, the 
 ``after_stop_decision`` (early stopping decided, nothing recorded), ``after_temp_write`` and
 ``after_rename`` (an atomic file write half done), ``before_remove_old_best`` and
 ``before_remove_old_last`` (a new checkpoint is in place, the old one not yet removed); for a sharded
-model, ``before_shards_commit`` (every process's shards of a save written, the folder not yet committed).
+model, ``before_shards_commit`` (every process's shards of a last checkpoint written, the folder not
+yet committed) and ``before_best_shards_commit`` (the same for a best checkpoint's folder).
 
 Examples:
     .. code-block:: bash
@@ -23,7 +24,7 @@ __all__ = ["CRASH_ENV", "POINTS", "crash_point"]
 
 CRASH_ENV = "MONITOR_CRASH_AT"
 POINTS = ("after_history_row", "after_stop_decision", "after_temp_write", "after_rename", "before_remove_old_best",
-          "before_remove_old_last", "before_shards_commit")
+          "before_remove_old_last", "before_shards_commit", "before_best_shards_commit")
 _hits: dict[str, int] = {}  # per-process hit counts; only used when CRASH_ENV is set
 
 

@@ -19,7 +19,8 @@ from typing import IO, Any
 from monitor.store._io import atomic_write_json
 from monitor.store.layout import MANIFEST_NAME
 
-__all__ = ["Manifest", "ChecksumWriter", "CheckpointError", "MANIFEST_NAME", "trailer", "read_trailer", "check_file"]
+__all__ = ["Manifest", "ChecksumWriter", "CheckpointError", "MANIFEST_NAME", "trailer", "read_trailer", "check_file",
+           "file_checksum", "folder_problem"]
 
 _TRAILER_MARK = b"monitor-crc32\x00"
 _TRAILER = struct.Struct("<QI")  # size of what precedes, CRC-32 of it
@@ -97,6 +98,31 @@ def file_checksum(path: Path, chunk: int = 1 << 22, limit: int | None = None) ->
             crc = zlib.crc32(block, crc)
             size += len(block)
     return size, crc
+
+
+def folder_problem(folder: Path) -> str | None:
+    """What is wrong with a checkpoint folder (a sharded model's shards: missing, no manifest, a file
+    missing or changed), or ``None`` when each file matches its size and CRC-32 in the folder's manifest.
+
+    Examples:
+        >>> folder_problem(Path("no/such.shards"))
+        "its shards folder 'no/such.shards' is missing or was never completed"
+    """
+    manifest = folder / MANIFEST_NAME
+    if not folder.is_dir() or not manifest.is_file():
+        return f"its shards folder {str(folder)!r} is missing or was never completed"
+    try:
+        files = json.loads(manifest.read_text())
+    except (OSError, ValueError) as e:
+        return f"the manifest of {str(folder)!r} cannot be read ({e})"
+    for name, entry in files.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{str(path)!r} is missing"
+        problem, _ = check_file(path, entry)
+        if problem is not None:
+            return f"{str(path)!r} does not match its size and CRC-32 in the folder's manifest ({problem})"
+    return None
 
 
 class Manifest:
