@@ -76,6 +76,18 @@ def test_the_best_of_an_fsdp2_run_loads_into_an_unsharded_model_and_gives_the_ru
     assert validation_loss(model) == pytest.approx(run.best["value"], rel=1e-5)
 
 
+def test_a_damaged_shard_of_the_best_is_refused_by_export_naming_it_and_nothing_is_written(resumed, tmp_path):
+    folder = tmp_path / "run"
+    shutil.copytree(resumed, folder)
+    shard = load_run(folder).best["checkpoint"].with_suffix(".shards") / "__1_0.distcp"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"shards are damaged: .*__1_0.distcp' does not match its size and CRC-32"):
+        export_best(folder, tmp_path / "best.pt")
+    assert not (tmp_path / "best.pt").exists()
+
+
 def validation_loss(model):
     x, y = make_data(0)[1][:]
     with torch.no_grad():
