@@ -23,7 +23,7 @@ Examples:
 
         folders = ShardFolders(model, {"optimizer": optimizer}, run_dir / "checkpoints", name_now)
         to_save = {**to_save, **folders.entries()}     # the last checkpoint's model and optimizer
-        best = BestShards(model, run_dir / "checkpoints", best_name_now, n_saved=1)  # a best checkpoint's model
+        best = BestShards(model, run_dir / "checkpoints", best_name_now, n_saved=1, listed=listed)  # a best's model
 """
 from __future__ import annotations
 
