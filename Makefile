@@ -10,9 +10,10 @@ ARGS ?= --overwrite
 
 .PHONY: run test test-fast lint docs install clean bench bench-trackers
 
-# --no-compile: pip byte-compiles every module it installs (torch's thousands: 192 s for the set-up
-# below against 86 s without, on 2 cores); Python compiles and caches the ones a run imports instead.
-PIP := $(BIN)/pip install --quiet --disable-pip-version-check --no-compile -c constraints.txt
+# pip byte-compiles what it installs (torch's modules: about half the install's time on 2 cores); kept,
+# as where PYTHONDONTWRITEBYTECODE is set nothing compiled at import is cached (every process would
+# compile torch again: the tests took 12 min instead of 9 with --no-compile).
+PIP := $(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
