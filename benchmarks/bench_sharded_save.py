@@ -16,10 +16,12 @@ them, a training step's time, the steps taken while an async save is written (sl
 shares the cores), and a save's stall in steps (the default cadence keeps saves under 1% of the
 training time, counting the stall and the write behind training).
 
-A second table: a best checkpoint (the model only) kept as a folder of each process's shards (the
-default: at the new best each process copies its shards to the CPU and holds them; at the next last
-checkpoint every process writes them, on the training thread) against the full model gathered on
-rank 0 at the new best (``shards="full"``; rank 0's writer writes the file behind training).
+A second table: a best checkpoint (the model only) kept as a folder of each process's shards (at the
+new best each process copies its shards to the CPU and holds them; from the next last checkpoint on
+every process writes them: behind training, the default, or before training goes on) against the
+full model gathered on rank 0 at the new best (``shards="full"``; rank 0's writer writes the file
+behind training). Its stall is the training thread's (the copy at the new best, and the write where
+it is not behind training); the write, until the folder or file is complete.
 """
 from __future__ import annotations
 
@@ -42,9 +44,9 @@ WIDTH = 2048
 KINDS = ("async", "sync", "full")
 LABELS = ('shards="dcp", behind training (default)', 'shards="dcp", background_writes=False',
           'shards="full" (gathered on rank 0)')
-BEST_KINDS = ("best_dcp", "best_full")
-BEST_LABELS = ('shards="dcp": each process\'s shards held, written at the next last checkpoint (default)',
-               'shards="full": the model gathered on rank 0, written behind training')
+BEST_KINDS = ("best_behind", "best_before", "best_full")
+BEST_LABELS = ('shards="dcp": each process\'s shards, written behind training (default)',
+               'shards="dcp", background_writes=False', 'shards="full": the model gathered on rank 0')
 
 
 def peak_rss_reset() -> None:
@@ -125,34 +127,36 @@ def worker(rank: int, nproc: int, port: int, args: argparse.Namespace, out: Path
             os.fsync(f.fileno())
         return path.stat().st_size
 
-    best = BestShards(model, folder, lambda: f"best_epoch={next(names)}.pt", n_saved=1, listed=list)
+    best_behind = BestShards(model, folder, lambda: f"best_epoch={next(names)}.pt", n_saved=1, listed=list,
+                             background=True)
+    best_before = BestShards(model, folder, lambda: f"best_epoch={next(names)}.pt", n_saved=1, listed=list)
 
-    def best_dcp() -> tuple[float, float, int]:
+    def best_dcp(best: BestShards) -> tuple[float, float, int]:
         started = time.perf_counter()
         name = best.state_dict()["shards"]  # at the new best
-        held = time.perf_counter() - started
-        started = time.perf_counter()
         best.write_held(kept={checkpoint_of(name)})  # at the next last checkpoint
-        return held, time.perf_counter() - started, folder_bytes(folder / name) if rank == 0 else 0
+        stall = time.perf_counter() - started
+        best.wait()
+        return stall, time.perf_counter() - started, folder_bytes(folder / name) if rank == 0 else 0
 
     def best_full() -> tuple[float, float, int]:
         started = time.perf_counter()
         state = FullStateModel(model).state_dict()  # at the new best, on every rank
-        held = time.perf_counter() - started
+        stall = time.perf_counter() - started
         if rank != 0:
-            return held, 0.0, 0
-        started = time.perf_counter()  # rank 0's writer, behind training
-        path = folder / "best_full.pt"
+            return stall, stall, 0
+        path = folder / "best_full.pt"  # rank 0's writer, behind training
         with open(path, "wb") as f:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
-        return held, time.perf_counter() - started, path.stat().st_size
+        return stall, time.perf_counter() - started, path.stat().st_size
 
     results: dict[str, list[tuple[float, float, int, int]]] = {kind: [] for kind in KINDS}
     best_results: dict[str, list[tuple[float, float, int, int]]] = {kind: [] for kind in BEST_KINDS}
     saves = {"async": lambda: save_dcp(behind), "sync": lambda: save_dcp(before), "full": save_full}
-    bests = {"best_dcp": best_dcp, "best_full": best_full}
+    bests = {"best_behind": lambda: best_dcp(best_behind), "best_before": lambda: best_dcp(best_before),
+             "best_full": best_full}
     save_dcp(behind)  # the first async save allocates the CPU copy it keeps: outside the measures
     for _ in range(args.saves):
         for kind in KINDS:
@@ -169,9 +173,9 @@ def worker(rank: int, nproc: int, port: int, args: argparse.Namespace, out: Path
             dist.barrier()
             resident = rss("VmRSS")
             peak_rss_reset()
-            at_best, at_write, written = bests[kind]()
+            stall, total, written = bests[kind]()
             dist.barrier()
-            best_results[kind].append((at_best, at_write, rss("VmHWM") - resident, written))
+            best_results[kind].append((stall, total, rss("VmHWM") - resident, written))
     dist.barrier()
     behind.close()
     (out / f"rank{rank}.json").write_text(json.dumps({
@@ -215,15 +219,15 @@ def main() -> None:
         others = max(peaks[1:] or [0])
         print(f"| {label} | {stall:.2f} s | {stall / step_s:.1f} | {total:.2f} s | {peaks[0]:.0f} MiB / "
               f"{others:.0f} MiB | {written:.0f} MiB |")
-    print("\n| best checkpoint (the model) | stall at the new best | write (on the loop: dcp; behind it: full) "
-          "| peak memory above before (rank 0 / others) | written |")
+    print("\n| best checkpoint (the model) | stall | until written | peak memory above before (rank 0 / others) "
+          "| written |")
     print("|---|---|---|---|---|")
     for kind, label in zip(BEST_KINDS, BEST_LABELS, strict=True):
-        held = statistics.median(max(r["best"][kind][i][0] for r in ranks) for i in range(args.saves))
-        write = statistics.median(max(r["best"][kind][i][1] for r in ranks) for i in range(args.saves))
+        stall = statistics.median(max(r["best"][kind][i][0] for r in ranks) for i in range(args.saves))
+        total = statistics.median(max(r["best"][kind][i][1] for r in ranks) for i in range(args.saves))
         peaks = [statistics.median(s[2] for s in r["best"][kind]) / 2**20 for r in ranks]
         written = statistics.median(s[3] for s in ranks[0]["best"][kind]) / 2**20
-        print(f"| {label} | {held:.2f} s | {write:.2f} s | {peaks[0]:.0f} MiB / {max(peaks[1:] or [0]):.0f} MiB "
+        print(f"| {label} | {stall:.2f} s | {total:.2f} s | {peaks[0]:.0f} MiB / {max(peaks[1:] or [0]):.0f} MiB "
               f"| {written:.0f} MiB |")
 
 

@@ -22,7 +22,7 @@ from monitor.core.status import RunStatus, StopReason, reason_value
 from monitor.diagnosis import diagnose, steps_after
 from monitor.handlers.best import BestTracker
 from monitor.handlers.cadence import CheckpointCadence
-from monitor.handlers.checkpoint import release_held, restore_best_weights
+from monitor.handlers.checkpoint import finish_best_shards, release_held, restore_best_weights
 from monitor.handlers.console_log import ConsoleLog
 from monitor.handlers.data import DataOrder
 from monitor.handlers.diagnosis import LiveDiagnosis
@@ -361,9 +361,11 @@ class Monitor:
                 release_held(self.best_checkpoint, together=False)
             except Exception as e:  # the writer's own earlier error: the one that is raised
                 logger.error("Could not write the held best checkpoints: %s", e)
-        folders = shard_folders_of(self.last_checkpoint.to_save)
-        if folders is not None and not after_error:
-            folders.close()  # every rank's save in flight is committed (after a failure rank 0's writer waits)
+        if not after_error:  # on every rank: the shards folders written behind training are committed
+            finish_best_shards(self.best_checkpoint)  # (after a failure rank 0's writer waits for them)
+            folders = shard_folders_of(self.last_checkpoint.to_save)
+            if folders is not None:
+                folders.close()
         # Every queued write lands first; a write error raised here fails the run (recorded below).
         self.writer.flush(raise_error=not after_error)
         if after_error and is_main_process() and not self.lock.is_lost():

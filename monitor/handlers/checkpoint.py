@@ -232,7 +232,8 @@ def attach_best_checkpoint(
     ``release_held(checkpoint)`` (monitor releases them with each last checkpoint).
 
     A model sharded with FSDP2 is kept as a folder of each rank's shards beside the file
-    (:class:`~monitor.runtime.shard_folders.BestShards`, written at the release); pass it seen through
+    (:class:`~monitor.runtime.shard_folders.BestShards`, written from the release on, behind training
+    with a background writer; :func:`finish_best_shards` waits for it); pass it seen through
     :class:`~monitor.runtime.sharded.FullStateModel` for its full state in the file instead.
     """
     positive_int("n_saved", n_saved)
@@ -252,11 +253,16 @@ def attach_best_checkpoint(
     def listed() -> list[Any]:
         return list(checkpoint.state_dict()["_saved"])
 
-    objects = {key: BestShards(obj, Path(dirname), name_now, n_saved=n_saved, listed=listed)
-               if is_sharded(obj) else obj for key, obj in to_save.items()}
+    saver = DurableDiskSaver(dirname, writer=writer, hold=hold)
+    objects = {key: BestShards(obj, Path(dirname), name_now, n_saved=n_saved, listed=listed,
+                               background=saver.writer.background) if is_sharded(obj) else obj
+               for key, obj in to_save.items()}
+    for entry in objects.values():
+        if isinstance(entry, BestShards):  # a .pt names its shards folder: written once the folder is committed
+            saver.before_write = entry.committed
     checkpoint = Checkpoint(
         objects,
-        DurableDiskSaver(dirname, writer=writer, hold=hold),
+        saver,
         filename_prefix=BEST_PREFIX,
         score_function=score,
         score_name=objective.score_name,
@@ -347,9 +353,17 @@ def release_held(checkpoint: Checkpoint, *, together: bool = True) -> None:
         saver.release()
 
 
+def finish_best_shards(checkpoint: Checkpoint) -> None:
+    """Until the best shards folder written behind training (if any) is committed (on every rank)."""
+    for entry in checkpoint.to_save.values():
+        if isinstance(entry, BestShards):
+            entry.wait()
+
+
 def restore_best_weights(best_checkpoint: Checkpoint, model: torch.nn.Module) -> Path | None:
     """Load the best file of ``best_checkpoint`` into ``model``; return its path (``None``: no best yet)."""
     release_held(best_checkpoint)  # a held best is written now
+    finish_best_shards(best_checkpoint)  # a sharded best's folder, before it is read
     if isinstance(best_checkpoint.save_handler, DurableDiskSaver):
         best_checkpoint.save_handler.writer.flush()  # the file may still be on its way to the disk
     path = best_checkpoint.last_checkpoint

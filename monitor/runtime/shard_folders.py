@@ -16,7 +16,8 @@ on storage every process sees (checked at attach).
 A best checkpoint's model is such a folder too (:class:`BestShards`): at a new best each rank copies its
 shards to the CPU and holds them, as the best file is held, until the next last checkpoint; then every
 rank writes them (``best_epoch=7_val_loss=0.3812.shards``, committed as above, before the ``.pt`` that
-names it). ``monitor export`` turns it into one plain ``state_dict``.
+names it), behind training on a process group of its own (one best in flight) or, without background
+writes, before training goes on. ``monitor export`` turns it into one plain ``state_dict``.
 
 Examples:
     .. code-block:: python
@@ -244,6 +245,10 @@ class BestShards:
     files (Ignite's ``Checkpoint.state_dict()["_saved"]``): the list as it was before the first held copy
     is kept, so that dropping the copies (:meth:`drop_held`) can give back the list of the files on disk.
 
+    With ``background`` a folder is written behind training, on a gloo group of its own (the last
+    checkpoint's saves and training's collectives go on beside it), one at a time; :meth:`committed`
+    holds the ``.pt`` back until its folder is committed (rank 0's writer calls it).
+
     Examples:
         .. code-block:: python
 
@@ -252,11 +257,17 @@ class BestShards:
     """
 
     def __init__(self, model: nn.Module, folder: Path, name_now: Callable[[], str], *, n_saved: int,
-                 listed: Callable[[], list[Any]]) -> None:
+                 listed: Callable[[], list[Any]], background: bool = False) -> None:
         self.model, self.folder, self.name_now, self.n_saved = model, Path(folder), name_now, n_saved
         self.listed = listed
         self.held: OrderedDict[str, dict[str, Any]] = OrderedDict()  # shards folder name -> this rank's copy
         self.on_disk: list[Any] = []  # the best-k's list before the first held copy
+        self._pending: _Save | None = None  # the folder written behind training (its error raised at each wait)
+        self._group: Any = None
+        if background:
+            import torch.distributed as dist
+
+            self._group = dist.new_group(backend="gloo")  # a collective: every rank makes it at attach
 
     def state_dict(self) -> dict[str, Any]:
         from torch.distributed.checkpoint.staging import BlockingAsyncStager
@@ -272,21 +283,51 @@ class BestShards:
         return {"shards": name, "key": "model"}
 
     def write_held(self, kept: Collection[str]) -> list[str]:
-        """Write each held copy whose best file (``.pt`` name) is in ``kept`` as its shards folder,
-        committed before it returns (every rank, in the same order); drop the others. Returns the
-        names of the folders written."""
-        from torch.distributed.checkpoint.state_dict_saver import save
-
+        """Write each held copy whose best file (``.pt`` name) is in ``kept`` as its shards folder (every
+        rank, in the same order; behind training with ``background``, each after the one before is
+        committed); drop the others. Returns the names of the folders written or on their way."""
         held, self.held = self.held, OrderedDict()
         written = []
         for name, state in held.items():
             if checkpoint_of(name) not in kept:
                 continue
-            temp = self.folder / f"{TEMP_PREFIX}{name}"
-            save(state, checkpoint_id=temp)
-            _commit_everywhere(temp, self.folder / name, None, point="before_best_shards_commit")
+            self.wait()  # the best in flight first (its error, if it failed, is raised here)
+            if self._group is None:
+                self._write(name, state, None)
+            else:
+                pending = self._pending = _Save(name)
+                threading.Thread(target=self._behind, args=(name, state, pending), name="monitor-best-shards",
+                                 daemon=True).start()
             written.append(name)
         return written
+
+    def _write(self, name: str, state: dict[str, Any], group: Any) -> None:
+        from torch.distributed.checkpoint.state_dict_saver import save
+
+        temp = self.folder / f"{TEMP_PREFIX}{name}"
+        save(state, checkpoint_id=temp, process_group=group)
+        _commit_everywhere(temp, self.folder / name, group, point="before_best_shards_commit")
+
+    def _behind(self, name: str, state: dict[str, Any], pending: _Save) -> None:
+        try:
+            self._write(name, state, self._group)
+        except BaseException as e:  # noqa: BLE001 (raised where the save is waited for)
+            pending.error = e
+        finally:
+            pending.done.set()
+
+    def wait(self) -> None:
+        """Until the best folder in flight (if any) is committed; raise its error if it failed."""
+        pending = self._pending
+        if pending is not None:
+            pending.wait()
+
+    def committed(self, checkpoint_name: str) -> None:
+        """Until the shards folder of best file ``checkpoint_name`` is committed (rank 0's writer, before
+        it writes the ``.pt``); raise the error of its write if it failed."""
+        pending = self._pending
+        if pending is not None and pending.name == shards_of(checkpoint_name):
+            pending.wait()
 
     def drop_held(self) -> tuple[list[str], list[Any]]:
         """Forget the held copies without writing them (after a failure, when the ranks may not all be
