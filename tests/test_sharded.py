@@ -1,6 +1,7 @@
 """A model sharded with FSDP2 under monitor, on CPU with gloo (examples/distributed.py --fsdp): it trains
 as the unsharded model does, ends with its best weights, resumes exactly mid-epoch on the same number of
-processes and with each sample once on another, and its best checkpoint loads into an unsharded model."""
+processes and with each sample once on another; its checkpoints, last and best, are folders of each rank's
+shards that a kill leaves whole, and its best, exported, loads into an unsharded model."""
 import json
 import os
 import shutil
