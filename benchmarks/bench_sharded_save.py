@@ -212,24 +212,26 @@ def main() -> None:
           "(rank 0 / others) | written |")
     print("|---|---|---|---|---|---|")
     for kind, label in zip(KINDS, LABELS, strict=True):
-        stall = statistics.median(max(r["results"][kind][i][0] for r in ranks) for i in range(args.saves))
-        total = statistics.median(max(r["results"][kind][i][1] for r in ranks) for i in range(args.saves))
-        peaks = [statistics.median(s[2] for s in r["results"][kind]) / 2**20 for r in ranks]
-        written = statistics.median(s[3] for s in ranks[0]["results"][kind]) / 2**20
-        others = max(peaks[1:] or [0])
+        stall, total, peaks, written = medians(ranks, "results", kind, args.saves)
         print(f"| {label} | {stall:.2f} s | {stall / step_s:.1f} | {total:.2f} s | {peaks[0]:.0f} MiB / "
-              f"{others:.0f} MiB | {written:.0f} MiB |")
+              f"{max(peaks[1:] or [0]):.0f} MiB | {written:.0f} MiB |")
     print("\n| best checkpoint (the model) | stall | until written | peak memory above before (rank 0 / others) "
           "| written |")
     print("|---|---|---|---|---|")
     for kind, label in zip(BEST_KINDS, BEST_LABELS, strict=True):
-        stall = statistics.median(max(r["best"][kind][i][0] for r in ranks) for i in range(args.saves))
-        total = statistics.median(max(r["best"][kind][i][1] for r in ranks) for i in range(args.saves))
-        peaks = [statistics.median(s[2] for s in r["best"][kind]) / 2**20 for r in ranks]
-        written = statistics.median(s[3] for s in ranks[0]["best"][kind]) / 2**20
+        stall, total, peaks, written = medians(ranks, "best", kind, args.saves)
         print(f"| {label} | {stall:.2f} s | {total:.2f} s | {peaks[0]:.0f} MiB / {max(peaks[1:] or [0]):.0f} MiB "
               f"| {written:.0f} MiB |")
 
+
+def medians(ranks: list[dict], table: str, kind: str, saves: int) -> tuple[float, float, list[float], float]:
+    """Over the saves: the slowest rank's stall and time to the end, each rank's peak memory (MiB) and
+    rank 0's bytes written (MiB), medians."""
+    stall = statistics.median(max(r[table][kind][i][0] for r in ranks) for i in range(saves))
+    total = statistics.median(max(r[table][kind][i][1] for r in ranks) for i in range(saves))
+    peaks = [statistics.median(s[2] for s in r[table][kind]) / 2**20 for r in ranks]
+    written = statistics.median(s[3] for s in ranks[0][table][kind]) / 2**20
+    return stall, total, peaks, written
 
 if __name__ == "__main__":
     main()

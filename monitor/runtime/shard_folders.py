@@ -28,6 +28,7 @@ Examples:
 """
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import threading
@@ -75,9 +76,7 @@ class ShardFolders:
         self._served: set[str] = set()
         _check_shared(self.folder)
         self.background = background
-        # The newest save written behind training (a failed one stays: its error is raised at every wait); read
-        # by rank 0's writer thread too (committed), set only once the save before it is committed.
-        self._pending: _Save | None = None
+        self._behind = _Behind("monitor-shards")  # the newest save written behind training
         self._stager: Any = None
         self._group: Any = None
         if background:
@@ -113,38 +112,27 @@ class ShardFolders:
             from torch.distributed.checkpoint.state_dict_saver import async_save
 
             # Returns once the shards are copied to the stager's CPU buffers; the write runs on DCP's thread.
-            written = async_save(state, checkpoint_id=temp, process_group=self._group, async_stager=self._stager)
-            pending = self._pending = _Save(name)
-            threading.Thread(target=self._finish, args=(written, temp, pending), name="monitor-shards",
-                             daemon=True).start()
+            written: Any = async_save(state, checkpoint_id=temp, process_group=self._group, async_stager=self._stager)
+
+            def finish() -> None:  # once every rank's shards are written, the folder committed
+                written.result()
+                _commit_everywhere(temp, self.folder / name, self._group)
+
+            self._behind.start(name, finish)
         else:
             save(state, checkpoint_id=temp)  # every rank its shards (fsynced); rank 0 the metadata, after all wrote
             _commit_everywhere(temp, self.folder / name, None)
         self._written, self._served = name, {key}
         return name
 
-    def _finish(self, written: Any, temp: Path, pending: _Save) -> None:
-        """The background side of a save: once every rank's shards are written, the folder committed."""
-        try:
-            written.result()
-            _commit_everywhere(temp, self.folder / pending.name, self._group)
-        except BaseException as e:  # noqa: BLE001 (raised where the save is waited for)
-            pending.error = e
-        finally:
-            pending.done.set()
-
     def wait(self) -> None:
         """Until the save in flight (if any) is committed; raise its error if it failed."""
-        pending = self._pending
-        if pending is not None:
-            pending.wait()
+        self._behind.wait()
 
     def committed(self, checkpoint_name: str) -> None:
         """Until the shards folder of the last checkpoint ``checkpoint_name`` (``.pt``) is committed; raise
         the error of its save if it failed. Rank 0's writer calls it before writing the ``.pt``."""
-        pending = self._pending
-        if pending is not None and pending.name == shards_of(checkpoint_name):
-            pending.wait()
+        self._behind.committed(checkpoint_name)
 
     def close(self) -> None:
         """Wait for the save in flight and free the stager's buffers (at the end of the run, on every rank)."""
@@ -192,6 +180,40 @@ class _Save:
         self.done.wait()
         if self.error is not None:
             raise self.error
+
+
+class _Behind:
+    """The newest shards folder written behind training, on a thread of its own: a failed save stays, and
+    its error is raised at every wait. Read by rank 0's writer thread too (:meth:`committed`); a new save
+    is started only once the one before it is committed."""
+
+    def __init__(self, thread_name: str) -> None:
+        self.thread_name = thread_name
+        self.pending: _Save | None = None
+
+    def start(self, name: str, write: Callable[[], None]) -> None:
+        pending = self.pending = _Save(name)
+
+        def run() -> None:
+            try:
+                write()
+            except BaseException as e:  # noqa: BLE001 (raised where the save is waited for)
+                pending.error = e
+            finally:
+                pending.done.set()
+
+        threading.Thread(target=run, name=self.thread_name, daemon=True).start()
+
+    def wait(self) -> None:
+        pending = self.pending
+        if pending is not None:
+            pending.wait()
+
+    def committed(self, checkpoint_name: str) -> None:
+        """Until the folder of ``checkpoint_name`` (its ``.pt``) is committed, if it is the one in flight."""
+        pending = self.pending
+        if pending is not None and pending.name == shards_of(checkpoint_name):
+            pending.wait()
 
 
 class ShardEntry:
@@ -262,7 +284,7 @@ class BestShards:
         self.listed = listed
         self.held: OrderedDict[str, dict[str, Any]] = OrderedDict()  # shards folder name -> this rank's copy
         self.on_disk: list[Any] = []  # the best-k's list before the first held copy
-        self._pending: _Save | None = None  # the folder written behind training (its error raised at each wait)
+        self._behind = _Behind("monitor-best-shards")  # the folder written behind training
         self._group: Any = None
         if background:
             import torch.distributed as dist
@@ -295,9 +317,7 @@ class BestShards:
             if self._group is None:
                 self._write(name, state, None)
             else:
-                pending = self._pending = _Save(name)
-                threading.Thread(target=self._behind, args=(name, state, pending), name="monitor-best-shards",
-                                 daemon=True).start()
+                self._behind.start(name, functools.partial(self._write, name, state, self._group))
             written.append(name)
         return written
 
@@ -308,26 +328,14 @@ class BestShards:
         save(state, checkpoint_id=temp, process_group=group)
         _commit_everywhere(temp, self.folder / name, group, point="before_best_shards_commit")
 
-    def _behind(self, name: str, state: dict[str, Any], pending: _Save) -> None:
-        try:
-            self._write(name, state, self._group)
-        except BaseException as e:  # noqa: BLE001 (raised where the save is waited for)
-            pending.error = e
-        finally:
-            pending.done.set()
-
     def wait(self) -> None:
         """Until the best folder in flight (if any) is committed; raise its error if it failed."""
-        pending = self._pending
-        if pending is not None:
-            pending.wait()
+        self._behind.wait()
 
     def committed(self, checkpoint_name: str) -> None:
         """Until the shards folder of best file ``checkpoint_name`` is committed (rank 0's writer, before
         it writes the ``.pt``); raise the error of its write if it failed."""
-        pending = self._pending
-        if pending is not None and pending.name == shards_of(checkpoint_name):
-            pending.wait()
+        self._behind.committed(checkpoint_name)
 
     def drop_held(self) -> tuple[list[str], list[Any]]:
         """Forget the held copies without writing them (after a failure, when the ranks may not all be
