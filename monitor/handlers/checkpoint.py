@@ -233,7 +233,7 @@ def attach_best_checkpoint(
 
     A model sharded with FSDP2 is kept as a folder of each rank's shards beside the file
     (:class:`~monitor.runtime.shard_folders.BestShards`, written from the release on, behind training
-    with a background writer; :func:`finish_best_shards` waits for it); pass it seen through
+    with a background writer; ``finish_best_shards`` waits for it); pass it seen through
     :class:`~monitor.runtime.sharded.FullStateModel` for its full state in the file instead.
     """
     positive_int("n_saved", n_saved)
