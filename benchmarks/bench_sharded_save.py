@@ -100,7 +100,8 @@ def worker(rank: int, nproc: int, port: int, args: argparse.Namespace, out: Path
                           background=False)
     during: list[float] = []  # steps taken while an async save is written
 
-    def save_dcp(folders: ShardFolders) -> tuple[float, int]:
+    # Each save returns its stall, the time until it is complete, and the bytes rank 0 wrote.
+    def save_dcp(folders: ShardFolders) -> tuple[float, float, int]:
         started = time.perf_counter()
         name = folders.write("model")
         folders.write("optimizer")
@@ -108,12 +109,13 @@ def worker(rank: int, nproc: int, port: int, args: argparse.Namespace, out: Path
         if folders.background:
             during.append(step())
             folders.wait()
-        return stall, folder_bytes(folder / name) if rank == 0 else 0
+        return stall, time.perf_counter() - started, folder_bytes(folder / name) if rank == 0 else 0
 
-    def save_full() -> tuple[float, int]:
+    def save_full() -> tuple[float, float, int]:
         started = time.perf_counter()
         written = _save_full()
-        return time.perf_counter() - started, written
+        stall = time.perf_counter() - started
+        return stall, stall, written
 
     def _save_full() -> int:
         state = {"model": FullStateModel(model).state_dict(),
@@ -152,34 +154,26 @@ def worker(rank: int, nproc: int, port: int, args: argparse.Namespace, out: Path
             os.fsync(f.fileno())
         return stall, time.perf_counter() - started, path.stat().st_size
 
-    results: dict[str, list[tuple[float, float, int, int]]] = {kind: [] for kind in KINDS}
-    best_results: dict[str, list[tuple[float, float, int, int]]] = {kind: [] for kind in BEST_KINDS}
-    saves = {"async": lambda: save_dcp(behind), "sync": lambda: save_dcp(before), "full": save_full}
-    bests = {"best_behind": lambda: best_dcp(best_behind), "best_before": lambda: best_dcp(best_before),
-             "best_full": best_full}
+    saves = {"results": {"async": lambda: save_dcp(behind), "sync": lambda: save_dcp(before), "full": save_full},
+             "best": {"best_behind": lambda: best_dcp(best_behind), "best_before": lambda: best_dcp(best_before),
+                      "best_full": best_full}}
+    results: dict[str, dict[str, list[tuple[float, float, int, int]]]] = {
+        table: {kind: [] for kind in kinds} for table, kinds in saves.items()}
     save_dcp(behind)  # the first async save allocates the CPU copy it keeps: outside the measures
     for _ in range(args.saves):
-        for kind in KINDS:
-            step()  # optimizer state present, as in training
-            dist.barrier()
-            resident = rss("VmRSS")
-            peak_rss_reset()
-            started = time.perf_counter()
-            stall, written = saves[kind]()
-            dist.barrier()
-            results[kind].append((stall, time.perf_counter() - started, rss("VmHWM") - resident, written))
-        for kind in BEST_KINDS:
-            step()
-            dist.barrier()
-            resident = rss("VmRSS")
-            peak_rss_reset()
-            stall, total, written = bests[kind]()
-            dist.barrier()
-            best_results[kind].append((stall, total, rss("VmHWM") - resident, written))
+        for table, kinds in saves.items():
+            for kind, save in kinds.items():
+                step()  # optimizer state present, as in training
+                dist.barrier()
+                resident = rss("VmRSS")
+                peak_rss_reset()
+                stall, total, written = save()
+                dist.barrier()
+                results[table][kind].append((stall, total, rss("VmHWM") - resident, written))
     dist.barrier()
     behind.close()
     (out / f"rank{rank}.json").write_text(json.dumps({
-        "results": results, "best": best_results, "step_s": statistics.median(steps),
+        **results, "step_s": statistics.median(steps),
         "during_s": statistics.median(during), "params": sum(p.numel() for p in model.parameters())}))
     dist.destroy_process_group()
 
