@@ -101,7 +101,6 @@ class ShardFolders:
             self._served.add(key)
             return self._written
         from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
-        from torch.distributed.checkpoint.state_dict_saver import save
 
         self.wait()  # the save in flight first (its error, if it failed, is raised here)
         name = self.name_now()
@@ -120,8 +119,7 @@ class ShardFolders:
 
             self._behind.start(name, finish)
         else:
-            save(state, checkpoint_id=temp)  # every rank its shards (fsynced); rank 0 the metadata, after all wrote
-            _commit_everywhere(temp, self.folder / name, None)
+            _write_folder(state, self.folder / name, None)
         self._written, self._served = name, {key}
         return name
 
@@ -260,7 +258,7 @@ class BestShards:
     """A sharded model in its best checkpoints: ``state_dict()`` (at a new best, on every rank) copies this
     rank's shards to the CPU and holds them under the best file's name; :meth:`write_held` writes the held
     copies Ignite's ``Checkpoint`` still keeps as shards folders (a collective, before the held ``.pt``
-    files are written); ``load_state_dict`` reads the model back from its folder (restore best).
+    files are written). Restore best reads a folder back with :func:`read_model_shards`.
 
     Each rank holds at most ``n_saved`` copies of its shards (each new best enters the best-k and pushes
     the oldest out, so an older held copy would never be written). ``listed()`` is the best-k's list of
@@ -314,19 +312,14 @@ class BestShards:
             if checkpoint_of(name) not in kept:
                 continue
             self.wait()  # the best in flight first (its error, if it failed, is raised here)
+            write = functools.partial(_write_folder, state, self.folder / name, self._group,
+                                      point="before_best_shards_commit")
             if self._group is None:
-                self._write(name, state, None)
+                write()
             else:
-                self._behind.start(name, functools.partial(self._write, name, state, self._group))
+                self._behind.start(name, write)
             written.append(name)
         return written
-
-    def _write(self, name: str, state: dict[str, Any], group: Any) -> None:
-        from torch.distributed.checkpoint.state_dict_saver import save
-
-        temp = self.folder / f"{TEMP_PREFIX}{name}"
-        save(state, checkpoint_id=temp, process_group=group)
-        _commit_everywhere(temp, self.folder / name, group, point="before_best_shards_commit")
 
     def wait(self) -> None:
         """Until the best folder in flight (if any) is committed; raise its error if it failed."""
@@ -342,9 +335,6 @@ class BestShards:
         here to write together); return their folder names and the best-k's list of the files on disk."""
         held, self.held = list(self.held), OrderedDict()
         return held, self.on_disk
-
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        read_model_shards(self.model, self.folder / str(state_dict["shards"]))
 
 
 def shard_folder_objects(to_save: Mapping[str, Any], folder: Path, name_now: Callable[[], str], *,
@@ -363,6 +353,16 @@ def shard_folders_of(objects: Mapping[str, Any]) -> ShardFolders | None:
     """The :class:`ShardFolders` of the last checkpoint's ``objects``, if its model is in one."""
     entry = objects.get("model")
     return entry.folders if isinstance(entry, ShardEntry) else None
+
+
+def _write_folder(state: dict[str, Any], final: Path, group: Any, *, point: str = "before_shards_commit") -> None:
+    """Every rank its shards of ``state`` into a temp folder beside ``final`` (fsynced; rank 0 the metadata,
+    after all wrote), then the folder committed as ``final`` (on ``group``; ``None``: the default group)."""
+    from torch.distributed.checkpoint.state_dict_saver import save
+
+    temp = final.with_name(f"{TEMP_PREFIX}{final.name}")
+    save(state, checkpoint_id=temp, process_group=group)
+    _commit_everywhere(temp, final, group, point=point)
 
 
 def _commit_everywhere(temp: Path, final: Path, group: Any, *, point: str = "before_shards_commit") -> None:
