@@ -10,17 +10,16 @@ ARGS ?= --overwrite
 
 .PHONY: run test test-fast lint docs install clean bench bench-trackers
 
-# pip byte-compiles what it installs one file at a time (106 s of the test set-up's 192 s on 2 cores);
-# compileall does the same files on every core (65 s). They must be compiled at install: where
-# PYTHONDONTWRITEBYTECODE is set nothing compiled at import is cached, and every process compiles
-# torch again. A file that does not compile (a template, another Python's) is skipped, as pip skips it.
+# pip byte-compiles every file it installs, one at a time (106 s of the test set-up's 192 s on 2
+# cores), most of them never imported. Installed without that, each module is compiled at its first
+# import and cached, once PYTHONDONTWRITEBYTECODE (set by many images) is not passed on: where it is,
+# nothing compiled at import is kept and every process compiles torch again (723 s of tests, not 554).
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check --no-compile -c constraints.txt
-COMPILE := $(BIN)/python -m compileall -qq -j 0 $(VENV)/lib || true
+unexport PYTHONDONTWRITEBYTECODE
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) -e ".[test]"
-	$(COMPILE)
 	touch $(STAMP)
 
 # What the tests and the docs need besides (the MLflow and Optuna extras, Sphinx), in one pip call:
@@ -28,7 +27,6 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 $(DEV): setup.cfg pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) -e ".[test,mlflow,optuna,docs]"
-	$(COMPILE)
 	touch $(STAMP) $(DEV)
 
 install: $(STAMP)
@@ -40,10 +38,13 @@ lint: $(DEV)
 	$(BIN)/ruff check monitor tests examples scripts benchmarks
 	$(BIN)/mypy --strict monitor
 
-# The checks side by side (mypy and Sphinx each take one core), then the tests.
+# The checks (ruff and mypy, Sphinx) beside the tests, which leave a core idle most of the time; their
+# output after the tests'. Any failure fails the target.
 test: $(DEV)
-	$(MAKE) --no-print-directory -j2 lint docs
-	$(BIN)/python -m pytest
+	@checks=$$(mktemp); ($(MAKE) --no-print-directory -j2 lint docs >$$checks 2>&1) & pid=$$!; \
+	$(BIN)/python -m pytest; tests=$$?; wait $$pid; lint=$$?; \
+	echo "--- ruff, mypy, sphinx-build:"; cat $$checks; rm -f $$checks; \
+	test $$tests = 0 && test $$lint = 0
 
 # The site: docs/_build/html/index.html (the guides and the API from the docstrings); a warning fails it.
 docs: $(DEV)
@@ -55,7 +56,6 @@ test-fast: $(DEV)
 
 bench: $(STAMP)
 	$(PIP) -e ".[bench]"
-	$(COMPILE)
 	$(BIN)/python benchmarks/bench_step_cost.py
 	$(BIN)/python benchmarks/bench_overhead.py
 	$(BIN)/python benchmarks/bench_checkpoint.py

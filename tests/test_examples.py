@@ -1,4 +1,5 @@
-"""The examples run as a user runs them, and leave complete run directories."""
+"""The examples run as a user runs them, and leave complete run directories (the case study's runs forked
+from a warm interpreter, tests/warm.py: the same script, seconds sooner)."""
 import json
 import subprocess
 import sys
@@ -8,13 +9,18 @@ import pandas as pd
 import pytest
 
 from monitor.review.cli import main as cli_main
+from tests import warm
 
 pytestmark = pytest.mark.slow  # end to end, several seconds each: `make test-fast` leaves them out
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_script(*args):
+def run_script(*args, fresh=True):
+    if not fresh:
+        done = warm.run([sys.executable, *args], cwd=ROOT, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done
     return subprocess.run(
         [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600, check=True
     )
@@ -22,7 +28,7 @@ def run_script(*args):
 
 def test_case_study_stops_early_and_leaves_a_complete_run(tmp_path):
     run_dir = tmp_path / "case"
-    out = run_script("examples/binary_classification.py", "--run-dir", str(run_dir), "--no-progress")
+    out = run_script("examples/binary_classification.py", "--run-dir", str(run_dir), "--no-progress", fresh=False)
     record = json.loads((run_dir / "run.json").read_text())
     history = pd.read_csv(run_dir / "history.csv")
     assert record["status"] == "early_stopped" and record["stop_reason"] == "patience_exhausted"
@@ -38,10 +44,11 @@ def test_case_study_stops_early_and_leaves_a_complete_run(tmp_path):
 
 def test_case_study_resume_of_the_finished_run_trains_nothing(tmp_path):
     run_dir = tmp_path / "case"
-    run_script("examples/binary_classification.py", "--run-dir", str(run_dir), "--no-progress", "--max-epochs", "3")
+    run_script("examples/binary_classification.py", "--run-dir", str(run_dir), "--no-progress", "--max-epochs", "3",
+               fresh=False)
     history = (run_dir / "history.csv").read_bytes()
     out = run_script("examples/binary_classification.py", "--run-dir", str(run_dir), "--no-progress", "--resume",
-                     "--max-epochs", "3")
+                     "--max-epochs", "3", fresh=False)
     assert "already finished" in out.stderr and "max_epochs above 3" in out.stderr  # and how to go on
     assert (run_dir / "history.csv").read_bytes() == history
 
