@@ -7,6 +7,7 @@ import signal
 import threading
 import time
 from types import FrameType
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import ignite.distributed as idist
@@ -68,6 +69,9 @@ class GracefulStop:
         self._received_at = -math.inf
         self._previous: dict[int, Any] = {}
         self._distributed = idist.get_world_size() > 1  # read once: it is not free (about 1 us)
+        # Called at the first request: puts honour on the step's work (one process), so that a run
+        # nobody stops makes no call a step for it.
+        self.arm: Callable[[], None] | None = None
 
     def install(self, _: Engine | None = None) -> None:
         self.received, self.reason, self._requested, self._received_at = None, None, None, -math.inf
@@ -86,6 +90,8 @@ class GracefulStop:
         """Ask for a stop at the next safe point (the first request's reason is kept)."""
         if self._requested is None:
             self._requested = reason
+            if self.arm is not None:
+                self.arm()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         now = time.monotonic()
@@ -130,7 +136,10 @@ def attach_graceful_stop(
     trainer.add_event_handler(Events.STARTED, stop.install)
     trainer.add_event_handler(Events.COMPLETED, stop.uninstall)
     distributed = idist.get_world_size() > 1
-    (step.every_log if distributed else step.last).append(stop.honour)
+    if distributed:  # the ranks agree every log_every steps, whoever was asked
+        step.every_log.append(stop.honour)
+    else:  # a signal's handler or the time limit arms it, from the step it comes in on
+        stop.arm = lambda: None if stop.honour in step.last else step.last.append(stop.honour)
     trainer.add_event_handler(Events.EPOCH_COMPLETED, stop.honour)
     return stop
 
