@@ -3,8 +3,11 @@ point on disk (imported by :mod:`monitor.handlers.tensorboard` when a logger is 
 from __future__ import annotations
 
 import os
+import struct
 import time
 from typing import Any
+
+from crc32c import crc32c  # a dependency: tensorboardX's own checksum, in C
 
 try:
     from tensorboardX import FileWriter, SummaryWriter
@@ -16,6 +19,76 @@ except ImportError as e:  # a dependency; said clearly where an environment lack
 __all__ = ["SyncEventFileWriter", "SyncFileWriter", "DurableSummaryWriter"]
 
 _WRITE_EVERY_S = 1.0  # events wait at most this long in memory before they reach the OS
+
+_U32, _U64, _F32, _F64 = struct.Struct("<I"), struct.Struct("<Q"), struct.Struct("<f"), struct.Struct("<d")
+_LENGTHS: dict[int, bytes] = {}  # a record's length with its checksum, by length
+
+
+def _masked_crc(data: bytes) -> bytes:
+    crc = crc32c(data)
+    return _U32.pack((((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF)
+
+
+def _record(data: bytes) -> bytes:
+    """One TFRecord, as tensorboardX's ``RecordWriter.write`` writes it: the length, its masked CRC-32C,
+    the data, its masked CRC-32C."""
+    size = len(data)
+    head = _LENGTHS.get(size)
+    if head is None:
+        length = _U64.pack(size)
+        head = length + _masked_crc(length)
+        if size < 1024:  # a scalar's record has one of a few lengths: their checksums are kept
+            _LENGTHS[size] = head
+    return head + data + _masked_crc(data)
+
+
+def _varint(n: int) -> bytes:
+    if n < 0x80:
+        return _BYTES[n]
+    if n < 0x4000:
+        return bytes((n & 0x7F | 0x80, n >> 7))
+    if n < 0x200000:
+        return bytes((n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14))
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+_BYTES = [bytes((i,)) for i in range(0x80)]
+_FLOAT32_MAX = 3.4028234663852886e38
+_HEADS: dict[str, bytes] = {}  # a tag's summary up to its value, its field's length in front
+
+
+def _scalar_event(tag: str, value: float, step: int, wall_time: float) -> bytes:
+    """``Event(wall_time, step, summary=Summary(value=[Value(tag, simple_value)]))`` serialized, byte for
+    byte as protobuf does it (the fields in number order), for a step and a time above 0 (protobuf
+    leaves a 0 out) and a value a float32 holds; other points go through protobuf (:func:`_serialized`).
+
+    >>> from tensorboardX.proto.event_pb2 import Event
+    >>> e = Event(step=40, wall_time=1.5); _ = e.summary.value.add(tag="train/loss", simple_value=0.25)
+    >>> _scalar_event("train/loss", 0.25, 40, 1.5) == e.SerializeToString()
+    True
+    """
+    head = _HEADS.get(tag)
+    if head is None:
+        name = tag.encode()
+        point = b"\x0a" + _varint(len(name)) + name + b"\x15"  # Value: tag (1), simple_value (2), 4 bytes
+        summary = b"\x0a" + _varint(len(point) + 4) + point  # Summary: value (1)
+        head = _HEADS[tag] = b"\x2a" + _varint(len(summary) + 4) + summary  # Event: summary (5)
+    return b"\x09" + _F64.pack(wall_time) + b"\x10" + _varint(step) + head + _F32.pack(value)
+
+
+def _serialized(event: Any) -> bytes:
+    if type(event) is tuple:  # a point (tag, value, step, wall_time)
+        tag, value, step, wall_time = event
+        if step > 0 and wall_time > 0 and -_FLOAT32_MAX <= value <= _FLOAT32_MAX:  # (a NaN: not here)
+            return _scalar_event(tag, value, step, wall_time)
+        event = Event(step=step, wall_time=wall_time)
+        event.summary.value.add(tag=tag, simple_value=value)
+    return event.SerializeToString()  # type: ignore[no-any-return]
 
 
 class SyncEventFileWriter:
@@ -58,14 +131,13 @@ class SyncEventFileWriter:
         # flush, at every validation), then go to the OS together (one write instead of one per
         # point; no fsync: that is flush()): a killed process keeps its points up to about a
         # second before the kill, so TensorBoard shows how far it got.
-        for event in self._pending:
-            if type(event) is tuple:  # a point: the same bytes as add_scalar's event, made in half the time
-                tag, value, step, wall_time = event
-                event = Event(step=step, wall_time=wall_time)
-                event.summary.value.add(tag=tag, simple_value=value)
-            self._writer.write_event(event)
+        # tensorboardX's path for a point (a protobuf Event built and serialized, its record written in
+        # four writes, the checksums masked in Python) cost the training thread three times what the
+        # same bytes cost made here and written at once (11.0 against 3.6 us a point on this machine).
+        file = self._writer._py_recordio_writer._writer  # tensorboardX keeps its file object private
+        file.write(b"".join([_record(_serialized(event)) for event in self._pending]))
         self._pending = []
-        self._writer._py_recordio_writer._writer.flush()  # tensorboardX keeps its file object private
+        file.flush()
         self._written_at = time.monotonic() if now is None else now
 
     def hand_over(self) -> None:
