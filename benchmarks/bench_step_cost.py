@@ -1,6 +1,7 @@
 """What monitor adds to a training step and to an epoch, in CPU time of the training thread.
 
     .venv/bin/python benchmarks/bench_step_cost.py [--rounds 7] [--steps 2000]   # epochs of 1000 and 3000 steps
+    .venv/bin/python benchmarks/bench_step_cost.py --lockstep [--steps 2000]   # per step, the variants side by side
 
 Wall-clock ratios of whole loops cannot resolve a few microseconds a step on a shared machine (the
 raw loop against itself varies by 0.8-1.5x). This measures instead the CPU time of the thread that
@@ -23,16 +24,24 @@ last checkpoint every epoch (so each epoch pays for one), and monitor with ``par
 (its per-step loss list, its judgement every ``log_every`` steps and its good copies, printed over
 monitor's defaults; and its checks alone, with ``keep_every`` too large for a copy within an
 epoch), interleaved in a rotating order, one thread; medians over ``--rounds``.
+
+Variants run one after the other are seconds apart, and on shared cores the machine's speed drifts
+over seconds (the bare engine against itself: -98..51 us a step on a busy day). ``--lockstep`` runs
+the bare engine twice and monitor's defaults in one process, taking turns every 100 steps, and
+compares each window with the same window of the bare engine (per step only: the epoch's end is
+left out, and with it what a step defers to it).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from ignite.engine import Engine, Events
@@ -59,12 +68,10 @@ def loaders(steps: int) -> tuple[DataLoader, DataLoader]:
 WINDOW = 100  # steps per measured window (a multiple of log_every, so the periodic work is in each)
 
 
-def costs(variant: str, steps: int, workdir: Path, *, empty: bool, epochs: int = 4) -> tuple[float, float]:
-    """``variant``'s CPU time of the training thread per step and per epoch's own work (validation,
-    history row, checkpoint): the median over ``WINDOW``-step windows within epochs (a window that an
-    interrupt or a page fault hit is an outlier the median drops), and the median over epoch ends of
-    the time from an epoch's last step's start to the next epoch's first, less one step. The first
-    epoch warms up and is left out."""
+def build(variant: str, steps: int, workdir: Path, *, empty: bool, marks: list[float]
+          ) -> tuple[Engine, DataLoader, contextlib.AbstractContextManager[Any]]:
+    """``variant``'s trainer (a probe appending the CPU clock to ``marks`` at each iteration's start), its
+    data, and the context it runs in (monitor's run, or nothing for the bare engine)."""
     torch.manual_seed(0)
     model = nn.Linear(FEATURES, 2)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
@@ -76,27 +83,71 @@ def costs(variant: str, steps: int, workdir: Path, *, empty: bool, epochs: int =
         trainer = monitor.build_trainer(model, optimizer, loss_fn)
     evaluator = monitor.build_evaluator(model, {"loss": Loss(loss_fn)})
     train_loader, val_loader = loaders(steps)
-    marks: list[float] = []  # the CPU clock at the start of each iteration (a probe in both variants)
     trainer.add_event_handler(Events.ITERATION_STARTED, lambda _: marks.append(time.thread_time()))
-    if variant.startswith("monitor"):
-        every = Events.EPOCH_COMPLETED if variant == "monitor, checkpoint every epoch" else None  # None: the budget
-        run = monitor.attach_monitoring(
-            trainer, evaluator, val_loader, run_dir=Path(tempfile.mkdtemp(dir=workdir)) / "run",
-            objective=monitor.Objective("loss", mode="min"), to_save={"model": model, "optimizer": optimizer},
-            early_stopping=None, checkpoints=monitor.Checkpoints(every=every, restore_best=False),
-            parts=[monitor.Recovery()] if variant == "monitor, Recovery()" else
-            [monitor.Recovery(keep_every=10**9)] if variant == "monitor, Recovery() checks" else [],
-        )
-        with run:
-            trainer.run(train_loader, max_epochs=epochs + 1)
-    else:
+    if not variant.startswith("monitor"):
         trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: evaluator.run(val_loader))
+        return trainer, train_loader, contextlib.nullcontext()
+    every = Events.EPOCH_COMPLETED if variant == "monitor, checkpoint every epoch" else None  # None: the budget
+    run = monitor.attach_monitoring(
+        trainer, evaluator, val_loader, run_dir=Path(tempfile.mkdtemp(dir=workdir)) / "run",
+        objective=monitor.Objective("loss", mode="min"), to_save={"model": model, "optimizer": optimizer},
+        early_stopping=None, checkpoints=monitor.Checkpoints(every=every, restore_best=False),
+        parts=[monitor.Recovery()] if variant == "monitor, Recovery()" else
+        [monitor.Recovery(keep_every=10**9)] if variant == "monitor, Recovery() checks" else [],
+    )
+    return trainer, train_loader, run
+
+
+def costs(variant: str, steps: int, workdir: Path, *, empty: bool, epochs: int = 4) -> tuple[float, float]:
+    """``variant``'s CPU time of the training thread per step and per epoch's own work (validation,
+    history row, checkpoint): the median over ``WINDOW``-step windows within epochs (a window that an
+    interrupt or a page fault hit is an outlier the median drops), and the median over epoch ends of
+    the time from an epoch's last step's start to the next epoch's first, less one step. The first
+    epoch warms up and is left out."""
+    marks: list[float] = []  # the CPU clock at the start of each iteration (a probe in both variants)
+    trainer, train_loader, context = build(variant, steps, workdir, empty=empty, marks=marks)
+    with context:
         trainer.run(train_loader, max_epochs=epochs + 1)
     windows = [(marks[i + WINDOW] - marks[i]) / WINDOW
                for e in range(1, epochs + 1) for i in range(e * steps, (e + 1) * steps - WINDOW, WINDOW)]
     per_step = statistics.median(windows)
     ends = [marks[e * steps] - marks[e * steps - 1] - per_step for e in range(2, epochs + 1)]
     return per_step, statistics.median(ends)
+
+
+def lockstep(workdir: Path, *, empty: bool, steps: int, epochs: int = 4) -> None:
+    """The bare engine, the bare engine again and monitor's defaults in one process, taking turns every
+    ``WINDOW`` steps (Ignite's ``interrupt``, then ``run`` goes on): each window of one is timed beside
+    the same window of the others, a fraction of a second apart, so the machine's speed, which drifts
+    over seconds on shared cores, is the same for the three. Per step: the median over windows of the
+    difference to the bare engine's same window (windows holding an epoch's end left out)."""
+    variants = ("bare", "bare again", "monitor")
+    runs: dict[str, tuple[Engine, DataLoader]] = {}
+    spent: dict[str, list[float]] = {v: [] for v in variants}
+    with contextlib.ExitStack() as stack:
+        for v in variants:
+            trainer, loader, context = build(v if v != "bare again" else "bare", steps, workdir, empty=empty, marks=[])
+            trainer.add_event_handler(Events.ITERATION_COMPLETED,
+                                      lambda engine: engine.state.iteration % WINDOW or engine.interrupt())
+            stack.enter_context(context)
+            runs[v] = (trainer, loader)
+        for k in range((epochs + 1) * steps // WINDOW + 1):  # the last turn ends the runs
+            for v in variants[k % 3:] + variants[:k % 3]:
+                trainer, loader = runs[v]
+                started = time.thread_time()
+                trainer.run(loader, max_epochs=epochs + 1)
+                spent[v].append(time.thread_time() - started)
+    # window k: iterations k * WINDOW + 1 ... ; one that starts an epoch holds the previous epoch's end
+    kept = [k for k in range(steps // WINDOW, (epochs + 1) * steps // WINDOW) if k * WINDOW % steps]
+    what = "a step that only returns a loss" if empty else f"a linear model, batch {BATCH}"
+    base = statistics.median(spent["bare"][k] for k in kept) / WINDOW
+    print(f"\n{what}, lockstep ({len(kept)} windows of {WINDOW} steps, each variant's beside the others'): "
+          f"the bare step {base * 1e6:.1f} us of CPU")
+    for name, v in (("monitor (defaults) over bare", "monitor"), ("bare again over bare (noise)", "bare again")):
+        added = sorted((spent[v][k] - spent["bare"][k]) / WINDOW * 1e6 for k in kept)
+        quartiles = statistics.quantiles(added, n=4)
+        print(f"  {name:34s} {statistics.median(added):7.2f} us a step  (quartiles {quartiles[0]:.2f} .. "
+              f"{quartiles[2]:.2f})")
 
 
 def measure(rounds: int, workdir: Path, *, empty: bool, steps: int) -> None:
@@ -140,11 +191,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--steps", type=int, default=2000, help="steps per epoch")
+    parser.add_argument("--lockstep", action="store_true",
+                        help="per step only, the variants taking turns every 100 steps in one process")
     args = parser.parse_args()
     torch.set_num_threads(1)
     logging.disable(logging.WARNING)
     workdir = Path(tempfile.mkdtemp(prefix="bench_step_cost-"))
     print(f"torch {torch.__version__}, 1 thread; {args.rounds} interleaved rounds; CPU time of the training thread")
+    if args.lockstep:
+        lockstep(workdir, empty=True, steps=args.steps)
+        lockstep(workdir, empty=False, steps=args.steps)
+        return
     measure(args.rounds, workdir, empty=True, steps=args.steps)
     measure(args.rounds, workdir, empty=False, steps=args.steps)
 
