@@ -232,8 +232,9 @@ class _TimedBatches:
         throughput._asked = asked = time.perf_counter()
         batch = next(self._batches)
         throughput._waiting += time.perf_counter() - asked
-        if type(batch) in (tuple, list) and batch and type(batch[0]) is torch.Tensor and batch[0].dim() > 0:
-            throughput._samples += batch[0].shape[0]  # (x, y): _batch_size's first case
+        first = batch[0] if type(batch) in (tuple, list) and batch else None
+        if type(first) is torch.Tensor and (shape := first.shape):  # (x, y): _batch_size's first case
+            throughput._samples += shape[0]
         else:
             throughput._count(batch)
         return batch
