@@ -6,8 +6,8 @@ import math
 import signal
 import threading
 import time
-from types import FrameType
 from collections.abc import Callable
+from types import FrameType
 from typing import Any, Protocol
 
 import ignite.distributed as idist
@@ -76,6 +76,8 @@ class GracefulStop:
     def install(self, _: Engine | None = None) -> None:
         self.received, self.reason, self._requested, self._received_at = None, None, None, -math.inf
         self._distributed = idist.get_world_size() > 1
+        if self._distributed and self.arm is not None:  # attached before idist started: every rank must agree
+            self.arm()
         if threading.current_thread() is not threading.main_thread():
             return
         for signum in self.signals:
