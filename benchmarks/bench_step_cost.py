@@ -126,7 +126,7 @@ def lockstep(workdir: Path, *, empty: bool, steps: int, epochs: int = 4) -> None
     spent: dict[str, list[float]] = {v: [] for v in variants}
     with contextlib.ExitStack() as stack:
         for v in variants:
-            trainer, loader, context = build(v if v != "bare again" else "bare", steps, workdir, empty=empty, marks=[])
+            trainer, loader, context = build(v, steps, workdir, empty=empty, marks=[])
             trainer.add_event_handler(Events.ITERATION_COMPLETED,
                                       lambda engine: engine.state.iteration % WINDOW or engine.interrupt())
             stack.enter_context(context)
@@ -144,7 +144,7 @@ def lockstep(workdir: Path, *, empty: bool, steps: int, epochs: int = 4) -> None
     print(f"\n{what}, lockstep ({len(kept)} windows of {WINDOW} steps, each variant's beside the others'): "
           f"the bare step {base * 1e6:.1f} us of CPU")
     for name, v in (("monitor (defaults) over bare", "monitor"), ("bare again over bare (noise)", "bare again")):
-        added = sorted((spent[v][k] - spent["bare"][k]) / WINDOW * 1e6 for k in kept)
+        added = [(spent[v][k] - spent["bare"][k]) / WINDOW * 1e6 for k in kept]
         quartiles = statistics.quantiles(added, n=4)
         print(f"  {name:34s} {statistics.median(added):7.2f} us a step  (quartiles {quartiles[0]:.2f} .. "
               f"{quartiles[2]:.2f})")

@@ -141,7 +141,11 @@ def attach_graceful_stop(
     if distributed:  # the ranks agree every log_every steps, whoever was asked
         step.every_log.append(stop.honour)
     else:  # a signal's handler or the time limit arms it, from the step it comes in on
-        stop.arm = lambda: None if stop.honour in step.last else step.last.append(stop.honour)
+        def arm() -> None:
+            if stop.honour not in step.last:
+                step.last.append(stop.honour)
+
+        stop.arm = arm
     trainer.add_event_handler(Events.EPOCH_COMPLETED, stop.honour)
     return stop
 

@@ -70,7 +70,7 @@ def test_a_train_loss_point_is_written_as_the_event_tensorboardx_add_scalar_make
 
 @pytest.mark.parametrize("tag", ["train/loss", "train/∆loss", "t" * 200])
 def test_each_points_bytes_are_those_protobuf_makes_of_its_event(tag):
-    # A point's event is serialized by hand on the training thread (a fifth of tensorboardX's cost):
+    # A point's event is serialized by hand on the training thread (a third of tensorboardX's cost):
     # every value, step and time must give protobuf's bytes, the ones it leaves out or rounds included.
     from tensorboardX.proto.event_pb2 import Event
 
