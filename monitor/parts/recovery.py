@@ -117,6 +117,11 @@ def _each_tensor(state: Any, leaf: Callable[[Any], Any]) -> Any:
     return state
 
 
+def _cpu_scalar(loss: torch.Tensor) -> bool:
+    """A loss read as a number at once (cheaper than stacking it with the others)."""
+    return loss.is_cpu and loss.numel() == 1
+
+
 def _is_dtensor(tensor: torch.Tensor) -> bool:
     if type(tensor) is torch.Tensor or not torch.distributed.is_available():
         return False
@@ -299,9 +304,10 @@ class Recovery(Part):
         """The unjudged steps' losses as numbers (one host read for those on a device; ``None`` for a
         step SkipStep left out)."""
         pending = self._recent
-        on_device = [i for i, x in enumerate(pending) if isinstance(x, torch.Tensor)]
-        losses: list[float | None] = [None if x is None else float(x) if not isinstance(x, torch.Tensor) else math.nan
-                                      for x in pending]
+        on_device = [i for i, x in enumerate(pending) if isinstance(x, torch.Tensor) and not _cpu_scalar(x)]
+        stacked = set(on_device)
+        losses: list[float | None] = [None if x is None else math.nan if i in stacked else float(x)
+                                      for i, x in enumerate(pending)]
         if on_device:
             with torch.no_grad():
                 read = torch.stack([pending[i].reshape(()).float() for i in on_device]).tolist()

@@ -98,7 +98,7 @@ def test_losses_kept_on_their_device_give_what_losses_read_at_once_give(monkeypa
         return means, spikes, tracker.state_dict(), nan_tracker.stop_reason, nan_trainer.state.iteration
 
     read_at_once = observe()
-    monkeypatch.setattr("monitor.handlers.loss.TrainLoss.read_cpu_at_once", False)
+    monkeypatch.setattr("monitor.handlers.loss.TrainLoss.read_cpu_as_numbers", False)
     kept_on_device = observe()
     assert kept_on_device[0] == pytest.approx(read_at_once[0], rel=1e-6)  # float32 sums against float64
     assert kept_on_device[1] == pytest.approx(read_at_once[1], rel=1e-6)
@@ -118,3 +118,28 @@ def test_a_handlers_own_cadence_that_disagrees_with_the_step_it_joins_is_refused
     attach_train_loss(trainer, check_every=10, step=step)  # the same: one setting
     with pytest.raises(ValueError, match="check_every should be a positive integer, got 0"):
         attach_train_loss(Engine(lambda e, b: None), check_every=0)
+
+
+def test_a_loss_tensor_the_step_changes_in_place_is_said_and_copied_from_then_on(caplog):
+    # Losses are summed every few steps: a step that hands back one tensor, changed in place, would
+    # have its earlier values counted as its latest. Monitor says so at the first sum and copies
+    # each step's loss from there, so the next epoch's mean is right.
+    shared = torch.zeros(())
+
+    def step(engine, batch):
+        return {"loss": shared.fill_(batch)}
+
+    trainer = Engine(step)
+    tracker = attach_train_loss(trainer, check_every=5)
+    means = []
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: means.append(tracker.epoch_mean))
+    with caplog.at_level("WARNING", logger="monitor.handlers.loss"):
+        trainer.run([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0], max_epochs=2)
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and "same loss tensor object at 5 of the last 5 steps" in said[0]
+    assert means[1] == 5.5  # every step's own value
+
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="monitor.handlers.loss"):
+        _, fresh = run_losses([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], check_every=5)
+    assert fresh.epoch_mean == 3.5 and not caplog.records
