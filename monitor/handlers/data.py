@@ -87,14 +87,15 @@ class _Batches:
             head = list(itertools.islice(batches, self._skip + 1))  # draws the order (the sampler's RNG)
             self._batches = itertools.chain(head[self._skip:], batches)
 
-    def __iter__(self) -> Iterator[list[int]]:
-        return self
+    def drawn(self) -> Iterator[list[int]]:
+        self.draw()
+        assert self._batches is not None
+        return self._batches
 
-    def __next__(self) -> list[int]:
-        if self._batches is None:  # the first: draw (a call less on every other step)
-            self.draw()
-            assert self._batches is not None
-        return next(self._batches)
+    def lazily(self) -> Iterator[list[int]]:
+        """The batches, drawn at the first ``next`` if not before; every ``next`` is itertools' own, with
+        no Python frame: the loader asks for one each step."""
+        return itertools.chain.from_iterable(map(_Batches.drawn, (self,)))
 
 
 class _SkippingBatchSampler:
@@ -113,7 +114,7 @@ class _SkippingBatchSampler:
 
     def __iter__(self) -> Iterator[list[int]]:
         self.latest = _Batches(self.batch_sampler, self.skip, self.rest)
-        return self.latest
+        return self.latest.lazily()
 
 
 class _EagerReproducibleBatchSampler(ReproducibleBatchSampler):
