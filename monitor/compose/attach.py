@@ -351,7 +351,8 @@ def _attach_handlers(
         hparams = {**dict(w.record.hparams), **({} if w.record.seed is None else {"seed": w.record.seed})}
         tensorboard = attach_tensorboard(trainer, evaluator, paths.tensorboard, optimizer=rates,
                                          purge_step=plan.purge_step,
-                                         row=lambda: history.last_row, best=best, hparams=hparams, step=step)
+                                         row=lambda: history.last_row, best=best, hparams=hparams, step=step,
+                                         train_loss=w.train_loss)
     # a sharded model's best: its shards in a folder (shards="dcp"), or its full state in the file
     best_model = w.to_save["model"] if w.checkpoints.shards == "dcp" else w.checkpointed["model"]
     best_checkpoint = attach_best_checkpoint(

@@ -98,6 +98,7 @@ class TrainLoss(Serializable):
         self._max: torch.Tensor | float | None = None  # the epoch's highest step loss, on its device
         self._pending: list[torch.Tensor] = []  # the loss tensors of the steps not yet folded in
         self._copy = False  # each step's loss tensor is copied (the step returns one tensor changed in place)
+        self._last_read: tuple[torch.Tensor, float] | None = None  # the last tensor read as a number, and its value
         self._first: float | None = None  # the run's first step loss
         # Each step's loss (a number, or a tensor off the host), kept for a reader that drains it (Recovery's
         # judgement every log_every steps) once one sets it to a list; None: kept for nobody.
@@ -169,7 +170,9 @@ class TrainLoss(Serializable):
                 len(pending) - len(set(map(id, pending))) + 1, len(pending), self.trainer.state.epoch)
         if self.read_cpu_as_numbers and all(x.is_cpu and x.numel() == 1 for x in pending):
             for loss in pending:
-                self._add(float(loss.item()))  # (an integer loss too)
+                value = float(loss.item())  # (an integer loss too)
+                self._add(value)
+            self._last_read = (pending[-1], value)
             return
         self._count += len(pending)
         with torch.no_grad():
@@ -181,6 +184,13 @@ class TrainLoss(Serializable):
             self._sum = self._sum + stacked.sum()
             highest = stacked.nan_to_num(nan=-math.inf, posinf=math.inf).amax()  # NaN steps left out
             self._max = highest_of(self._max, highest)
+
+    def as_number(self, loss: torch.Tensor | float) -> float:
+        """``loss`` (a step's, as its output holds it) as a number: the value read when the steps were
+        last summed if it is the last of them (TensorBoard's ``train/loss`` point, right after the
+        check), else read now."""
+        last = self._last_read
+        return last[1] if last is not None and last[0] is loss else float(loss)
 
     def running_mean(self) -> float | None:
         """The mean loss of the epoch so far (a host sync; under idist, over every rank's steps, the

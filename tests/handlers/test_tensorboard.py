@@ -39,6 +39,26 @@ def test_each_epoch_is_on_disk_before_its_last_checkpoint_while_the_writer_is_op
         assert [step for step, _ in train] == list(range(1, 4 * epoch + 1))
 
 
+def test_train_loss_points_are_the_steps_own_losses(tmp_path):
+    # train/loss every log_every steps is that step's loss (read once, at the NaN check's sum), not a
+    # mean nor an earlier step's; a step the loss tensor of which the step changes in place too.
+    import torch
+    from ignite.engine import Engine
+
+    losses = [1.0 + ((7 * i) % 13) / 10 for i in range(40)]
+    shared = torch.zeros(())
+    for name, make in (("fresh", torch.tensor), ("in_place", shared.fill_)):
+        s = tiny_setup()
+        trainer = Engine(lambda e, batch, make=make: {"loss": make(losses[e.state.iteration - 1])})
+        with attach_monitoring(
+            trainer, s["evaluator"], s["val_loader"], run_dir=tmp_path / name, objective=Objective("loss", mode="min"),
+            to_save={"model": s["model"]}, early_stopping=None, console=Console(log_every=5, quiet=True),
+        ):
+            trainer.run(range(10), max_epochs=4)
+        points = read_scalars(tmp_path / name / "tb", "train/loss")
+        assert points == [(i, pytest.approx(losses[i - 1])) for i in range(5, 41, 5)], name
+
+
 def test_no_writer_thread_is_left_running(tmp_path):
     import threading
 
