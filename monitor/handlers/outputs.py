@@ -162,20 +162,20 @@ class Throughput:
     """
 
     def __init__(self) -> None:
-        self._asked = self._waiting = self._busy = 0.0
+        self.asked = self._waiting = self.busy = 0.0
         self._samples = 0
         self._counted = True  # every batch had a size
 
     def started(self, trainer: Engine) -> None:
         if done_in_epoch(trainer.state) == 0:
-            self._waiting = self._busy = 0.0
+            self._waiting = self.busy = 0.0
             self._samples, self._counted = 0, True
 
     def batch_asked(self, _: Engine) -> None:
-        self._asked = time.perf_counter()
+        self.asked = time.perf_counter()
 
     def batch_got(self, trainer: Engine) -> None:
-        self._waiting += time.perf_counter() - self._asked
+        self._waiting += time.perf_counter() - self.asked
         self._count(trainer.state.batch)
 
     def _count(self, batch: Any) -> None:
@@ -202,16 +202,17 @@ class Throughput:
                     trainer.remove_event_handler(handler, event)
 
     def iteration_done(self, _: Engine) -> None:
-        self._busy += time.perf_counter() - self._asked
+        """The end of a step (what :class:`~monitor.handlers.step.StepWork` does inline for its ``clock``)."""
+        self.busy += time.perf_counter() - self.asked
 
     def values(self) -> dict[str, float | None]:
         """``samples_per_s`` (``None`` where batches have no size) and ``data_wait_frac``."""
-        if not self._busy:
+        if not self.busy:
             return {"samples_per_s": None, "data_wait_frac": None}
         samples = self._samples * idist.get_world_size()  # every rank trains its own share
         return {
-            "samples_per_s": round(samples / self._busy, 3) if self._counted else None,
-            "data_wait_frac": round(min(1.0, self._waiting / self._busy), 6) if math.isfinite(self._waiting) else None,
+            "samples_per_s": round(samples / self.busy, 3) if self._counted else None,
+            "data_wait_frac": round(min(1.0, self._waiting / self.busy), 6) if math.isfinite(self._waiting) else None,
         }
 
 
@@ -229,7 +230,7 @@ class _TimedBatches:
     def __next__(self) -> Any:
         # One Python call a step: the clock and the usual batch's size inline (Throughput._count).
         throughput = self._throughput
-        throughput._asked = asked = time.perf_counter()
+        throughput.asked = asked = time.perf_counter()
         batch = next(self._batches)
         throughput._waiting += time.perf_counter() - asked
         first = batch[0] if type(batch) in (tuple, list) and batch else None
@@ -245,15 +246,18 @@ def attach_train_outputs(trainer: Engine, *, step: StepWork | None = None) -> Tr
     (one handler for every part's per-step work), or by a StepWork of its own when attached alone."""
     outputs = TrainOutputs(trainer)
     trainer.add_event_handler(Events.EPOCH_STARTED, outputs.started)
-    step_for(trainer, step, None, "step").every_step.append(outputs)
+    step_for(trainer, step, None, "step").outputs.append(outputs)
     return outputs
 
 
 def attach_throughput(trainer: Engine, *, step: StepWork | None = None) -> Throughput:
     """A :class:`Throughput` on ``trainer``'s ``EPOCH_STARTED`` and ``GET_BATCH_*``, and after each step in
     ``step`` (or a StepWork of its own when attached alone)."""
+    step = step_for(trainer, step, None, "step")
+    if step.clock is not None:
+        raise ValueError("Argument step already keeps a Throughput's clock: one Throughput a trainer.")
     throughput = Throughput()
     trainer.add_event_handler(Events.EPOCH_STARTED, throughput.started)
     throughput.use_events(trainer, True)  # until a DataOrder times the batches itself
-    step_for(trainer, step, None, "step").every_step.append(throughput.iteration_done)
+    step.clock = throughput  # its busy clock, read after each step by the step's one handler
     return throughput

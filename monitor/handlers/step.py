@@ -7,7 +7,9 @@ order, and what is due only every ``log_every`` steps is a modulo, not a filtere
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from typing import Any, Protocol
 
 from ignite.engine import Engine, Events
 
@@ -18,11 +20,20 @@ __all__ = ["StepWork", "step_for"]
 Work = Callable[[Engine], None]
 
 
+class BusyClock(Protocol):
+    """A clock of the time spent on steps: ``asked`` when a step asked for its batch, ``busy`` the sum."""
+
+    asked: float
+    busy: float
+
+
 class StepWork:
     """The per-step work of the attached parts, called in this order after each training step:
 
     1. ``first``: the parts' own work (e.g. gradient norms added to the step's output);
-    2. ``every_step``: the loss and output sums, the throughput clock;
+    2. ``every_step``: the loss sum; ``outputs``, only where the step's output is more than
+       ``{"loss": ...}`` (build_trainer's): the other outputs' sums; ``clock``'s busy time
+       (:class:`~monitor.handlers.outputs.Throughput`'s, inline: no call of its own);
     3. ``checks`` (every ``log_every`` iterations and at an epoch's last one; empty unless a part
        asks): e.g. :class:`~monitor.parts.recovery.Recovery` judging the steps since the last check,
        before monitor's own NaN check can stop the run;
@@ -47,6 +58,8 @@ class StepWork:
         self.last_apart = last_apart
         self.first: list[Work] = []
         self.every_step: list[Work] = []
+        self.outputs: list[Work] = []
+        self.clock: BusyClock | None = None
         self.checks: list[Work] = []
         self.every_log: list[Work] = []
         self.last: list[Work] = []
@@ -56,6 +69,14 @@ class StepWork:
             work(engine)
         for work in self.every_step:
             work(engine)
+        if self.outputs:  # each a call a step to find nothing but the loss: the guard here instead
+            output: Any = engine.state.output
+            if type(output) is not dict or len(output) != 1 or "loss" not in output:
+                for work in self.outputs:
+                    work(engine)
+        clock = self.clock
+        if clock is not None:
+            clock.busy += time.perf_counter() - clock.asked
         if self.checks:  # each log_every steps and at an epoch's last (is_last_of_epoch, inlined)
             state = engine.state
             if state.iteration % self.log_every == 0 or (

@@ -184,3 +184,23 @@ def test_the_epochs_highest_gradient_norm_leaves_nan_steps_out_and_survives_a_re
     assert starts == [1.0, 1.0]  # the run's first step's, kept through the resume (not the resumed one's 2.0)
     with pytest.raises(TypeError, match="peaks"):
         TrainOutputs(trainer, peaks="grad_norm")
+
+
+def test_outputs_alone_sum_every_step_whatever_the_output_holds():
+    # The one step handler skips the output sums only for build_trainer's {"loss": ...}; a step that
+    # returns one other scalar, a float, or the loss beside others is summed as it was.
+    from monitor.handlers.outputs import attach_throughput, attach_train_outputs
+    from monitor.handlers.step import StepWork
+
+    for outputs_of_steps, expected in (([{"accuracy": 0.5}, {"accuracy": 1.0}], {"train_accuracy": 0.75}),
+                                       ([{"loss": 1.0}, {"loss": 2.0}], {}),
+                                       ([{"loss": 1.0, "n": 2}, {"loss": 2.0, "n": 4}], {"train_n": 3.0}),
+                                       ([0.5, 1.5], {})):
+        trainer = Engine(lambda e, batch: batch)
+        step = StepWork(log_every=10).attach(trainer)
+        outputs = attach_train_outputs(trainer, step=step)
+        trainer.run(outputs_of_steps, max_epochs=1)
+        assert outputs.values() == expected
+    attach_throughput(trainer, step=step)
+    with pytest.raises(ValueError, match="one Throughput a trainer"):
+        attach_throughput(trainer, step=step)
