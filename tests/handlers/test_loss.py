@@ -136,7 +136,7 @@ def test_a_loss_tensor_the_step_changes_in_place_is_said_and_copied_from_then_on
     with caplog.at_level("WARNING", logger="monitor.handlers.loss"):
         trainer.run([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0], max_epochs=2)
     said = [r.getMessage() for r in caplog.records]
-    assert len(said) == 1 and "same loss tensor object at 5 of the last 5 steps" in said[0]
+    assert len(said) == 1 and "same loss tensor object at several of the last 5 steps" in said[0]
     assert means[1] == 5.5  # every step's own value
 
     caplog.clear()
