@@ -27,8 +27,10 @@ _FOLD_EVERY = 64  # steps whose losses wait in a list before they are summed on 
 
 def loss_from_output(output: Any) -> torch.Tensor | float:
     """The loss in ``trainer.state.output``: ``output["loss"]`` for a mapping, else the output itself."""
-    if type(output) is dict and type(output.get("loss")) is torch.Tensor:  # build_trainer's: no ABC checks
-        return output["loss"]  # type: ignore[no-any-return]
+    if type(output) is dict:  # build_trainer's: no ABC checks
+        found = output.get("loss")
+        if type(found) is float or type(found) is torch.Tensor:
+            return found
     if isinstance(output, Mapping) and "loss" not in output:
         raise KeyError(
             "trainer.state.output should hold the loss under 'loss'; got a mapping with keys "
@@ -124,8 +126,8 @@ class TrainLoss(Serializable):
                 if self.recent is not None:
                     self.recent.append(None)
                 return
-            found = output.get("loss")  # build_trainer's: loss_from_output's first case, without the call
-            if type(found) is torch.Tensor and self.output_transform is loss_from_output:
+            found = output.get("loss")  # build_trainer's: loss_from_output's first cases, without the call
+            if (type(found) is float or type(found) is torch.Tensor) and self.output_transform is loss_from_output:
                 loss = found
             else:
                 loss = self.output_transform(output)
@@ -138,21 +140,17 @@ class TrainLoss(Serializable):
             self._pending.append(loss)
             if len(self._pending) >= _FOLD_EVERY:
                 self._fold()
-        else:
-            self._add(loss)
+        else:  # a number (build_trainer's on the CPU): summed at once, the highest kept (NaN steps left out)
+            self._count += 1
+            self._sum = self._sum + loss
+            if loss == loss and (self._max is None or not loss <= self._max):
+                self._max = highest_of(self._max, loss)
         if self.recent is not None:
             self.recent.append(loss)
         if self._first is None:  # the loss the run started from: one host read, once (every rank's mean)
             first = float(loss)
             self._first = first if idist.get_world_size() == 1 else float(idist.all_reduce(first)) / (
                 idist.get_world_size())
-
-    def _add(self, loss: float) -> None:
-        """A step's loss read as a number: into the sum and the highest (a NaN step left out of it)."""
-        self._count += 1
-        self._sum = self._sum + loss
-        if loss == loss and (self._max is None or not loss <= self._max):
-            self._max = highest_of(self._max, loss)
 
     def _fold(self) -> None:
         """Add the pending steps' losses to the epoch's sum and highest: CPU scalars read as numbers

@@ -15,15 +15,21 @@ from monitor.runtime.skip import SkippingOptimizer, SkipStep, judged_loss
 __all__ = ["build_trainer", "build_evaluator"]
 
 
-def _loss_output(x: Any, y: Any, y_pred: Any, loss: torch.Tensor) -> dict[str, torch.Tensor]:
-    # Keep the loss on its device: no .item() (a host sync) per iteration; handlers that log
-    # convert it only on the iterations they log.
-    return {"loss": loss.detach()}
+def _loss_output(x: Any, y: Any, y_pred: Any, loss: torch.Tensor) -> dict[str, torch.Tensor | float]:
+    return {"loss": _step_loss(loss)}
+
+
+def _step_loss(loss: torch.Tensor) -> torch.Tensor | float:
+    # On the CPU the loss is read here, as Ignite's own trainer returns it: in the step, just after
+    # backward, a read costs less than the detached copy (about 2.5 against 4.5 us of CPU, measured
+    # in place), and a handler that reads it later finds torch's code out of the caches (about 3 us a
+    # tensor). On a device it stays a tensor: no host sync per step.
+    return loss.item() if loss.is_cpu else loss.detach()
 
 
 def _skipped_output(skip: SkipStep) -> Callable[[Any, Any, Any, torch.Tensor], dict[str, Any]]:
     def output(x: Any, y: Any, y_pred: Any, loss: torch.Tensor) -> dict[str, Any]:
-        return {"loss": loss.detach(), "skipped": float(skip.last)}  # the train_skipped column: the share skipped
+        return {"loss": _step_loss(loss), "skipped": float(skip.last)}  # the train_skipped column: the share skipped
     return output
 
 
@@ -36,7 +42,8 @@ def build_trainer(
     skip_step: SkipStep | None = None,
     **kwargs: Any,
 ) -> Engine:
-    """A supervised training ``Engine`` whose ``state.output`` is ``{"loss": tensor}``.
+    """A supervised training ``Engine`` whose ``state.output`` is ``{"loss": loss}``: a float on the CPU
+    (as Ignite's own trainer gives), the detached tensor on another device (no host sync per step).
 
     Under ``ignite.distributed`` with several processes, the model is wrapped with
     ``idist.auto_model`` (DDP) and the optimizer with ``idist.auto_optim`` for the training step; a
@@ -69,7 +76,7 @@ def build_trainer(
         raise TypeError(f"Argument skip_step should be a monitor.SkipStep or None, got {skip_step!r}.")
     if "output_transform" in kwargs:
         raise ValueError(
-            "Argument output_transform is set by build_trainer (the output is {'loss': tensor}); "
+            "Argument output_transform is set by build_trainer (the output is {'loss': loss}); "
             "build the engine with ignite.engine.create_supervised_trainer to change it."
         )
     if idist.get_world_size() > 1:
