@@ -115,32 +115,31 @@ class TrainLoss(Serializable):
             self._max, self._pending = None, []
 
     def __call__(self, _: Engine) -> None:
-        # No tensor op per step: a loss tensor joins a list, summed every few steps (_fold: at the check
-        # every log_every steps, at every read). Called once a step after the step's own work, a tensor op
-        # finds torch's dispatcher out of the caches: one .item() there cost 7-9 us of CPU (measured in
-        # lockstep against the bare engine), read in a row at the fold about 0.3 us. No host sync either.
+        # A number (build_trainer's on the CPU, Ignite's own trainer's) is summed at once; a tensor joins a
+        # list, summed every few steps (_fold: at the check every log_every steps, at every read): no
+        # tensor op per step (after the step's own work one finds torch's code out of the caches, about
+        # 3 us of CPU each) and no host sync. Type tests before isinstance: 30 against 160 ns.
         output: Any = self.trainer.state.output
-        loss: torch.Tensor | float
+        loss: Any
         if type(output) is dict:
             if output.get("skipped"):  # a step SkipStep left out: not trained, not counted
                 if self.recent is not None:
                     self.recent.append(None)
                 return
-            found = output.get("loss")  # build_trainer's: loss_from_output's first cases, without the call
-            if (type(found) is float or type(found) is torch.Tensor) and self.output_transform is loss_from_output:
-                loss = found
-            else:
+            loss = output.get("loss")  # build_trainer's: loss_from_output's first cases, without the call
+            if (type(loss) is not float and type(loss) is not torch.Tensor) or (
+                    self.output_transform is not loss_from_output):
                 loss = self.output_transform(output)
         else:
             loss = self.output_transform(output)
         self._read = None
-        if isinstance(loss, torch.Tensor):
+        if type(loss) is not float and isinstance(loss, torch.Tensor):
             if self._copy:  # the step hands back one tensor it changes in place: keep each step's value
                 loss = loss.detach().clone()
             self._pending.append(loss)
             if len(self._pending) >= _FOLD_EVERY:
                 self._fold()
-        else:  # a number (build_trainer's on the CPU): summed at once, the highest kept (NaN steps left out)
+        else:  # the highest kept, NaN steps left out
             self._count += 1
             self._sum = self._sum + loss
             if loss == loss and (self._max is None or not loss <= self._max):

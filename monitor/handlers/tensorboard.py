@@ -55,9 +55,11 @@ class _TrainLossPoint:
         self._tb_logger, self._read = tb_logger, read
 
     def __call__(self, engine: Engine) -> None:
-        value = self._read(loss_from_output(engine.state.output))
-        writer = self._tb_logger.writer._get_file_writer().event_writer  # tensorboardX's way to its FileWriter
-        writer.add_point(("train/loss", value, run_iteration(engine.state), time.time()))
+        loss = loss_from_output(engine.state.output)
+        value = loss if type(loss) is float else self._read(loss)  # (build_trainer's on the CPU: a float)
+        summary_writer = self._tb_logger.writer  # tensorboardX's way to its FileWriter, without a call if open
+        writer = (summary_writer.file_writer or summary_writer._get_file_writer()).event_writer
+        writer.add_event(("train/loss", value, run_iteration(engine.state), time.time()))  # see add_point
 
 
 def _row_tag(column: str) -> str | None:
