@@ -65,10 +65,8 @@ class TrainOutputs(Serializable):
 
     def __call__(self, _: Engine) -> None:
         output: Any = self.trainer.state.output
-        if type(output) is dict and len(output) == 1 and "loss" in output:
-            return  # build_trainer's output, without an ABC check
         if not isinstance(output, Mapping) or (len(output) == 1 and "loss" in output):
-            return  # nothing but the loss (build_trainer's output): the common case, first
+            return  # nothing but the loss (build_trainer's output: StepWork does not call this for it)
         for name, value in output.items():
             if name == "loss" or not isinstance(name, str):
                 continue
