@@ -86,7 +86,8 @@ class CheckpointCadence:
         self.saves = 0
         self.saving_s = 0.0  # training-thread time spent in saves (the state gathered, the copy, the hand-over)
         self.last_stall_s = 0.0  # the training thread's time in the newest save
-        self._last_save = time.monotonic()
+        self._last_save = self.due_at = 0.0  # due_at: no save by the clock before it (a plain attribute: read a step)
+        self._restart_clock()
         self.cost_s: Callable[[], float] = lambda: 0.0
         self.mid_epoch: Callable[[], bool] = lambda: True
         self._stretched = False  # said once: a save at each validation would cost more than max_share
@@ -132,14 +133,20 @@ class CheckpointCadence:
             step.every_log.append(self._mark_by_rank_0)
             step.last.append(self._save_if_due)
         else:
-            step.last.append(self._mark_and_save)  # one call a step: it runs on every iteration
+            if step.due is not None:
+                raise ValueError("Argument step already keeps a CheckpointCadence's clock: one cadence a trainer.")
+            step.due = self  # its clock read inline in the step's one handler; at_step once a save may be due
         if self.interval_s is None and self.validate_on is not None:
             # after the validation's own handlers (attached before), before the save at the next step
             trainer.add_event_handler(self.validate_on, self._mark_after_validation)
         trainer.add_event_handler(Events.EPOCH_COMPLETED(event_filter=lambda *_: self.pending), self.save_now)
 
     def _started(self, _: Engine) -> None:
-        self._last_save = time.monotonic()  # a segment's training starts: count from here
+        self._restart_clock()  # a segment's training starts: count from here
+
+    def _restart_clock(self) -> None:
+        self._last_save = time.monotonic()
+        self.due_at = self._last_save + self._floor_s  # interval() is never below the floor
 
     def _mark(self, _: Engine) -> None:
         self.pending = True
@@ -149,11 +156,11 @@ class CheckpointCadence:
         # interval() is never below the fixed or budget interval: only past it is the cost asked for
         return elapsed >= self._floor_s and elapsed >= self.interval()
 
-    def _mark_and_save(self, engine: Engine) -> None:
-        """A single process's per-step work: mark a save due by time, then make a due one."""
+    def at_step(self, engine: Engine) -> None:
+        """A single process's work after a step once ``pending`` or past ``due_at``: mark a save due by
+        time, then make a due one."""
         if not self.pending:
-            elapsed = time.monotonic() - self._last_save  # _time_is_up, inlined: the common case is here
-            if elapsed < self._floor_s or elapsed < self.interval():
+            if not self._time_is_up():  # (past the floor, not yet past a stretched interval)
                 return
             self.pending = True
         if self._due_within_epoch(engine, 0):
@@ -210,7 +217,7 @@ class CheckpointCadence:
             self.saved_iteration = run_iteration(engine.state)
             self.saves += 1
         self.pending = False
-        self._last_save = time.monotonic()
+        self._restart_clock()
 
 
 def _at_epoch_end(event: CallableEventWithFilter | EventsList) -> bool:

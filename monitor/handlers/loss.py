@@ -65,8 +65,8 @@ class TrainLoss(Serializable):
     Here the loss is summed on its device and checked only on the iterations where it is looked at
     anyway (``check_every``) and at the end of each epoch: a NaN/inf anywhere makes the sum non-finite.
 
-    The epoch's highest step loss is kept on the device too (one ``torch.fmax`` per step; NaN steps
-    left out), and :attr:`spike` is it as a multiple of the run's first step loss (read once): how
+    The epoch's highest step loss is kept too (found where the steps are summed, on the device for
+    tensors; NaN steps left out), and :attr:`spike` is it as a multiple of the run's first step loss (read once): how
     far above its start the loss went. An untrained network's loss hardly depends on the batch
     (about ``log(classes)`` for a classifier), so a healthy run stays at or below 1-2; a loss that
     blows up for a few steps shows there even when the epoch's mean hides it (see
@@ -99,13 +99,33 @@ class TrainLoss(Serializable):
         self._read: tuple[float, int] | None = None  # the running total and count, as read since the last sum
         self._max: torch.Tensor | float | None = None  # the epoch's highest step loss, on its device
         self._pending: list[torch.Tensor] = []  # the loss tensors of the steps not yet folded in
+        self._numbers: list[float] = []  # the losses of the steps not yet folded in that are numbers
+        self._plain = output_transform is loss_from_output
+        # _numbers, once a StepWork may append build_trainer's float losses to it inline (see _open)
+        self.inline: list[float] | None = None
+        self.inline_ok = False  # set by attach_train_loss: its checks fold the list often enough
         self._copy = False  # each step's loss tensor is copied (the step returns one tensor changed in place)
         self._last_read: tuple[torch.Tensor, float] | None = None  # the last tensor read as a number, and its value
         self._first: float | None = None  # the run's first step loss
-        # Each step's loss (a number, or a tensor off the host), kept for a reader that drains it (Recovery's
-        # judgement every log_every steps) once one sets it to a list; None: kept for nobody.
-        self.recent: list[Any] | None = None
+        self._recent: list[Any] | None = None
         self._world = idist.get_world_size()  # read again at each epoch's start (idist may start later)
+
+    @property
+    def recent(self) -> list[Any] | None:
+        """Each step's loss (a number, or a tensor off the host), kept for a reader that drains it
+        (Recovery's judgement every log_every steps) once one sets it to a list; ``None``: kept for nobody."""
+        return self._recent
+
+    @recent.setter
+    def recent(self, steps: list[Any] | None) -> None:
+        self._recent = steps
+        self._open()
+
+    def _open(self) -> None:
+        """Let a StepWork append a step's float loss inline (``inline``) where that is all a step asks:
+        the default transform, a first loss read, nobody keeping each step's loss, checks that fold."""
+        fits = self.inline_ok and self._plain and self._first is not None and self._recent is None
+        self.inline = self._numbers if fits else None
 
     def started(self, _: Engine) -> None:
         """A new epoch: start summing again (not when a resume goes on mid-epoch with its saved sum)."""
@@ -113,50 +133,71 @@ class TrainLoss(Serializable):
         if done_in_epoch(self.trainer.state) == 0:
             self._sum, self._count, self._read = 0.0, 0, None
             self._max, self._pending = None, []
+            self._numbers.clear()  # (in place: the list StepWork appends to)
 
     def __call__(self, _: Engine) -> None:
-        # A number (build_trainer's on the CPU, Ignite's own trainer's) is summed at once; a tensor joins a
-        # list, summed every few steps (_fold: at the check every log_every steps, at every read): no
-        # tensor op per step (after the step's own work one finds torch's code out of the caches, about
-        # 3 us of CPU each) and no host sync. Type tests before isinstance: 30 against 160 ns.
+        # build_trainer's output on the CPU, {"loss": float}, only joins a list: summed with the others at
+        # the check every log_every steps (_fold), as numbers. Every other output takes _take.
         output: Any = self.trainer.state.output
+        if type(output) is dict and self._plain and "skipped" not in output:
+            loss = output.get("loss")
+            if type(loss) is float and self._first is not None:
+                numbers = self._numbers
+                numbers.append(loss)
+                if self._recent is not None:
+                    self._recent.append(loss)
+                if len(numbers) >= _FOLD_EVERY:
+                    self._fold()
+                return
+        self._take(output)
+
+    def _take(self, output: Any) -> None:
+        # A tensor joins a list, summed every few steps (_fold: at the check every log_every steps, at
+        # every read): no tensor op per step (after the step's own work one finds torch's code out of the
+        # caches, about 3 us of CPU each) and no host sync. Type tests before isinstance: 30 against 160 ns.
         loss: Any
         if type(output) is dict:
             if output.get("skipped"):  # a step SkipStep left out: not trained, not counted
-                if self.recent is not None:
-                    self.recent.append(None)
+                if self._recent is not None:
+                    self._recent.append(None)
                 return
             loss = output.get("loss")  # build_trainer's: loss_from_output's first cases, without the call
-            if (type(loss) is not float and type(loss) is not torch.Tensor) or (
-                    self.output_transform is not loss_from_output):
+            if (type(loss) is not float and type(loss) is not torch.Tensor) or not self._plain:
                 loss = self.output_transform(output)
         else:
             loss = self.output_transform(output)
-        self._read = None
         if type(loss) is not float and isinstance(loss, torch.Tensor):
             if self._copy:  # the step hands back one tensor it changes in place: keep each step's value
                 loss = loss.detach().clone()
             self._pending.append(loss)
             if len(self._pending) >= _FOLD_EVERY:
                 self._fold()
-        else:  # the highest kept, NaN steps left out
-            self._count += 1
-            self._sum = self._sum + loss
-            if loss == loss and (self._max is None or not loss <= self._max):
-                self._max = highest_of(self._max, loss)
-        if self.recent is not None:
-            self.recent.append(loss)
+        else:
+            self._numbers.append(loss)
+            if len(self._numbers) >= _FOLD_EVERY:
+                self._fold()
+        if self._recent is not None:
+            self._recent.append(loss)
         if self._first is None:  # the loss the run started from: one host read, once (every rank's mean)
             first = float(loss)
             self._first = first if idist.get_world_size() == 1 else float(idist.all_reduce(first)) / (
                 idist.get_world_size())
+            self._open()
 
     def _fold(self) -> None:
-        """Add the pending steps' losses to the epoch's sum and highest: CPU scalars read as numbers
-        (summed in order, as numbers returned by the step are), others summed on their device."""
-        pending, self._pending = self._pending, []
+        """Add the pending steps' losses to the epoch's sum and highest: numbers and CPU scalars summed in
+        order as numbers, other tensors on their device."""
+        numbers, pending = self._numbers, self._pending
+        if not numbers and not pending:
+            return
+        self._read = None  # steps since the last read
+        if numbers:
+            values = numbers.copy()
+            numbers.clear()  # (in place: the list StepWork appends to)
+            self._add_numbers(values)
         if not pending:
             return
+        self._pending = []
         # (every test here is on a few tensors, not all: each Python op on a tensor costs about 1 us here)
         if len(pending) > 1 and not self._copy and (pending[-1] is pending[-2] or pending[0] is pending[-1]):
             self._copy = True  # from now on each step's loss is copied as it comes
@@ -172,13 +213,7 @@ class TrainLoss(Serializable):
             except RuntimeError:  # a loss of several elements: summed as a tensor below
                 values = []
             if values:
-                self._count += len(values)
-                self._sum = sum(values, self._sum)
-                counted = [value for value in values if value == value]  # NaN steps left out
-                if counted:
-                    top = max(counted)
-                    if self._max is None or not top <= self._max:
-                        self._max = highest_of(self._max, top)
+                self._add_numbers(values)
                 self._last_read = (pending[-1], float(values[-1]))
                 return
         self._count += len(pending)
@@ -191,6 +226,17 @@ class TrainLoss(Serializable):
             self._sum = self._sum + stacked.sum()
             highest = stacked.nan_to_num(nan=-math.inf, posinf=math.inf).amax()  # NaN steps left out
             self._max = highest_of(self._max, highest)
+
+    def _add_numbers(self, values: list[Any]) -> None:
+        """Steps' losses read as numbers: counted, summed in order, the highest kept (NaN steps left out)."""
+        self._count += len(values)
+        self._sum = total = sum(values, self._sum)
+        # a sum that is a number holds no NaN (nor +inf with -inf): max() over them all; else NaN steps left out
+        counted = values if total == total else [value for value in values if value == value]
+        if counted:
+            top = max(counted)
+            if self._max is None or not top <= self._max:
+                self._max = highest_of(self._max, top)
 
     def as_number(self, loss: torch.Tensor | float) -> float:
         """``loss`` (a step's, as its output holds it) as a number: the value read when the steps were
@@ -207,8 +253,8 @@ class TrainLoss(Serializable):
         return total / count if count else None
 
     def _totals(self) -> tuple[float, int]:
+        self._fold()  # (steps since the last read make it None)
         if self._read is None:
-            self._fold()
             total, count = float(self._sum), self._count
             if idist.get_world_size() > 1:
                 total, count = float(idist.all_reduce(total)), int(idist.all_reduce(count))
@@ -272,9 +318,11 @@ class TrainLoss(Serializable):
             state_dict.get("sum", 0.0), state_dict.get("count", 0), state_dict.get("highest"))
         first = state_dict.get("first")
         self._sum, self._count, self._read, self._pending = float(total), int(count), None, []
+        self._numbers.clear()
         # (checkpoints from before the spike have neither: the first loss is then read again)
         self._max = None if highest is None else float(highest)
         self._first = None if first is None else float(first)
+        self._open()
 
 
 def attach_train_loss(
@@ -292,7 +340,10 @@ def attach_train_loss(
     step = step_for(trainer, step, check_every, "check_every")
     tracker = TrainLoss(trainer, output_transform)
     trainer.add_event_handler(Events.EPOCH_STARTED, tracker.started)
-    step.every_step.append(tracker)
+    if step.loss is not None:
+        raise ValueError("Argument step already sums a TrainLoss: one training loss a trainer.")
+    step.loss = tracker  # its float losses appended inline, once it opens its list
+    tracker.inline_ok = step.log_every <= _FOLD_EVERY  # the check folds them every log_every steps
     step.every_log.append(tracker.check)
     trainer.add_event_handler(Events.EPOCH_COMPLETED, tracker.check)
     return tracker

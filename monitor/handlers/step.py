@@ -27,28 +27,51 @@ class BusyClock(Protocol):
     busy: float
 
 
+class LossSink(Protocol):
+    """The training loss: ``inline``, once open, the list a step's ``{"loss": float}`` joins without a
+    call (:class:`~monitor.handlers.loss.TrainLoss`'s numbers); any other output is its call."""
+
+    inline: list[float] | None
+
+    def __call__(self, engine: Engine, /) -> None: ...
+
+
+class DueCheck(Protocol):
+    """A save made by the clock: ``at_step(engine)`` is called after a step once ``pending`` or once
+    ``time.monotonic()`` reaches ``due_at`` (the checkpoint cadence's; a clock read a step, no call)."""
+
+    pending: bool
+    due_at: float
+
+    def at_step(self, engine: Engine) -> None: ...
+
+
 class StepWork:
     """The per-step work of the attached parts, called in this order after each training step:
 
     1. ``first``: the parts' own work (e.g. gradient norms added to the step's output);
-    2. ``every_step``: the loss sum; ``outputs``, only where the step's output is more than
-       ``{"loss": ...}`` (build_trainer's): the other outputs' sums; ``clock``'s busy time
-       (:class:`~monitor.handlers.outputs.Throughput`'s, inline: no call of its own);
+    2. ``loss``: the training loss (build_trainer's ``{"loss": float}`` appended to its list inline, any
+       other output its call); ``outputs``, only where the output is more than ``{"loss": ...}``: the
+       other outputs' sums; ``clock``'s busy time (:class:`~monitor.handlers.outputs.Throughput`'s,
+       inline);
     3. ``checks`` (every ``log_every`` iterations and at an epoch's last one; empty unless a part
        asks): e.g. :class:`~monitor.parts.recovery.Recovery` judging the steps since the last check,
        before monitor's own NaN check can stop the run;
     4. ``every_log`` (every ``log_every`` iterations): the NaN check, TensorBoard's ``train/loss``;
-    5. ``last``: the stop request, the time limit, the checkpoint cadence (which may save here).
+    5. ``due``'s save, when the clock says so (the checkpoint cadence's: it may save here), then ``last``:
+       the time limit, the stop request.
 
-    Attach it before the handlers that read this step's sums (a validation within the epoch). When
-    such a handler runs on ``ITERATION_COMPLETED`` (``last_apart``), ``last`` must follow it, so it is
-    attached after it as a second handler (:meth:`attach_last`); otherwise it is part of the one.
+    What is inline costs no Python call: after the step's own work each call finds its code out of the
+    caches. Attach it before the handlers that read this step's sums (a validation within the epoch).
+    When such a handler runs on ``ITERATION_COMPLETED`` (``last_apart``), ``due`` and ``last`` must
+    follow it, so they are attached after it as a second handler (:meth:`attach_last`); otherwise they
+    are part of the one.
 
     Examples:
         .. code-block:: python
 
             step = StepWork(log_every=10)
-            step.every_step.append(train_loss)
+            step.loss = train_loss
             step.every_log.append(train_loss.check)
             step.attach(trainer)          # one handler on the *trainer*'s ITERATION_COMPLETED
     """
@@ -57,40 +80,53 @@ class StepWork:
         self.log_every = positive_int("log_every", log_every)
         self.last_apart = last_apart
         self.first: list[Work] = []
-        self.every_step: list[Work] = []
+        self.loss: LossSink | None = None
         self.outputs: list[Work] = []
         self.clock: BusyClock | None = None
         self.checks: list[Work] = []
         self.every_log: list[Work] = []
+        self.due: DueCheck | None = None
         self.last: list[Work] = []
 
     def __call__(self, engine: Engine) -> None:
         for work in self.first:
             work(engine)
-        for work in self.every_step:
-            work(engine)
-        if self.outputs:  # each a call a step to find nothing but the loss: the guard here instead
-            output: Any = engine.state.output
-            if type(output) is not dict or len(output) != 1 or "loss" not in output:
-                for work in self.outputs:
+        # Type tests, len(), `in` and subscripts: the interpreter's own paths, not methods or C functions
+        # that are out of the caches after the step's own work (each about 1-4 us there).
+        output: Any = engine.state.output
+        numbers = self.loss.inline if self.loss is not None else None
+        if numbers is not None and type(output) is dict and len(output) == 1 and "loss" in output and (
+                type(value := output["loss"]) is float):
+            numbers.append(value)  # build_trainer's {"loss": float}: nothing else to sum
+        else:
+            if self.loss is not None:
+                self.loss(engine)
+            if self.outputs and (type(output) is not dict or len(output) != 1 or "loss" not in output):
+                for work in self.outputs:  # (the guard: a call a step to find nothing but the loss otherwise)
                     work(engine)
         clock = self.clock
         if clock is not None:
             clock.busy += time.perf_counter() - clock.asked
-        if self.checks:  # each log_every steps and at an epoch's last (is_last_of_epoch, inlined)
-            state = engine.state
-            if state.iteration % self.log_every == 0 or (
-                    state.epoch_length is not None and state.iteration % state.epoch_length == 0):
-                for work in self.checks:
-                    work(engine)
-        if engine.state.iteration % self.log_every == 0:
+        state = engine.state
+        if state.iteration % self.log_every == 0:
+            for work in self.checks:
+                work(engine)
             for work in self.every_log:
                 work(engine)
+        elif self.checks and state.epoch_length is not None and state.iteration % state.epoch_length == 0:
+            for work in self.checks:  # at an epoch's last iteration too (is_last_of_epoch, inlined)
+                work(engine)
         if not self.last_apart:
+            due = self.due
+            if due is not None and (due.pending or time.monotonic() >= due.due_at):
+                due.at_step(engine)
             for work in self.last:
                 work(engine)
 
     def run_last(self, engine: Engine) -> None:
+        due = self.due
+        if due is not None and (due.pending or time.monotonic() >= due.due_at):
+            due.at_step(engine)
         for work in self.last:
             work(engine)
 
