@@ -165,6 +165,45 @@ def test_lr_is_the_one_the_epoch_trained_with_whatever_the_handler_order(tmp_pat
     assert lr[lr["tag"] == "lr"]["value"].tolist() == pytest.approx([0.1, 0.05, 0.025])
 
 
+def halved_each_iteration(s):
+    """A scheduler halving the rate after each iteration, and its handler (to attach where the test says)."""
+    scheduler = torch.optim.lr_scheduler.StepLR(s["optimizer"], step_size=1, gamma=0.5)
+    return scheduler, lambda _: scheduler.step()
+
+
+@pytest.mark.parametrize("when", ["before monitoring", "after monitoring"])
+def test_lr_is_the_epochs_last_steps_with_a_scheduler_stepped_at_each_iteration(tmp_path, when):
+    # Read after each step in monitor's own handler where nothing can change it between the optimizer's
+    # step and there, else in the optimizer's step: the lr column is the last step's rate either way.
+    s = tiny_setup()
+    scheduler, step_scheduler = halved_each_iteration(s)
+    if when == "before monitoring":
+        s["trainer"].add_event_handler(Events.ITERATION_COMPLETED, step_scheduler)
+    run = attach(s, tmp_path / "run", to_save={"model": s["model"], "optimizer": s["optimizer"],
+                                               "scheduler": scheduler}, early_stopping=None)
+    if when == "after monitoring":
+        s["trainer"].add_event_handler(Events.ITERATION_COMPLETED, step_scheduler)
+    with run:
+        s["trainer"].run(s["train_loader"], max_epochs=2)
+    # 4 steps an epoch: epoch e's last step is the (4e)-th, trained after 4e - 1 halvings
+    assert pd.read_csv(tmp_path / "run" / "history.csv")["lr"].tolist() == pytest.approx([0.1 / 2**3, 0.1 / 2**7])
+
+
+def test_lr_with_gradient_accumulation_is_the_last_optimizer_steps(tmp_path):
+    s = tiny_setup()
+    trainer = monitor.build_trainer(s["model"], s["optimizer"], s["loss_fn"], gradient_accumulation_steps=2)
+    scheduler, step_scheduler = halved_each_iteration(s)
+    three_batches = DataLoader(torch.utils.data.Subset(s["train_loader"].dataset, range(48)), batch_size=16)
+    run = attach_monitoring(trainer, s["evaluator"], s["val_loader"], run_dir=tmp_path / "run",
+                            objective=Objective("loss", mode="min"), early_stopping=None,
+                            to_save={"model": s["model"], "optimizer": s["optimizer"], "scheduler": scheduler})
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, step_scheduler)
+    with run:
+        trainer.run(three_batches, max_epochs=2)
+    # the optimizer steps at iterations 2, 4 and 6: epoch 1's last at iteration 2 (after 1 halving), not 3
+    assert pd.read_csv(tmp_path / "run" / "history.csv")["lr"].tolist() == pytest.approx([0.1 / 2, 0.1 / 2**5])
+
+
 # -- 8 and 10. metrics and outputs of the wrong shape ----------------------------------------------------------
 
 class Constant(Metric):
