@@ -43,11 +43,12 @@ from torch.utils.data import (
     SequentialSampler,
     SubsetRandomSampler,
     WeightedRandomSampler,
+    default_collate,
 )
 from torch.utils.data.distributed import DistributedSampler
 
 from monitor.core._position import done_in_epoch, is_mid_epoch
-from monitor.handlers.outputs import Throughput
+from monitor.handlers.outputs import BatchSizes, Throughput
 from monitor.handlers.rng import _from_json, _to_json, capture_rng, capture_rng_objects, restore_rng, rng_state
 from monitor.runtime.distributed import gather_json
 from monitor.runtime.elastic import (
@@ -147,6 +148,23 @@ class _ReplayableLoader:
 
     def __iter__(self) -> Iterator[Any]:
         return self.order.make_iterator(self)
+
+
+def _batch_sizes(loader: DataLoader[Any], first: int) -> BatchSizes | None:
+    """The sizes of ``loader``'s batches from the one at ``first``, where torch makes them (its
+    ``BatchSampler`` over a sampler of known length, its ``default_collate``); else ``None``."""
+    batch_sampler = loader.batch_sampler
+    if type(batch_sampler) is not BatchSampler or loader.collate_fn is not default_collate:
+        return None
+    try:
+        samples, batches = len(batch_sampler.sampler), len(batch_sampler)  # type: ignore[arg-type]
+    except TypeError:  # a sampler without a length
+        return None
+    size = batch_sampler.batch_size
+    if not batches:
+        return None
+    return BatchSizes(size=size, batches=batches, first=first,
+                      last=size if batch_sampler.drop_last else samples - size * (batches - 1))
 
 
 def _generators(loader: DataLoader[Any]) -> list[torch.Generator]:
@@ -385,7 +403,10 @@ class DataOrder(Serializable):
                 next(iterator)
         if replay:
             restore_rng(current)  # training goes on with the checkpoint's own RNG state
-        return iterator if self.timer is None else self.timer.timed(iterator)
+        if self.timer is None:
+            return iterator
+        sizes = None if rest is not None else _batch_sizes(loader.original, first=done if replay else 0)
+        return self.timer.timed(iterator, sizes)
 
     def _relayout(self, trainer: Engine, data: Any) -> None:
         """At a resume on another data layout, renumber the trainer for the new epoch length and plan the

@@ -5,6 +5,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Collection, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import ignite.distributed as idist
@@ -17,7 +18,7 @@ from monitor.handlers.loss import highest_of
 from monitor.handlers.step import StepWork, step_for
 from monitor.runtime.distributed import gather_json
 
-__all__ = ["TrainOutputs", "Throughput", "attach_train_outputs", "attach_throughput"]
+__all__ = ["BatchSizes", "TrainOutputs", "Throughput", "attach_train_outputs", "attach_throughput"]
 
 
 class TrainOutputs(Serializable):
@@ -144,6 +145,30 @@ def _batch_size(batch: Any) -> int | None:
     return int(batch.shape[0]) if isinstance(batch, torch.Tensor) and batch.dim() > 0 else None
 
 
+@dataclass(frozen=True)
+class BatchSizes:
+    """The sizes of an epoch's batches as torch's ``BatchSampler`` makes them: ``size`` samples each but
+    the epoch's last (``batches`` of them), which has ``last``; served from the batch at index ``first``.
+
+    >>> BatchSizes(size=16, batches=7, last=4, first=5).samples(2)   # the epoch's last two: 16 + 4
+    20
+    """
+
+    size: int
+    batches: int
+    last: int
+    first: int = 0
+
+    def samples(self, served: int) -> int:
+        """Samples in the ``served`` batches from ``first`` on."""
+        short = self.size - self.last if served and self.first + served >= self.batches else 0
+        return served * self.size - short
+
+    def at(self, index: int) -> int:
+        """Samples in the batch at ``index``."""
+        return self.last if index == self.batches - 1 else self.size
+
+
 class Throughput:
     """Samples per second of training and the share of that time spent waiting for the next batch,
     over the epoch so far, from Ignite's ``GET_BATCH_STARTED`` / ``GET_BATCH_COMPLETED`` events.
@@ -163,11 +188,13 @@ class Throughput:
         self.asked = self._waiting = self.busy = 0.0
         self._samples = 0
         self._counted = True  # every batch had a size
+        self._sizes: BatchSizes | None = None  # what the sampler says of the batches served since timed()
+        self._served = 0  # batches counted by _sizes
 
     def started(self, trainer: Engine) -> None:
         if done_in_epoch(trainer.state) == 0:
             self._waiting = self.busy = 0.0
-            self._samples, self._counted = 0, True
+            self._samples, self._counted, self._sizes, self._served = 0, True, None, 0
 
     def batch_asked(self, _: Engine) -> None:
         self.asked = time.perf_counter()
@@ -183,11 +210,31 @@ class Throughput:
         else:
             self._samples += size
 
-    def timed(self, batches: Iterator[Any]) -> Iterator[Any]:
+    def timed(self, batches: Iterator[Any], sizes: BatchSizes | None = None) -> Iterator[Any]:
         """``batches``, each ``next`` timed and its batch counted: the clock of data that monitor
         iterates itself (:class:`~monitor.handlers.data.DataOrder`), without the two ``GET_BATCH``
-        handlers, whose dispatch costs more per step than the clock (see :meth:`use_events`)."""
-        return _TimedBatches(batches, self)
+        handlers, whose dispatch costs more per step than the clock (see :meth:`use_events`). With
+        ``sizes`` (torch's batch sampler and collate), a batch is counted by what the sampler says,
+        once the first one's size agrees: reading a tensor's shape after the step costs about 8 us."""
+        if self._sizes is not None:  # an iterator before this one, in the same epoch
+            self._samples += self._sizes.samples(self._served)
+        self._sizes, self._served = sizes, 0
+        return _TimedBatches(batches, self) if sizes is None else _SizedBatches(batches, self)
+
+    def _read_size(self, batch: Any) -> bool:
+        """Count a batch of a :class:`_SizedBatches` by reading it (the first; each one, where the first's
+        size was not the sampler's); whether the next must be read too."""
+        size = _batch_size(batch)
+        sizes = self._sizes
+        if sizes is not None and not self._served and size == sizes.at(sizes.first):
+            self._served = 1
+            return False
+        self._sizes = None  # (its first tensor is not the samples stacked: every batch read)
+        if size is None:
+            self._counted = False
+        else:
+            self._samples += size
+        return True
 
     def use_events(self, trainer: Engine, on: bool) -> None:
         """Time the batches with the ``GET_BATCH`` events (``on``), or not (the data is :meth:`timed`)."""
@@ -207,7 +254,8 @@ class Throughput:
         """``samples_per_s`` (``None`` where batches have no size) and ``data_wait_frac``."""
         if not self.busy:
             return {"samples_per_s": None, "data_wait_frac": None}
-        samples = self._samples * idist.get_world_size()  # every rank trains its own share
+        own = self._samples + (self._sizes.samples(self._served) if self._sizes is not None else 0)
+        samples = own * idist.get_world_size()  # every rank trains its own share
         return {
             "samples_per_s": round(samples / self.busy, 3) if self._counted else None,
             "data_wait_frac": round(min(1.0, self._waiting / self.busy), 6) if math.isfinite(self._waiting) else None,
@@ -236,6 +284,28 @@ class _TimedBatches:
             throughput._samples += shape[0]
         else:
             throughput._count(batch)
+        return batch
+
+
+class _SizedBatches(_TimedBatches):
+    """:class:`_TimedBatches` whose batches, after the first, are counted by the sampler's sizes: no
+    tensor read a step."""
+
+    __slots__ = ("_read",)
+
+    def __init__(self, batches: Iterator[Any], throughput: Throughput) -> None:
+        super().__init__(batches, throughput)
+        self._read = True  # the batch is read (the first, and every one where the sizes do not hold)
+
+    def __next__(self) -> Any:
+        throughput = self._throughput
+        throughput.asked = asked = time.perf_counter()
+        batch = next(self._batches)
+        throughput._waiting += time.perf_counter() - asked
+        if self._read:
+            self._read = throughput._read_size(batch)
+        else:
+            throughput._served += 1
         return batch
 
 

@@ -1,5 +1,6 @@
 """Every scalar of the training step and every trainer metric reaches the history and TensorBoard;
 throughput and data wait are columns of every run (issue #12, item 4)."""
+import itertools
 import time
 
 import pandas as pd
@@ -7,9 +8,9 @@ import pytest
 import torch
 from ignite.engine import Engine, Events
 from ignite.metrics import RunningAverage
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from monitor import Checkpoints, Objective, attach_monitoring, load_run
+from monitor import Checkpoints, Console, Objective, attach_monitoring, load_run
 from tests.conftest import tiny_setup
 
 
@@ -104,6 +105,38 @@ def test_throughput_and_the_share_of_time_waiting_for_data_are_columns_of_every_
         trainer.run(slow_batches(), max_epochs=2, epoch_length=4)
     generator = pd.read_csv(tmp_path / "data_bound_generator" / "history.csv")
     assert generator["data_wait_frac"].gt(0.5).all() and generator["samples_per_s"].lt(16 / 0.02).all()
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_a_torch_loaders_batches_counted_by_its_sampler_give_the_samples_read_from_each_batch(
+        tmp_path, monkeypatch, drop_last):
+    # Reading each batch's shape after the step costs about 8 us of CPU: a torch DataLoader's batches are
+    # counted by what its batch sampler says once an epoch's first batch agrees. 70 samples in batches
+    # of 16: the last has 6 (or is dropped); the columns are those of every batch read.
+    import monitor.handlers.data as data
+    import monitor.handlers.outputs as outputs
+
+    ticks = itertools.count()  # each clock read a millisecond on: the same busy time in both runs
+    monkeypatch.setattr(outputs.time, "perf_counter", lambda: next(ticks) / 1000)
+    reads = []
+    monkeypatch.setattr(outputs, "_batch_size", lambda batch, read=outputs._batch_size: reads.append(1) or read(batch))
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(70, 8, generator=g), torch.randint(0, 2, (70,), generator=g)
+
+    def columns(name):
+        s = tiny_setup()
+        reads.clear()
+        run = monitored(tmp_path / name, s, s["trainer"], console=Console(tqdm_kwargs={"disable": True}),
+                        checkpoints=Checkpoints(background_writes=False))  # (no thread reading the clock)
+        with run:
+            s["trainer"].run(DataLoader(TensorDataset(x, y), batch_size=16, drop_last=drop_last), max_epochs=3)
+        return pd.read_csv(tmp_path / name / "history.csv")[["samples_per_s", "data_wait_frac"]], len(reads)
+
+    by_sampler, read_by_sampler = columns("by_sampler")
+    monkeypatch.setattr(data, "_batch_sizes", lambda loader, first: None)
+    each_read, _ = columns("each_read")
+    pd.testing.assert_frame_equal(by_sampler, each_read)
+    assert read_by_sampler == 3  # one batch read an epoch
 
 
 def test_batches_without_a_size_leave_samples_per_s_empty(tmp_path):
