@@ -62,7 +62,8 @@ def _name(work: Any) -> str:
 def probe(trainer: Engine, pieces: Pieces) -> None:
     """Wrap each work of ``trainer``'s StepWork (its lists as they are now) in the clock."""
     step = next(h for h, _, _ in trainer._event_handlers[Events.ITERATION_COMPLETED] if isinstance(h, StepWork))
-    for group in ("first", "every_step", "outputs", "checks", "every_log", "last"):
+    # (the loss appended inline and the cadence's clock read inline are the handler's own work: not pieces)
+    for group in ("first", "outputs", "checks", "every_log", "last"):
         works = getattr(step, group)
         works[:] = [pieces.timed(f"{group}: {_name(w)}", w) for w in works]
     step.first.append(pieces.timed(NOTHING, lambda engine: None))  # the probe's own cost, in place

@@ -192,8 +192,8 @@ class TrainLoss(Serializable):
             return
         self._read = None  # steps since the last read
         if numbers:
-            values = numbers.copy()
-            numbers.clear()  # (in place: the list StepWork appends to)
+            values = numbers[:]
+            del numbers[:]  # (in place: the list StepWork appends to)
             self._add_numbers(values)
         if not pending:
             return
@@ -229,14 +229,17 @@ class TrainLoss(Serializable):
 
     def _add_numbers(self, values: list[Any]) -> None:
         """Steps' losses read as numbers: counted, summed in order, the highest kept (NaN steps left out)."""
+        # A loop of float additions and comparisons, the interpreter's own (as sum() adds, in order):
+        # sum() and max(), whose C code is out of the caches after the step's work, cost more here.
+        total, top = self._sum, None
+        for value in values:
+            total = total + value
+            if value == value and (top is None or value > top):
+                top = value
         self._count += len(values)
-        self._sum = total = sum(values, self._sum)
-        # a sum that is a number holds no NaN (nor +inf with -inf): max() over them all; else NaN steps left out
-        counted = values if total == total else [value for value in values if value == value]
-        if counted:
-            top = max(counted)
-            if self._max is None or not top <= self._max:
-                self._max = highest_of(self._max, top)
+        self._sum = total
+        if top is not None and (self._max is None or not top <= self._max):
+            self._max = highest_of(self._max, top)
 
     def as_number(self, loss: torch.Tensor | float) -> float:
         """``loss`` (a step's, as its output holds it) as a number: the value read when the steps were
@@ -288,7 +291,8 @@ class TrainLoss(Serializable):
             self.epoch_mean = self._sum / self._count if self._count else None
         else:
             self.epoch_mean = self.running_mean()  # non-finite exactly when the sum is (there is a step in it)
-        if self.epoch_mean is not None and not math.isfinite(self.epoch_mean) and self.stop_reason is None:
+        mean = self.epoch_mean  # (finite: between the infinities; a comparison, not math.isfinite's call)
+        if mean is not None and not -math.inf < mean < math.inf and self.stop_reason is None:
             self.stop_reason = StopReason.NONFINITE_LOSS
             logger.warning(
                 "Training loss is not finite (epoch %d, iteration %d); stopping.",

@@ -174,8 +174,9 @@ class Throughput:
     over the epoch so far, from Ignite's ``GET_BATCH_STARTED`` / ``GET_BATCH_COMPLETED`` events.
 
     The time counted runs from asking for a batch to the end of its iteration, so validation and
-    the end-of-epoch handlers are not in it. Three clock reads per iteration; no device sync (on a
-    GPU the queue of kernels makes the per-epoch sums right, not each step).
+    the end-of-epoch handlers are not in it. Three reads of ``time.monotonic()`` per iteration (the one
+    after the step shared with the checkpoint cadence); no device sync (on a GPU the queue of kernels
+    makes the per-epoch sums right, not each step).
 
     Examples:
         .. code-block:: python
@@ -197,10 +198,10 @@ class Throughput:
             self._samples, self._counted, self._sizes, self._served = 0, True, None, 0
 
     def batch_asked(self, _: Engine) -> None:
-        self.asked = time.perf_counter()
+        self.asked = time.monotonic()
 
     def batch_got(self, trainer: Engine) -> None:
-        self._waiting += time.perf_counter() - self.asked
+        self._waiting += time.monotonic() - self.asked
         self._count(trainer.state.batch)
 
     def _count(self, batch: Any) -> None:
@@ -248,7 +249,7 @@ class Throughput:
 
     def iteration_done(self, _: Engine) -> None:
         """The end of a step (what :class:`~monitor.handlers.step.StepWork` does inline for its ``clock``)."""
-        self.busy += time.perf_counter() - self.asked
+        self.busy += time.monotonic() - self.asked
 
     def values(self) -> dict[str, float | None]:
         """``samples_per_s`` (``None`` where batches have no size) and ``data_wait_frac``."""
@@ -276,9 +277,9 @@ class _TimedBatches:
     def __next__(self) -> Any:
         # One Python call a step: the clock and the usual batch's size inline (Throughput._count).
         throughput = self._throughput
-        throughput.asked = asked = time.perf_counter()
+        throughput.asked = asked = time.monotonic()
         batch = next(self._batches)
-        throughput._waiting += time.perf_counter() - asked
+        throughput._waiting += time.monotonic() - asked
         first = batch[0] if type(batch) in (tuple, list) and batch else None
         if type(first) is torch.Tensor and (shape := first.shape):  # (x, y): _batch_size's first case
             throughput._samples += shape[0]
@@ -299,9 +300,9 @@ class _SizedBatches(_TimedBatches):
 
     def __next__(self) -> Any:
         throughput = self._throughput
-        throughput.asked = asked = time.perf_counter()
+        throughput.asked = asked = time.monotonic()
         batch = next(self._batches)
-        throughput._waiting += time.perf_counter() - asked
+        throughput._waiting += time.monotonic() - asked
         if self._read:
             self._read = throughput._read_size(batch)
         else:

@@ -55,7 +55,8 @@ class _TrainLossPoint:
         self._tb_logger, self._read = tb_logger, read
 
     def __call__(self, engine: Engine) -> None:
-        loss = loss_from_output(engine.state.output)
+        output: Any = engine.state.output
+        loss = output["loss"] if type(output) is dict and "loss" in output else loss_from_output(output)
         value = loss if type(loss) is float else self._read(loss)  # (build_trainer's on the CPU: a float)
         summary_writer = self._tb_logger.writer  # tensorboardX's way to its FileWriter, without a call if open
         writer = (summary_writer.file_writer or summary_writer._get_file_writer()).event_writer

@@ -117,7 +117,7 @@ def test_a_torch_loaders_batches_counted_by_its_sampler_give_the_samples_read_fr
     import monitor.handlers.outputs as outputs
 
     ticks = itertools.count()  # each clock read a millisecond on: the same busy time in both runs
-    monkeypatch.setattr(outputs.time, "perf_counter", lambda: next(ticks) / 1000)
+    monkeypatch.setattr(outputs.time, "monotonic", lambda: next(ticks) / 1000)
     reads = []
     monkeypatch.setattr(outputs, "_batch_size", lambda batch, read=outputs._batch_size: reads.append(1) or read(batch))
     g = torch.Generator().manual_seed(0)
