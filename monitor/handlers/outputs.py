@@ -5,7 +5,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Collection, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import ignite.distributed as idist
@@ -195,7 +195,10 @@ class Throughput:
     def started(self, trainer: Engine) -> None:
         if done_in_epoch(trainer.state) == 0:
             self._waiting = self.busy = 0.0
-            self._samples, self._counted, self._sizes, self._served = 0, True, None, 0
+            self._samples, self._counted = 0, True
+            if self._sizes is not None:  # an iterator that goes on into this epoch (an epoch_length of its own)
+                self._sizes = replace(self._sizes, first=self._sizes.first + self._served)
+            self._served = 0
 
     def batch_asked(self, _: Engine) -> None:
         self.asked = time.monotonic()

@@ -107,12 +107,13 @@ def test_throughput_and_the_share_of_time_waiting_for_data_are_columns_of_every_
     assert generator["data_wait_frac"].gt(0.5).all() and generator["samples_per_s"].lt(16 / 0.02).all()
 
 
-@pytest.mark.parametrize("drop_last", [False, True])
+@pytest.mark.parametrize("drop_last, epoch_length", [(False, None), (True, None), (False, 2)])
 def test_a_torch_loaders_batches_counted_by_its_sampler_give_the_samples_read_from_each_batch(
-        tmp_path, monkeypatch, drop_last):
+        tmp_path, monkeypatch, drop_last, epoch_length):
     # Reading each batch's shape after the step costs about 8 us of CPU: a torch DataLoader's batches are
     # counted by what its batch sampler says once an epoch's first batch agrees. 70 samples in batches
-    # of 16: the last has 6 (or is dropped); the columns are those of every batch read.
+    # of 16: the last has 6 (or is dropped; or epochs of 2 batches go on through one iterator); the
+    # columns are those of every batch read.
     import monitor.handlers.data as data
     import monitor.handlers.outputs as outputs
 
@@ -129,14 +130,15 @@ def test_a_torch_loaders_batches_counted_by_its_sampler_give_the_samples_read_fr
         run = monitored(tmp_path / name, s, s["trainer"], console=Console(tqdm_kwargs={"disable": True}),
                         checkpoints=Checkpoints(background_writes=False))  # (no thread reading the clock)
         with run:
-            s["trainer"].run(DataLoader(TensorDataset(x, y), batch_size=16, drop_last=drop_last), max_epochs=3)
+            s["trainer"].run(DataLoader(TensorDataset(x, y), batch_size=16, drop_last=drop_last), max_epochs=3,
+                             epoch_length=epoch_length)
         return pd.read_csv(tmp_path / name / "history.csv")[["samples_per_s", "data_wait_frac"]], len(reads)
 
     by_sampler, read_by_sampler = columns("by_sampler")
     monkeypatch.setattr(data, "_batch_sizes", lambda loader, first: None)
     each_read, _ = columns("each_read")
     pd.testing.assert_frame_equal(by_sampler, each_read)
-    assert read_by_sampler == 3  # one batch read an epoch
+    assert read_by_sampler == (3 if epoch_length is None else 2)  # one batch read an iterator (5 batches in one)
 
 
 def test_batches_without_a_size_leave_samples_per_s_empty(tmp_path):
