@@ -22,7 +22,7 @@ __all__ = ["TrainLoss", "attach_train_loss", "loss_from_output", "highest_of"]
 
 logger = logging.getLogger(__name__)
 
-_FOLD_EVERY = 64  # steps whose loss tensors wait in a list at most before they are summed
+_FOLD_EVERY = 64  # steps whose losses (tensors or numbers) wait in a list at most before they are summed
 
 
 def loss_from_output(output: Any) -> torch.Tensor | float:

@@ -208,7 +208,9 @@ class Throughput:
         self._count(trainer.state.batch)
 
     def _count(self, batch: Any) -> None:
-        size = _batch_size(batch)
+        self._add(_batch_size(batch))
+
+    def _add(self, size: int | None) -> None:
         if size is None:
             self._counted = False
         else:
@@ -234,10 +236,7 @@ class Throughput:
             self._served = 1
             return False
         self._sizes = None  # (its first tensor is not the samples stacked: every batch read)
-        if size is None:
-            self._counted = False
-        else:
-            self._samples += size
+        self._add(size)
         return True
 
     def use_events(self, trainer: Engine, on: bool) -> None:
