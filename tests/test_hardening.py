@@ -171,11 +171,28 @@ def halved_each_iteration(s):
     return scheduler, lambda _: scheduler.step()
 
 
+def own_trainer(s):
+    """A trainer of the user's own step function (not build_trainer's), in place of ``s``'s."""
+    model, optimizer, loss_fn = s["model"], s["optimizer"], s["loss_fn"]
+
+    def train_step(engine, batch):
+        optimizer.zero_grad()
+        loss = loss_fn(model(batch[0]), batch[1])
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    s["trainer"] = Engine(train_step)
+
+
+@pytest.mark.parametrize("trainer", ["build_trainer", "own step"])
 @pytest.mark.parametrize("when", ["before monitoring", "after monitoring"])
-def test_lr_is_the_epochs_last_steps_with_a_scheduler_stepped_at_each_iteration(tmp_path, when):
-    # Read after each step in monitor's own handler where nothing can change it between the optimizer's
-    # step and there, else in the optimizer's step: the lr column is the last step's rate either way.
+def test_lr_is_the_epochs_last_steps_with_a_scheduler_stepped_at_each_iteration(tmp_path, when, trainer):
+    # Read in the optimizer's step, whatever the trainer's step function and the handlers' order: the lr
+    # column is the last step's rate.
     s = tiny_setup()
+    if trainer == "own step":
+        own_trainer(s)
     scheduler, step_scheduler = halved_each_iteration(s)
     if when == "before monitoring":
         s["trainer"].add_event_handler(Events.ITERATION_COMPLETED, step_scheduler)
