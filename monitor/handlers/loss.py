@@ -86,6 +86,7 @@ class TrainLoss(Serializable):
 
     _state_dict_all_req_keys = ("stop_reason",)  # and, since mid-epoch checkpoints, "sum" and "count"
     read_cpu_as_numbers = True  # CPU losses are summed as Python floats at the fold (no tensor op)
+    fold_every = _FOLD_EVERY  # inline numbers waiting before a StepWork has them summed (see check)
 
     def __init__(
         self, trainer: Engine, output_transform: Callable[[Any], torch.Tensor | float] = loss_from_output
@@ -101,9 +102,10 @@ class TrainLoss(Serializable):
         self._pending: list[torch.Tensor] = []  # the loss tensors of the steps not yet folded in
         self._numbers: list[float] = []  # the losses of the steps not yet folded in that are numbers
         self._plain = output_transform is loss_from_output
-        # _numbers, once a StepWork may append build_trainer's float losses to it inline (see _open)
+        # _numbers, once a StepWork may append build_trainer's finite float losses to it inline (see _open)
         self.inline: list[float] | None = None
         self.inline_ok = False  # set by attach_train_loss: its checks fold the list often enough
+        self._check_due = False  # a step since the last check was not inline: its loss is yet to be checked
         self._copy = False  # each step's loss tensor is copied (the step returns one tensor changed in place)
         self._last_read: tuple[torch.Tensor, float] | None = None  # the last tensor read as a number, and its value
         self._first: float | None = None  # the run's first step loss
@@ -122,9 +124,12 @@ class TrainLoss(Serializable):
         self._open()
 
     def _open(self) -> None:
-        """Let a StepWork append a step's float loss inline (``inline``) where that is all a step asks:
-        the default transform, a first loss read, nobody keeping each step's loss, checks that fold."""
-        fits = self.inline_ok and self._plain and self._first is not None and self._recent is None
+        """Let a StepWork append a step's finite float loss inline (``inline``), and leave the check out
+        while only such steps come, where that is all a step asks: the default transform, a first loss
+        read, nobody keeping each step's loss, checks that fold, one process (whose check is no
+        collective that every rank must join), no step since the last check that was not inline."""
+        fits = (self.inline_ok and self._plain and self._first is not None and self._recent is None
+                and self._world == 1 and not self._check_due)
         self.inline = self._numbers if fits else None
 
     def started(self, _: Engine) -> None:
@@ -134,10 +139,13 @@ class TrainLoss(Serializable):
             self._sum, self._count, self._read = 0.0, 0, None
             self._max, self._pending = None, []
             self._numbers.clear()  # (in place: the list StepWork appends to)
+        self._open()
 
     def __call__(self, _: Engine) -> None:
         # build_trainer's output on the CPU, {"loss": float}, only joins a list: summed with the others at
-        # the check every log_every steps (_fold), as numbers. Every other output takes _take.
+        # the check every log_every steps (_fold), as numbers. Every other output takes _take. Either way
+        # this step's loss is for the next check (a StepWork's inline steps leave it out otherwise).
+        self._check_due, self.inline = True, None
         output: Any = self.trainer.state.output
         if type(output) is dict and self._plain and "skipped" not in output:
             loss = output.get("loss")
@@ -286,6 +294,8 @@ class TrainLoss(Serializable):
 
     def check(self, _: Engine) -> None:
         """Stop the trainer if the epoch's loss is not finite; the one host sync."""
+        self._check_due = False
+        self._open()
         self._fold()
         if type(self._sum) is float and self._world == 1:  # CPU losses: a division
             self.epoch_mean = self._sum / self._count if self._count else None
@@ -346,8 +356,7 @@ def attach_train_loss(
     trainer.add_event_handler(Events.EPOCH_STARTED, tracker.started)
     if step.loss is not None:
         raise ValueError("Argument step already sums a TrainLoss: one training loss a trainer.")
-    step.loss = tracker  # its float losses appended inline, once it opens its list
-    tracker.inline_ok = step.log_every <= _FOLD_EVERY  # the check folds them every log_every steps
-    step.every_log.append(tracker.check)
+    step.loss = tracker  # its float losses appended inline, once it opens its list; its check every log_every
+    tracker.inline_ok = step.log_every <= _FOLD_EVERY  # the step has them summed every log_every steps at least
     trainer.add_event_handler(Events.EPOCH_COMPLETED, tracker.check)
     return tracker

@@ -29,12 +29,35 @@ class BusyClock(Protocol):
 
 
 class LossSink(Protocol):
-    """The training loss: ``inline``, once open, the list a step's ``{"loss": float}`` joins without a
-    call (:class:`~monitor.handlers.loss.TrainLoss`'s numbers); any other output is its call."""
+    """The training loss: ``inline``, once open, the list a step's finite ``{"loss": float}`` joins without
+    a call (:class:`~monitor.handlers.loss.TrainLoss`'s numbers); any other output is its call. ``check``
+    every ``log_every`` steps, unless the steps since were all inline and fewer than ``fold_every``
+    are waiting (finite numbers on one process: nothing to check until they are summed)."""
 
     inline: list[float] | None
+    fold_every: int
 
     def __call__(self, engine: Engine, /) -> None: ...
+
+    def check(self, engine: Engine, /) -> None: ...
+
+
+class PointSink(Protocol):
+    """The ``train/loss`` point every ``log_every`` steps: ``inline``, once open, the list of points waiting
+    for the OS that a step's inline loss joins as ``(tag, value, step, wall time)`` without a call (the
+    trainer's ``iteration`` plus ``offset``; the step's clock plus ``wall_offset``), handed over once
+    ``time.monotonic()`` reaches ``due_at`` (:class:`~monitor.handlers.tensorboard.TrainLossPoints`'s);
+    any other step's point is its call."""
+
+    tag: str
+    inline: list[Any] | None
+    offset: int
+    wall_offset: float
+    due_at: float
+
+    def __call__(self, engine: Engine, /) -> None: ...
+
+    def hand_over(self, now: float, /) -> None: ...
 
 
 class DueCheck(Protocol):
@@ -51,14 +74,16 @@ class StepWork:
     """The per-step work of the attached parts, called in this order after each training step:
 
     1. ``first``: the parts' own work (e.g. gradient norms added to the step's output);
-    2. ``loss``: the training loss (build_trainer's ``{"loss": float}`` appended to its list inline, any
-       other output its call); ``outputs``, only where the output is more than ``{"loss": ...}``: the
-       other outputs' sums; ``clock``'s busy time (:class:`~monitor.handlers.outputs.Throughput`'s,
+    2. ``loss``: the training loss (build_trainer's finite ``{"loss": float}`` appended to its list inline,
+       any other output its call); ``outputs``, only where the output is more than ``{"loss": ...}``:
+       the other outputs' sums; ``clock``'s busy time (:class:`~monitor.handlers.outputs.Throughput`'s,
        inline);
     3. ``checks`` (every ``log_every`` iterations and at an epoch's last one; empty unless a part
        asks): e.g. :class:`~monitor.parts.recovery.Recovery` judging the steps since the last check,
        before monitor's own NaN check can stop the run;
-    4. ``every_log`` (every ``log_every`` iterations): the NaN check, TensorBoard's ``train/loss``;
+    4. every ``log_every`` iterations: ``loss``'s NaN check (where a step since was not inline, see
+       :class:`LossSink`), ``points``' ``train/loss`` (TensorBoard's; inline after an inline step), then
+       ``every_log``;
     5. ``due``'s save, when the clock says so (the checkpoint cadence's: it may save here), then ``last``:
        the time limit, the stop request.
 
@@ -72,8 +97,8 @@ class StepWork:
         .. code-block:: python
 
             step = StepWork(log_every=10)
-            step.loss = train_loss
-            step.every_log.append(train_loss.check)
+            step.loss = train_loss        # its sum, and its NaN check every 10 steps
+            step.every_log.append(stop.honour)
             step.attach(trainer)          # one handler on the *trainer*'s ITERATION_COMPLETED
     """
 
@@ -85,6 +110,7 @@ class StepWork:
         self.outputs: list[Work] = []
         self.clock: BusyClock | None = None
         self.checks: list[Work] = []
+        self.points: PointSink | None = None
         self.every_log: list[Work] = []
         self.due: DueCheck | None = None
         self.last: list[Work] = []
@@ -96,10 +122,13 @@ class StepWork:
         # that are out of the caches after the step's own work (each about 1-4 us there).
         output: Any = engine.state.output
         numbers = self.loss.inline if self.loss is not None else None
+        # build_trainer's {"loss": float}, finite (x - x is 0.0 for a finite x, NaN for the others): nothing
+        # else to sum, nothing to check
         if numbers is not None and type(output) is dict and len(output) == 1 and "loss" in output and (
-                type(value := output["loss"]) is float):
-            numbers.append(value)  # build_trainer's {"loss": float}: nothing else to sum
+                type(value := output["loss"]) is float) and value - value == 0.0:
+            numbers.append(value)
         else:
+            numbers = None
             if self.loss is not None:
                 self.loss(engine)
             if self.outputs and (type(output) is not dict or len(output) != 1 or "loss" not in output):
@@ -116,6 +145,18 @@ class StepWork:
         if state.iteration % self.log_every == 0:
             for work in self.checks:
                 work(engine)
+            loss = self.loss
+            if loss is not None and (numbers is None or len(numbers) >= loss.fold_every):
+                loss.check(engine)  # (after inline steps only: their numbers summed once fold_every wait)
+            points = self.points
+            if points is not None:
+                waiting = points.inline
+                if numbers is None or waiting is None:
+                    points(engine)
+                else:  # a tuple the writer makes an event of when it hands the points over
+                    waiting.append((points.tag, value, state.iteration + points.offset, now + points.wall_offset))
+                    if now >= points.due_at:
+                        points.hand_over(now)
             for work in self.every_log:
                 work(engine)
         elif self.checks and state.epoch_length is not None and state.iteration % state.epoch_length == 0:

@@ -36,6 +36,28 @@ def test_nan_is_caught_on_checked_iterations_within_the_epoch():
     assert trainer.state.iteration == 10  # stopped at the first check after the inf, not at epoch end
 
 
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_a_non_finite_number_loss_among_finite_ones_stops_at_the_next_check(bad):
+    # build_trainer's CPU output, {"loss": float}: the finite ones are summed without a check between
+    losses = [0.5] * 12 + [bad] + [0.5] * 187
+    trainer = Engine(lambda e, b: {"loss": b})
+    tracker = attach_train_loss(trainer, check_every=10)
+    trainer.run(losses, max_epochs=1)
+    assert tracker.stop_reason is StopReason.NONFINITE_LOSS
+    assert trainer.state.iteration == 20
+
+
+def test_the_mean_of_many_number_losses_is_their_mean():
+    losses = [float(i % 7) / 3 for i in range(203)]  # several folds of the list and a rest
+    trainer = Engine(lambda e, b: {"loss": b})
+    tracker = attach_train_loss(trainer, check_every=10)
+    means = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(once=150), lambda _: means.append(tracker.running_mean()))
+    trainer.run(losses, max_epochs=1)
+    assert means == [pytest.approx(sum(losses[:150]) / 150, rel=1e-12)]
+    assert tracker.epoch_mean == pytest.approx(sum(losses) / len(losses), rel=1e-12)
+
+
 def test_plain_float_outputs_work_too():
     trainer = Engine(lambda e, b: b)
     tracker = attach_train_loss(trainer)

@@ -47,7 +47,7 @@ def test_train_loss_points_are_the_steps_own_losses(tmp_path):
 
     losses = [1.0 + ((7 * i) % 13) / 10 for i in range(40)]
     shared = torch.zeros(())
-    for name, make in (("fresh", torch.tensor), ("in_place", shared.fill_)):
+    for name, make in (("fresh", torch.tensor), ("in_place", shared.fill_), ("number", float)):
         s = tiny_setup()
         trainer = Engine(lambda e, batch, make=make: {"loss": make(losses[e.state.iteration - 1])})
         with attach_monitoring(
@@ -57,6 +57,42 @@ def test_train_loss_points_are_the_steps_own_losses(tmp_path):
             trainer.run(range(10), max_epochs=4)
         points = read_scalars(tmp_path / name / "tb", "train/loss")
         assert points == [(i, pytest.approx(losses[i - 1])) for i in range(5, 41, 5)], name
+
+
+def test_a_kill_mid_epoch_keeps_every_train_loss_point_but_about_the_last_seconds(tmp_path, monkeypatch):
+    # A step of 0.25 s on a fake clock, a point every 2 steps: the points are handed to the OS about every
+    # second, not one by one, and not only at the epoch's end.
+    import time
+
+    import torch
+    from torch.utils.data import DataLoader
+
+    s = tiny_setup()
+    clock = {"now": 1000.0}
+    monkeypatch.setattr(time, "monotonic", lambda: clock["now"])
+    forty_batches = DataLoader(torch.utils.data.Subset(s["train_loader"].dataset, list(range(40)) * 4), batch_size=4)
+    run = attach_monitoring(
+        s["trainer"], s["evaluator"], s["val_loader"], run_dir=tmp_path / "run", objective=Objective("loss", mode="min"),
+        to_save={"model": s["model"]}, early_stopping=None, console=Console(log_every=2, quiet=True),
+    )
+    losses, on_disk = {}, {}
+
+    @s["trainer"].on(Events.ITERATION_COMPLETED)
+    def step_done(trainer):
+        losses[trainer.state.iteration] = trainer.state.output["loss"]
+        if trainer.state.iteration in (17, 30):  # what a kill -9 now would leave
+            copy = tmp_path / f"copy{trainer.state.iteration}"
+            shutil.copytree(tmp_path / "run" / "tb", copy)
+            on_disk[trainer.state.iteration] = read_scalars(copy, "train/loss")
+        clock["now"] += 0.25
+
+    with run:
+        s["trainer"].run(forty_batches, max_epochs=1)
+    for iteration, points in on_disk.items():
+        last = points[-1][0]
+        assert iteration - 6 <= last <= iteration, (iteration, points)  # about a second (4 steps) and a point
+        assert points == [(i, pytest.approx(losses[i])) for i in range(2, last + 1, 2)]
+    assert read_scalars(tmp_path / "run" / "tb", "train/loss") == [(i, pytest.approx(losses[i])) for i in range(2, 41, 2)]
 
 
 def test_no_writer_thread_is_left_running(tmp_path):
