@@ -66,6 +66,11 @@ def probe(trainer: Engine, pieces: Pieces) -> None:
     for group in ("first", "outputs", "checks", "every_log", "last"):
         works = getattr(step, group)
         works[:] = [pieces.timed(f"{group}: {_name(w)}", w) for w in works]
+    if step.loss is not None:  # (instance attributes in front of the methods the handler calls)
+        step.loss.check = pieces.timed(f"loss: {_name(step.loss.check)}", step.loss.check)  # type: ignore[method-assign]
+    if step.points is not None:
+        step.points.hand_over = pieces.timed(  # type: ignore[method-assign]
+            f"points: {_name(step.points.hand_over)}", step.points.hand_over)
     step.first.append(pieces.timed(NOTHING, lambda engine: None))  # the probe's own cost, in place
 
 
