@@ -329,7 +329,7 @@ def _attach_handlers(
     trainer, evaluator, best, step, w = wiring.trainer, wiring.evaluator, wiring.best, wiring.step, wiring
     main = is_main_process()
     # The rate each step used (the lr column), whatever order the user's scheduler handlers run in.
-    rates = None if w.first_optimizer is None else LearningRates(w.first_optimizer)
+    rates = None if w.first_optimizer is None else LearningRates(w.first_optimizer, trainer=trainer)
     # Before anything else at each epoch end and validation: is the folder still this run's?
     trainer.add_event_handler(Events.EPOCH_COMPLETED, w.lock.check)
     evaluator.add_event_handler(Events.STARTED, w.lock.check)

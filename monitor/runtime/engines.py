@@ -1,6 +1,7 @@
 """build_trainer / build_evaluator: thin over Ignite's ``create_supervised_*``; plain Engines out."""
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -12,11 +13,61 @@ from ignite.metrics import Metric
 from monitor.runtime.sharded import is_sharded
 from monitor.runtime.skip import SkippingOptimizer, SkipStep, judged_loss
 
-__all__ = ["build_trainer", "build_evaluator"]
+__all__ = ["build_trainer", "build_evaluator", "StepRates", "step_rates"]
 
 
 def _loss_output(x: Any, y: Any, y_pred: Any, loss: torch.Tensor) -> dict[str, torch.Tensor | float]:
     return {"loss": _step_loss(loss)}
+
+
+class StepRates:
+    """build_trainer's ``output_transform`` where each step is one ``optimizer.step()``: ``{"loss": loss}``,
+    and ``rates``, the learning rates that step used (``None`` before the first), read here, right after
+    ``optimizer.step()`` read them, while ``wanted`` (a count of readers).
+    :class:`~monitor.handlers.lr.LearningRates` takes them from here instead of a hook in the
+    optimizer's step, a call that cost about 2 us of CPU a step (its code and data out of the caches
+    after the step's work; ``benchmarks/bench_step_pieces.py``).
+
+    Examples:
+        .. code-block:: python
+
+            trainer = build_trainer(model, optimizer, loss_fn)
+            rates = step_rates(trainer, optimizer)
+            rates.wanted += 1
+            trainer.run(loader, max_epochs=1)
+            rates.rates                              # [0.01]: the last step's
+    """
+
+    __slots__ = ("optimizer", "rates", "wanted")
+
+    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+        self.optimizer = optimizer
+        self.rates: list[Any] | None = None
+        self.wanted = 0  # a trainer nobody monitors reads none
+
+    def __call__(self, x: Any, y: Any, y_pred: Any, loss: torch.Tensor) -> dict[str, torch.Tensor | float]:
+        if self.wanted:
+            groups = self.optimizer.param_groups  # (looked up each step: load_state_dict replaces the list)
+            self.rates = [groups[0]["lr"]] if len(groups) == 1 else [group["lr"] for group in groups]
+        return {"loss": loss.item() if loss.is_cpu else loss.detach()}  # _step_loss, without its call
+
+
+_STEP_RATES: weakref.WeakKeyDictionary[Engine, StepRates] = weakref.WeakKeyDictionary()
+
+
+def step_rates(trainer: Engine, optimizer: torch.optim.Optimizer) -> StepRates | None:
+    """The rates ``trainer`` reads after each of its steps of ``optimizer``, if :func:`build_trainer` made
+    it so (each step one ``optimizer.step()``: no gradient accumulation, no ``GradScaler``, apex or
+    ``SkipStep`` that may pass a step over); else ``None``.
+
+    Examples:
+        .. code-block:: python
+
+            step_rates(build_trainer(model, optimizer, loss_fn), optimizer)   # a StepRates
+            step_rates(Engine(my_step), optimizer)                            # None
+    """
+    found = _STEP_RATES.get(trainer)
+    return found if found is not None and found.optimizer is optimizer else None
 
 
 def _step_loss(loss: torch.Tensor) -> torch.Tensor | float:
@@ -87,8 +138,15 @@ def build_trainer(
         optimizer = idist.auto_optim(optimizer)
         device = idist.device() if device is None else device
     if skip_step is None:
-        return create_supervised_trainer(model, optimizer, loss_fn, device=device, output_transform=_loss_output,
-                                         **kwargs)
+        # each step one optimizer.step() that takes place: the rates it used are read in the step
+        every_step = (kwargs.get("gradient_accumulation_steps", 1) == 1 and not kwargs.get("scaler")
+                      and kwargs.get("amp_mode") != "apex")
+        output = StepRates(optimizer) if every_step else _loss_output
+        trainer = create_supervised_trainer(model, optimizer, loss_fn, device=device, output_transform=output,
+                                            **kwargs)
+        if isinstance(output, StepRates):
+            _STEP_RATES[trainer] = output
+        return trainer
     trainer = create_supervised_trainer(
         model, SkippingOptimizer(optimizer, skip_step), judged_loss(loss_fn, skip_step),  # type: ignore[arg-type]
         device=device, output_transform=_skipped_output(skip_step), **kwargs)
