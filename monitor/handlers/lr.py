@@ -19,7 +19,7 @@ class LearningRates:
     monitoring): it already holds the next epoch's rate. An optimizer step pre-hook sees the rate
     each step really used. It costs a list of a few floats per step, no device sync. Given the
     ``trainer``, one :func:`~monitor.build_trainer` made to read them in its step
-    (:func:`~monitor.runtime.engines.step_rates`), they are taken from there, with no hook.
+    (``monitor.runtime.engines.step_rates``), they are taken from there, with no hook.
 
     Examples:
         .. code-block:: python

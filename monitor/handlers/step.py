@@ -82,7 +82,7 @@ class StepWork:
        asks): e.g. :class:`~monitor.parts.recovery.Recovery` judging the steps since the last check,
        before monitor's own NaN check can stop the run;
     4. every ``log_every`` iterations: ``loss``'s NaN check (where a step since was not inline, see
-       :class:`LossSink`), ``points``' ``train/loss`` (TensorBoard's; inline after an inline step), then
+       ``LossSink``), ``points``' ``train/loss`` (TensorBoard's; inline after an inline step), then
        ``every_log``;
     5. ``due``'s save, when the clock says so (the checkpoint cadence's: it may save here), then ``last``:
        the time limit, the stop request.
