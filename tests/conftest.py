@@ -81,6 +81,19 @@ def tiny_problem(seed: int = 0, n: int = 96) -> tuple[DataLoader, DataLoader]:
     )
 
 
+def own_step_trainer(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Any) -> Engine:
+    """A trainer of a user's own step function (not build_trainer's): one optimizer step a batch."""
+
+    def train_step(engine: Engine, batch: Any) -> float:
+        optimizer.zero_grad()
+        loss = loss_fn(model(batch[0]), batch[1])
+        loss.backward()
+        optimizer.step()
+        return float(loss.item())
+
+    return Engine(train_step)
+
+
 def tiny_setup(seed: int = 0, lr: float = 0.1) -> dict[str, Any]:
     """Model, optimizer, engines (through monitor.build_*) and loaders for end-to-end tests."""
     import monitor

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import monitor
 from monitor import Checkpoints, EarlyStopping, Objective, attach_monitoring, load_run
-from tests.conftest import ScriptedMetric, tiny_setup
+from tests.conftest import ScriptedMetric, own_step_trainer, tiny_setup
 from tests.crash_helpers import case_study
 from tests.runs import final_state, start
 
@@ -171,20 +171,6 @@ def halved_each_iteration(s):
     return scheduler, lambda _: scheduler.step()
 
 
-def own_trainer(s):
-    """A trainer of the user's own step function (not build_trainer's), in place of ``s``'s."""
-    model, optimizer, loss_fn = s["model"], s["optimizer"], s["loss_fn"]
-
-    def train_step(engine, batch):
-        optimizer.zero_grad()
-        loss = loss_fn(model(batch[0]), batch[1])
-        loss.backward()
-        optimizer.step()
-        return loss.item()
-
-    s["trainer"] = Engine(train_step)
-
-
 @pytest.mark.parametrize("trainer", ["build_trainer", "own step"])
 @pytest.mark.parametrize("when", ["before monitoring", "after monitoring"])
 def test_lr_is_the_epochs_last_steps_with_a_scheduler_stepped_at_each_iteration(tmp_path, when, trainer):
@@ -192,7 +178,7 @@ def test_lr_is_the_epochs_last_steps_with_a_scheduler_stepped_at_each_iteration(
     # column is the last step's rate.
     s = tiny_setup()
     if trainer == "own step":
-        own_trainer(s)
+        s["trainer"] = own_step_trainer(s["model"], s["optimizer"], s["loss_fn"])
     scheduler, step_scheduler = halved_each_iteration(s)
     if when == "before monitoring":
         s["trainer"].add_event_handler(Events.ITERATION_COMPLETED, step_scheduler)

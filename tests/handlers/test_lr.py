@@ -1,10 +1,11 @@
 import pytest
 import torch
-from ignite.engine import Engine, Events
+from ignite.engine import Events
 from torch import nn
 
 import monitor
 from monitor.handlers import LearningRates
+from tests.conftest import own_step_trainer
 
 
 def trainer_of(kind, model, optimizer):
@@ -13,14 +14,7 @@ def trainer_of(kind, model, optimizer):
         return monitor.build_trainer(model, optimizer, loss_fn)
     if kind == "build_trainer, accumulating 2 steps":
         return monitor.build_trainer(model, optimizer, loss_fn, gradient_accumulation_steps=2)
-
-    def step(engine, batch):
-        optimizer.zero_grad()
-        loss = loss_fn(model(batch[0]), batch[1])
-        loss.backward()
-        optimizer.step()
-        return loss.item()
-    return Engine(step)
+    return own_step_trainer(model, optimizer, loss_fn)
 
 
 @pytest.mark.parametrize("kind", ["build_trainer", "build_trainer, accumulating 2 steps", "own step"])
